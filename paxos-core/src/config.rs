@@ -1,0 +1,164 @@
+//! Replica configuration and its validation.
+
+use std::time::Duration;
+
+use crate::types::NodeId;
+
+/// Settings for one replica. Build with [`Config::new`], adjust fields, then
+/// [`Replica::new`](crate::Replica::new) validates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// This replica's id; must be in `members`.
+    pub id: NodeId,
+    /// Every voting replica, including this one. 1 to 64 members.
+    pub members: Vec<NodeId>,
+    /// How often a leader sends a heartbeat (an empty Accept) to each follower.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears nothing from a leader for a random time in
+    /// `[election_timeout_min, election_timeout_max)` starts phase 1.
+    pub election_timeout_min: Duration,
+    /// Upper end of the election timeout range (exclusive).
+    pub election_timeout_max: Duration,
+    /// How long a leader or candidate waits before resending an unanswered Accept or
+    /// Prepare.
+    pub resend_interval: Duration,
+    /// Pipelining bound: slots the leader may have proposed but not yet seen chosen.
+    pub max_inflight_slots: u64,
+    /// Batching bound: commands in one slot.
+    pub max_batch_commands: usize,
+    /// Batching bound: payload bytes in one slot (a single larger command is refused).
+    pub max_batch_bytes: usize,
+    /// Proposals queued on this replica, waiting for a slot or to be forwarded.
+    pub max_pending_proposals: usize,
+    /// Slots carried by one Promise, Accept or CatchUpReply message.
+    pub max_slots_per_message: usize,
+    /// Seed for election jitter. `None` seeds from the operating system; simulations pass
+    /// one so that runs replay exactly.
+    pub rng_seed: Option<[u8; 32]>,
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is outside its valid range, or two fields contradict each other.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// A config with defaults suited to a LAN cluster (heartbeat 50 ms, election timeout
+    /// 300-600 ms).
+    pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
+        Self {
+            id,
+            members,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            resend_interval: Duration::from_millis(100),
+            max_inflight_slots: 256,
+            max_batch_commands: 512,
+            max_batch_bytes: 1 << 20,
+            max_pending_proposals: 8192,
+            max_slots_per_message: 64,
+            rng_seed: None,
+        }
+    }
+
+    /// Checks every bound and timing relation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.members.is_empty() || self.members.len() > 64 {
+            return bad(format!(
+                "members must number 1 to 64, got {}",
+                self.members.len()
+            ));
+        }
+        let mut sorted = self.members.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.members.len() {
+            return bad("members contains duplicates".into());
+        }
+        if !self.members.contains(&self.id) {
+            return bad(format!("id {} is not in members", self.id));
+        }
+        if self.heartbeat_interval.is_zero() || self.resend_interval.is_zero() {
+            return bad("heartbeat_interval and resend_interval must be non-zero".into());
+        }
+        if self.election_timeout_min >= self.election_timeout_max {
+            return bad("election_timeout_min must be below election_timeout_max".into());
+        }
+        if self.election_timeout_min < self.heartbeat_interval * 3 {
+            return bad(format!(
+                "election_timeout_min ({:?}) must be at least 3 heartbeat intervals ({:?})",
+                self.election_timeout_min, self.heartbeat_interval
+            ));
+        }
+        if self.max_inflight_slots == 0
+            || self.max_batch_commands == 0
+            || self.max_batch_bytes == 0
+            || self.max_pending_proposals == 0
+            || self.max_slots_per_message == 0
+        {
+            return bad("every max_* bound must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Votes needed for a quorum: a strict majority of members.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Config {
+        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(three().validate(), Ok(()));
+    }
+
+    #[test]
+    fn quorum_table() {
+        for (n, q) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)] {
+            let members: Vec<_> = (1..=n).map(NodeId).collect();
+            assert_eq!(Config::new(NodeId(1), members).quorum(), q, "n={n}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+            ("not a member", Box::new(|c| c.id = NodeId(9))),
+            ("duplicates", Box::new(|c| c.members.push(NodeId(2)))),
+            ("empty", Box::new(|c| c.members.clear())),
+            (
+                "inverted election range",
+                Box::new(|c| c.election_timeout_max = c.election_timeout_min),
+            ),
+            (
+                "heartbeat too slow",
+                Box::new(|c| c.heartbeat_interval = c.election_timeout_min),
+            ),
+            ("zero window", Box::new(|c| c.max_inflight_slots = 0)),
+            ("zero batch", Box::new(|c| c.max_batch_commands = 0)),
+            ("zero bytes", Box::new(|c| c.max_batch_bytes = 0)),
+            ("zero queue", Box::new(|c| c.max_pending_proposals = 0)),
+            ("zero page", Box::new(|c| c.max_slots_per_message = 0)),
+        ];
+        for (name, mutate) in cases {
+            let mut c = three();
+            mutate(&mut c);
+            assert!(c.validate().is_err(), "{name} should be refused");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The messages replicas exchange, named as in the paper.
+//!
+//! Every message carries the sender's ballot where one applies, so a receiver can always
+//! tell a stale message from a current one. Messages may be lost, duplicated, reordered or
+//! delayed; each handler in the core is idempotent and ignores what is stale.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Ballot, Command, Entry, NodeId, Slot, Value};
+
+/// A protocol message between replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Phase 1a: "promise me `ballot` for every slot from `from` on".
+    Prepare(Prepare),
+    /// Phase 1b: the acceptor promised, and reports what it accepted.
+    Promise(Promise),
+    /// Phase 2a: "accept these values for these slots at `ballot`". Also carries the
+    /// leader's commit point, and doubles as the heartbeat when `values` is empty.
+    Accept(Accept),
+    /// Phase 2b: the acceptor accepted (and persisted) a range of slots.
+    Accepted(Accepted),
+    /// Learning: every slot below `commit` is chosen.
+    Decide(Decide),
+    /// Rejection: the receiver has promised a higher ballot.
+    Nack(Nack),
+    /// A follower hands proposals to the leader it knows of.
+    Forward(Forward),
+    /// A learner asks for chosen values it missed.
+    CatchUp(CatchUp),
+    /// Chosen values, in answer to [`Message::CatchUp`].
+    CatchUpReply(CatchUpReply),
+}
+
+impl Message {
+    /// Short name of the message kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Prepare(_) => "prepare",
+            Self::Promise(_) => "promise",
+            Self::Accept(_) => "accept",
+            Self::Accepted(_) => "accepted",
+            Self::Decide(_) => "decide",
+            Self::Nack(_) => "nack",
+            Self::Forward(_) => "forward",
+            Self::CatchUp(_) => "catch_up",
+            Self::CatchUpReply(_) => "catch_up_reply",
+        }
+    }
+}
+
+/// Phase 1a, run once by a new leader for all slots from `from` on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The ballot the proposer wants promised.
+    pub ballot: Ballot,
+    /// First slot the proposer does not know to be chosen. The acceptor reports what it
+    /// accepted from here on.
+    pub from: Slot,
+}
+
+/// Phase 1b. The promise covers every slot; the report of accepted values is paginated so
+/// that no message exceeds the configured bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    /// The promised ballot (equal to the Prepare's).
+    pub ballot: Ballot,
+    /// The `from` of the Prepare this answers.
+    pub from: Slot,
+    /// Values accepted for slots `>= from`, each with the ballot it was accepted at, in
+    /// slot order.
+    pub accepted: Vec<Entry>,
+    /// `Some(slot)` when the report was cut short: ask again from `slot`.
+    pub next: Option<Slot>,
+    /// The acceptor's own commit point (every slot below it is chosen).
+    pub commit: Slot,
+}
+
+/// Phase 2a: values for the contiguous slots `first..first + values.len()`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// Slot of `values[0]`.
+    pub first: Slot,
+    /// Values to accept. Empty for a heartbeat.
+    pub values: Vec<Value>,
+    /// The leader's commit point: every slot below it is chosen.
+    pub commit: Slot,
+}
+
+/// Phase 2b: the acceptor durably accepted slots `first..first + count` at `ballot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The ballot accepted at.
+    pub ballot: Ballot,
+    /// First slot accepted.
+    pub first: Slot,
+    /// Number of slots accepted.
+    pub count: u64,
+}
+
+/// Every slot below `commit` is chosen. An acceptor that accepted a slot at `ballot` knows
+/// its own value for that slot is the chosen one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decide {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// The leader's commit point.
+    pub commit: Slot,
+}
+
+/// The receiver refused `ballot` because it promised `promised`, which is higher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    /// The refused ballot.
+    pub ballot: Ballot,
+    /// The higher ballot the sender promised.
+    pub promised: Ballot,
+}
+
+/// Proposals forwarded from a follower to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The commands, in the order they were proposed.
+    pub commands: Vec<Command>,
+}
+
+/// A learner asks for the chosen values from `from` on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// First slot the learner is missing.
+    pub from: Slot,
+}
+
+/// Chosen values for `first..first + values.len()`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpReply {
+    /// Slot of `values[0]`.
+    pub first: Slot,
+    /// The chosen values, each with the ballot the sender holds it at.
+    pub values: Vec<(Ballot, Value)>,
+    /// The sender's commit point.
+    pub commit: Slot,
+}
+
+/// A message with its destination, as found in a [`Ready`](crate::Ready).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The replica to deliver to.
+    pub to: NodeId,
+    /// The message.
+    pub message: Message,
+}

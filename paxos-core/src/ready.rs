@@ -1,0 +1,114 @@
+//! The output of the core: one [`Ready`] batch at a time, with its ordering rule.
+
+use crate::message::Envelope;
+use crate::types::{Ballot, Entry, NodeId, Slot, Value};
+
+/// Durable state that is not per-slot: what the acceptor promised and how far the log is
+/// known to be chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HardState {
+    /// The highest ballot this acceptor promised. Must never move backwards on disk.
+    pub promised: Ballot,
+    /// Every slot below `commit` is chosen, and the stored entry for it holds the chosen
+    /// value. A lower bound: losing progress here is safe, it is relearned.
+    pub commit: Slot,
+}
+
+/// State to make durable before anything else in a [`Ready`] happens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistBatch {
+    /// New hard state, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Accepted entries to write. An entry replaces any stored entry for the same slot.
+    pub entries: Vec<Entry>,
+}
+
+impl PersistBatch {
+    /// True if there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none() && self.entries.is_empty()
+    }
+}
+
+/// What storage hands back on recovery: everything made durable by earlier
+/// [`Storage::persist`](crate::Storage::persist) calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredState {
+    /// The last hard state written, or the default for a fresh store.
+    pub hard_state: HardState,
+    /// Every stored entry, in slot order, at most one per slot (the last written).
+    pub entries: Vec<Entry>,
+}
+
+/// A value chosen for a slot, ready to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The slot.
+    pub slot: Slot,
+    /// The chosen value.
+    pub value: Value,
+}
+
+/// The role a replica plays right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// Accepts values and learns decisions from a leader.
+    Follower,
+    /// Running phase 1 to become leader.
+    Candidate,
+    /// Completed phase 1 for its ballot; runs phase 2 only.
+    Leader,
+}
+
+/// One batch of work for the driver.
+///
+/// # Ordering rule: persist, then send, then apply, then advance
+///
+/// 1. Write [`Ready::persist`] with **one** [`Storage::persist`](crate::Storage::persist)
+///    call, and wait until it is durable (fsynced).
+/// 2. Only then send [`Ready::messages`]. They include Promise and Accepted messages that
+///    report the state in `persist`; sending one before that state is durable lets a crash
+///    break the promise it made, which can let two values be chosen for one slot.
+/// 3. Apply [`Ready::committed`] to the state machine, in order.
+/// 4. Call [`Replica::advance`](crate::Replica::advance) with [`Ready::id`].
+///
+/// The core hands out one `Ready` at a time: [`Replica::poll_ready`](crate::Replica::poll_ready)
+/// returns `None` until the previous one is advanced. If persisting fails, the driver must
+/// stop the replica (never retry and go on): the state it reported may be half written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a Ready must be persisted, sent, applied and advanced"]
+pub struct Ready {
+    /// Identifies this batch for [`Replica::advance`](crate::Replica::advance).
+    pub id: u64,
+    /// What to make durable first.
+    pub persist: PersistBatch,
+    /// What to send once `persist` is durable.
+    pub messages: Vec<Envelope>,
+    /// Chosen values to apply, in slot order, contiguous with the previous Ready's.
+    pub committed: Vec<Committed>,
+}
+
+impl Ready {
+    /// True if the batch holds no work at all.
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty() && self.messages.is_empty() && self.committed.is_empty()
+    }
+}
+
+/// A snapshot of a replica's view, for status pages and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Highest ballot promised.
+    pub promised: Ballot,
+    /// The leader this replica believes in, if any.
+    pub leader: Option<NodeId>,
+    /// Every slot below this is chosen and known here.
+    pub commit: Slot,
+    /// Every slot below this has been handed out for applying.
+    pub applied: Slot,
+}
