@@ -1,0 +1,409 @@
+//! The replica: one type that plays proposer, acceptor and learner.
+//!
+//! The role-specific handlers live in sibling files: [`acceptor`](self) (phase 1b/2b),
+//! `proposer` (phase 1a/2a, batching, pipelining), `learner` (commit, catch-up, apply) and
+//! `election` (timers and randomized timeouts).
+
+mod acceptor;
+mod election;
+mod learner;
+mod proposer;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+use crate::config::{Config, ConfigError};
+use crate::error::ProposeError;
+use crate::message::{Envelope, Forward, Message};
+use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role, Status};
+use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
+
+use self::proposer::{Candidacy, Leadership};
+
+/// Committed values handed out per [`Ready`], to bound its size.
+const MAX_COMMITTED_PER_READY: usize = 1024;
+
+/// One Multi-Paxos replica as a pure state machine: proposer, acceptor and learner in one.
+///
+/// `Replica` performs no I/O and never reads a clock. The driver feeds it inputs, and
+/// collects its outputs as [`Ready`] batches.
+///
+/// # Driver contract
+///
+/// * **Inputs** (`handle_*`, [`propose`](Self::propose)): call them as events arrive, each
+///   with `now`, the replica's monotonic time. `now` must never go backwards; the replica
+///   asserts this, because lease and timeout arithmetic depend on it.
+/// * **Outputs**: after a burst of inputs, call [`poll_ready`](Self::poll_ready) and handle
+///   the [`Ready`] by its ordering rule (persist, send, apply), then
+///   [`advance`](Self::advance) it. Feeding many inputs before polling is what batches them
+///   into one persist.
+/// * **Timers**: [`poll_timeout`](Self::poll_timeout) says when to call
+///   [`handle_timeout`](Self::handle_timeout) next. Poll it again after every input and
+///   every `advance`, since inputs move deadlines.
+/// * **Errors**: if persisting a `Ready` fails, drop the replica; restart from storage.
+///   Calling `advance` with an id other than the outstanding Ready's panics: that is a
+///   driver bug, and continuing could send a promise that was never persisted.
+#[derive(Debug)]
+pub struct Replica {
+    pub(crate) cfg: Config,
+    quorum: usize,
+    rng: ChaCha8Rng,
+    now: Instant,
+    /// Distinguishes this incarnation's proposal ids from earlier ones.
+    epoch: u64,
+    next_seq: u64,
+
+    // Acceptor state (durable).
+    promised: Ballot,
+    log: BTreeMap<Slot, Accepted>,
+
+    // Learner state.
+    /// Every slot below `commit` is chosen, and `log` holds its chosen value.
+    commit: Slot,
+    /// Every slot below `applied` has been handed out in a `Ready`.
+    applied: Slot,
+    /// Highest commit point any peer told us of.
+    commit_hint: Slot,
+    catch_up_sent: Option<Instant>,
+    /// The peer to ask for missing chosen values.
+    catch_up_from: Option<NodeId>,
+
+    // Election and roles.
+    role: Role,
+    /// The leader we follow and its ballot, once it sent Accept or Decide.
+    leader: Option<(NodeId, Ballot)>,
+    election_deadline: Instant,
+    /// Highest round seen anywhere, so the next ballot beats it.
+    max_round_seen: u64,
+    candidacy: Option<Candidacy>,
+    leadership: Option<Leadership>,
+
+    // Proposals waiting for a slot (leader, candidate) or to be forwarded (follower).
+    pending: VecDeque<Command>,
+
+    // Output under construction, and the outstanding Ready.
+    out: Outbox,
+    outstanding: Option<Outstanding>,
+    next_ready_id: u64,
+}
+
+/// An accepted value in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    pub(crate) ballot: Ballot,
+    pub(crate) value: Value,
+}
+
+/// Output accumulated between two `poll_ready` calls.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// The promised ballot moved: the hard state must be written.
+    hard_state_dirty: bool,
+    entries: BTreeMap<Slot, Entry>,
+    messages: Vec<Envelope>,
+    /// Messages to ourselves: delivered after the Ready's persist, like any send.
+    loopback: Vec<Message>,
+}
+
+/// The Ready handed out and not yet advanced.
+#[derive(Debug)]
+struct Outstanding {
+    id: u64,
+    loopback: Vec<Message>,
+}
+
+impl Replica {
+    /// Builds a replica from its config and the state recovered from storage.
+    ///
+    /// `now` is the replica's clock at start. A fresh store gives
+    /// `RecoveredState::default()`.
+    pub fn new(cfg: Config, recovered: RecoveredState, now: Instant) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let mut rng = match cfg.rng_seed {
+            Some(seed) => ChaCha8Rng::from_seed(seed),
+            None => ChaCha8Rng::from_os_rng(),
+        };
+        let epoch = rng.next_u64();
+        let RecoveredState { hard_state, entries } = recovered;
+        let mut log = BTreeMap::new();
+        let mut max_round_seen = hard_state.promised.round;
+        for e in entries {
+            max_round_seen = max_round_seen.max(e.ballot.round);
+            log.insert(e.slot, Accepted { ballot: e.ballot, value: e.value });
+        }
+        // Paired with the check before persisting: the chosen prefix must be complete.
+        let mut commit = Slot(0);
+        while commit < hard_state.commit && log.contains_key(&commit) {
+            commit = commit.next();
+        }
+        let mut replica = Self {
+            quorum: cfg.quorum(),
+            cfg,
+            rng,
+            now,
+            epoch,
+            next_seq: 0,
+            promised: hard_state.promised,
+            log,
+            commit,
+            applied: Slot(0),
+            commit_hint: commit,
+            catch_up_sent: None,
+            catch_up_from: None,
+            role: Role::Follower,
+            leader: None,
+            election_deadline: now,
+            max_round_seen,
+            candidacy: None,
+            leadership: None,
+            pending: VecDeque::new(),
+            out: Outbox::default(),
+            outstanding: None,
+            next_ready_id: 1,
+        };
+        replica.reset_election_deadline();
+        Ok(replica)
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// The current view, for status pages and tests.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.id,
+            role: self.role,
+            promised: self.promised,
+            leader: self.leader_id(),
+            commit: self.commit,
+            applied: self.applied,
+        }
+    }
+
+    /// The leader this replica believes in: itself when leading.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader => Some(self.cfg.id),
+            _ => self.leader.map(|(id, _)| id),
+        }
+    }
+
+    /// Proposals queued here, not yet in a slot or forwarded.
+    pub fn pending_proposals(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Proposes a command. On the leader it is queued for the next batch; on a follower
+    /// it is forwarded to the leader.
+    ///
+    /// The returned id comes back in [`Committed`] when the command is chosen. A command
+    /// can be lost with a leader that fails; callers time out and retry (see
+    /// [`StateMachine`](crate::StateMachine) on exactly-once).
+    pub fn propose(&mut self, now: Instant, payload: bytes::Bytes) -> Result<ProposalId, ProposeError> {
+        self.tick(now);
+        if payload.len() > self.cfg.max_batch_bytes {
+            return Err(ProposeError::TooLarge { len: payload.len(), max: self.cfg.max_batch_bytes });
+        }
+        if self.role == Role::Follower && self.leader.is_none() {
+            return Err(ProposeError::NoLeader);
+        }
+        if self.pending.len() >= self.cfg.max_pending_proposals {
+            return Err(ProposeError::Overloaded { pending: self.pending.len() });
+        }
+        let id = ProposalId { origin: self.cfg.id, seq: self.next_seq, epoch: self.epoch };
+        self.next_seq += 1;
+        self.pending.push_back(Command { id, payload });
+        Ok(id)
+    }
+
+    /// Handles a message from peer `from`.
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, message: Message) {
+        self.tick(now);
+        if !self.cfg.members.contains(&from) || from == self.cfg.id {
+            // Not a member, or a forged loopback: ignore.
+            return;
+        }
+        self.dispatch(from, message);
+    }
+
+    /// Handles every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        match self.role {
+            Role::Leader => self.leader_timers(),
+            Role::Candidate => self.candidate_timers(),
+            Role::Follower => {}
+        }
+        if self.role != Role::Leader && self.now >= self.election_deadline {
+            self.start_candidacy();
+        }
+        self.learner_timers();
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = match self.role {
+            Role::Leader => self.leader_deadline(),
+            Role::Candidate => self.candidate_deadline().min(self.election_deadline),
+            Role::Follower => self.election_deadline,
+        };
+        if let Some(t) = self.learner_deadline() {
+            next = next.min(t);
+        }
+        Some(next)
+    }
+
+    /// The next batch of work, or `None` if there is none or the previous one is not yet
+    /// advanced. See [`Ready`] for the order in which to handle it.
+    pub fn poll_ready(&mut self) -> Option<Ready> {
+        if self.outstanding.is_some() {
+            return None;
+        }
+        self.flush_proposals();
+        // Loopback messages may be delivered at once while nothing awaits persistence.
+        let mut rounds = 0;
+        while !self.out.loopback.is_empty() && !self.out.needs_persist() && rounds < 8 {
+            rounds += 1;
+            for message in std::mem::take(&mut self.out.loopback) {
+                self.dispatch(self.cfg.id, message);
+            }
+            self.flush_proposals();
+        }
+        let committed = self.take_committed();
+        let persist = self.take_persist();
+        let out = std::mem::take(&mut self.out);
+        let ready = Ready { id: self.next_ready_id, persist, messages: out.messages, committed };
+        if ready.is_empty() && out.loopback.is_empty() {
+            return None;
+        }
+        self.next_ready_id += 1;
+        self.outstanding = Some(Outstanding { id: ready.id, loopback: out.loopback });
+        Some(ready)
+    }
+
+    /// Marks the outstanding Ready as handled: persisted, sent and applied.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not the outstanding Ready's id (a driver bug).
+    pub fn advance(&mut self, id: u64) {
+        let outstanding = self.outstanding.take();
+        let Some(outstanding) = outstanding else {
+            panic!("advance({id}) with no outstanding Ready");
+        };
+        assert_eq!(outstanding.id, id, "advance() for a Ready that is not the outstanding one");
+        for message in outstanding.loopback {
+            self.dispatch(self.cfg.id, message);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        self.now = now;
+    }
+
+    fn dispatch(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::Prepare(m) => self.handle_prepare(from, m),
+            Message::Promise(m) => self.handle_promise(from, m),
+            Message::Accept(m) => self.handle_accept(from, m),
+            Message::Accepted(m) => self.handle_accepted(from, m),
+            Message::Decide(m) => self.handle_decide(from, m),
+            Message::Nack(m) => self.handle_nack(m),
+            Message::Forward(m) => self.handle_forward(m),
+            Message::CatchUp(m) => self.handle_catch_up(from, m),
+            Message::CatchUpReply(m) => self.handle_catch_up_reply(from, m),
+        }
+    }
+
+    /// Queues `message` for `to`; messages to ourselves take the loopback path.
+    fn send(&mut self, to: NodeId, message: Message) {
+        if to == self.cfg.id {
+            self.out.loopback.push(message);
+        } else {
+            self.out.messages.push(Envelope { to, message });
+        }
+    }
+
+    /// Sends `message` to every member, ourselves included.
+    fn broadcast(&mut self, message: &Message) {
+        for i in 0..self.cfg.members.len() {
+            let to = self.cfg.members[i];
+            self.send(to, message.clone());
+        }
+    }
+
+    /// Records that the acceptor now holds `value` for `slot` at `ballot`, in memory and in
+    /// the next persist batch.
+    fn store(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        let entry = Entry { slot, ballot, value };
+        self.log.insert(slot, Accepted { ballot, value: entry.value.clone() });
+        self.out.entries.insert(slot, entry);
+    }
+
+    fn set_promised(&mut self, ballot: Ballot) {
+        assert!(ballot >= self.promised, "promised ballot moving backwards");
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.out.hard_state_dirty = true;
+        }
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+    }
+
+    fn take_persist(&mut self) -> PersistBatch {
+        let entries: Vec<Entry> = std::mem::take(&mut self.out.entries).into_values().collect();
+        let write_hard = self.out.hard_state_dirty || !entries.is_empty();
+        self.out.hard_state_dirty = false;
+        for e in &entries {
+            // Paired with the check in `new`: a chosen slot is never overwritten.
+            assert!(
+                e.slot >= self.commit || self.log.get(&e.slot).map(|a| &a.value) == Some(&e.value),
+                "overwriting chosen slot {}",
+                e.slot
+            );
+        }
+        PersistBatch {
+            hard_state: write_hard.then_some(HardState { promised: self.promised, commit: self.commit }),
+            entries,
+        }
+    }
+
+    fn take_committed(&mut self) -> Vec<Committed> {
+        let mut committed = Vec::new();
+        while self.applied < self.commit && committed.len() < MAX_COMMITTED_PER_READY {
+            let accepted = self.log.get(&self.applied);
+            let Some(accepted) = accepted else {
+                panic!("chosen slot {} missing from the log", self.applied);
+            };
+            committed.push(Committed { slot: self.applied, value: accepted.value.clone() });
+            self.applied = self.applied.next();
+        }
+        committed
+    }
+
+    fn forward_pending(&mut self, leader: NodeId) {
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(self.cfg.max_batch_commands);
+            let commands: Vec<Command> = self.pending.drain(..n).collect();
+            self.send(leader, Message::Forward(Forward { commands }));
+        }
+    }
+
+    fn random_below(&mut self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.rng.next_u64() % bound }
+    }
+}
+
+impl Outbox {
+    fn needs_persist(&self) -> bool {
+        self.hard_state_dirty || !self.entries.is_empty()
+    }
+}
+
+
+#[cfg(test)]
+mod tests;

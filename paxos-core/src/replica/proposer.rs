@@ -1,0 +1,390 @@
+//! Proposer: phase 1a once per leadership, then phase 2a with batching and pipelining.
+
+use std::collections::BTreeMap;
+
+use crate::message::{Accept, Accepted, Decide, Forward, Message, Nack, Prepare, Promise};
+use crate::ready::Role;
+use crate::types::{Ballot, Command, Instant, NodeId, Slot, Value};
+
+use super::Replica;
+
+/// A replica running phase 1 for `ballot`.
+#[derive(Debug)]
+pub(crate) struct Candidacy {
+    pub(crate) ballot: Ballot,
+    /// The first slot phase 1 covers.
+    from: Slot,
+    /// Members whose Promise (all pages) arrived, as a bitmask over `members` indexes.
+    done: u64,
+    /// Per member, the slot its next Promise page starts at.
+    next_page: Vec<Slot>,
+    /// The highest-ballot value reported for each slot.
+    adopted: BTreeMap<Slot, (Ballot, Value)>,
+    last_sent: Instant,
+}
+
+/// A replica that completed phase 1 for `ballot` and runs phase 2 only.
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    pub(crate) ballot: Ballot,
+    /// The next slot to fill with a new batch.
+    next_slot: Slot,
+    /// Proposed, not yet chosen. At most `max_inflight_slots` new batches beyond `commit`.
+    inflight: BTreeMap<Slot, Inflight>,
+    last_heartbeat: Instant,
+    /// Per member, when it last answered this ballot.
+    last_ack: Vec<Instant>,
+    /// The commit point last sent to followers.
+    commit_sent: Slot,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    value: Value,
+    /// Members that accepted it, as a bitmask.
+    acks: u64,
+    sent_at: Instant,
+}
+
+impl Replica {
+    fn member_index(&self, id: NodeId) -> Option<usize> {
+        self.cfg.members.iter().position(|&m| m == id)
+    }
+
+    /// Starts phase 1 with a ballot above every one seen.
+    pub(super) fn start_candidacy(&mut self) {
+        let ballot = Ballot::new(self.max_round_seen + 1, self.cfg.id);
+        self.max_round_seen = ballot.round;
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.leadership = None;
+        let from = self.commit;
+        self.candidacy = Some(Candidacy {
+            ballot,
+            from,
+            done: 0,
+            next_page: vec![from; self.cfg.members.len()],
+            adopted: BTreeMap::new(),
+            last_sent: self.now,
+        });
+        self.reset_election_deadline();
+        self.broadcast(&Message::Prepare(Prepare { ballot, from }));
+    }
+
+    pub(super) fn handle_promise(&mut self, from: NodeId, m: Promise) {
+        let Some(idx) = self.member_index(from) else { return };
+        if m.commit > self.commit_hint {
+            self.commit_hint = m.commit;
+            self.catch_up_from = Some(from);
+        }
+        let Some(c) = self.candidacy.as_mut() else { return };
+        if m.ballot != c.ballot || m.from != c.next_page[idx] || c.done & (1 << idx) != 0 {
+            return;
+        }
+        for e in m.accepted {
+            if e.slot < c.from {
+                continue;
+            }
+            match c.adopted.get(&e.slot) {
+                Some((b, v)) if *b == e.ballot => {
+                    assert_eq!(*v, e.value, "two values accepted for slot {} at ballot {b}", e.slot);
+                }
+                Some((b, _)) if *b > e.ballot => {}
+                _ => {
+                    c.adopted.insert(e.slot, (e.ballot, e.value));
+                }
+            }
+        }
+        let ballot = c.ballot;
+        if let Some(next) = m.next {
+            c.next_page[idx] = next;
+            self.send(from, Message::Prepare(Prepare { ballot, from: next }));
+            return;
+        }
+        c.done |= 1 << idx;
+        if c.done.count_ones() as usize >= self.quorum {
+            self.become_leader();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let Some(c) = self.candidacy.take() else { return };
+        self.role = Role::Leader;
+        self.leader = None;
+        let start = self.commit.max(c.from);
+        let end = c.adopted.keys().next_back().map_or(start, |s| s.next().max(start));
+        let mut leadership = Leadership {
+            ballot: c.ballot,
+            next_slot: end,
+            inflight: BTreeMap::new(),
+            last_heartbeat: self.now,
+            last_ack: vec![self.now; self.cfg.members.len()],
+            commit_sent: self.commit,
+        };
+        // Re-propose, at our ballot, the highest-ballot value reported for each open slot;
+        // fill the gaps with no-ops.
+        let mut values = Vec::new();
+        for s in start.0..end.0 {
+            let value = c.adopted.get(&Slot(s)).map_or(Value::Noop, |(_, v)| v.clone());
+            leadership.inflight.insert(Slot(s), Inflight { value: value.clone(), acks: 0, sent_at: self.now });
+            values.push(value);
+        }
+        self.leadership = Some(leadership);
+        if values.is_empty() {
+            // Announce the leadership at once, so followers forward to us.
+            self.send_heartbeats();
+        } else {
+            self.broadcast_accepts(start, values);
+        }
+    }
+
+    /// Sends `values` for slots from `first` on to every member, in bounded messages.
+    fn broadcast_accepts(&mut self, first: Slot, values: Vec<Value>) {
+        let Some(l) = self.leadership.as_mut() else { return };
+        let ballot = l.ballot;
+        l.commit_sent = self.commit;
+        let mut slot = first;
+        let mut values = values.into_iter().peekable();
+        while values.peek().is_some() {
+            let chunk: Vec<Value> = values.by_ref().take(self.cfg.max_slots_per_message).collect();
+            let n = chunk.len() as u64;
+            let accept = Accept { ballot, first: slot, values: chunk, commit: self.commit };
+            self.broadcast(&Message::Accept(accept));
+            slot = Slot(slot.0 + n);
+        }
+    }
+
+    /// Moves queued proposals into new slots (leader) or forwards them (follower).
+    pub(super) fn flush_proposals(&mut self) {
+        match self.role {
+            Role::Follower => {
+                if let Some((leader, _)) = self.leader {
+                    self.forward_pending(leader);
+                }
+            }
+            Role::Candidate => {}
+            Role::Leader => self.propose_batches(),
+        }
+    }
+
+    fn propose_batches(&mut self) {
+        let window_end = self.commit.0.saturating_add(self.cfg.max_inflight_slots);
+        let Some(l) = self.leadership.as_mut() else { return };
+        let first = l.next_slot;
+        let mut values = Vec::new();
+        while !self.pending.is_empty() && l.next_slot.0 < window_end {
+            let mut batch: Vec<Command> = Vec::new();
+            let mut bytes = 0;
+            while let Some(cmd) = self.pending.front() {
+                let full = batch.len() == self.cfg.max_batch_commands
+                    || (!batch.is_empty() && bytes + cmd.payload.len() > self.cfg.max_batch_bytes);
+                if full {
+                    break;
+                }
+                bytes += cmd.payload.len();
+                batch.extend(self.pending.pop_front());
+            }
+            let value = Value::Batch(batch);
+            l.inflight.insert(l.next_slot, Inflight { value: value.clone(), acks: 0, sent_at: self.now });
+            l.next_slot = l.next_slot.next();
+            values.push(value);
+        }
+        let commit_sent = l.commit_sent;
+        if !values.is_empty() {
+            self.broadcast_accepts(first, values);
+        } else if self.commit > commit_sent {
+            self.broadcast_decide();
+        }
+    }
+
+    fn broadcast_decide(&mut self) {
+        let Some(l) = self.leadership.as_mut() else { return };
+        l.commit_sent = self.commit;
+        let decide = Decide { ballot: l.ballot, commit: self.commit };
+        for i in 0..self.cfg.members.len() {
+            let to = self.cfg.members[i];
+            if to != self.cfg.id {
+                self.send(to, Message::Decide(decide.clone()));
+            }
+        }
+    }
+
+    pub(super) fn handle_accepted(&mut self, from: NodeId, m: Accepted) {
+        let Some(idx) = self.member_index(from) else { return };
+        let quorum = self.quorum;
+        let now = self.now;
+        let Some(l) = self.leadership.as_mut() else { return };
+        if m.ballot != l.ballot {
+            return;
+        }
+        l.last_ack[idx] = now;
+        let end = Slot(m.first.0.saturating_add(m.count));
+        for (_, inflight) in l.inflight.range_mut(m.first..end) {
+            inflight.acks |= 1 << idx;
+        }
+        // Advance the commit point over the chosen prefix.
+        let ballot = l.ballot;
+        loop {
+            let commit = self.commit;
+            let Some(l) = self.leadership.as_mut() else { return };
+            let Some(inflight) = l.inflight.get(&commit) else { break };
+            if (inflight.acks.count_ones() as usize) < quorum {
+                break;
+            }
+            let Some(inflight) = l.inflight.remove(&commit) else { break };
+            let held = self.log.get(&commit).is_some_and(|a| a.ballot == ballot && a.value == inflight.value);
+            if !held {
+                // A quorum of peers chose it before our own acceptor stored it.
+                self.store(commit, ballot, inflight.value);
+            }
+            self.commit = commit.next();
+        }
+    }
+
+    /// Forgets in-flight slots that became chosen by other means (catch-up).
+    pub(super) fn prune_inflight(&mut self) {
+        let commit = self.commit;
+        if let Some(l) = self.leadership.as_mut() {
+            l.inflight = l.inflight.split_off(&commit);
+            l.next_slot = l.next_slot.max(commit);
+        }
+    }
+
+    pub(super) fn handle_nack(&mut self, m: Nack) {
+        let ours = self.candidacy.as_ref().map(|c| c.ballot).or(self.leadership.as_ref().map(|l| l.ballot));
+        if ours == Some(m.ballot) && m.promised > m.ballot {
+            self.observe_higher_ballot(m.promised);
+        } else {
+            self.max_round_seen = self.max_round_seen.max(m.promised.round);
+        }
+    }
+
+    pub(super) fn handle_forward(&mut self, m: Forward) {
+        if self.role == Role::Follower {
+            // Not leading: drop. The origin's caller times out and retries; forwarding
+            // again could bounce between two replicas with stale views.
+            return;
+        }
+        for cmd in m.commands {
+            if self.pending.len() >= self.cfg.max_pending_proposals {
+                break;
+            }
+            self.pending.push_back(cmd);
+        }
+    }
+
+    /// Stops proposing; becomes a follower with no known leader.
+    pub(super) fn step_down(&mut self) {
+        self.role = Role::Follower;
+        self.candidacy = None;
+        self.leadership = None;
+        self.leader = None;
+        self.reset_election_deadline();
+    }
+
+    pub(super) fn leader_timers(&mut self) {
+        let now = self.now;
+        let horizon = now - self.cfg.election_timeout_max;
+        let me = self.member_index(self.cfg.id);
+        let quorum = self.quorum;
+        let Some(l) = self.leadership.as_mut() else { return };
+        if let Some(me) = me {
+            l.last_ack[me] = now;
+        }
+        // Step down when a quorum has not answered for an election timeout: clients of a
+        // partitioned leader should fail fast rather than wait.
+        if l.last_ack.iter().filter(|&&t| t >= horizon).count() < quorum {
+            self.step_down();
+            return;
+        }
+        self.resend_accepts();
+        let due = self.leadership.as_ref().is_some_and(|l| now >= l.last_heartbeat + self.cfg.heartbeat_interval);
+        if due {
+            self.send_heartbeats();
+        }
+    }
+
+    /// Sends an empty Accept, carrying the commit point, to every follower.
+    fn send_heartbeats(&mut self) {
+        let now = self.now;
+        let Some(l) = self.leadership.as_mut() else { return };
+        l.last_heartbeat = now;
+        l.commit_sent = self.commit;
+        let heartbeat = Accept { ballot: l.ballot, first: l.next_slot, values: Vec::new(), commit: self.commit };
+        for i in 0..self.cfg.members.len() {
+            let to = self.cfg.members[i];
+            if to != self.cfg.id {
+                self.send(to, Message::Accept(heartbeat.clone()));
+            }
+        }
+    }
+
+    /// Resends unanswered Accepts to the members that have not accepted them.
+    fn resend_accepts(&mut self) {
+        let now = self.now;
+        let resend = self.cfg.resend_interval;
+        let page = self.cfg.max_slots_per_message;
+        let Some(l) = self.leadership.as_mut() else { return };
+        let ballot = l.ballot;
+        let mut messages = Vec::new();
+        for (i, &member) in self.cfg.members.iter().enumerate() {
+            let mut run: Option<(Slot, Vec<Value>)> = None;
+            for (&slot, inflight) in l.inflight.iter() {
+                let due = inflight.sent_at + resend <= now && inflight.acks & (1 << i) == 0;
+                let contiguous = run.as_ref().is_some_and(|(f, v)| f.0 + v.len() as u64 == slot.0 && v.len() < page);
+                if !due || !contiguous {
+                    if let Some((f, v)) = run.take() {
+                        messages.push((member, f, v));
+                    }
+                }
+                if due {
+                    run.get_or_insert_with(|| (slot, Vec::new())).1.push(inflight.value.clone());
+                }
+            }
+            if let Some((f, v)) = run.take() {
+                messages.push((member, f, v));
+            }
+        }
+        for inflight in l.inflight.values_mut() {
+            if inflight.sent_at + resend <= now {
+                inflight.sent_at = now;
+            }
+        }
+        for (to, first, values) in messages {
+            let accept = Accept { ballot, first, values, commit: self.commit };
+            self.send(to, Message::Accept(accept));
+        }
+    }
+
+    pub(super) fn leader_deadline(&self) -> Instant {
+        let Some(l) = self.leadership.as_ref() else { return self.now };
+        let mut next = l.last_heartbeat + self.cfg.heartbeat_interval;
+        if let Some(oldest) = l.inflight.values().map(|i| i.sent_at).min() {
+            next = next.min(oldest + self.cfg.resend_interval);
+        }
+        next
+    }
+
+    pub(super) fn candidate_timers(&mut self) {
+        let now = self.now;
+        let Some(c) = self.candidacy.as_mut() else { return };
+        if now < c.last_sent + self.cfg.resend_interval {
+            return;
+        }
+        c.last_sent = now;
+        let ballot = c.ballot;
+        let mut prepares = Vec::new();
+        for (i, &member) in self.cfg.members.iter().enumerate() {
+            if c.done & (1 << i) == 0 {
+                prepares.push((member, c.next_page[i]));
+            }
+        }
+        for (to, from) in prepares {
+            self.send(to, Message::Prepare(Prepare { ballot, from }));
+        }
+    }
+
+    pub(super) fn candidate_deadline(&self) -> Instant {
+        self.candidacy.as_ref().map_or(self.now, |c| c.last_sent + self.cfg.resend_interval)
+    }
+}

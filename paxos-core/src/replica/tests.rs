@@ -1,0 +1,390 @@
+//! Step tests: each compares the exact Ready a step emits.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Replica;
+use crate::message::{Accept, Accepted, Envelope, Forward, Message, Nack, Prepare, Promise};
+use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role};
+use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
+use crate::{Config, ProposeError};
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+
+fn config(id: NodeId) -> Config {
+    let mut c = Config::new(id, vec![N1, N2, N3]);
+    c.rng_seed = Some([7; 32]);
+    c
+}
+
+fn replica(id: NodeId) -> Replica {
+    Replica::new(config(id), RecoveredState::default(), Instant::ZERO).unwrap()
+}
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(ms)
+}
+
+/// Takes the next Ready and advances it, as a driver would after persisting and sending.
+fn step(r: &mut Replica) -> Ready {
+    let ready = r.poll_ready().expect("a Ready");
+    r.advance(ready.id);
+    ready
+}
+
+fn b(round: u64, node: NodeId) -> Ballot {
+    Ballot::new(round, node)
+}
+
+#[test]
+fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
+    let mut r = replica(N2);
+    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(1, N1), from: Slot(0) }));
+    let ready = step(&mut r);
+    assert_eq!(
+        ready,
+        Ready {
+            id: 1,
+            persist: PersistBatch {
+                hard_state: Some(HardState { promised: b(1, N1), commit: Slot(0) }),
+                entries: vec![],
+            },
+            messages: vec![Envelope {
+                to: N1,
+                message: Message::Promise(Promise {
+                    ballot: b(1, N1),
+                    from: Slot(0),
+                    accepted: vec![],
+                    next: None,
+                    commit: Slot(0),
+                }),
+            }],
+            committed: vec![],
+        }
+    );
+    assert!(r.poll_ready().is_none());
+}
+
+#[test]
+fn lower_ballot_is_nacked_without_persisting() {
+    let mut r = replica(N2);
+    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(5, N1), from: Slot(0) }));
+    let _ = step(&mut r);
+    r.handle_message(at(2), N3, Message::Prepare(Prepare { ballot: b(4, N3), from: Slot(0) }));
+    r.handle_message(
+        at(2),
+        N3,
+        Message::Accept(Accept { ballot: b(4, N3), first: Slot(0), values: vec![Value::Noop], commit: Slot(0) }),
+    );
+    let ready = step(&mut r);
+    assert!(ready.persist.is_empty());
+    let nack = Message::Nack(Nack { ballot: b(4, N3), promised: b(5, N1) });
+    assert_eq!(ready.messages, vec![Envelope { to: N3, message: nack.clone() }, Envelope { to: N3, message: nack }]);
+}
+
+#[test]
+fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
+    let mut r = replica(N2);
+    let v = Value::Batch(vec![cmd(1)]);
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Accept(Accept { ballot: b(1, N1), first: Slot(0), values: vec![v.clone()], commit: Slot(0) }),
+    );
+    let ready = step(&mut r);
+    assert_eq!(ready.persist.entries, vec![Entry { slot: Slot(0), ballot: b(1, N1), value: v.clone() }]);
+    assert_eq!(ready.persist.hard_state, Some(HardState { promised: b(1, N1), commit: Slot(0) }));
+    assert_eq!(
+        ready.messages,
+        vec![Envelope {
+            to: N1,
+            message: Message::Accepted(Accepted { ballot: b(1, N1), first: Slot(0), count: 1 })
+        }]
+    );
+    assert_eq!(r.status().leader, Some(N1));
+    // The heartbeat carries the commit point: the value accepted at that ballot is chosen.
+    r.handle_message(
+        at(2),
+        N1,
+        Message::Accept(Accept { ballot: b(1, N1), first: Slot(1), values: vec![], commit: Slot(1) }),
+    );
+    let ready = step(&mut r);
+    assert_eq!(ready.committed, vec![Committed { slot: Slot(0), value: v }]);
+}
+
+#[test]
+fn commit_from_another_ballot_is_fetched_not_assumed() {
+    let mut r = replica(N2);
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Accept(Accept { ballot: b(1, N1), first: Slot(0), values: vec![Value::Noop], commit: Slot(0) }),
+    );
+    let _ = step(&mut r);
+    // Leader 3 says slot 0 is chosen, but we hold slot 0 at ballot 1.1, not 2.3.
+    r.handle_message(
+        at(2),
+        N3,
+        Message::Accept(Accept { ballot: b(2, N3), first: Slot(1), values: vec![], commit: Slot(1) }),
+    );
+    let ready = step(&mut r);
+    assert!(ready.committed.is_empty());
+    assert!(
+        ready.messages.iter().any(|e| e.to == N3 && matches!(e.message, Message::CatchUp(ref c) if c.from == Slot(0)))
+    );
+}
+
+fn cmd(seq: u64) -> Command {
+    Command {
+        id: crate::ProposalId { origin: N9, seq, epoch: 0 },
+        payload: Bytes::from(format!("c{seq}")),
+    }
+}
+const N9: NodeId = NodeId(9);
+
+/// A lossless in-memory cluster for step tests.
+struct Cluster {
+    replicas: Vec<Replica>,
+    now: Instant,
+    committed: Vec<Vec<Committed>>,
+    sent: Vec<(NodeId, NodeId, Message)>,
+    /// A replica cut off from the others.
+    down: Option<NodeId>,
+}
+
+impl Cluster {
+    fn new(configure: impl Fn(&mut Config)) -> Self {
+        let replicas = [N1, N2, N3]
+            .iter()
+            .map(|&id| {
+                let mut c = config(id);
+                configure(&mut c);
+                Replica::new(c, RecoveredState::default(), Instant::ZERO).unwrap()
+            })
+            .collect();
+        Self { replicas, now: Instant::ZERO, committed: vec![vec![]; 3], sent: vec![], down: None }
+    }
+
+    fn idx(id: NodeId) -> usize {
+        (id.0 - 1) as usize
+    }
+
+    /// Delivers everything until quiet.
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            let mut inflight = vec![];
+            for i in 0..3 {
+                while let Some(ready) = self.replicas[i].poll_ready() {
+                    let from = self.replicas[i].id();
+                    for e in ready.messages {
+                        self.sent.push((from, e.to, e.message.clone()));
+                        inflight.push((from, e.to, e.message));
+                    }
+                    self.committed[i].extend(ready.committed);
+                    self.replicas[i].advance(ready.id);
+                }
+            }
+            if inflight.is_empty() {
+                return;
+            }
+            for (from, to, m) in inflight {
+                if self.down == Some(from) || self.down == Some(to) {
+                    continue;
+                }
+                self.replicas[Self::idx(to)].handle_message(self.now, from, m);
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    fn elect(&mut self, id: NodeId) {
+        let i = Self::idx(id);
+        self.now = self.now + Duration::from_millis(1000);
+        self.replicas[i].handle_timeout(self.now);
+        self.settle();
+        assert_eq!(self.replicas[i].status().role, Role::Leader);
+    }
+}
+
+#[test]
+fn leader_election_then_commit_through_phase_two_only() {
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    let prepares_before = c.sent.iter().filter(|s| matches!(s.2, Message::Prepare(_))).count();
+    for i in 0..10 {
+        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+        c.settle();
+    }
+    let prepares_after = c.sent.iter().filter(|s| matches!(s.2, Message::Prepare(_))).count();
+    assert_eq!(prepares_before, prepares_after, "a stable leader runs phase 2 only");
+    let applied: Vec<_> = c.committed[0].iter().flat_map(|c| c.value.commands()).map(|c| c.payload.clone()).collect();
+    assert_eq!(applied.len(), 10);
+    assert_eq!(c.replicas[1].status().leader, Some(N1));
+}
+
+#[test]
+fn batching_is_bounded_by_count_and_pipelining_by_window() {
+    let mut c = Cluster::new(|c| {
+        c.max_batch_commands = 4;
+        c.max_inflight_slots = 2;
+    });
+    c.elect(N1);
+    for i in 0..20 {
+        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+    }
+    let ready = c.replicas[0].poll_ready().unwrap();
+    let accepts: Vec<&Accept> = ready
+        .messages
+        .iter()
+        .filter(|e| e.to == N2)
+        .filter_map(|e| if let Message::Accept(a) = &e.message { Some(a) } else { None })
+        .collect();
+    assert_eq!(accepts.len(), 1);
+    let sizes: Vec<usize> = accepts[0].values.iter().map(|v| v.commands().len()).collect();
+    assert_eq!(sizes, vec![4, 4], "two slots of four: the window holds two");
+    assert_eq!(c.replicas[0].pending_proposals(), 12);
+    c.replicas[0].advance(ready.id);
+    for e in ready.messages {
+        c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message);
+    }
+    c.settle();
+    let applied: usize = c.committed[0].iter().map(|c| c.value.commands().len()).sum();
+    assert_eq!(applied, 20, "the rest follows as the window opens");
+}
+
+#[test]
+fn batching_is_bounded_by_bytes() {
+    let mut c = Cluster::new(|c| c.max_batch_bytes = 10);
+    c.elect(N1);
+    for _ in 0..3 {
+        c.replicas[0].propose(c.now, Bytes::from_static(b"123456")).unwrap();
+    }
+    let too_big = c.replicas[0].propose(c.now, Bytes::from_static(b"12345678901"));
+    assert_eq!(too_big, Err(ProposeError::TooLarge { len: 11, max: 10 }));
+    let ready = c.replicas[0].poll_ready().unwrap();
+    let Some(Message::Accept(a)) = ready.messages.iter().find(|e| e.to == N2).map(|e| &e.message) else {
+        panic!("no accept")
+    };
+    assert_eq!(a.values.iter().map(|v| v.commands().len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+}
+
+#[test]
+fn pending_queue_is_bounded() {
+    let mut c = Cluster::new(|c| c.max_pending_proposals = 2);
+    c.elect(N1);
+    c.replicas[0].propose(c.now, Bytes::new()).unwrap();
+    c.replicas[0].propose(c.now, Bytes::new()).unwrap();
+    assert_eq!(c.replicas[0].propose(c.now, Bytes::new()), Err(ProposeError::Overloaded { pending: 2 }));
+}
+
+#[test]
+fn follower_forwards_and_unknown_leader_is_refused() {
+    let mut r = replica(N2);
+    assert_eq!(r.propose(at(0), Bytes::new()), Err(ProposeError::NoLeader));
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    let id = c.replicas[1].propose(c.now, Bytes::from_static(b"fwd")).unwrap();
+    let ready = c.replicas[1].poll_ready().unwrap();
+    assert_eq!(
+        ready.messages,
+        vec![Envelope {
+            to: N1,
+            message: Message::Forward(Forward { commands: vec![Command { id, payload: Bytes::from_static(b"fwd") }] })
+        }]
+    );
+    c.replicas[1].advance(ready.id);
+    c.replicas[0].handle_message(c.now, N2, ready.messages[0].message.clone());
+    c.settle();
+    assert!(c.committed[1].iter().any(|e| e.value.commands().iter().any(|x| x.id == id)));
+}
+
+#[test]
+fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
+    let old = Value::Batch(vec![cmd(1)]);
+    let newer = Value::Batch(vec![cmd(2)]);
+    let first = Value::Batch(vec![cmd(3)]);
+    // Our own acceptor holds slot 2 at ballot 1.2; N2 reports slot 2 at 2.3.
+    let recovered = RecoveredState {
+        hard_state: HardState { promised: b(2, N3), commit: Slot(0) },
+        entries: vec![Entry { slot: Slot(2), ballot: b(1, N2), value: old }],
+    };
+    let mut r = Replica::new(config(N1), recovered, Instant::ZERO).unwrap();
+    r.handle_timeout(at(1000));
+    assert_eq!(r.status().role, Role::Candidate);
+    let ready = step(&mut r); // Prepares out; our own promise is persisted, then counted
+    let ballot = match &ready.messages[0].message {
+        Message::Prepare(p) => p.ballot,
+        m => panic!("expected prepare, got {m:?}"),
+    };
+    assert_eq!(ballot, b(3, N1));
+    r.handle_message(
+        at(1001),
+        N2,
+        Message::Promise(Promise {
+            ballot,
+            from: Slot(0),
+            accepted: vec![
+                Entry { slot: Slot(0), ballot: b(1, N2), value: first.clone() },
+                Entry { slot: Slot(2), ballot: b(2, N3), value: newer.clone() },
+            ],
+            next: None,
+            commit: Slot(0),
+        }),
+    );
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = r.poll_ready().unwrap();
+    let Some(Message::Accept(a)) = ready.messages.iter().find(|e| e.to == N2).map(|e| &e.message) else {
+        panic!("no accept")
+    };
+    assert_eq!(a.ballot, ballot);
+    assert_eq!(a.first, Slot(0));
+    assert_eq!(a.values, vec![first, Value::Noop, newer]);
+}
+
+#[test]
+fn promise_pages_are_requested_until_complete() {
+    let mut c = Cluster::new(|c| c.max_slots_per_message = 2);
+    c.elect(N1);
+    c.down = Some(N2);
+    for i in 0..7 {
+        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+        c.settle();
+    }
+    c.down = None;
+    // N2 takes over: it must read every page of the others' logs.
+    c.elect(N2);
+    let pages = c.sent.iter().filter(|(from, _, m)| *from == N1 && matches!(m, Message::Promise(p) if p.next.is_some())).count();
+    assert!(pages >= 1, "paged promises were sent");
+    c.replicas[1].propose(c.now, Bytes::from_static(b"after")).unwrap();
+    c.settle();
+    let n2: Vec<_> = c.committed[1].iter().flat_map(|e| e.value.commands()).map(|x| x.payload.clone()).collect();
+    assert_eq!(n2.len(), 8);
+    assert_eq!(n2.last(), Some(&Bytes::from_static(b"after")));
+}
+
+#[test]
+fn recovered_state_is_restored() {
+    let v = Value::Batch(vec![cmd(3)]);
+    let recovered = RecoveredState {
+        hard_state: HardState { promised: b(4, N3), commit: Slot(1) },
+        entries: vec![Entry { slot: Slot(0), ballot: b(4, N3), value: v.clone() }],
+    };
+    let mut r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
+    assert_eq!(r.status().promised, b(4, N3));
+    let ready = step(&mut r);
+    assert_eq!(ready.committed, vec![Committed { slot: Slot(0), value: v }]);
+    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(3, N1), from: Slot(0) }));
+    let ready = step(&mut r);
+    assert!(matches!(ready.messages[0].message, Message::Nack(_)));
+}
+
+#[test]
+#[should_panic(expected = "time went backwards")]
+fn time_going_backwards_is_refused() {
+    let mut r = replica(N1);
+    r.handle_timeout(at(10));
+    r.handle_timeout(at(5));
+}
