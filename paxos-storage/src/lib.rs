@@ -1,1 +1,22 @@
-//! Placeholder: this crate is built by a later issue.
+//! Storage backends for [`paxos_core`]: where a replica keeps its promised ballot, its
+//! accepted entries and its state-machine snapshot.
+//!
+//! * [`MemoryStorage`]: the "disk" is process memory, shared by cloned handles so a
+//!   simulator can keep it across a simulated crash. For tests, simulation and benchmarks.
+//! * [`testing`]: a conformance suite that any [`Storage`](paxos_core::Storage)
+//!   implementation, including your own, can run.
+//!
+//! What this crate does not do: it never decides what to persist (the core does, through
+//! each `Ready`), it does not replicate, and it does not interpret commands or snapshots.
+//!
+//! # Compaction semantics
+//!
+//! [`Storage::compact(before)`](paxos_core::Storage::compact) sets a low-water mark that
+//! only moves up: entries for slots below it are dropped and never returned by a later
+//! `load`, including entries for such slots persisted after the call (they are covered by
+//! a snapshot, so the value they carry is already applied).
+
+pub mod memory;
+pub mod testing;
+
+pub use memory::MemoryStorage;

@@ -1,0 +1,542 @@
+//! A conformance suite for any [`Storage`] implementation, including your own.
+//!
+//! The suite needs to *reopen* a store on the same underlying location, to check that what
+//! was persisted survives a restart. You describe how with a [`StoreFactory`], and give
+//! [`suite`] a closure that makes a factory for a **fresh, empty** location; each check
+//! gets its own.
+//!
+//! ```
+//! use paxos_storage::testing::{self, StoreFactory};
+//! use paxos_storage::MemoryStorage;
+//! use paxos_core::StorageError;
+//!
+//! /// Reopens the same in-memory disk.
+//! struct Reopen(MemoryStorage);
+//!
+//! impl StoreFactory for Reopen {
+//!     type Store = MemoryStorage;
+//!     async fn open(&mut self) -> Result<MemoryStorage, StorageError> {
+//!         Ok(self.0.clone())
+//!     }
+//! }
+//!
+//! futures::executor::block_on(testing::suite(|| Reopen(MemoryStorage::new())));
+//! ```
+//!
+//! A failed check panics with the name of the check and what differed, like `assert_eq!`,
+//! so the suite runs inside a normal `#[test]`. Every check is also public on its own.
+//!
+//! What the checks cover, per the "To ensure correctness" section of [`Storage`]:
+//! a fresh store loads the default; what is persisted reloads exactly after a reopen; a
+//! later entry for a slot replaces an earlier one (across and within batches); the hard
+//! state is last-write-wins and unchanged by batches without one; an empty batch is fine;
+//! snapshots save, replace and reload whole; compaction drops entries below the slot and
+//! they stay gone after a reopen; `load` returns entries in slot order, one per slot; and
+//! many reopen-append cycles in a row keep everything.
+//!
+//! What it cannot cover: durability across a power loss or a killed process, torn writes,
+//! and failing syncs. Those need the backend's own crash tests (see the file store's) and a
+//! fault-injecting wrapper such as [`FaultyStorage`](crate::FaultyStorage).
+
+use std::future::Future;
+
+use bytes::Bytes;
+use paxos_core::{
+    Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, RecoveredState, Slot,
+    Snapshot, Storage, StorageError, Value,
+};
+
+/// Opens a store on one fixed underlying location (a directory, a database, a shared
+/// in-memory disk), again and again.
+///
+/// # Contract
+///
+/// * Every call to [`open`](Self::open) opens the **same** location, so a store opened later
+///   sees what earlier stores persisted.
+/// * The suite drops the previous store before it opens the next one, so a backend may hold
+///   an exclusive lock on the location while open.
+/// * The location starts empty: the suite asks for a new factory for every check.
+pub trait StoreFactory {
+    /// The store this factory opens.
+    type Store: Storage;
+
+    /// Opens the store on this factory's location. Implement it with `async fn`.
+    fn open(&mut self) -> impl Future<Output = Result<Self::Store, StorageError>>;
+}
+
+/// Runs every check on stores from `fresh`, which must return a factory for a new, empty
+/// location each time it is called. Panics on the first failed check.
+pub async fn suite<F: StoreFactory>(mut fresh: impl FnMut() -> F) {
+    fresh_store_is_empty(&mut fresh()).await;
+    persist_then_reopen_round_trips(&mut fresh()).await;
+    later_entry_replaces_earlier(&mut fresh()).await;
+    hard_state_is_last_write_wins(&mut fresh()).await;
+    empty_batch_is_ok(&mut fresh()).await;
+    snapshots_save_replace_and_reload(&mut fresh()).await;
+    compact_drops_entries_for_good(&mut fresh()).await;
+    load_returns_slot_order_one_per_slot(&mut fresh()).await;
+    many_reopen_append_cycles(&mut fresh()).await;
+}
+
+/// A fresh store loads the default hard state, no entries and no snapshot.
+pub async fn fresh_store_is_empty<F: StoreFactory>(factory: &mut F) {
+    let mut store = reopen(factory, "fresh_store_is_empty").await;
+    let recovered = load(&mut store, "fresh_store_is_empty").await;
+    assert_eq!(
+        recovered,
+        RecoveredState::default(),
+        "fresh_store_is_empty: a fresh store must load the default state"
+    );
+    let snapshot = store.load_snapshot().await;
+    assert_eq!(
+        snapshot,
+        Ok(None),
+        "fresh_store_is_empty: a fresh store has no snapshot"
+    );
+}
+
+/// Batches of various sizes, including a large value and a batch of many entries, reload
+/// exactly after a reopen, and appending after a reopen works too.
+pub async fn persist_then_reopen_round_trips<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "persist_then_reopen_round_trips";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+
+    let hard_state = HardState {
+        promised: Ballot::new(3, NodeId(2)),
+        commit: Slot(0),
+    };
+    let batches = vec![
+        PersistBatch {
+            hard_state: Some(hard_state),
+            entries: (0..3).map(|s| entry(s, 3, b"first")).collect(),
+        },
+        PersistBatch {
+            hard_state: None,
+            entries: (3..10).map(|s| entry(s, 3, b"")).collect(),
+        },
+        PersistBatch {
+            hard_state: None,
+            entries: vec![Entry {
+                slot: Slot(10),
+                ballot: Ballot::new(3, NodeId(2)),
+                value: Value::Noop,
+            }],
+        },
+        // A value larger than a typical page or buffer.
+        PersistBatch {
+            hard_state: None,
+            entries: vec![entry(11, 3, &vec![0xA5; 300 * 1024])],
+        },
+        // Many small entries in one batch.
+        PersistBatch {
+            hard_state: Some(HardState {
+                commit: Slot(5),
+                ..hard_state
+            }),
+            entries: (12..1_012).map(|s| entry(s, 3, &s.to_le_bytes())).collect(),
+        },
+    ];
+    for batch in &batches {
+        persist(&mut store, batch, CHECK).await;
+        model.apply(batch);
+    }
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+
+    let more = PersistBatch {
+        hard_state: Some(HardState {
+            promised: Ballot::new(4, NodeId(1)),
+            commit: Slot(20),
+        }),
+        entries: vec![
+            entry(2, 4, b"replaced after reopen"),
+            entry(1_012, 4, b"new"),
+        ],
+    };
+    persist(&mut store, &more, CHECK).await;
+    model.apply(&more);
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// A later entry for a slot replaces the earlier one, whether it comes in a later batch,
+/// after a reopen, or later in the same batch.
+pub async fn later_entry_replaces_earlier<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "later_entry_replaces_earlier";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let batches = [
+        PersistBatch {
+            hard_state: None,
+            entries: vec![entry(5, 1, b"a"), entry(6, 1, b"keep")],
+        },
+        PersistBatch {
+            hard_state: None,
+            entries: vec![entry(5, 2, b"b")],
+        },
+        // Within one batch the last entry for a slot wins.
+        PersistBatch {
+            hard_state: None,
+            entries: vec![entry(7, 2, b"x"), entry(7, 3, b"y"), entry(8, 3, b"z")],
+        },
+    ];
+    for batch in &batches {
+        persist(&mut store, batch, CHECK).await;
+        model.apply(batch);
+    }
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let expected_slot_5 = entry(5, 2, b"b");
+    assert_eq!(
+        model.entries.get(&Slot(5)),
+        Some(&expected_slot_5),
+        "{CHECK}: suite model is wrong"
+    );
+
+    let batch = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(5, 4, b"c")],
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// The hard state reloads as last written; batches without a hard state leave it alone.
+pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "hard_state_is_last_write_wins";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    for round in 1..=5_u64 {
+        let hard_state = HardState {
+            promised: Ballot::new(round, NodeId(round % 3)),
+            commit: Slot(round * 2),
+        };
+        let with_hard_state = PersistBatch {
+            hard_state: Some(hard_state),
+            entries: vec![],
+        };
+        persist(&mut store, &with_hard_state, CHECK).await;
+        model.apply(&with_hard_state);
+        let without = PersistBatch {
+            hard_state: None,
+            entries: vec![entry(round, round, b"v")],
+        };
+        persist(&mut store, &without, CHECK).await;
+        model.apply(&without);
+        drop(store);
+        store = reopen(factory, CHECK).await;
+        model.assert_loads(&mut store, CHECK).await;
+    }
+    // Same promise, commit moving: still last write wins.
+    let same_promise = PersistBatch {
+        hard_state: Some(HardState {
+            promised: model.hard_state.promised,
+            commit: Slot(100),
+        }),
+        entries: vec![],
+    };
+    persist(&mut store, &same_promise, CHECK).await;
+    model.apply(&same_promise);
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// Persisting an empty batch succeeds and changes nothing, on a fresh store and a used one.
+pub async fn empty_batch_is_ok<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "empty_batch_is_ok";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    persist(&mut store, &PersistBatch::default(), CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let batch = PersistBatch {
+        hard_state: Some(HardState {
+            promised: Ballot::new(1, NodeId(1)),
+            commit: Slot(0),
+        }),
+        entries: vec![entry(0, 1, b"a")],
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    persist(&mut store, &PersistBatch::default(), CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// Snapshots save, replace the previous one, and reload whole after a reopen; they do not
+/// disturb the log.
+pub async fn snapshots_save_replace_and_reload<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "snapshots_save_replace_and_reload";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let batch = PersistBatch {
+        hard_state: None,
+        entries: (0..20).map(|s| entry(s, 1, b"v")).collect(),
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+
+    let snapshots = [
+        Snapshot {
+            upto: Slot(5),
+            data: Bytes::from_static(b"state after slot 4"),
+        },
+        Snapshot {
+            upto: Slot(10),
+            data: Bytes::new(),
+        },
+        Snapshot {
+            upto: Slot(15),
+            data: Bytes::from((0..1_000_000_u32).map(|i| i as u8).collect::<Vec<u8>>()),
+        },
+    ];
+    for snapshot in &snapshots {
+        let saved = store.save_snapshot(snapshot).await;
+        assert_eq!(saved, Ok(()), "{CHECK}: save_snapshot failed");
+        let loaded = store.load_snapshot().await;
+        assert!(
+            loaded.as_ref() == Ok(&Some(snapshot.clone())),
+            "{CHECK}: load_snapshot right after save_snapshot(upto {}) returned a different snapshot",
+            snapshot.upto
+        );
+        drop(store);
+        store = reopen(factory, CHECK).await;
+        model.assert_loads(&mut store, CHECK).await;
+        let loaded = store.load_snapshot().await;
+        assert!(
+            loaded.as_ref() == Ok(&Some(snapshot.clone())),
+            "{CHECK}: after a reopen, load_snapshot must return the last saved snapshot (upto {})",
+            snapshot.upto
+        );
+    }
+}
+
+/// Compaction drops entries below the slot, keeps the rest and the hard state, never moves
+/// back, and stays in force after a reopen.
+pub async fn compact_drops_entries_for_good<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "compact_drops_entries_for_good";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let hard_state = HardState {
+        promised: Ballot::new(7, NodeId(1)),
+        commit: Slot(30),
+    };
+    let batch = PersistBatch {
+        hard_state: Some(hard_state),
+        entries: (0..30).map(|s| entry(s, 7, b"before compaction")).collect(),
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    save_snapshot(&mut store, 10, CHECK).await;
+    compact(&mut store, &mut model, 10, CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+
+    let batch = PersistBatch {
+        hard_state: None,
+        entries: (30..40).map(|s| entry(s, 7, b"after compaction")).collect(),
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    // A lower compaction point is a no-op.
+    compact(&mut store, &mut model, 5, CHECK).await;
+    save_snapshot(&mut store, 25, CHECK).await;
+    compact(&mut store, &mut model, 25, CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let first = model.entries.keys().next().copied();
+    assert_eq!(first, Some(Slot(25)), "{CHECK}: suite model is wrong");
+
+    // Compacting everything leaves the hard state in place.
+    save_snapshot(&mut store, 40, CHECK).await;
+    compact(&mut store, &mut model, 40, CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// `load` returns entries in slot order with one entry per slot, whatever order they were
+/// written in.
+pub async fn load_returns_slot_order_one_per_slot<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "load_returns_slot_order_one_per_slot";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    let orders: [&[u64]; 4] = [&[9, 2, 5], &[1, 9], &[7, 3, 3], &[100, 0]];
+    for (round, slots) in orders.iter().enumerate() {
+        let batch = PersistBatch {
+            hard_state: None,
+            entries: slots
+                .iter()
+                .map(|&s| entry(s, round as u64 + 1, &s.to_be_bytes()))
+                .collect(),
+        };
+        persist(&mut store, &batch, CHECK).await;
+        model.apply(&batch);
+    }
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    let recovered = load(&mut store, CHECK).await;
+    let slots: Vec<u64> = recovered.entries.iter().map(|e| e.slot.0).collect();
+    assert_eq!(
+        slots,
+        vec![0, 1, 2, 3, 5, 7, 9, 100],
+        "{CHECK}: load must return entries sorted by slot, one per slot"
+    );
+    model.assert_equals(&recovered, CHECK);
+}
+
+/// Many reopen-then-append cycles in a row lose nothing.
+pub async fn many_reopen_append_cycles<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "many_reopen_append_cycles";
+    let mut model = Model::default();
+    for cycle in 0..20_u64 {
+        let mut store = reopen(factory, CHECK).await;
+        model.assert_loads(&mut store, CHECK).await;
+        let batch = PersistBatch {
+            hard_state: Some(HardState {
+                promised: Ballot::new(cycle, NodeId(1)),
+                commit: Slot(cycle),
+            }),
+            entries: (cycle * 3..cycle * 3 + 3)
+                .map(|s| entry(s, cycle, &cycle.to_le_bytes()))
+                .collect(),
+        };
+        persist(&mut store, &batch, CHECK).await;
+        model.apply(&batch);
+    }
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// What a correct store must return, built from the same calls.
+#[derive(Default)]
+struct Model {
+    hard_state: HardState,
+    entries: std::collections::BTreeMap<Slot, Entry>,
+    compacted_before: Slot,
+}
+
+impl Model {
+    fn apply(&mut self, batch: &PersistBatch) {
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+        }
+        for entry in &batch.entries {
+            if entry.slot >= self.compacted_before {
+                self.entries.insert(entry.slot, entry.clone());
+            }
+        }
+    }
+
+    fn compact(&mut self, before: Slot) {
+        if before > self.compacted_before {
+            self.compacted_before = before;
+            self.entries = self.entries.split_off(&before);
+        }
+    }
+
+    async fn assert_loads<S: Storage>(&self, store: &mut S, check: &str) {
+        let recovered = load(store, check).await;
+        self.assert_equals(&recovered, check);
+    }
+
+    fn assert_equals(&self, recovered: &RecoveredState, check: &str) {
+        assert_eq!(
+            recovered.hard_state, self.hard_state,
+            "{check}: loaded hard state differs from the last one written"
+        );
+        let expected: Vec<&Entry> = self.entries.values().collect();
+        let got: Vec<&Entry> = recovered.entries.iter().collect();
+        if expected != got {
+            let slots = |v: &[&Entry]| v.iter().map(|e| e.slot.0).collect::<Vec<_>>();
+            let first_diff = expected
+                .iter()
+                .zip(&got)
+                .position(|(a, b)| a != b)
+                .unwrap_or(expected.len().min(got.len()));
+            panic!(
+                "{check}: loaded entries differ from those written: expected {} entries, got {}; \
+                 first difference at index {first_diff}: expected {:?}, got {:?}; \
+                 expected slots {:?}, got slots {:?}",
+                expected.len(),
+                got.len(),
+                expected.get(first_diff),
+                got.get(first_diff),
+                slots(&expected),
+                slots(&got),
+            );
+        }
+    }
+}
+
+async fn reopen<F: StoreFactory>(factory: &mut F, check: &str) -> F::Store {
+    match factory.open().await {
+        Ok(store) => store,
+        Err(e) => panic!("{check}: opening the store failed: {e}"),
+    }
+}
+
+async fn load<S: Storage>(store: &mut S, check: &str) -> RecoveredState {
+    match store.load().await {
+        Ok(recovered) => recovered,
+        Err(e) => panic!("{check}: load failed: {e}"),
+    }
+}
+
+async fn persist<S: Storage>(store: &mut S, batch: &PersistBatch, check: &str) {
+    if let Err(e) = store.persist(batch).await {
+        panic!("{check}: persist failed: {e}");
+    }
+}
+
+async fn save_snapshot<S: Storage>(store: &mut S, upto: u64, check: &str) {
+    let snapshot = Snapshot {
+        upto: Slot(upto),
+        data: Bytes::from(format!("snapshot up to {upto}")),
+    };
+    if let Err(e) = store.save_snapshot(&snapshot).await {
+        panic!("{check}: save_snapshot failed: {e}");
+    }
+}
+
+async fn compact<S: Storage>(store: &mut S, model: &mut Model, before: u64, check: &str) {
+    if let Err(e) = store.compact(Slot(before)).await {
+        panic!("{check}: compact({before}) failed: {e}");
+    }
+    model.compact(Slot(before));
+}
+
+/// An entry for `slot` accepted at a ballot of `round`, holding one command with `payload`.
+fn entry(slot: u64, round: u64, payload: &[u8]) -> Entry {
+    Entry {
+        slot: Slot(slot),
+        ballot: Ballot::new(round, NodeId(1)),
+        value: Value::Batch(vec![Command {
+            id: ProposalId {
+                origin: NodeId(1),
+                seq: slot,
+                epoch: round,
+            },
+            payload: Bytes::copy_from_slice(payload),
+        }]),
+    }
+}
