@@ -1,1 +1,114 @@
-//! Placeholder: this crate is built by a later issue.
+//! A TCP [`Transport`](paxos_core::Transport) for `paxos-core`.
+//!
+//! [`TcpTransport`] moves [`Message`](paxos_core::Message)s between replicas over plain
+//! TCP, framed with the core codec ([`paxos_core::codec`]). It is written once over the
+//! `futures::io` traits; a small [`Net`] implementation per runtime supplies sockets, spawn
+//! and a timer: [`TokioNet`] (feature `runtime-tokio`) and [`AsyncIoNet`] (feature
+//! `runtime-async-io`, for both smol and async-std).
+//!
+//! What it does **not** do: no TLS and no authentication (the handshake's cluster id
+//! catches misconfiguration, not attackers; run it on a trusted network), no delivery
+//! guarantee (messages are dropped when a queue is full or a connection fails; the core
+//! retransmits), no ordering across reconnects, and no use of the clock for anything but
+//! backoff, timeouts and log rate limiting.
+//!
+//! ```no_run
+//! # #[cfg(feature = "runtime-tokio")]
+//! # async fn example() -> Result<(), paxos_net_tcp::StartError> {
+//! use std::collections::BTreeMap;
+//! use std::sync::Arc;
+//! use paxos_core::{Envelope, Message, NodeId, Transport, message::Decide, Ballot, Slot};
+//! use paxos_net_tcp::{TcpConfig, TcpTransport, TokioNet};
+//!
+//! let peers = BTreeMap::from([
+//!     (NodeId(1), "10.0.0.1:7000".parse().unwrap()),
+//!     (NodeId(2), "10.0.0.2:7000".parse().unwrap()),
+//! ]);
+//! let config = TcpConfig::new(42, NodeId(1), "0.0.0.0:7000".parse().unwrap(), peers);
+//! let net = Arc::new(TokioNet::current().expect("inside a tokio runtime"));
+//! let mut transport = TcpTransport::start(config, net)?;
+//! let decide = Message::Decide(Decide { ballot: Ballot::new(1, NodeId(1)), commit: Slot(5) });
+//! transport.send(vec![Envelope { to: NodeId(2), message: decide }]);
+//! let mut inbound = Vec::new();
+//! transport.recv(&mut inbound, 64).await.ok();
+//! # Ok(()) }
+//! ```
+//!
+//! # Connections
+//!
+//! Each node dials every peer for its **own outbound traffic** and accepts the peers'
+//! connections for **inbound traffic**: between two nodes there are two TCP connections,
+//! each carrying messages one way. This needs no tie-break when both sides dial at once,
+//! lets each side reconnect on its own schedule, and makes "who sent this" the handshake's
+//! answer, not the message's. The acceptor never writes after the handshake; the dialer
+//! watches its read side, so a peer that closes or restarts is noticed at once even when
+//! idle. A newer inbound connection from the same peer closes the older one.
+//!
+//! A failed connection is retried after an exponential backoff with jitter: the n-th delay
+//! is uniform in `[d/2, d]` with `d = min(reconnect_backoff_max, reconnect_backoff_min *
+//! 2^n)`, reset after a successful handshake.
+//!
+//! # Wire layout
+//!
+//! Every frame, handshake included, is a core codec frame:
+//!
+//! ```text
+//! len: u32 little endian | WIRE_VERSION: u8 | postcard body      (len counts version + body)
+//! ```
+//!
+//! A connection starts with one [`Hello`] frame each way (dialer first; see
+//! [`handshake`]): magic `PXTC`, handshake version, cluster id, sender id, addressee id.
+//! The acceptor answers only if all of them check out (same cluster, addressed to it, from
+//! a configured peer); otherwise it closes the connection. After that, the dialer sends
+//! `Message` frames only. A `Hello` is bounded by [`HELLO_MAX_BYTES`], a message frame by
+//! [`TcpConfig::max_frame_bytes`]; the length is checked as soon as its four bytes arrive,
+//! so a frame declaring 1 GiB is refused without buffering it.
+//!
+//! # Queueing and drop policy
+//!
+//! * **Outbound**: each peer has a queue of at most [`TcpConfig::max_outbound_queue`]
+//!   messages. [`send`](paxos_core::Transport::send) never blocks: a message that does not
+//!   fit is dropped and counted ([`TcpStats::dropped_queue_full`]); so is a message for an
+//!   unknown peer, or one too large for a frame. Messages queue while a peer is
+//!   unreachable and go out after it reconnects; a write that fails loses its batch. A
+//!   slow or stuck peer fills only its own queue: other peers are served by their own
+//!   tasks. A write that makes no progress for [`TcpConfig::write_timeout`] drops the
+//!   connection.
+//! * **Writes** are batched: the writer takes every queued message (up to
+//!   [`TcpConfig::max_write_batch_bytes`]), encodes them into one buffer and issues one
+//!   `write_all`; `TCP_NODELAY` is set on every socket.
+//! * **Inbound**: reader tasks put decoded messages in one queue of at most
+//!   [`TcpConfig::max_inbound_queue`] messages. When it is full, readers stop reading and
+//!   TCP flow control pushes back on the senders (whose queues then drop).
+//!   [`recv`](paxos_core::Transport::recv) is cancel-safe.
+//!
+//! # Errors
+//!
+//! A malformed frame, an oversized length, a bad handshake, garbage, or a timeout closes
+//! that one connection. Nothing read from the network can panic the transport or stop the
+//! listener. Warnings are logged with `tracing`, at most one per peer (or remote IP, before
+//! the handshake) per [`TcpConfig::warn_interval`]; every event is counted in [`TcpStats`].
+//!
+//! # Shutdown
+//!
+//! Dropping the [`TcpTransport`] stops all its tasks, closing the listener and every
+//! connection; [`TcpTransport::close`] also waits for the listener to be closed.
+#![forbid(unsafe_code)]
+
+mod config;
+mod frame;
+pub mod handshake;
+mod inbound;
+mod limit;
+mod outbound;
+pub mod runtime;
+mod transport;
+
+pub use config::{ConfigError, TcpConfig};
+pub use handshake::{HELLO_MAX_BYTES, Hello};
+#[cfg(feature = "runtime-async-io")]
+pub use runtime::AsyncIoNet;
+#[cfg(feature = "runtime-tokio")]
+pub use runtime::TokioNet;
+pub use runtime::{BoxConn, Conn, Listener, Net};
+pub use transport::{StartError, TcpStats, TcpTransport};

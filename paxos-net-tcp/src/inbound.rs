@@ -1,0 +1,173 @@
+//! The accepting side: the accept loop, and one reader task per inbound connection that
+//! runs the acceptor's half of the handshake, then decodes frames into the inbound queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_channel::Sender;
+use bytes::BytesMut;
+use futures::channel::oneshot;
+use futures::future::{AbortHandle, Abortable};
+use futures::io::AsyncWriteExt;
+use paxos_core::codec::encode_frame;
+use paxos_core::{Inbound, Message, NodeId};
+
+use crate::frame::{ConnError, FrameReader, timeout};
+use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
+use crate::limit::WarnKey;
+use crate::runtime::{BoxConn, Listener};
+use crate::transport::Shared;
+
+/// Owns the listening socket. Dropping it closes the socket first, then signals
+/// [`TcpTransport::close`](crate::TcpTransport::close).
+pub(crate) struct ListenerGuard {
+    listener: Option<Box<dyn Listener>>,
+    closed: Option<oneshot::Sender<()>>,
+}
+
+impl ListenerGuard {
+    pub(crate) fn new(listener: Box<dyn Listener>, closed: oneshot::Sender<()>) -> Self {
+        Self {
+            listener: Some(listener),
+            closed: Some(closed),
+        }
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        drop(self.listener.take());
+        drop(self.closed.take());
+    }
+}
+
+/// Counts an open inbound connection for as long as it lives.
+struct OpenSlot(Arc<Shared>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.inbound_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until the transport stops. Accept errors (e.g. out of file
+/// descriptors) are logged and retried after a pause; they never end the loop.
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    guard: ListenerGuard,
+    inbound: Sender<Inbound>,
+) {
+    let Some(listener) = guard.listener.as_deref() else {
+        return;
+    };
+    loop {
+        let (conn, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                shared.warn(WarnKey::Listener, |suppressed| {
+                    tracing::warn!(%error, suppressed, "accept failed; retrying");
+                });
+                shared.net.sleep(shared.config.reconnect_backoff_min).await;
+                continue;
+            }
+        };
+        let open = shared.inbound_open.fetch_add(1, Ordering::Relaxed);
+        let slot = OpenSlot(shared.clone());
+        if open >= shared.config.max_inbound_connections {
+            shared.count(&shared.counters.connections_refused);
+            shared.warn(WarnKey::Addr(addr.ip()), |suppressed| {
+                tracing::warn!(%addr, open, suppressed, "too many inbound connections; closing");
+            });
+            continue;
+        }
+        shared.spawn(serve(shared.clone(), conn, addr, inbound.clone(), slot));
+    }
+}
+
+/// Runs one inbound connection to its end, and logs why it ended.
+async fn serve(
+    shared: Arc<Shared>,
+    conn: BoxConn,
+    addr: SocketAddr,
+    inbound: Sender<Inbound>,
+    _slot: OpenSlot,
+) {
+    let (from, reader) = match handshake(&shared, conn).await {
+        Ok(ok) => ok,
+        Err(error) => {
+            shared.count(&shared.counters.connections_refused);
+            shared.warn(WarnKey::Addr(addr.ip()), |suppressed| {
+                tracing::warn!(%addr, %error, suppressed, "refused inbound connection");
+            });
+            return;
+        }
+    };
+    shared.count(&shared.counters.connections_accepted);
+    tracing::debug!(peer = %from, %addr, "accepted");
+    let (handle, registration) = AbortHandle::new_pair();
+    let generation = shared.register_reader(from, handle);
+    let ended = Abortable::new(read_loop(&shared, from, reader, &inbound), registration).await;
+    shared.forget_reader(from, generation);
+    match ended {
+        Err(_) => {
+            tracing::debug!(peer = %from, %addr, "inbound connection replaced or peer removed")
+        }
+        Ok(ConnError::Eof | ConnError::Stopped) => {
+            tracing::debug!(peer = %from, %addr, "inbound connection closed");
+        }
+        Ok(error) => {
+            if error.is_protocol() {
+                shared.count(&shared.counters.connections_bad_frame);
+            }
+            shared.warn(WarnKey::Peer(from), |suppressed| {
+                tracing::warn!(peer = %from, %addr, %error, suppressed, "closed inbound connection");
+            });
+        }
+    }
+}
+
+/// The acceptor's half of the handshake; see [`crate::handshake`].
+async fn handshake(
+    shared: &Shared,
+    conn: BoxConn,
+) -> Result<(NodeId, FrameReader<BoxConn>), ConnError> {
+    let config = &shared.config;
+    let exchange = async {
+        let mut reader = FrameReader::new(conn);
+        let theirs: Hello = reader.next(HELLO_MAX_BYTES).await?;
+        theirs.check(config.cluster_id, config.node_id)?;
+        if theirs.from == config.node_id || !shared.is_peer(theirs.from) {
+            return Err(HandshakeError::UnexpectedPeer(theirs.from).into());
+        }
+        let mut hello = BytesMut::new();
+        let ours = Hello::new(config.cluster_id, config.node_id, theirs.from);
+        encode_frame(&ours, &mut hello, HELLO_MAX_BYTES)?;
+        reader.get_mut().write_all(&hello).await?;
+        reader.get_mut().flush().await?;
+        Ok((theirs.from, reader))
+    };
+    timeout(&*shared.net, config.handshake_timeout, exchange)
+        .await
+        .unwrap_or(Err(ConnError::Timeout("handshake")))
+}
+
+/// Decodes frames into the inbound queue until the connection fails. A full queue stops
+/// the reading (TCP pushes back on the sender) rather than dropping.
+async fn read_loop(
+    shared: &Shared,
+    from: NodeId,
+    mut reader: FrameReader<BoxConn>,
+    inbound: &Sender<Inbound>,
+) -> ConnError {
+    loop {
+        let message: Message = match reader.next(shared.config.max_frame_bytes).await {
+            Ok(message) => message,
+            Err(error) => return error,
+        };
+        shared.count(&shared.counters.received_frames);
+        if inbound.send(Inbound { from, message }).await.is_err() {
+            return ConnError::Stopped;
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! [`TcpTransport`]: the [`Transport`] implementation and its shared state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender, TrySendError};
+use async_trait::async_trait;
+use futures::channel::oneshot;
+use futures::future::{AbortHandle, select};
+use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
+
+use crate::config::{ConfigError, TcpConfig};
+use crate::inbound::{self, ListenerGuard};
+use crate::limit::{WarnKey, WarnLimiter};
+use crate::outbound;
+use crate::runtime::Net;
+
+/// A TCP [`Transport`]: one listener, one dialing task per peer, one reader task per
+/// inbound connection. See the [crate docs](crate) for the wire layout and queueing policy.
+///
+/// Dropping the transport stops every task and closes the listener and all connections;
+/// the tasks notice on their next poll. [`close`](Self::close) does the same and waits
+/// until the listening socket is closed, so the port can be bound again at once.
+pub struct TcpTransport {
+    shared: Arc<Shared>,
+    inbound: Receiver<Inbound>,
+    local_addr: SocketAddr,
+    /// Never sent on: dropping it closes the channel, which every task watches.
+    stop: Sender<()>,
+    /// Completes (cancelled) once the listening socket is closed.
+    listener_closed: oneshot::Receiver<()>,
+}
+
+/// Why [`TcpTransport::start`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The config was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The kind of the underlying I/O error.
+        kind: io::ErrorKind,
+        /// The underlying I/O error, as text.
+        reason: String,
+    },
+}
+
+/// Counters since the transport started. Every drop and every refused or closed connection
+/// is counted here, whether or not its warning was logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpStats {
+    /// Frames written to peers' sockets.
+    pub sent_frames: u64,
+    /// Frames read from peers and queued for [`recv`](Transport::recv).
+    pub received_frames: u64,
+    /// Messages dropped by `send` because the peer's outbound queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped by `send` because the destination is not a configured peer.
+    pub dropped_unknown_peer: u64,
+    /// Messages dropped because their frame would exceed `max_frame_bytes`.
+    pub dropped_too_large: u64,
+    /// Outbound connections that completed the handshake.
+    pub connections_opened: u64,
+    /// Inbound connections that completed the handshake.
+    pub connections_accepted: u64,
+    /// Inbound connections closed before or during the handshake (bad handshake, wrong
+    /// cluster, unknown peer, garbage, timeout, too many connections).
+    pub connections_refused: u64,
+    /// Established inbound connections closed for a malformed or oversized frame.
+    pub connections_bad_frame: u64,
+    /// Warnings not logged because of rate limiting.
+    pub warnings_suppressed: u64,
+}
+
+/// State shared by the transport handle and its tasks.
+pub(crate) struct Shared {
+    pub(crate) config: TcpConfig,
+    pub(crate) net: Arc<dyn Net>,
+    pub(crate) counters: Counters,
+    /// Closed when the transport is dropped; every task ends when it closes.
+    stop: Receiver<()>,
+    warn: WarnLimiter,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    /// The live inbound connection of each peer, by generation, so a newer connection
+    /// from the same peer closes the older one.
+    readers: Mutex<HashMap<NodeId, (u64, AbortHandle)>>,
+    next_reader: AtomicU64,
+    pub(crate) inbound_open: AtomicUsize,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    /// The only sender: replacing or removing the peer closes the queue, which ends its
+    /// dialing task.
+    queue: Sender<Message>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) sent_frames: AtomicU64,
+    pub(crate) received_frames: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) dropped_unknown_peer: AtomicU64,
+    pub(crate) dropped_too_large: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_bad_frame: AtomicU64,
+}
+
+impl TcpTransport {
+    /// Validates `config`, binds the listener, and starts dialing every peer in
+    /// `config.peers`. Must be called where `net` can spawn (for tokio: with a runtime
+    /// handle; see [`TokioNet`](crate::TokioNet)).
+    pub fn start(config: TcpConfig, net: Arc<dyn Net>) -> Result<Self, StartError> {
+        config.validate()?;
+        let bind_error = |e: io::Error| StartError::Bind {
+            addr: config.listen,
+            kind: e.kind(),
+            reason: e.to_string(),
+        };
+        let listener = net.bind(config.listen).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let (stop, stop_rx) = async_channel::bounded(1);
+        let (inbound_tx, inbound) = async_channel::bounded(config.max_inbound_queue);
+        let (closed_tx, listener_closed) = oneshot::channel();
+        let shared = Arc::new(Shared {
+            warn: WarnLimiter::new(config.warn_interval),
+            config,
+            net,
+            counters: Counters::default(),
+            stop: stop_rx,
+            peers: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            next_reader: AtomicU64::new(0),
+            inbound_open: AtomicUsize::new(0),
+        });
+        for (&id, &addr) in &shared.config.peers {
+            shared.set_peer(id, addr);
+        }
+        let guard = ListenerGuard::new(listener, closed_tx);
+        shared.spawn(inbound::accept_loop(shared.clone(), guard, inbound_tx));
+        tracing::debug!(node = %shared.config.node_id, %local_addr, "tcp transport listening");
+        Ok(Self {
+            shared,
+            inbound,
+            local_addr,
+            stop,
+            listener_closed,
+        })
+    }
+
+    /// The address the listener is bound to (with the real port if `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.config.node_id
+    }
+
+    /// Adds a peer, or moves it to a new address (its queued messages go to the old
+    /// address or are dropped). Setting the same address again changes nothing; an id
+    /// equal to this node's is ignored.
+    pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        self.shared.set_peer(id, addr);
+    }
+
+    /// Removes a peer: its queue is dropped, its connections are closed, and its inbound
+    /// handshakes are refused from now on.
+    pub fn remove_peer(&self, id: NodeId) {
+        self.shared.lock_peers().remove(&id);
+        if let Some((_, reader)) = self.shared.lock_readers().remove(&id) {
+            reader.abort();
+        }
+    }
+
+    /// The current peers and their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        let peers = self.shared.lock_peers();
+        peers.iter().map(|(&id, peer)| (id, peer.addr)).collect()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TcpStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TcpStats {
+            sent_frames: get(&c.sent_frames),
+            received_frames: get(&c.received_frames),
+            dropped_queue_full: get(&c.dropped_queue_full),
+            dropped_unknown_peer: get(&c.dropped_unknown_peer),
+            dropped_too_large: get(&c.dropped_too_large),
+            connections_opened: get(&c.connections_opened),
+            connections_accepted: get(&c.connections_accepted),
+            connections_refused: get(&c.connections_refused),
+            connections_bad_frame: get(&c.connections_bad_frame),
+            warnings_suppressed: self.shared.warn.suppressed(),
+        }
+    }
+
+    /// Stops every task, and waits until the listening socket is closed.
+    pub async fn close(self) {
+        let Self {
+            stop,
+            listener_closed,
+            ..
+        } = self;
+        drop(stop);
+        // Cancelled (never sent) once the accept task has dropped the listener.
+        let _ = listener_closed.await;
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    fn send(&self, batch: Vec<Envelope>) {
+        let peers = self.shared.lock_peers();
+        for Envelope { to, message } in batch {
+            let Some(peer) = peers.get(&to) else {
+                self.shared
+                    .count(&self.shared.counters.dropped_unknown_peer);
+                self.shared.warn(WarnKey::Peer(to), |suppressed| {
+                    tracing::warn!(peer = %to, suppressed, "dropping message to unknown peer");
+                });
+                continue;
+            };
+            match peer.queue.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                    self.shared.count(&self.shared.counters.dropped_queue_full);
+                    self.shared.warn(WarnKey::QueueFull(to), |suppressed| {
+                        tracing::warn!(peer = %to, suppressed, "outbound queue full, dropping");
+                    });
+                }
+            }
+        }
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
+        if max == 0 {
+            return Ok(());
+        }
+        // Cancel-safe: a message leaves the channel only when this await completes.
+        let first = self
+            .inbound
+            .recv()
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        out.push(first);
+        for _ in 1..max {
+            match self.inbound.try_recv() {
+                Ok(message) => out.push(message),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.shared.config.node_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Spawns `task`, to be dropped when the transport stops.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.net.spawn(Box::pin(async move {
+            select(pin!(task), pin!(stop.recv())).await;
+        }));
+    }
+
+    /// Runs `log` unless a warning about `key` was logged within the interval.
+    pub(crate) fn warn(&self, key: WarnKey, log: impl FnOnce(u64)) {
+        if let Some(suppressed) = self.warn.allow(key, Instant::now()) {
+            log(suppressed);
+        }
+    }
+
+    pub(crate) fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_peer(&self, id: NodeId) -> bool {
+        self.lock_peers().contains_key(&id)
+    }
+
+    /// Records `reader` as `id`'s live inbound connection, closing the previous one.
+    /// Returns the generation to pass to [`Self::forget_reader`].
+    pub(crate) fn register_reader(&self, id: NodeId, reader: AbortHandle) -> u64 {
+        let generation = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, old)) = self.lock_readers().insert(id, (generation, reader)) {
+            old.abort();
+        }
+        generation
+    }
+
+    pub(crate) fn forget_reader(&self, id: NodeId, generation: u64) {
+        let mut readers = self.lock_readers();
+        if readers.get(&id).is_some_and(|(g, _)| *g == generation) {
+            readers.remove(&id);
+        }
+    }
+
+    fn set_peer(self: &Arc<Self>, id: NodeId, addr: SocketAddr) {
+        if id == self.config.node_id {
+            return;
+        }
+        let mut peers = self.lock_peers();
+        if peers.get(&id).is_some_and(|peer| peer.addr == addr) {
+            return;
+        }
+        let (queue, queued) = async_channel::bounded(self.config.max_outbound_queue);
+        peers.insert(id, Peer { addr, queue });
+        drop(peers);
+        self.spawn(outbound::dial_loop(self.clone(), id, addr, queued));
+    }
+
+    fn lock_peers(&self) -> MutexGuard<'_, HashMap<NodeId, Peer>> {
+        // Nothing panics while holding these locks; recover rather than propagate.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_readers(&self) -> MutexGuard<'_, HashMap<NodeId, (u64, AbortHandle)>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
