@@ -3,6 +3,10 @@
 //!
 //! * [`MemoryStorage`]: the "disk" is process memory, shared by cloned handles so a
 //!   simulator can keep it across a simulated crash. For tests, simulation and benchmarks.
+//! * [`FileStorage`]: a checksummed write-ahead log in preallocated segment files with
+//!   group commit (one write and one `fdatasync` per batch), torn-tail recovery, and
+//!   atomically replaced snapshots. Its [module docs](file) hold the design: record
+//!   format, segment naming, recovery rules, and what is fsynced when.
 //! * [`testing`]: a conformance suite that any [`Storage`](paxos_core::Storage)
 //!   implementation, including your own, can run.
 //!
@@ -16,7 +20,9 @@
 //! `load`, including entries for such slots persisted after the call (they are covered by
 //! a snapshot, so the value they carry is already applied).
 
+pub mod file;
 pub mod memory;
 pub mod testing;
 
+pub use file::{FileStorage, FileStorageOptions, IoFaults, Preallocate, RecoveryReport, TornTail};
 pub use memory::MemoryStorage;

@@ -1,0 +1,500 @@
+//! FileStorage tests that need its internals: torn tails, corruption, faults, rollover.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use futures::executor::block_on;
+use paxos_core::{
+    Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, Slot, Snapshot, Storage,
+    StorageError, Value,
+};
+
+use super::*;
+
+fn entry(slot: u64, payload_bytes: usize) -> Entry {
+    Entry {
+        slot: Slot(slot),
+        ballot: Ballot::new(1, NodeId(1)),
+        value: Value::Batch(vec![Command {
+            id: ProposalId {
+                origin: NodeId(1),
+                seq: slot,
+                epoch: 0,
+            },
+            payload: Bytes::from(vec![(slot % 251) as u8 + 1; payload_bytes]),
+        }]),
+    }
+}
+
+fn batch(slots: std::ops::Range<u64>) -> PersistBatch {
+    PersistBatch {
+        hard_state: Some(HardState {
+            promised: Ballot::new(slots.start + 1, NodeId(1)),
+            commit: Slot(slots.start),
+        }),
+        entries: slots.map(|s| entry(s, 40)).collect(),
+    }
+}
+
+fn open(dir: &Path) -> Result<FileStorage, StorageError> {
+    FileStorage::open(dir, FileStorageOptions::default().segment_bytes(64 << 10))
+}
+
+fn persist(store: &mut FileStorage, batch: &PersistBatch) {
+    block_on(store.persist(batch)).expect("persist");
+}
+
+fn slots(store: &mut FileStorage) -> Vec<u64> {
+    let recovered = block_on(store.load()).expect("load");
+    recovered.entries.iter().map(|e| e.slot.0).collect()
+}
+
+/// Writes five batches of two entries each, returning the store and the offset where the
+/// last record starts and ends in the (single) segment.
+fn five_batches(dir: &Path) -> (FileStorage, u64, u64) {
+    let mut store = open(dir).unwrap();
+    assert!(slots(&mut store).is_empty());
+    for i in 0..4 {
+        persist(&mut store, &batch(i * 2..i * 2 + 2));
+    }
+    let last_start = store.active.as_ref().unwrap().write_pos;
+    persist(&mut store, &batch(8..10));
+    let last_end = store.active.as_ref().unwrap().write_pos;
+    assert_eq!(store.segment_count(), 1);
+    (store, last_start, last_end)
+}
+
+fn segment_path(store: &FileStorage) -> PathBuf {
+    store.segments.back().unwrap().path.clone()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    byte[0] ^= 0x40;
+    file.write_all_at(&byte, offset).unwrap();
+}
+
+/// Reopens after the last record was damaged by `damage`, and checks that the first four
+/// batches are intact, the last is dropped, and the store appends and reopens cleanly.
+fn assert_tail_dropped(damage: impl FnOnce(&Path, u64, u64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, last_start, last_end) = five_batches(dir.path());
+    let path = segment_path(&store);
+    drop(store);
+    damage(&path, last_start, last_end);
+
+    let mut store = open(dir.path()).unwrap();
+    let torn = store
+        .recovery()
+        .torn_tail
+        .clone()
+        .expect("a torn tail is reported");
+    assert_eq!(torn.file, path);
+    assert_eq!(torn.offset, last_start);
+    let recovered = block_on(store.load()).unwrap();
+    assert_eq!(recovered.entries, batch(0..8).entries);
+    assert_eq!(recovered.hard_state, batch(6..8).hard_state.unwrap());
+
+    // The dropped tail is gone for good: appending and reopening works.
+    persist(&mut store, &batch(8..12));
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(store.recovery().torn_tail, None);
+    assert_eq!(slots(&mut store), (0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn torn_tail_zeroed_second_half_is_dropped() {
+    assert_tail_dropped(|path, start, end| {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        let half = (start + end) / 2;
+        file.write_all_at(&vec![0; (end - half) as usize], half)
+            .unwrap();
+    });
+}
+
+#[test]
+fn torn_tail_payload_bit_flip_is_dropped() {
+    assert_tail_dropped(|path, start, end| flip_byte(path, (start + end) / 2));
+}
+
+#[test]
+fn torn_tail_header_bit_flip_is_dropped() {
+    assert_tail_dropped(|path, start, _| flip_byte(path, start + 5));
+}
+
+#[test]
+fn torn_tail_zeroed_header_with_payload_written_is_dropped() {
+    // Sectors can reach the disk out of order: the header may be missing while the
+    // payload is there.
+    assert_tail_dropped(|path, start, _| {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&[0; record::HEADER_BYTES], start)
+            .unwrap();
+    });
+}
+
+#[test]
+fn torn_tail_file_cut_short_is_dropped() {
+    assert_tail_dropped(|path, start, end| {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len((start + end) / 2).unwrap();
+    });
+}
+
+#[test]
+fn flipped_byte_in_the_middle_fails_open_naming_file_and_offset() {
+    for (record, at_header) in [(0, false), (0, true), (2, false), (3, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        let mut starts = Vec::new();
+        for i in 0..5 {
+            starts.push(store.active.as_ref().map_or(0, |a| a.write_pos));
+            persist(&mut store, &batch(i * 2..i * 2 + 2));
+        }
+        let path = segment_path(&store);
+        drop(store);
+        let offset = starts[record] + if at_header { 9 } else { 30 };
+        flip_byte(&path, offset);
+        let error = open(dir.path()).expect_err("corruption before the tail must fail open");
+        match &error {
+            StorageError::Corrupt {
+                file,
+                offset: at,
+                reason,
+            } => {
+                assert_eq!(file, &path.display().to_string());
+                assert_eq!(*at, starts[record], "record {record}: {reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains(".wal") && message.contains(&format!("offset {}", starts[record]))
+        );
+    }
+}
+
+#[test]
+fn zeroed_record_in_the_middle_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    persist(&mut store, &batch(0..2));
+    let second = store.active.as_ref().unwrap().write_pos;
+    persist(&mut store, &batch(2..4));
+    let third = store.active.as_ref().unwrap().write_pos;
+    persist(&mut store, &batch(4..6));
+    let path = segment_path(&store);
+    drop(store);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&vec![0; (third - second) as usize], second)
+        .unwrap();
+    match open(dir.path()) {
+        Err(StorageError::Corrupt { offset, .. }) => assert_eq!(offset, second),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+/// Small segments, so that batches roll over into new ones.
+fn small_segments() -> FileStorageOptions {
+    FileStorageOptions::default().segment_bytes(4096)
+}
+
+#[test]
+fn damage_in_an_earlier_segment_fails_open_and_a_missing_segment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    for i in 0..100 {
+        persist(&mut store, &batch(i * 2..i * 2 + 2));
+    }
+    assert!(store.segment_count() >= 3, "{}", store.segment_count());
+    let second = store.segments[1].path.clone();
+    drop(store);
+
+    // The last record of a full, earlier segment: not a tail, so an error.
+    flip_byte(&second, 100);
+    match FileStorage::open(dir.path(), small_segments()) {
+        Err(StorageError::Corrupt { file, .. }) => assert_eq!(file, second.display().to_string()),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    flip_byte(&second, 100);
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(slots(&mut store).len(), 200);
+    drop(store);
+
+    std::fs::remove_file(&second).unwrap();
+    match FileStorage::open(dir.path(), small_segments()) {
+        Err(StorageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("missing"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn rollover_and_compaction_delete_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    for i in 0..150 {
+        persist(&mut store, &batch(i * 2..i * 2 + 2));
+    }
+    let before = store.segment_count();
+    assert!(before >= 5, "{before}");
+    let snapshot = Snapshot {
+        upto: Slot(290),
+        data: Bytes::from_static(b"state"),
+    };
+    block_on(store.save_snapshot(&snapshot)).unwrap();
+    block_on(store.compact(Slot(290))).unwrap();
+    assert!(store.segment_count() <= 2, "{}", store.segment_count());
+    let on_disk = recovery::list_segments(dir.path()).unwrap().len();
+    assert_eq!(on_disk, store.segment_count());
+    drop(store);
+
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    let recovered = block_on(store.load()).unwrap();
+    assert_eq!(recovered.hard_state, batch(298..300).hard_state.unwrap());
+    assert_eq!(recovered.entries, batch(290..300).entries);
+    assert_eq!(block_on(store.load_snapshot()).unwrap(), Some(snapshot));
+}
+
+#[test]
+fn a_record_larger_than_a_segment_gets_its_own_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    persist(&mut store, &batch(0..1));
+    let big = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(1, 20_000)],
+    };
+    persist(&mut store, &big);
+    persist(&mut store, &batch(2..3));
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    let recovered = block_on(store.load()).unwrap();
+    assert_eq!(recovered.entries[1], big.entries[0]);
+    assert_eq!(recovered.entries.len(), 3);
+}
+
+#[test]
+fn an_empty_segment_left_by_a_crash_is_reused_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    persist(&mut store, &batch(0..2));
+    persist(&mut store, &batch(2..4));
+    drop(store);
+    // A crash right after a new segment was renamed in, before its first record.
+    let empty = dir.path().join(format!("{:020}{SEGMENT_SUFFIX}", 3));
+    File::create(&empty).unwrap().set_len(4096).unwrap();
+    // And one during the creation of the next.
+    File::create(
+        dir.path()
+            .join(format!("{:020}{SEGMENT_SUFFIX}{TMP_SUFFIX}", 4)),
+    )
+    .unwrap();
+
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1, 2, 3]);
+    assert!(
+        !dir.path()
+            .join(format!("{:020}{SEGMENT_SUFFIX}{TMP_SUFFIX}", 4))
+            .exists()
+    );
+    // Too big for the empty segment: a bigger one replaces it under the same name.
+    persist(
+        &mut store,
+        &PersistBatch {
+            hard_state: None,
+            entries: vec![entry(4, 10_000)],
+        },
+    );
+    persist(&mut store, &batch(5..6));
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn failed_fsync_poisons_the_store_and_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default()
+        .segment_bytes(64 << 10)
+        .faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    block_on(store.load()).unwrap();
+    persist(&mut store, &batch(0..2));
+
+    faults.fail_next_syncs(1);
+    let syncs_before = faults.sync_attempts();
+    let writes_before = faults.write_attempts();
+    match block_on(store.persist(&batch(2..4))) {
+        Err(StorageError::Io { op, message }) => {
+            assert!(op.contains("fdatasync"), "{op}");
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("expected the fsync failure, got {other:?}"),
+    }
+    assert_eq!(faults.sync_attempts(), syncs_before + 1);
+    assert_eq!(faults.write_attempts(), writes_before + 1);
+
+    // Every later call is refused, and none of them touches the disk.
+    for _ in 0..3 {
+        assert!(matches!(
+            block_on(store.persist(&batch(4..6))),
+            Err(StorageError::Poisoned(_))
+        ));
+    }
+    let empty = PersistBatch::default();
+    assert!(matches!(
+        block_on(store.persist(&empty)),
+        Err(StorageError::Poisoned(_))
+    ));
+    let snapshot = Snapshot {
+        upto: Slot(1),
+        data: Bytes::new(),
+    };
+    assert!(matches!(
+        block_on(store.save_snapshot(&snapshot)),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.compact(Slot(1))),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.load()),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.load_snapshot()),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert_eq!(
+        faults.sync_attempts(),
+        syncs_before + 1,
+        "the failed fsync was retried"
+    );
+    assert_eq!(faults.write_attempts(), writes_before + 1);
+    drop(store);
+
+    // A restart recovers what was acknowledged; the unacknowledged batch is whole or absent.
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    let got = slots(&mut store);
+    assert!(got == vec![0, 1] || got == vec![0, 1, 2, 3], "{got:?}");
+}
+
+#[test]
+fn failed_write_poisons_the_store_and_leaves_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    persist(&mut store, &batch(0..2));
+    faults.fail_next_writes(1);
+    assert!(matches!(
+        block_on(store.persist(&batch(2..4))),
+        Err(StorageError::Io { .. })
+    ));
+    assert!(matches!(
+        block_on(store.persist(&batch(2..4))),
+        Err(StorageError::Poisoned(_))
+    ));
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert!(store.recovery().torn_tail.is_some());
+    assert_eq!(slots(&mut store), vec![0, 1]);
+}
+
+#[test]
+fn failed_snapshot_fsync_poisons_and_keeps_the_old_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    let old = Snapshot {
+        upto: Slot(3),
+        data: Bytes::from_static(b"old"),
+    };
+    block_on(store.save_snapshot(&old)).unwrap();
+    faults.fail_next_syncs(1);
+    let new = Snapshot {
+        upto: Slot(5),
+        data: Bytes::from_static(b"new"),
+    };
+    assert!(matches!(
+        block_on(store.save_snapshot(&new)),
+        Err(StorageError::Io { .. })
+    ));
+    assert!(matches!(
+        block_on(store.save_snapshot(&new)),
+        Err(StorageError::Poisoned(_))
+    ));
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(block_on(store.load_snapshot()).unwrap(), Some(old));
+}
+
+#[test]
+fn corrupt_snapshot_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    let snapshot = Snapshot {
+        upto: Slot(3),
+        data: Bytes::from_static(b"some state machine state"),
+    };
+    block_on(store.save_snapshot(&snapshot)).unwrap();
+    flip_byte(&dir.path().join(SNAPSHOT_FILE), 30);
+    match block_on(store.load_snapshot()) {
+        Err(StorageError::Corrupt { file, .. }) => assert!(file.ends_with(SNAPSHOT_FILE)),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn too_large_batch_fails_without_poisoning() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStorageOptions::default().max_record_bytes(1000);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    let big = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(0, 2000)],
+    };
+    assert!(matches!(
+        block_on(store.persist(&big)),
+        Err(StorageError::Io { .. })
+    ));
+    persist(&mut store, &batch(0..2));
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    match open(dir.path()) {
+        Err(StorageError::Io { op, .. }) => assert!(op.contains("lock"), "{op}"),
+        other => panic!("expected a lock error, got {other:?}"),
+    }
+    drop(store);
+    open(dir.path()).unwrap();
+}
+
+#[test]
+fn zero_fill_preallocation_works_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments().preallocate(Preallocate::ZeroFill);
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    for i in 0..10 {
+        persist(&mut store, &batch(i * 2..i * 2 + 2));
+    }
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(slots(&mut store), (0..20).collect::<Vec<_>>());
+}
