@@ -85,7 +85,9 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Runs one inbound connection to its end, and logs why it ended.
+/// Runs one inbound connection to its end, and logs why it ended. The connection is
+/// closed only after the outcome is counted, so a peer that sees the close also sees the
+/// counters.
 async fn serve(
     shared: Arc<Shared>,
     conn: BoxConn,
@@ -93,8 +95,9 @@ async fn serve(
     inbound: Sender<Inbound>,
     _slot: OpenSlot,
 ) {
-    let (from, reader) = match handshake(&shared, conn).await {
-        Ok(ok) => ok,
+    let mut reader = FrameReader::new(conn);
+    let from = match handshake(&shared, &mut reader).await {
+        Ok(from) => from,
         Err(error) => {
             shared.count(&shared.counters.connections_refused);
             shared.warn(WarnKey::Addr(addr.ip()), |suppressed| {
@@ -107,11 +110,12 @@ async fn serve(
     tracing::debug!(peer = %from, %addr, "accepted");
     let (handle, registration) = AbortHandle::new_pair();
     let generation = shared.register_reader(from, handle);
-    let ended = Abortable::new(read_loop(&shared, from, reader, &inbound), registration).await;
+    let read = read_loop(&shared, from, &mut reader, &inbound);
+    let ended = Abortable::new(read, registration).await;
     shared.forget_reader(from, generation);
     match ended {
         Err(_) => {
-            tracing::debug!(peer = %from, %addr, "inbound connection replaced or peer removed")
+            tracing::debug!(peer = %from, %addr, "inbound connection replaced or peer removed");
         }
         Ok(ConnError::Eof | ConnError::Stopped) => {
             tracing::debug!(peer = %from, %addr, "inbound connection closed");
@@ -127,14 +131,13 @@ async fn serve(
     }
 }
 
-/// The acceptor's half of the handshake; see [`crate::handshake`].
+/// The acceptor's half of the handshake (see [`crate::handshake`]); returns the peer.
 async fn handshake(
     shared: &Shared,
-    conn: BoxConn,
-) -> Result<(NodeId, FrameReader<BoxConn>), ConnError> {
+    reader: &mut FrameReader<BoxConn>,
+) -> Result<NodeId, ConnError> {
     let config = &shared.config;
     let exchange = async {
-        let mut reader = FrameReader::new(conn);
         let theirs: Hello = reader.next(HELLO_MAX_BYTES).await?;
         theirs.check(config.cluster_id, config.node_id)?;
         if theirs.from == config.node_id || !shared.is_peer(theirs.from) {
@@ -145,7 +148,7 @@ async fn handshake(
         encode_frame(&ours, &mut hello, HELLO_MAX_BYTES)?;
         reader.get_mut().write_all(&hello).await?;
         reader.get_mut().flush().await?;
-        Ok((theirs.from, reader))
+        Ok(theirs.from)
     };
     timeout(&*shared.net, config.handshake_timeout, exchange)
         .await
@@ -157,7 +160,7 @@ async fn handshake(
 async fn read_loop(
     shared: &Shared,
     from: NodeId,
-    mut reader: FrameReader<BoxConn>,
+    reader: &mut FrameReader<BoxConn>,
     inbound: &Sender<Inbound>,
 ) -> ConnError {
     loop {

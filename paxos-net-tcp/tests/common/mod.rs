@@ -1,0 +1,253 @@
+//! Test harness: the same async test body runs on tokio and on smol (async-io).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::future::{Either, select};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use paxos_core::codec::{decode_frame, encode_frame};
+use paxos_core::message::{Decide, Forward};
+use paxos_core::{
+    Ballot, Command, Envelope, Inbound, Message, NodeId, ProposalId, Slot, Transport,
+};
+#[cfg(feature = "runtime-async-io")]
+use paxos_net_tcp::AsyncIoNet;
+#[cfg(feature = "runtime-tokio")]
+use paxos_net_tcp::TokioNet;
+use paxos_net_tcp::{BoxConn, HELLO_MAX_BYTES, Hello, Net, TcpConfig, TcpTransport};
+
+/// The cluster id every test node uses.
+pub(crate) const CLUSTER: u64 = 0xC0FFEE;
+
+/// Bound on any single wait in a test. Generous: it only matters when something is broken.
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `test` on a two-worker tokio runtime.
+#[cfg(feature = "runtime-tokio")]
+pub(crate) fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Net>) -> Fut) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net: Arc<dyn Net> = Arc::new(TokioNet::new(rt.handle().clone()));
+    rt.block_on(test(net));
+}
+
+/// Runs `test` on smol (async-io reactor, smol's global executor).
+#[cfg(feature = "runtime-async-io")]
+pub(crate) fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Net>) -> Fut) {
+    smol::block_on(test(Arc::new(AsyncIoNet::new())));
+}
+
+/// Declares `<name>::tokio` and `<name>::smol` tests running `async fn <name>(net)`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[cfg(feature = "runtime-tokio")]
+            #[test]
+            fn tokio() {
+                $crate::common::on_tokio(super::$name);
+            }
+            #[cfg(feature = "runtime-async-io")]
+            #[test]
+            fn smol() {
+                $crate::common::on_smol(super::$name);
+            }
+        }
+    )*};
+}
+
+/// A loopback config with fast reconnects, for node `id`.
+pub(crate) fn config(id: u64) -> TcpConfig {
+    let mut config = TcpConfig::new(
+        CLUSTER,
+        NodeId(id),
+        "127.0.0.1:0".parse().unwrap(),
+        BTreeMap::new(),
+    );
+    config.reconnect_backoff_min = Duration::from_millis(5);
+    config.reconnect_backoff_max = Duration::from_millis(100);
+    config.handshake_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Starts `n` transports (ids 0..n) on port 0 and tells each about all the others.
+pub(crate) fn cluster(net: &Arc<dyn Net>, n: u64) -> Vec<TcpTransport> {
+    let nodes: Vec<_> = (0..n)
+        .map(|id| TcpTransport::start(config(id), net.clone()).unwrap())
+        .collect();
+    connect_all(&nodes);
+    nodes
+}
+
+/// Tells every transport in `nodes` about every other.
+pub(crate) fn connect_all(nodes: &[TcpTransport]) {
+    for a in nodes {
+        for b in nodes {
+            a.set_peer(b.node_id(), b.local_addr());
+        }
+    }
+}
+
+/// A small message tagged with `tag`.
+pub(crate) fn msg(tag: u64) -> Message {
+    Message::Decide(Decide {
+        ballot: Ballot::new(1, NodeId(0)),
+        commit: Slot(tag),
+    })
+}
+
+/// A message carrying `bytes` of payload.
+pub(crate) fn big(bytes: usize) -> Message {
+    Message::Forward(Forward {
+        commands: vec![Command {
+            id: ProposalId {
+                origin: NodeId(0),
+                seq: 0,
+                epoch: 0,
+            },
+            payload: vec![0xAB; bytes].into(),
+        }],
+    })
+}
+
+/// Envelope to `to`.
+pub(crate) fn to(to: u64, message: Message) -> Envelope {
+    Envelope {
+        to: NodeId(to),
+        message,
+    }
+}
+
+/// Runs `fut` for at most `limit`; `None` if it did not finish.
+pub(crate) async fn timeout<T>(
+    net: &Arc<dyn Net>,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    match select(pin!(fut), net.sleep(limit)).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
+
+/// Runs `fut`, failing the test with `what` if it takes longer than [`WAIT`].
+pub(crate) async fn within<T>(net: &Arc<dyn Net>, what: &str, fut: impl Future<Output = T>) -> T {
+    match timeout(net, WAIT, fut).await {
+        Some(value) => value,
+        None => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// Receives until `count` messages have arrived (bounded by [`WAIT`]).
+pub(crate) async fn recv_n(
+    net: &Arc<dyn Net>,
+    node: &mut TcpTransport,
+    count: usize,
+) -> Vec<Inbound> {
+    within(
+        net,
+        &format!("{count} messages at {}", node.node_id()),
+        async {
+            let mut got = Vec::new();
+            while got.len() < count {
+                let missing = count - got.len();
+                node.recv(&mut got, missing).await.unwrap();
+            }
+            got
+        },
+    )
+    .await
+}
+
+/// Resends `msg(tag)` from `from` to `dest` every 20 ms until `dest` receives it: for
+/// paths that may lose messages while connections come up, like the core's retransmits.
+pub(crate) async fn deliver_eventually(
+    net: &Arc<dyn Net>,
+    from: &TcpTransport,
+    dest: &mut TcpTransport,
+    tag: u64,
+) {
+    let (src, id) = (from.node_id(), dest.node_id());
+    within(
+        net,
+        &format!("delivery {src} -> {id} of tag {tag}"),
+        async {
+            let mut got = Vec::new();
+            loop {
+                from.send(vec![to(id.0, msg(tag))]);
+                // Cancelling recv here exercises its cancel safety too.
+                let _ = timeout(net, Duration::from_millis(20), dest.recv(&mut got, 64)).await;
+                if got.iter().any(|m| m.from == src && m.message == msg(tag)) {
+                    return;
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// The frame of a `Hello` from `from` to `to` in `cluster`.
+pub(crate) fn hello_frame(cluster: u64, from: u64, to: u64) -> BytesMut {
+    let mut buf = BytesMut::new();
+    encode_frame(
+        &Hello::new(cluster, NodeId(from), NodeId(to)),
+        &mut buf,
+        HELLO_MAX_BYTES,
+    )
+    .unwrap();
+    buf
+}
+
+/// Reads one `Hello` frame from a raw connection.
+pub(crate) async fn read_hello(conn: &mut BoxConn) -> Hello {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        if let Some((hello, _)) = decode_frame::<Hello>(&buf, HELLO_MAX_BYTES).unwrap() {
+            return hello;
+        }
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the hello");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Dials `addr` and completes a valid handshake as node `from`.
+pub(crate) async fn raw_peer(net: &Arc<dyn Net>, addr: SocketAddr, from: u64, to: u64) -> BoxConn {
+    let mut conn = net.connect(addr).await.unwrap();
+    conn.write_all(&hello_frame(CLUSTER, from, to))
+        .await
+        .unwrap();
+    let reply = read_hello(&mut conn).await;
+    assert_eq!(reply, Hello::new(CLUSTER, NodeId(to), NodeId(from)));
+    conn
+}
+
+/// Waits until the transport closes `conn`; returns the bytes it sent before closing.
+pub(crate) async fn expect_closed(net: &Arc<dyn Net>, conn: &mut BoxConn) -> usize {
+    within(net, "the transport to close the connection", async {
+        let mut total = 0;
+        let mut chunk = [0u8; 1024];
+        loop {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+}
+
+/// A free loopback address: nothing listens there (a dialer gets "connection refused").
+pub(crate) fn unused_addr(net: &Arc<dyn Net>) -> SocketAddr {
+    let listener = net.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    listener.local_addr().unwrap()
+}
