@@ -42,7 +42,8 @@
 //! lets each side reconnect on its own schedule, and makes "who sent this" the handshake's
 //! answer, not the message's. The acceptor never writes after the handshake; the dialer
 //! watches its read side, so a peer that closes or restarts is noticed at once even when
-//! idle. A newer inbound connection from the same peer closes the older one.
+//! idle. A newer inbound connection from the same peer closes the older one, so a peer
+//! that vanished without closing (power loss) holds at most one reader until it returns.
 //!
 //! A failed connection is retried after an exponential backoff with jitter: the n-th delay
 //! is uniform in `[d/2, d]` with `d = min(reconnect_backoff_max, reconnect_backoff_min *
@@ -69,7 +70,7 @@
 //! * **Outbound**: each peer has a queue of at most [`TcpConfig::max_outbound_queue`]
 //!   messages. [`send`](paxos_core::Transport::send) never blocks: a message that does not
 //!   fit is dropped and counted ([`TcpStats::dropped_queue_full`]); so is a message for an
-//!   unknown peer, or one too large for a frame. Messages queue while a peer is
+//!   unknown peer (this node itself included), or one too large for a frame. Messages queue while a peer is
 //!   unreachable and go out after it reconnects; a write that fails loses its batch. A
 //!   slow or stuck peer fills only its own queue: other peers are served by their own
 //!   tasks. A write that makes no progress for [`TcpConfig::write_timeout`] drops the

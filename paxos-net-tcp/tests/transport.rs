@@ -22,6 +22,7 @@ on_both_runtimes!(
     recv_is_cancel_safe,
     drops_are_counted,
     bind_conflict_is_reported,
+    close_releases_the_port_and_the_peers_notice,
 );
 
 /// Every ordered pair of three nodes carries 100 messages, in order.
@@ -309,4 +310,24 @@ async fn bind_conflict_is_reported(net: Arc<dyn Net>) {
         TcpTransport::start(bad, net.clone()),
         Err(StartError::Config(_))
     ));
+}
+
+/// `close` stops the listener (the port is free again at once) and every connection (the
+/// peer's reader sees its inbound connection end and the peer redials in vain).
+async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Net>) {
+    let mut nodes = cluster(&net, 2);
+    let (a, b) = nodes.split_at_mut(1);
+    deliver_eventually(&net, &a[0], &mut b[0], 1).await;
+    let n1 = nodes.pop().unwrap();
+    let addr = n1.local_addr();
+    n1.close().await;
+    assert!(net.connect(addr).await.is_err(), "listener still open");
+    // n0 keeps serving: a message to the closed peer is queued (not blocking), and a new
+    // node on the old port gets it once n0 has reconnected.
+    nodes[0].send(vec![to(1, msg(2))]);
+    let mut again = config(1);
+    again.listen = addr;
+    again.peers = BTreeMap::from([(NodeId(0), nodes[0].local_addr())]);
+    let mut n1 = TcpTransport::start(again, net.clone()).unwrap();
+    deliver_eventually(&net, &nodes[0], &mut n1, 3).await;
 }
