@@ -7,6 +7,8 @@
 //!   group commit (one write and one `fdatasync` per batch), torn-tail recovery, and
 //!   atomically replaced snapshots. Its [module docs](file) hold the design: record
 //!   format, segment naming, recovery rules, and what is fsynced when.
+//! * [`FaultyStorage`]: wraps any store and fails its writes on command or by a seeded coin,
+//!   then stays poisoned, for simulation.
 //! * [`testing`]: a conformance suite that any [`Storage`](paxos_core::Storage)
 //!   implementation, including your own, can run.
 //!
@@ -20,9 +22,11 @@
 //! `load`, including entries for such slots persisted after the call (they are covered by
 //! a snapshot, so the value they carry is already applied).
 
+pub mod faulty;
 pub mod file;
 pub mod memory;
 pub mod testing;
 
+pub use faulty::{Fault, FaultPlan, FaultyStorage};
 pub use file::{FileStorage, FileStorageOptions, IoFaults, Preallocate, RecoveryReport, TornTail};
 pub use memory::MemoryStorage;

@@ -1,0 +1,297 @@
+//! [`FaultyStorage`]: wraps any [`Storage`] and makes its writes fail, on command or by a
+//! seeded coin, in the style of FoundationDB's BUGGIFY.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+
+/// How an injected failure of a write (`persist`, `save_snapshot` or `compact`) behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The write never reaches the inner store, then the call fails: a failed fsync whose
+    /// data the kernel dropped.
+    LoseWrite,
+    /// The write reaches the inner store, then the call fails: a failed fsync whose data
+    /// made it to disk anyway. The caller must not assume either way.
+    KeepWrite,
+}
+
+/// The fault switchboard of a [`FaultyStorage`]. Clones share it, so a simulator keeps one
+/// and arms faults while the replica owns the store.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    inner: Arc<Mutex<PlanState>>,
+}
+
+#[derive(Debug, Default)]
+struct PlanState {
+    /// Faults for the next writes, in order.
+    queued: std::collections::VecDeque<Fault>,
+    /// Random faults: (generator state, probability per million writes).
+    random: Option<(u64, u32)>,
+    injected: u64,
+    writes: u64,
+}
+
+impl FaultPlan {
+    /// A plan that injects nothing until told to.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A plan that fails each write with probability `per_million / 1_000_000`, choosing
+    /// the fault from `seed`, so a simulation run is reproducible from its seed.
+    pub fn seeded(seed: u64, per_million: u32) -> Self {
+        let plan = Self::new();
+        plan.state().random = Some((seed, per_million.min(1_000_000)));
+        plan
+    }
+
+    /// Makes the next write fail with `fault` (after any already queued).
+    pub fn fail_next_write(&self, fault: Fault) {
+        self.state().queued.push_back(fault);
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.state().injected
+    }
+
+    /// Writes attempted so far (through every store sharing this plan, refused ones
+    /// excluded).
+    pub fn writes(&self) -> u64 {
+        self.state().writes
+    }
+
+    fn state(&self) -> MutexGuard<'_, PlanState> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides the fate of one write.
+    fn next_write(&self) -> Option<Fault> {
+        let mut state = self.state();
+        state.writes += 1;
+        let fault = state.queued.pop_front().or_else(|| {
+            let (rng, per_million) = state.random.as_mut()?;
+            let roll = splitmix64(rng);
+            ((roll % 1_000_000) < u64::from(*per_million)).then_some(if roll >> 63 == 0 {
+                Fault::LoseWrite
+            } else {
+                Fault::KeepWrite
+            })
+        });
+        state.injected += u64::from(fault.is_some());
+        fault
+    }
+}
+
+/// Wraps a [`Storage`] and fails its writes as its [`FaultPlan`] says.
+///
+/// After the first injected failure it behaves as the trait requires of a real store after a
+/// failed fsync: every later call returns [`StorageError::Poisoned`] and the inner store is
+/// not called again. Reads before that pass through unchanged.
+///
+/// Use it in simulation over a [`MemoryStorage`](crate::MemoryStorage) handle: after the
+/// replica stops, restart it over a fresh `FaultyStorage` on a clone of the same disk.
+#[derive(Debug)]
+pub struct FaultyStorage<S> {
+    inner: S,
+    plan: FaultPlan,
+    poisoned: Option<String>,
+}
+
+impl<S: Storage> FaultyStorage<S> {
+    /// Wraps `inner`, failing writes as `plan` says.
+    pub fn new(inner: S, plan: FaultPlan) -> Self {
+        Self {
+            inner,
+            plan,
+            poisoned: None,
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner store.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn check_poisoned(&self) -> Result<(), StorageError> {
+        match &self.poisoned {
+            Some(reason) => Err(StorageError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one write through the plan.
+    async fn write(&mut self, op: Write<'_>) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        let fault = self.plan.next_write();
+        let result = match fault {
+            Some(Fault::LoseWrite) => Err(injected_error(op.name())),
+            _ => {
+                let written = match op {
+                    Write::Persist(batch) => self.inner.persist(batch).await,
+                    Write::SaveSnapshot(snapshot) => self.inner.save_snapshot(snapshot).await,
+                    Write::Compact(before) => self.inner.compact(before).await,
+                };
+                written.and_then(|()| match fault {
+                    Some(Fault::KeepWrite) => Err(injected_error(op.name())),
+                    _ => Ok(()),
+                })
+            }
+        };
+        if let Err(error) = &result {
+            self.poisoned = Some(error.to_string());
+        }
+        result
+    }
+}
+
+/// One writing call, as [`FaultyStorage::write`] passes it through.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Persist(&'a PersistBatch),
+    SaveSnapshot(&'a Snapshot),
+    Compact(Slot),
+}
+
+impl Write<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Persist(_) => "persist",
+            Self::SaveSnapshot(_) => "save_snapshot",
+            Self::Compact(_) => "compact",
+        }
+    }
+}
+
+/// The error an injected fault returns.
+fn injected_error(what: &str) -> StorageError {
+    StorageError::Io {
+        op: format!("fsync after {what}"),
+        message: "injected fault (FaultyStorage)".into(),
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Storage for FaultyStorage<S> {
+    async fn load(&mut self) -> Result<RecoveredState, StorageError> {
+        self.check_poisoned()?;
+        self.inner.load().await
+    }
+
+    async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.write(Write::Persist(batch)).await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.write(Write::SaveSnapshot(snapshot)).await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.check_poisoned()?;
+        self.inner.load_snapshot().await
+    }
+
+    async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
+        self.write(Write::Compact(before)).await
+    }
+}
+
+/// One step of splitmix64.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use paxos_core::{Ballot, HardState, NodeId};
+
+    use super::*;
+    use crate::MemoryStorage;
+
+    fn batch(round: u64) -> PersistBatch {
+        PersistBatch {
+            hard_state: Some(HardState {
+                promised: Ballot::new(round, NodeId(1)),
+                commit: Slot(0),
+            }),
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn a_lost_write_poisons_and_never_reaches_the_disk() {
+        let disk = MemoryStorage::new();
+        let plan = FaultPlan::new();
+        let mut store = FaultyStorage::new(disk.clone(), plan.clone());
+        block_on(store.persist(&batch(1))).unwrap();
+        plan.fail_next_write(Fault::LoseWrite);
+        assert!(matches!(
+            block_on(store.persist(&batch(2))),
+            Err(StorageError::Io { .. })
+        ));
+        assert!(matches!(
+            block_on(store.persist(&batch(3))),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.load()),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.compact(Slot(1))),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert_eq!(disk.persist_calls(), 1);
+        let mut restarted = FaultyStorage::new(disk.clone(), plan.clone());
+        let promised = block_on(restarted.load()).unwrap().hard_state.promised;
+        assert_eq!(promised, Ballot::new(1, NodeId(1)));
+        assert_eq!(plan.injected(), 1);
+    }
+
+    #[test]
+    fn a_kept_write_poisons_but_is_on_disk() {
+        let disk = MemoryStorage::new();
+        let plan = FaultPlan::new();
+        let mut store = FaultyStorage::new(disk.clone(), plan.clone());
+        plan.fail_next_write(Fault::KeepWrite);
+        assert!(block_on(store.persist(&batch(2))).is_err());
+        assert!(matches!(
+            block_on(store.persist(&batch(3))),
+            Err(StorageError::Poisoned(_))
+        ));
+        let mut restarted = FaultyStorage::new(disk, FaultPlan::new());
+        let promised = block_on(restarted.load()).unwrap().hard_state.promised;
+        assert_eq!(promised, Ballot::new(2, NodeId(1)));
+    }
+
+    #[test]
+    fn seeded_faults_are_reproducible() {
+        let run = |seed| {
+            let plan = FaultPlan::seeded(seed, 100_000);
+            let mut outcomes = Vec::new();
+            for round in 0..200 {
+                let mut store = FaultyStorage::new(MemoryStorage::new(), plan.clone());
+                outcomes.push(block_on(store.persist(&batch(round))).is_ok());
+            }
+            (outcomes, plan.injected())
+        };
+        let (first, injected) = run(7);
+        assert_eq!(run(7).0, first);
+        assert!((5..=50).contains(&injected), "{injected}");
+        assert_ne!(run(8).0, first);
+    }
+}
