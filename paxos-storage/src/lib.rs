@@ -5,7 +5,7 @@
 //!   simulator can keep it across a simulated crash. For tests, simulation and benchmarks.
 //! * [`FileStorage`]: a checksummed write-ahead log in preallocated segment files with
 //!   group commit (one write and one `fdatasync` per batch), torn-tail recovery, and
-//!   atomically replaced snapshots. Its [module docs](file) hold the design: record
+//!   atomically replaced snapshots. Its [module docs](mod@file) hold the design: record
 //!   format, segment naming, recovery rules, and what is fsynced when.
 //! * [`FaultyStorage`]: wraps any store and fails its writes on command or by a seeded coin,
 //!   then stays poisoned, for simulation.
@@ -13,7 +13,17 @@
 //!   implementation, including your own, can run.
 //!
 //! What this crate does not do: it never decides what to persist (the core does, through
-//! each `Ready`), it does not replicate, and it does not interpret commands or snapshots.
+//! each `Ready`), it does not replicate, it does not interpret commands or snapshots, and it
+//! starts no threads and needs no async runtime. `FileStorage` does blocking file I/O
+//! inside its `async fn`s (one write and one `fdatasync` per `persist`); run the driver
+//! where that is acceptable. It is Linux/Unix only (`pwrite`, `fdatasync`, `fallocate`,
+//! `flock`).
+//!
+//! # Choosing the sync level
+//!
+//! There is one, and it is not configurable: a call that writes returns only after
+//! `fdatasync` (log records) or `fsync` (new files, the directory) returned. Nothing is
+//! inherited from a library or OS default.
 //!
 //! # Compaction semantics
 //!

@@ -51,6 +51,10 @@
 //!   a promise. So are a record that passes its checksums but has the wrong sequence number
 //!   or does not decode, a gap between segments, and a promised ballot moving backwards.
 //!
+//! One limit, shared by every single-copy checksummed log: damage to the very last record
+//! looks exactly like a torn write, so it is dropped as one (and reported in
+//! [`RecoveryReport::torn_tail`]). Damage anywhere earlier is always an error.
+//!
 //! A torn tail can only be in the last segment: a new segment is only started after the
 //! previous record was fsynced. Recovery never holds more than one record and a 1 MiB buffer
 //! beyond the recovered entries, which [`Storage::load`] returns anyway.
@@ -145,7 +149,7 @@ impl FileStorageOptions {
     }
 
     /// Largest encoded batch one `persist` may write; larger ones fail without writing.
-    /// Default 64 MiB. Recovery also rejects longer records as damage.
+    /// Default 64 MiB. Only checked on write: recovery reads records of any length.
     pub fn max_record_bytes(mut self, bytes: u32) -> Self {
         self.max_record_bytes = bytes;
         self
@@ -183,6 +187,11 @@ impl FileStorageOptions {
 /// assert_eq!(store.load().await.unwrap().hard_state, hard_state);
 /// # });
 /// ```
+///
+/// # Panics
+///
+/// [`persist`](Storage::persist) panics if the batch's promised ballot is below the last
+/// one persisted: that is a bug in the caller, and writing it could break a promise.
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
@@ -232,7 +241,7 @@ impl FileStorage {
         if removed_tmp {
             sync(&dir_file, &format!("fsync of directory {}", dir.display()))?;
         }
-        let recovered = recovery::recover(&dir, options.max_record_bytes, Mode::Repair, &mut sync)?;
+        let recovered = recovery::recover(&dir, Mode::Repair, &mut sync)?;
         let active = match recovered.segments.last() {
             Some(last) => {
                 let file = OpenOptions::new()
@@ -495,12 +504,7 @@ impl Storage for FileStorage {
         }
         // A second load: read the log again (it is consistent now, nothing to repair).
         let mut no_sync = |_: &File, _: &str| Ok(());
-        let recovered = recovery::recover(
-            &self.dir,
-            self.options.max_record_bytes,
-            Mode::ReadOnly,
-            &mut no_sync,
-        )?;
+        let recovered = recovery::recover(&self.dir, Mode::ReadOnly, &mut no_sync)?;
         Ok(recovered.state())
     }
 

@@ -108,7 +108,6 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageEr
 /// segment and syncs it before returning.
 pub(crate) fn recover(
     dir: &Path,
-    max_record_bytes: u32,
     mode: Mode,
     sync: &mut dyn FnMut(&File, &str) -> Result<(), StorageError>,
 ) -> Result<Recovered, StorageError> {
@@ -135,7 +134,7 @@ pub(crate) fn recover(
                 ),
             ));
         }
-        let scan = scan_segment(path, *first_seq, is_last, max_record_bytes, &mut replay)?;
+        let scan = scan_segment(path, *first_seq, is_last, &mut replay)?;
         next_seq = scan.next_seq;
         write_pos = scan.end;
         if let Some(nonzero_end) = scan.torn_until {
@@ -250,7 +249,6 @@ fn scan_segment(
     path: &Path,
     first_seq: u64,
     is_last: bool,
-    max_record_bytes: u32,
     replay: &mut Replay,
 ) -> Result<SegmentScan, StorageError> {
     let file = File::open(path).map_err(|e| io_error(format!("open {}", path.display()), &e))?;
@@ -277,7 +275,9 @@ fn scan_segment(
             }
             Err(BadHeader::Invalid) => break "the record header has a bad magic number or checksum",
         };
-        if header.len > max_record_bytes || pos + header.record_bytes() > size {
+        // The header checksum vouches for `len`; the file size bounds the memory it takes.
+        // (Not `max_record_bytes`: lowering that option must not turn old records into damage.)
+        if pos + header.record_bytes() > size {
             break "the record length in the header runs past the end of the segment";
         }
         let padded = (header.record_bytes() - HEADER_BYTES as u64) as usize;
@@ -317,9 +317,7 @@ fn scan_segment(
         });
     };
     if is_last {
-        if let Some(valid_at) =
-            valid_record_after(&file, end, size, seq, max_record_bytes).map_err(read_err)?
-        {
+        if let Some(valid_at) = valid_record_after(&file, end, size, seq).map_err(read_err)? {
             return Err(corrupt(
                 path,
                 end,
@@ -395,7 +393,6 @@ fn valid_record_after(
     from: u64,
     size: u64,
     min_seq: u64,
-    max_record_bytes: u32,
 ) -> std::io::Result<Option<u64>> {
     let start = from + ALIGN;
     let magic = MAGIC.to_le_bytes();
@@ -406,7 +403,7 @@ fn valid_record_after(
                 continue;
             }
             let at = offset + (i as u64) * ALIGN;
-            if is_valid_record_at(file, at, size, min_seq, max_record_bytes)? {
+            if is_valid_record_at(file, at, size, min_seq)? {
                 return Ok(Some(at));
             }
         }
@@ -414,13 +411,7 @@ fn valid_record_after(
     })
 }
 
-fn is_valid_record_at(
-    file: &File,
-    at: u64,
-    size: u64,
-    min_seq: u64,
-    max_record_bytes: u32,
-) -> std::io::Result<bool> {
+fn is_valid_record_at(file: &File, at: u64, size: u64, min_seq: u64) -> std::io::Result<bool> {
     if at + HEADER_BYTES as u64 > size {
         return Ok(false);
     }
@@ -429,7 +420,7 @@ fn is_valid_record_at(
     let Ok(header) = Header::parse(&header) else {
         return Ok(false);
     };
-    if header.seq < min_seq || header.len > max_record_bytes || at + header.record_bytes() > size {
+    if header.seq < min_seq || at + header.record_bytes() > size {
         return Ok(false);
     }
     let mut payload = vec![0; header.len as usize];

@@ -498,3 +498,27 @@ fn zero_fill_preallocation_works_too() {
     let mut store = FileStorage::open(dir.path(), options).unwrap();
     assert_eq!(slots(&mut store), (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn records_longer_than_a_lowered_max_record_bytes_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    persist(&mut store, &batch(0..1));
+    persist(&mut store, &batch(1..30));
+    drop(store);
+    let options = FileStorageOptions::default()
+        .segment_bytes(64 << 10)
+        .max_record_bytes(100);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(store.recovery().torn_tail, None);
+    assert_eq!(slots(&mut store), (0..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_load_reads_the_log_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert!(slots(&mut store).is_empty());
+    persist(&mut store, &batch(0..3));
+    assert_eq!(slots(&mut store), vec![0, 1, 2]);
+}
