@@ -9,7 +9,9 @@
 //! the raw floor (a preallocated file, a loop of one 64-byte `pwrite` and one `fdatasync`)
 //! and `FileStorage::persist` with batches of 64-byte payloads, in alternating short
 //! rounds, so that both see the same disk load (shared disks drift by 10x within minutes).
-//! It prints entries per second and the ratio to `raw syncs/s × batch`. With group commit
+//! It prints medians over the rounds: raw syncs per second, persists and entries per second,
+//! and the ratio of persists to raw syncs, i.e. entries/s to `raw syncs/s × batch`, taken
+//! round by round so that a change in disk load between rounds cancels out. With group commit
 //! every batch costs one write and one `fdatasync`, so the ratio should stay near 100%
 //! until the write itself gets large.
 
@@ -27,7 +29,7 @@ const BATCH_SIZES: [u64; 4] = [1, 16, 64, 1024];
 const PAYLOAD_BYTES: usize = 64;
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Alternating raw/store rounds per measurement.
-const ROUNDS: u32 = 8;
+const ROUNDS: u32 = 10;
 
 fn main() {
     // `cargo bench` passes `--bench`; skip flags.
@@ -49,32 +51,42 @@ fn main() {
     for mode in [Preallocate::Fallocate, Preallocate::ZeroFill] {
         println!("\n{mode:?}");
         println!(
-            "{:>6} {:>12} {:>12} {:>14} {:>8}",
-            "batch", "raw syncs/s", "persists/s", "entries/s", "vs raw"
+            "{:>6} {:>12} {:>12} {:>14} {:>13}",
+            "batch", "raw syncs/s", "persists/s", "entries/s", "vs raw×batch"
         );
         for batch in BATCH_SIZES {
             let mut raw = RawLog::new(dir.path(), mode);
             let mut store = Appender::new(dir.path(), mode, batch);
-            let (mut raw_ops, mut raw_time) = (0, Duration::ZERO);
-            let (mut store_ops, mut store_time) = (0, Duration::ZERO);
+            let mut raw_rates = Vec::new();
+            let mut store_rates = Vec::new();
+            let mut ratios = Vec::new();
             for _ in 0..ROUNDS {
-                let (ops, time) = measure(round, || raw.append());
-                raw_ops += ops;
-                raw_time += time;
-                let (ops, time) = measure(round, || store.append());
-                store_ops += ops;
-                store_time += time;
+                let raw_rate = rate(measure(round, || raw.append()));
+                let persists = rate(measure(round, || store.append()));
+                raw_rates.push(raw_rate);
+                store_rates.push(persists);
+                ratios.push(persists / raw_rate);
             }
-            let raw_rate = raw_ops as f64 / raw_time.as_secs_f64();
-            let persists = store_ops as f64 / store_time.as_secs_f64();
-            let entries = persists * batch as f64;
-            let ratio = entries / (raw_rate * batch as f64);
+            let raw_rate = median(&mut raw_rates);
+            let persists = median(&mut store_rates);
             println!(
-                "{batch:>6} {raw_rate:>12.0} {persists:>12.0} {entries:>14.0} {:>7.0}%",
-                ratio * 100.0
+                "{batch:>6} {raw_rate:>12.0} {persists:>12.0} {:>14.0} {:>12.0}%",
+                persists * batch as f64,
+                median(&mut ratios) * 100.0
             );
         }
     }
+}
+
+/// Operations per second.
+fn rate((ops, time): (u64, Duration)) -> f64 {
+    ops as f64 / time.as_secs_f64()
+}
+
+/// The median (upper median for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Runs `op` until `run_for` has passed; returns how many times it ran and how long it took.

@@ -20,9 +20,9 @@ use paxos_storage::{FileStorage, FileStorageOptions};
 /// Set in the child's environment to the store directory.
 const CHILD_DIR_ENV: &str = "PAXOS_STORAGE_CRASH_CHILD_DIR";
 /// The parent stops starting new iterations after this long.
-const TIME_BUDGET: Duration = Duration::from_secs(10);
+const TIME_BUDGET: Duration = Duration::from_secs(8);
 const ITERATIONS_MAX: u32 = 150;
-const ITERATIONS_MIN: u32 = 20;
+const ITERATIONS_MIN: u32 = 10;
 /// The child saves a snapshot and compacts every this many batches.
 const COMPACT_EVERY_BATCHES: u64 = 40;
 
@@ -132,7 +132,7 @@ fn sigkill_at_random_moments_never_loses_or_corrupts_acknowledged_entries() {
     {
         iterations += 1;
         // 0 kills the child before it acknowledged anything (often while it recovers).
-        let kill_after_acks = rng.below(150);
+        let kill_after_acks = rng.below(100);
         let mut child = Command::new(&exe)
             .args([
                 "--exact",

@@ -28,7 +28,11 @@
 //!
 //! **What is fsynced when.**
 //! * [`persist`](Storage::persist): one `pwrite` of one record, then one `fdatasync` of the
-//!   segment: group commit, whatever the batch holds. It returns only after the `fdatasync`
+//!   segment: group commit, whatever the batch holds. With `fallocate`d segments, a write
+//!   that crosses a 1 MiB boundary also writes zeros up to the next one (same `pwrite`):
+//!   blocks `fallocate` reserved are "unwritten", and the first `fdatasync` over each one
+//!   must commit a journal transaction to mark it written; doing that once per MiB instead
+//!   of once per 4 KiB block keeps a batch of 64 small entries as fast as the raw floor. It returns only after the `fdatasync`
 //!   returned. An empty batch writes nothing.
 //! * A new segment: the file (`fsync`), then the directory.
 //! * [`save_snapshot`](Storage::save_snapshot): `snapshot.tmp` is written and fsynced,
@@ -103,6 +107,9 @@ const SNAPSHOT_FILE: &str = "snapshot";
 const LOCK_FILE: &str = "LOCK";
 /// Suffix of files being created.
 const TMP_SUFFIX: &str = ".tmp";
+/// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
+/// multiple of this, so reserved blocks are initialized once per window, not per block.
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 /// Snapshot file header: magic, crc32c, `upto`, data length.
 const SNAPSHOT_HEADER_BYTES: usize = 24;
 /// Identifies a snapshot file and its format version.
@@ -221,6 +228,8 @@ struct Active {
     file: File,
     write_pos: u64,
     size: u64,
+    /// Every block below this has been written (data or zeros) and synced.
+    initialized_until: u64,
 }
 
 impl FileStorage {
@@ -257,6 +266,8 @@ impl FileStorage {
                     file,
                     write_pos: recovered.write_pos,
                     size,
+                    // Unknown past the last record: zero ahead from there.
+                    initialized_until: recovered.write_pos,
                 })
             }
             None => None,
@@ -311,12 +322,17 @@ impl FileStorage {
     fn append(&mut self, body: &BodyRef<'_>) -> Result<(), StorageError> {
         let mut buf = std::mem::take(&mut self.buf);
         let payload_len = record::encode(&mut buf, self.next_seq, body);
-        let result = self.append_encoded(&buf, payload_len);
+        let result = self.append_encoded(&mut buf, payload_len);
         self.buf = buf;
         result
     }
 
-    fn append_encoded(&mut self, record: &[u8], payload_len: usize) -> Result<(), StorageError> {
+    /// Writes the encoded record in `buf` (which it may extend with zeros) and syncs it.
+    fn append_encoded(
+        &mut self,
+        buf: &mut Vec<u8>,
+        payload_len: usize,
+    ) -> Result<(), StorageError> {
         if payload_len > self.options.max_record_bytes as usize {
             // Nothing was written: the store stays usable.
             return Err(StorageError::Io {
@@ -327,7 +343,7 @@ impl FileStorage {
                 ),
             });
         }
-        let len = record.len() as u64;
+        let len = buf.len() as u64;
         let fits = self
             .active
             .as_ref()
@@ -336,29 +352,44 @@ impl FileStorage {
             self.roll(len).map_err(|e| self.poison(e))?;
         }
         let active = self.active.as_mut().expect("roll made a segment active");
-        let path = &self
-            .segments
-            .back()
-            .expect("the active segment is listed")
-            .path;
+        let at = active.write_pos;
+        // Zero ahead: blocks that `fallocate` reserved but nothing wrote yet make each
+        // fdatasync commit a journal transaction to mark them written. Writing zeros up
+        // to the next ZERO_AHEAD_BYTES boundary in the same write pays that once per
+        // window instead of once per block, and keeps one write and one fdatasync.
+        if at + len > active.initialized_until {
+            let until = (at + len)
+                .next_multiple_of(ZERO_AHEAD_BYTES)
+                .min(active.size);
+            buf.resize((until - at) as usize, 0);
+        }
         let write = match self.options.faults.as_ref().map(IoFaults::on_write) {
             Some(WriteFault::Torn) => active
                 .file
-                .write_all_at(&record[..record.len() / 2], active.write_pos)
+                .write_all_at(&buf[..len as usize / 2], at)
                 .and(Err(std::io::Error::other("injected write failure"))),
-            _ => active.file.write_all_at(record, active.write_pos),
+            _ => active.file.write_all_at(buf, at),
         };
-        if let Err(e) = write {
-            let error = io_error(
-                format!("write of {} at offset {}", path.display(), active.write_pos),
-                &e,
-            );
+        let synced = write
+            .map_err(|e| (format!("write at offset {at}"), e))
+            .and_then(|()| {
+                self.options
+                    .faults
+                    .as_ref()
+                    .map_or(Ok(()), IoFaults::on_sync)
+                    .and_then(|()| active.file.sync_data())
+                    .map_err(|e| ("fdatasync".to_owned(), e))
+            });
+        if let Err((op, e)) = synced {
+            let path = &self
+                .segments
+                .back()
+                .expect("the active segment is listed")
+                .path;
+            let error = io_error(format!("{op} of {}", path.display()), &e);
             return Err(self.poison(error));
         }
-        let what = format!("fdatasync of {}", path.display());
-        if let Err(error) = sync_data(self.options.faults.as_ref(), &active.file, &what) {
-            return Err(self.poison(error));
-        }
+        active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
         active.write_pos += len;
         self.next_seq += 1;
         Ok(())
@@ -401,10 +432,15 @@ impl FileStorage {
             path,
             max_slot: None,
         });
+        let initialized_until = match self.options.preallocate {
+            Preallocate::ZeroFill => size,
+            Preallocate::Fallocate => 0,
+        };
         self.active = Some(Active {
             file,
             write_pos: 0,
             size,
+            initialized_until,
         });
         Ok(())
     }
