@@ -41,6 +41,10 @@ pub struct RecoveredState {
 }
 
 /// A value chosen for a slot, ready to apply.
+///
+/// Commands whose [`ProposalId`](crate::ProposalId) was already applied (a duplicated
+/// forward) are filtered out, identically on every replica: each proposal is applied at
+/// most once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// The slot.

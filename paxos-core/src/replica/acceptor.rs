@@ -22,10 +22,11 @@ impl Replica {
         if m.ballot > self.promised {
             self.set_promised(m.ballot);
             self.observe_higher_ballot(m.ballot);
-            // Someone is campaigning: give them a chance before campaigning ourselves.
-            if self.role == Role::Follower {
-                self.reset_election_deadline();
-            }
+        }
+        // Someone is campaigning (or paging through our log for phase 1): give them a
+        // chance before campaigning ourselves, or phase 1 over a long log never finishes.
+        if self.role == Role::Follower {
+            self.reset_election_deadline();
         }
         let mut accepted = Vec::new();
         let mut next = None;

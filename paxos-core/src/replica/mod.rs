@@ -5,6 +5,7 @@
 //! `election` (timers and randomized timeouts).
 
 mod acceptor;
+mod dedup;
 mod election;
 mod learner;
 mod proposer;
@@ -83,6 +84,9 @@ pub struct Replica {
     // Proposals waiting for a slot (leader, candidate) or to be forwarded (follower).
     pending: VecDeque<Command>,
 
+    /// Filters duplicate proposals out of what is applied.
+    dedup: dedup::Dedup,
+
     // Output under construction, and the outstanding Ready.
     out: Outbox,
     outstanding: Option<Outstanding>,
@@ -159,6 +163,7 @@ impl Replica {
             candidacy: None,
             leadership: None,
             pending: VecDeque::new(),
+            dedup: dedup::Dedup::default(),
             out: Outbox::default(),
             outstanding: None,
             next_ready_id: 1,
@@ -379,7 +384,13 @@ impl Replica {
             let Some(accepted) = accepted else {
                 panic!("chosen slot {} missing from the log", self.applied);
             };
-            committed.push(Committed { slot: self.applied, value: accepted.value.clone() });
+            let value = match &accepted.value {
+                Value::Noop => Value::Noop,
+                Value::Batch(cmds) => {
+                    Value::Batch(cmds.iter().filter(|c| self.dedup.first_time(c.id)).cloned().collect())
+                }
+            };
+            committed.push(Committed { slot: self.applied, value });
             self.applied = self.applied.next();
         }
         committed

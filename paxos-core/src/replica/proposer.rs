@@ -99,6 +99,8 @@ impl Replica {
         if let Some(next) = m.next {
             c.next_page[idx] = next;
             self.send(from, Message::Prepare(Prepare { ballot, from: next }));
+            // Phase 1 is making progress through a long log: do not restart it.
+            self.reset_election_deadline();
             return;
         }
         c.done |= 1 << idx;

@@ -1,0 +1,148 @@
+//! At-most-once application of proposals.
+//!
+//! The network may duplicate a Forward, so one proposal can reach the log twice. Every
+//! replica filters the chosen log through the same window as it applies, so each
+//! [`ProposalId`] is applied at most once. The filter is a function of the log alone,
+//! hence identical on every replica and across restarts (which re-apply from the start).
+//!
+//! Memory is bounded: per origin incarnation, a window of [`WINDOW`] sequence numbers
+//! below the highest seen (older ones count as duplicates: their caller gave up long ago),
+//! and at most [`EPOCHS_PER_ORIGIN`] incarnations per origin.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::types::{NodeId, ProposalId};
+
+/// Sequence numbers remembered per origin incarnation.
+pub(crate) const WINDOW: u64 = 1 << 16;
+/// Incarnations remembered per origin.
+pub(crate) const EPOCHS_PER_ORIGIN: usize = 8;
+
+#[derive(Debug, Default)]
+pub(crate) struct Dedup {
+    origins: BTreeMap<NodeId, VecDeque<(u64, Window)>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    /// Highest sequence number applied.
+    max: u64,
+    /// Bit `i` set: `max - i` was applied.
+    bits: Vec<u64>,
+}
+
+impl Dedup {
+    /// Records `id` as applied; false if it already was (or is too old to tell).
+    pub(crate) fn first_time(&mut self, id: ProposalId) -> bool {
+        let epochs = self.origins.entry(id.origin).or_default();
+        let pos = epochs.iter().position(|(e, _)| *e == id.epoch);
+        let window = match pos {
+            Some(p) => &mut epochs[p].1,
+            None => {
+                if epochs.len() == EPOCHS_PER_ORIGIN {
+                    epochs.pop_front();
+                }
+                epochs.push_back((id.epoch, Window { max: id.seq, bits: vec![0; (WINDOW / 64) as usize] }));
+                let last = epochs.len() - 1;
+                let w = &mut epochs[last].1;
+                w.set(0);
+                return true;
+            }
+        };
+        window.insert(id.seq)
+    }
+}
+
+impl Window {
+    fn set(&mut self, back: u64) {
+        self.bits[(back / 64) as usize] |= 1 << (back % 64);
+    }
+
+    fn get(&self, back: u64) -> bool {
+        self.bits[(back / 64) as usize] & (1 << (back % 64)) != 0
+    }
+
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq > self.max {
+            let shift = seq - self.max;
+            self.shift(shift);
+            self.max = seq;
+            self.set(0);
+            return true;
+        }
+        let back = self.max - seq;
+        if back >= WINDOW || self.get(back) {
+            return false;
+        }
+        self.set(back);
+        true
+    }
+
+    /// Ages every remembered bit by `by` positions.
+    fn shift(&mut self, by: u64) {
+        if by >= WINDOW {
+            self.bits.iter_mut().for_each(|w| *w = 0);
+            return;
+        }
+        let words = (by / 64) as usize;
+        let bits = (by % 64) as u32;
+        let n = self.bits.len();
+        for i in (0..n).rev() {
+            let src = i.checked_sub(words);
+            let hi = src.map_or(0, |s| self.bits[s]);
+            let lo = src.and_then(|s| s.checked_sub(1)).map_or(0, |s| self.bits[s]);
+            self.bits[i] = if bits == 0 { hi } else { (hi << bits) | (lo >> (64 - bits)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(origin: u64, epoch: u64, seq: u64) -> ProposalId {
+        ProposalId { origin: NodeId(origin), seq, epoch }
+    }
+
+    #[test]
+    fn duplicates_are_refused_in_any_order() {
+        let mut d = Dedup::default();
+        for seq in [5, 3, 9, 4, 70, 200] {
+            assert!(d.first_time(id(1, 1, seq)), "seq {seq}");
+        }
+        for seq in [5, 3, 9, 4, 70, 200] {
+            assert!(!d.first_time(id(1, 1, seq)), "dup {seq}");
+        }
+        assert!(d.first_time(id(1, 1, 6)));
+        assert!(d.first_time(id(2, 1, 5)), "other origin");
+        assert!(d.first_time(id(1, 2, 5)), "other epoch");
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let mut d = Dedup::default();
+        assert!(d.first_time(id(1, 1, 0)));
+        assert!(d.first_time(id(1, 1, WINDOW + 10)));
+        assert!(!d.first_time(id(1, 1, 5)), "too old counts as duplicate");
+        for e in 0..20 {
+            d.first_time(id(3, e, 0));
+        }
+        assert_eq!(d.origins[&NodeId(3)].len(), EPOCHS_PER_ORIGIN);
+    }
+
+    #[test]
+    fn shifting_keeps_bits_in_place() {
+        let mut d = Dedup::default();
+        for seq in 0..300 {
+            assert!(d.first_time(id(1, 1, seq)));
+        }
+        for seq in 0..300 {
+            assert!(!d.first_time(id(1, 1, seq)), "seq {seq}");
+        }
+        assert!(d.first_time(id(1, 1, 1000)));
+        for seq in (0..300).step_by(7) {
+            assert!(!d.first_time(id(1, 1, seq)), "seq {seq} after a big jump");
+        }
+        assert!(d.first_time(id(1, 1, 500)));
+    }
+}

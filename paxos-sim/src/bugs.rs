@@ -1,0 +1,58 @@
+//! Protocol bugs injected from outside the core, to prove the checkers have teeth.
+//!
+//! None of these touch production code: they live in the simulated network and in a
+//! storage wrapper.
+
+use async_trait::async_trait;
+use paxos_core::storage::Snapshot;
+use paxos_core::{Ballot, PersistBatch, RecoveredState, Slot, Storage, StorageError};
+
+/// A bug to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The network strips the accepted values out of every Promise, so a new leader never
+    /// learns what was accepted before it.
+    StripPromiseValues,
+    /// Storage forgets the promised ballot on restart.
+    ForgetPromiseOnRestart,
+}
+
+/// Storage that never makes the promised ballot durable: after a restart the acceptor
+/// has forgotten every promise it made (its accepted entries survive).
+#[derive(Debug)]
+pub struct ForgetfulStorage<S> {
+    inner: S,
+}
+
+impl<S> ForgetfulStorage<S> {
+    /// Wraps a store.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Storage for ForgetfulStorage<S> {
+    async fn load(&mut self) -> Result<RecoveredState, StorageError> {
+        let state = self.inner.load().await?;
+        assert_eq!(state.hard_state.promised, Ballot::ZERO);
+        Ok(state)
+    }
+
+    async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let forgetful = PersistBatch { hard_state: None, entries: batch.entries.clone() };
+        self.inner.persist(&forgetful).await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.inner.load_snapshot().await
+    }
+
+    async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
+        self.inner.compact(before).await
+    }
+}
