@@ -146,6 +146,7 @@ mod tests {
                 }]),
             ],
             commit: Slot(6),
+            stamp: crate::types::Instant::from_nanos(123),
         })
     }
 

@@ -33,6 +33,15 @@ pub struct Config {
     pub max_pending_proposals: usize,
     /// Slots carried by one Promise, Accept or CatchUpReply message.
     pub max_slots_per_message: usize,
+    /// Leader leases: how long an acceptor that accepted a leader's Accept refuses to
+    /// promise any other ballot, on its own clock from the Accept's arrival. `None`
+    /// disables leases: every read then takes a read-index round. See the [lease
+    /// rules](crate::lease_docs).
+    pub lease_duration: Option<Duration>,
+    /// Bound on clock rate error, in parts per million: every replica's monotonic clock
+    /// runs at a rate within `1 ± max_clock_drift_ppm / 10^6` of real time. The leader
+    /// shortens its lease by this bound. At most 100,000 (10%).
+    pub max_clock_drift_ppm: u32,
     /// Seed for election jitter. `None` seeds from the operating system; simulations pass
     /// one so that runs replay exactly.
     pub rng_seed: Option<[u8; 32]>,
@@ -49,7 +58,7 @@ pub enum ConfigError {
 
 impl Config {
     /// A config with defaults suited to a LAN cluster (heartbeat 50 ms, election timeout
-    /// 300-600 ms).
+    /// 300-600 ms, lease 150 ms, clock drift bound 1%).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
         Self {
             id,
@@ -63,6 +72,8 @@ impl Config {
             max_batch_bytes: 1 << 20,
             max_pending_proposals: 8192,
             max_slots_per_message: 64,
+            lease_duration: Some(Duration::from_millis(150)),
+            max_clock_drift_ppm: 10_000,
             rng_seed: None,
         }
     }
@@ -97,6 +108,28 @@ impl Config {
                 self.election_timeout_min, self.heartbeat_interval
             ));
         }
+        if self.max_clock_drift_ppm > 100_000 {
+            return bad(format!(
+                "max_clock_drift_ppm must be at most 100000 (10%), got {}",
+                self.max_clock_drift_ppm
+            ));
+        }
+        if let Some(lease) = self.lease_duration {
+            if lease < self.heartbeat_interval * 2 {
+                return bad(format!(
+                    "lease_duration ({lease:?}) must be at least 2 heartbeat intervals ({:?}), or the lease \
+                     lapses between renewals",
+                    self.heartbeat_interval
+                ));
+            }
+            if lease * 2 > self.election_timeout_min {
+                return bad(format!(
+                    "lease_duration ({lease:?}) must be at most half of election_timeout_min ({:?}): \
+                     followers would time out while the lease still blocks a new leader",
+                    self.election_timeout_min
+                ));
+            }
+        }
         if self.max_inflight_slots == 0
             || self.max_batch_commands == 0
             || self.max_batch_bytes == 0
@@ -125,6 +158,9 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(three().validate(), Ok(()));
+        let mut no_lease = three();
+        no_lease.lease_duration = None;
+        assert_eq!(no_lease.validate(), Ok(()));
     }
 
     #[test]
@@ -137,7 +173,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_configs() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("not a member", Box::new(|c| c.id = NodeId(9))),
             ("duplicates", Box::new(|c| c.members.push(NodeId(2)))),
             ("empty", Box::new(|c| c.members.clear())),
@@ -154,6 +191,18 @@ mod tests {
             ("zero bytes", Box::new(|c| c.max_batch_bytes = 0)),
             ("zero queue", Box::new(|c| c.max_pending_proposals = 0)),
             ("zero page", Box::new(|c| c.max_slots_per_message = 0)),
+            (
+                "drift out of range",
+                Box::new(|c| c.max_clock_drift_ppm = 200_000),
+            ),
+            (
+                "lease too long",
+                Box::new(|c| c.lease_duration = Some(c.election_timeout_min)),
+            ),
+            (
+                "lease shorter than renewals",
+                Box::new(|c| c.lease_duration = Some(c.heartbeat_interval)),
+            ),
         ];
         for (name, mutate) in cases {
             let mut c = three();

@@ -22,3 +22,21 @@ pub enum ProposeError {
         max: usize,
     },
 }
+
+/// Why a read was refused. Nothing was queued when this is returned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Only the leader serves linearizable reads; `leader` is the one this replica knows.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this replica believes in, if any.
+        leader: Option<crate::types::NodeId>,
+    },
+    /// Too many reads are waiting.
+    #[error("overloaded: {pending} reads already waiting")]
+    Overloaded {
+        /// Reads waiting.
+        pending: usize,
+    },
+}

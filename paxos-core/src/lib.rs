@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+mod lease;
 pub mod message;
 pub mod ready;
 mod replica;
@@ -15,11 +16,18 @@ pub mod transport;
 pub mod types;
 
 pub use config::{Config, ConfigError};
-pub use error::ProposeError;
+pub use error::{ProposeError, ReadError};
 pub use message::{Envelope, Message};
+pub use ready::{
+    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
+};
 pub use replica::Replica;
-pub use ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role, Status};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage::{Snapshot, Storage, StorageError};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
+
+/// Leader leases: the rules, why each is there, and what breaks if clocks drift beyond
+/// the configured bound.
+#[doc = include_str!("lease_docs.md")]
+pub mod lease_docs {}

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Ballot, Command, Entry, NodeId, Slot, Value};
+use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
 
 /// A protocol message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,9 @@ pub struct Accept {
     pub values: Vec<Value>,
     /// The leader's commit point: every slot below it is chosen.
     pub commit: Slot,
+    /// The leader's clock when it sent this, echoed back in [`Accepted::stamp`]. The
+    /// leader counts its lease from here: from the send, never from the reply.
+    pub stamp: Instant,
 }
 
 /// Phase 2b: the acceptor durably accepted slots `first..first + count` at `ballot`.
@@ -99,6 +102,9 @@ pub struct Accepted {
     pub first: Slot,
     /// Number of slots accepted.
     pub count: u64,
+    /// The [`Accept::stamp`] this answers: the acceptor granted the leader a lease from
+    /// when it received that Accept.
+    pub stamp: Instant,
 }
 
 /// Every slot below `commit` is chosen. An acceptor that accepted a slot at `ballot` knows
@@ -111,13 +117,17 @@ pub struct Decide {
     pub commit: Slot,
 }
 
-/// The receiver refused `ballot` because it promised `promised`, which is higher.
+/// The receiver refused `ballot`: it promised `promised`, which is higher, or it holds a
+/// lease granted to `promised`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     /// The refused ballot.
     pub ballot: Ballot,
-    /// The higher ballot the sender promised.
+    /// The ballot the sender promised (or, when `leased`, granted a lease to).
     pub promised: Ballot,
+    /// The refusal is because the sender granted a lease to another leader that has not
+    /// yet expired: back off rather than raise the ballot.
+    pub leased: bool,
 }
 
 /// Proposals forwarded from a follower to the leader.

@@ -53,6 +53,29 @@ pub struct Committed {
     pub value: Value,
 }
 
+/// Identifies a read handed to [`Replica::read`](crate::Replica::read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
+
+/// Counters, for metrics and for tests that prove what did (not) happen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Prepare messages sent to peers.
+    pub prepares_sent: u64,
+    /// Times this replica started phase 1.
+    pub elections_started: u64,
+    /// Times this replica completed phase 1 and became leader.
+    pub elections_won: u64,
+    /// Reads answered under the leader lease, with no message sent.
+    pub lease_reads: u64,
+    /// Reads that needed a read-index round (a heartbeat round confirming leadership).
+    pub read_index_reads: u64,
+    /// Heartbeat rounds sent on behalf of reads: the only messages reads ever cost.
+    pub read_rounds: u64,
+    /// Prepares this acceptor refused because it had granted a lease to another leader.
+    pub lease_refusals: u64,
+}
+
 /// The role a replica plays right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -91,12 +114,23 @@ pub struct Ready {
     pub messages: Vec<Envelope>,
     /// Chosen values to apply, in slot order, contiguous with the previous Ready's.
     pub committed: Vec<Committed>,
+    /// Reads that may now be answered from the state machine, **after** applying
+    /// `committed`: the answer then reflects every write that completed before the read
+    /// began.
+    pub reads: Vec<ReadId>,
+    /// Reads that can no longer be answered here because leadership changed: fail them
+    /// with a "leadership changed" error (no state was read, nothing was changed).
+    pub aborted_reads: Vec<ReadId>,
 }
 
 impl Ready {
     /// True if the batch holds no work at all.
     pub fn is_empty(&self) -> bool {
-        self.persist.is_empty() && self.messages.is_empty() && self.committed.is_empty()
+        self.persist.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+            && self.aborted_reads.is_empty()
     }
 }
 
@@ -115,4 +149,6 @@ pub struct Status {
     pub commit: Slot,
     /// Every slot below this has been handed out for applying.
     pub applied: Slot,
+    /// Until when (on this replica's clock) it holds the leader lease, if it does.
+    pub lease_until: Option<crate::types::Instant>,
 }

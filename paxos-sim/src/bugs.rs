@@ -40,7 +40,10 @@ impl<S: Storage> Storage for ForgetfulStorage<S> {
     }
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        let forgetful = PersistBatch { hard_state: None, entries: batch.entries.clone() };
+        let forgetful = PersistBatch {
+            hard_state: None,
+            entries: batch.entries.clone(),
+        };
         self.inner.persist(&forgetful).await
     }
 

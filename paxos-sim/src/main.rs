@@ -33,6 +33,18 @@ struct Args {
     /// Inject a bug: strip-promise-values | forget-promise.
     #[arg(long)]
     bug: Option<String>,
+    /// Let simulated clocks drift this far (ppm), beyond the configured bound if larger.
+    #[arg(long)]
+    actual_drift_ppm: Option<u32>,
+    /// Run without leader leases.
+    #[arg(long)]
+    no_leases: bool,
+    /// Run without faults.
+    #[arg(long)]
+    no_faults: bool,
+    /// Serve reads with Replica::read (lease / read-index) rather than through the log.
+    #[arg(long)]
+    direct_reads: bool,
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
@@ -48,37 +60,55 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let make = |seed: u64, nodes: usize| {
+        let base = SimConfig::new(seed, nodes);
+        SimConfig {
+            clients: args.clients,
+            ops: args.ops,
+            keys: args.keys,
+            bug,
+            actual_drift_ppm: args.actual_drift_ppm.unwrap_or(base.drift_ppm),
+            leases: !args.no_leases,
+            faults: !args.no_faults,
+            direct_reads: args.direct_reads,
+            ..base
+        }
+    };
     let configs: Vec<SimConfig> = match args.seed {
-        Some(seed) => vec![SimConfig { clients: args.clients, ops: args.ops, keys: args.keys, bug, ..SimConfig::new(seed, args.nodes) }],
+        Some(seed) => vec![make(seed, args.nodes)],
         None => (args.start..args.start + args.seeds)
-            .map(|seed| SimConfig {
-                clients: args.clients,
-                ops: args.ops,
-                keys: args.keys,
-                bug,
-                ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
-            })
+            .map(|seed| make(seed, if seed % 2 == 0 { 3 } else { 5 }))
             .collect(),
     };
     let started = Instant::now();
-    let (mut violations, mut ops, mut unknown, mut sim_ms, mut events) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut violations, mut ops, mut unknown, mut sim_ms, mut events) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut lease_reads, mut index_reads) = (0u64, 0u64);
     for cfg in &configs {
         let r = run(cfg);
         ops += r.issued as u64;
         unknown += r.unknown;
         sim_ms += r.sim_time_ms;
         events += r.events;
+        lease_reads += r.lease_reads;
+        index_reads += r.read_index_reads;
         if args.verbose || args.seed.is_some() {
             println!("{r:?}");
         }
         if let Some(v) = &r.violation {
             violations += 1;
-            println!("VIOLATION seed={} nodes={}: {v}\n  replay: {}", cfg.seed, cfg.nodes, cfg.replay_command());
+            println!(
+                "VIOLATION seed={} nodes={}: {v}\n  replay: {}",
+                cfg.seed,
+                cfg.nodes,
+                cfg.replay_command()
+            );
         }
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "seeds={} violations={violations} ops={ops} unknown={unknown} events={events} sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.1}",
+        "seeds={} violations={violations} ops={ops} unknown={unknown} lease_reads={lease_reads} \
+         read_index_reads={index_reads} events={events} sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.1}",
         configs.len(),
         sim_ms as f64 / 1000.0,
         configs.len() as f64 / secs

@@ -26,7 +26,13 @@ pub struct NetConfig {
 impl NetConfig {
     /// A network with no faults.
     pub fn quiet() -> Self {
-        Self { drop: 0.0, duplicate: 0.0, delay_min_ns: 100_000, delay_max_ns: 1_000_000, slow: 0.0 }
+        Self {
+            drop: 0.0,
+            duplicate: 0.0,
+            delay_min_ns: 100_000,
+            delay_max_ns: 1_000_000,
+            slow: 0.0,
+        }
     }
 }
 

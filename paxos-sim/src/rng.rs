@@ -23,5 +23,9 @@ pub fn chance(rng: &mut ChaCha8Rng, p: f64) -> bool {
 
 /// Uniform in `[lo, hi)` (or `lo` when empty).
 pub fn between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
-    if hi <= lo { lo } else { lo + rng.next_u64() % (hi - lo) }
+    if hi <= lo {
+        lo
+    } else {
+        lo + rng.next_u64() % (hi - lo)
+    }
 }

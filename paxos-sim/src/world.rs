@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use paxos_core::{
-    Committed, Config, Instant, Message, NodeId, ProposalId, Ready, Replica, Role, Storage,
+    Committed, Config, Instant, Message, Metrics, NodeId, ProposalId, ReadId, Ready, Replica, Role,
+    Storage,
 };
 use paxos_lincheck::{Input, Operation, Output};
 use paxos_storage::MemoryStorage;
@@ -17,6 +18,7 @@ use rand_chacha::rand_core::RngCore;
 use crate::bugs::{Bug, ForgetfulStorage};
 use crate::invariants::applied::AppliedLog;
 use crate::invariants::chosen::ChosenTracker;
+use crate::invariants::lease::{LeaseView, at_most_one_holder};
 use crate::invariants::liveness::{ReplicaView, converged};
 use crate::invariants::promises::PromiseLedger;
 use crate::invariants::proposed::Proposals;
@@ -36,15 +38,39 @@ const MAX_EVENTS: u64 = 5_000_000;
 const PROBE_KEY: u64 = u64::MAX;
 
 enum Event {
-    Deliver { to: usize, from: usize, message: Message },
-    Timer { node: usize, generation: u64 },
-    PersistDone { node: usize, incarnation: u64 },
-    ClientNext { client: usize },
-    ClientTimeout { client: usize, op: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+    },
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientNext {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        op: u64,
+    },
     Fault,
-    Crash { node: usize },
-    Restart { node: usize },
-    HealPartition { generation: u64 },
+    Crash {
+        node: usize,
+    },
+    Pause {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    HealPartition {
+        generation: u64,
+    },
 }
 
 struct Scheduled {
@@ -79,11 +105,19 @@ struct SimNode {
     incarnation: u64,
     timer_generation: u64,
     kv: Kv,
+    /// This node's clock: `local = offset + t + t * rate_ppm / 10^6` at simulated time `t`.
+    clock_offset: u64,
+    clock_rate_ppm: i64,
+    /// Paused (like SIGSTOP) until this simulated time: it handles nothing, its clock runs.
+    paused_until: u64,
+    /// Counters of earlier incarnations.
+    past_metrics: Metrics,
 }
 
 struct PendingOp {
     op: KvOp,
-    id: ProposalId,
+    /// The proposal carrying the op, or the read id for a read served by `Replica::read`.
+    id: Result<ProposalId, ReadId>,
     node: usize,
     call: u64,
     seq: u64,
@@ -115,6 +149,7 @@ pub(crate) struct World {
     rng: ChaCha8Rng,
     clients: Vec<Client>,
     waiting: HashMap<ProposalId, usize>,
+    waiting_reads: HashMap<(usize, ReadId), usize>,
     history: Vec<Operation>,
     last_values: HashMap<u64, u64>,
     issued: usize,
@@ -132,11 +167,30 @@ impl World {
         let members: Vec<NodeId> = (1..=cfg.nodes as u64).map(NodeId).collect();
         let quorum = cfg.nodes / 2 + 1;
         let nodes_n = cfg.nodes;
+        let mut clock_rng = rng_for(cfg.seed, 2);
+        let drift = i64::from(cfg.actual_drift_ppm);
         let nodes = members
             .iter()
             .map(|&id| {
                 let disk = MemoryStorage::new();
+                // Within the bound, rates spread uniformly; beyond it (a test breaking the
+                // bound on purpose), every clock sits at one extreme or the other.
+                let clock_rate_ppm = if drift == 0 {
+                    0
+                } else if cfg.actual_drift_ppm > cfg.drift_ppm {
+                    if clock_rng.next_u64() % 2 == 0 {
+                        drift
+                    } else {
+                        -drift
+                    }
+                } else {
+                    (clock_rng.next_u64() % (2 * drift as u64 + 1)) as i64 - drift
+                };
                 SimNode {
+                    clock_offset: clock_rng.next_u64() % (1_000 * MS),
+                    clock_rate_ppm,
+                    paused_until: 0,
+                    past_metrics: Metrics::default(),
                     id,
                     replica: None,
                     storage: Box::new(disk.clone()),
@@ -148,9 +202,19 @@ impl World {
                 }
             })
             .collect();
-        let clients =
-            (0..cfg.clients).map(|c| Client { node: c % cfg.nodes, pending: None, ops: 0, probe: false }).collect();
-        let report = Report { seed: cfg.seed, nodes: cfg.nodes, ..Report::default() };
+        let clients = (0..cfg.clients)
+            .map(|c| Client {
+                node: c % cfg.nodes,
+                pending: None,
+                ops: 0,
+                probe: false,
+            })
+            .collect();
+        let report = Report {
+            seed: cfg.seed,
+            nodes: cfg.nodes,
+            ..Report::default()
+        };
         Self {
             rng: rng_for(cfg.seed, 1),
             cfg,
@@ -163,6 +227,7 @@ impl World {
             partition_generation: 0,
             clients,
             waiting: HashMap::new(),
+            waiting_reads: HashMap::new(),
             history: Vec::new(),
             last_values: HashMap::new(),
             issued: 0,
@@ -187,6 +252,8 @@ impl World {
         cfg.max_batch_commands = 8;
         cfg.max_slots_per_message = 8;
         cfg.max_pending_proposals = 64;
+        cfg.lease_duration = self.cfg.leases.then_some(Duration::from_millis(25));
+        cfg.max_clock_drift_ppm = self.cfg.drift_ppm;
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&self.cfg.seed.to_le_bytes());
         seed[8..16].copy_from_slice(&(node as u64).to_le_bytes());
@@ -195,13 +262,37 @@ impl World {
         cfg
     }
 
-    fn local_now(&self, _node: usize) -> Instant {
-        Instant::from_nanos(self.now)
+    fn local_now(&self, node: usize) -> Instant {
+        let n = &self.nodes[node];
+        let skew = (i128::from(self.now) * i128::from(n.clock_rate_ppm) / 1_000_000) as i64;
+        Instant::from_nanos(n.clock_offset + self.now.saturating_add_signed(skew))
+    }
+
+    /// The simulated time at which `node`'s clock shows `local` (rounded up).
+    fn global_time(&self, node: usize, local: Instant) -> u64 {
+        let n = &self.nodes[node];
+        let since = i128::from(local.as_nanos().saturating_sub(n.clock_offset));
+        let rate = 1_000_000 + i128::from(n.clock_rate_ppm);
+        ((since * 1_000_000 + rate - 1) / rate) as u64
+    }
+
+    /// If `node` is paused, puts `event` back until it resumes.
+    fn deferred(&mut self, node: usize, event: Event) -> Option<Event> {
+        let until = self.nodes[node].paused_until;
+        if self.now < until {
+            self.schedule(until - self.now, event);
+            return None;
+        }
+        Some(event)
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at: self.now + delay, seq: self.seq, event }));
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + delay,
+            seq: self.seq,
+            event,
+        }));
     }
 
     /// Runs to completion; `Err` is the first violation found.
@@ -223,7 +314,9 @@ impl World {
             let d = between(&mut self.rng, 0, 5 * MS);
             self.schedule(d, Event::ClientNext { client: c });
         }
-        self.schedule(20 * MS, Event::Fault);
+        if self.cfg.faults {
+            self.schedule(20 * MS, Event::Fault);
+        }
         let max_time = self.cfg.max_sim_time_ms * MS;
         while self.phase != Phase::Done {
             let Some(Reverse(next)) = self.queue.pop() else {
@@ -233,23 +326,45 @@ impl World {
             self.now = next.at;
             self.report.events += 1;
             self.step(next.event)?;
+            self.check_leases()?;
             if self.report.events > MAX_EVENTS {
-                return Err(format!("runaway: over {MAX_EVENTS} events by {} ms of simulated time", self.now / MS));
+                return Err(format!(
+                    "runaway: over {MAX_EVENTS} events by {} ms of simulated time",
+                    self.now / MS
+                ));
             }
             self.check_phase()?;
             if self.now > max_time {
-                return Err(format!("workload did not finish within {} ms of simulated time", max_time / MS));
+                return Err(format!(
+                    "workload did not finish within {} ms of simulated time",
+                    max_time / MS
+                ));
             }
         }
         self.check_history()
     }
 
     fn step(&mut self, event: Event) -> Result<(), String> {
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. } | Event::PersistDone { node, .. } => Some(*node),
+            Event::ClientNext { client } => Some(self.clients[*client].node),
+            _ => None,
+        };
+        let event = match target {
+            Some(node) => match self.deferred(node, event) {
+                Some(event) => event,
+                None => return Ok(()),
+            },
+            None => event,
+        };
         match event {
             Event::Deliver { to, from, message } => {
                 let now = self.local_now(to);
                 let from_id = self.nodes[from].id;
-                let Some(r) = self.nodes[to].replica.as_mut() else { return Ok(()) };
+                let Some(r) = self.nodes[to].replica.as_mut() else {
+                    return Ok(());
+                };
                 r.handle_message(now, from_id, message);
                 self.drive(to)
             }
@@ -258,7 +373,9 @@ impl World {
                     return Ok(());
                 }
                 let now = self.local_now(node);
-                let Some(r) = self.nodes[node].replica.as_mut() else { return Ok(()) };
+                let Some(r) = self.nodes[node].replica.as_mut() else {
+                    return Ok(());
+                };
                 r.handle_timeout(now);
                 self.drive(node)
             }
@@ -266,13 +383,18 @@ impl World {
                 if self.nodes[node].incarnation != incarnation {
                     return Ok(());
                 }
-                let Some(ready) = self.nodes[node].waiting_persist.take() else { return Ok(()) };
+                let Some(ready) = self.nodes[node].waiting_persist.take() else {
+                    return Ok(());
+                };
                 self.finish_ready(node, ready)?;
                 self.drive(node)
             }
             Event::ClientNext { client } => self.client_next(client),
             Event::ClientTimeout { client, op } => {
-                let timed_out = self.clients[client].pending.as_ref().is_some_and(|p| p.seq == op);
+                let timed_out = self.clients[client]
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.seq == op);
                 if timed_out {
                     self.client_unknown(client);
                 }
@@ -291,6 +413,14 @@ impl World {
                     self.crash(node);
                     let d = between(&mut self.rng, MS / 2, 5 * MS);
                     self.schedule(d, Event::Restart { node });
+                }
+                Ok(())
+            }
+            Event::Pause { node } => {
+                if self.nodes[node].replica.is_some() && self.nodes[node].paused_until <= self.now {
+                    self.report.pauses += 1;
+                    self.nodes[node].paused_until =
+                        self.now + between(&mut self.rng, 5 * MS, 80 * MS);
                 }
                 Ok(())
             }
@@ -318,7 +448,8 @@ impl World {
         };
         let recovered = block_on(node.storage.load()).map_err(|e| format!("load failed: {e}"))?;
         node.kv = Kv::default();
-        let now = Instant::from_nanos(self.now);
+        node.paused_until = 0;
+        let now = self.local_now(n);
         let replica = Replica::new(cfg, recovered, now).map_err(|e| e.to_string())?;
         self.nodes[n].replica = Some(replica);
         self.drive(n)
@@ -329,13 +460,21 @@ impl World {
         if node.replica.is_none() {
             return;
         }
-        node.replica = None;
+        if let Some(r) = node.replica.take() {
+            node.past_metrics = add_metrics(node.past_metrics, r.metrics());
+        }
         node.waiting_persist = None; // not yet durable: lost
         node.incarnation += 1;
         node.timer_generation += 1;
         self.report.crashes += 1;
-        let clients: Vec<usize> =
-            (0..self.clients.len()).filter(|&c| self.clients[c].pending.as_ref().is_some_and(|p| p.node == n)).collect();
+        let clients: Vec<usize> = (0..self.clients.len())
+            .filter(|&c| {
+                self.clients[c]
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.node == n)
+            })
+            .collect();
         for c in clients {
             self.client_unknown(c);
         }
@@ -347,7 +486,9 @@ impl World {
             if self.nodes[n].waiting_persist.is_some() {
                 break;
             }
-            let Some(r) = self.nodes[n].replica.as_mut() else { return Ok(()) };
+            let Some(r) = self.nodes[n].replica.as_mut() else {
+                return Ok(());
+            };
             let Some(ready) = r.poll_ready() else { break };
             if ready.persist.is_empty() {
                 self.finish_ready(n, ready)?;
@@ -359,7 +500,13 @@ impl World {
                     between(&mut self.rng, 50_000, 400_000)
                 };
                 let incarnation = self.nodes[n].incarnation;
-                self.schedule(latency, Event::PersistDone { node: n, incarnation });
+                self.schedule(
+                    latency,
+                    Event::PersistDone {
+                        node: n,
+                        incarnation,
+                    },
+                );
             }
         }
         self.schedule_timer(n);
@@ -367,18 +514,27 @@ impl World {
     }
 
     fn schedule_timer(&mut self, n: usize) {
-        let Some(r) = self.nodes[n].replica.as_ref() else { return };
+        let Some(r) = self.nodes[n].replica.as_ref() else {
+            return;
+        };
         let Some(at) = r.poll_timeout() else { return };
-        let delay = at.as_nanos().saturating_sub(self.now);
+        let delay = self.global_time(n, at).saturating_sub(self.now);
         self.nodes[n].timer_generation += 1;
         let generation = self.nodes[n].timer_generation;
-        self.schedule(delay, Event::Timer { node: n, generation });
+        self.schedule(
+            delay,
+            Event::Timer {
+                node: n,
+                generation,
+            },
+        );
     }
 
     /// Persist (durable now), then send, then apply, then advance.
     fn finish_ready(&mut self, n: usize, ready: Ready) -> Result<(), String> {
         if !ready.persist.is_empty() {
-            block_on(self.nodes[n].storage.persist(&ready.persist)).map_err(|e| format!("persist failed: {e}"))?;
+            block_on(self.nodes[n].storage.persist(&ready.persist))
+                .map_err(|e| format!("persist failed: {e}"))?;
             for e in &ready.persist.entries {
                 self.chosen.record(n, e)?;
             }
@@ -395,6 +551,23 @@ impl World {
             self.transmit(n, envelope.to, envelope.message);
         }
         self.apply(n, &ready.committed)?;
+        for id in ready.reads {
+            if let Some(client) = self.waiting_reads.remove(&(n, id)) {
+                let key = self.clients[client]
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.op.key());
+                let output = self.nodes[n].kv.apply(KvOp::Read { key });
+                self.client_done(client, output);
+            }
+        }
+        for id in ready.aborted_reads {
+            if let Some(client) = self.waiting_reads.remove(&(n, id)) {
+                // Leadership changed: the read was refused, nothing was read.
+                self.report.reads_aborted += 1;
+                self.client_refused(client);
+            }
+        }
         if let Some(r) = self.nodes[n].replica.as_mut() {
             r.advance(ready.id);
         }
@@ -406,7 +579,9 @@ impl World {
         if let Message::Prepare(_) = message {
             self.report.prepares += 1;
         }
-        let Some(to) = self.nodes.iter().position(|n| n.id == to) else { return };
+        let Some(to) = self.nodes.iter().position(|n| n.id == to) else {
+            return;
+        };
         if self.partition.blocks(from, to) {
             return;
         }
@@ -419,7 +594,14 @@ impl World {
         let mut copies = fate(&self.net, &mut self.rng);
         let Some(last) = copies.pop() else { return };
         for delay in copies {
-            self.schedule(delay, Event::Deliver { to, from, message: message.clone() });
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    to,
+                    from,
+                    message: message.clone(),
+                },
+            );
         }
         self.schedule(last, Event::Deliver { to, from, message });
     }
@@ -449,22 +631,49 @@ impl World {
         if !probe && (self.phase != Phase::Workload || self.issued >= self.cfg.ops) {
             return Ok(());
         }
-        let op = if probe { KvOp::Write { key: PROBE_KEY, value: 1 } } else { self.random_op(client) };
+        let op = if probe {
+            KvOp::Write {
+                key: PROBE_KEY,
+                value: 1,
+            }
+        } else {
+            self.random_op(client)
+        };
         let node = self.clients[client].node;
         let now = self.local_now(node);
         let payload = op.encode();
+        let direct_read = self.cfg.direct_reads
+            && matches!(op, KvOp::Read { .. })
+            && self.rng.next_u64() % 4 != 0;
         let result = match self.nodes[node].replica.as_mut() {
-            Some(r) => r.propose(now, payload.clone()).map_err(|e| e.to_string()),
+            Some(r) if direct_read => r.read(now).map(Err).map_err(|e| e.to_string()),
+            Some(r) => r
+                .propose(now, payload.clone())
+                .map(Ok)
+                .map_err(|e| e.to_string()),
             None => Err("node down".into()),
         };
         match result {
             Ok(id) => {
-                self.proposals.record(id, payload);
+                match id {
+                    Ok(pid) => {
+                        self.proposals.record(pid, payload);
+                        self.waiting.insert(pid, client);
+                    }
+                    Err(rid) => {
+                        self.waiting_reads.insert((node, rid), client);
+                    }
+                }
                 let c = &mut self.clients[client];
                 c.ops += 1;
                 let seq = c.ops;
-                c.pending = Some(PendingOp { op, id, node, call: self.now, seq });
-                self.waiting.insert(id, client);
+                c.pending = Some(PendingOp {
+                    op,
+                    id,
+                    node,
+                    call: self.now,
+                    seq,
+                });
                 if !probe {
                     self.issued += 1;
                 }
@@ -473,12 +682,23 @@ impl World {
             }
             Err(_) => {
                 // Definitely not proposed: try another replica shortly.
-                self.report.refused += 1;
-                self.clients[client].node = (self.rng.next_u64() % self.nodes.len() as u64) as usize;
-                let d = between(&mut self.rng, MS, 10 * MS);
-                self.schedule(d, Event::ClientNext { client });
+                self.retry_elsewhere(client);
                 Ok(())
             }
+        }
+    }
+
+    fn retry_elsewhere(&mut self, client: usize) {
+        self.report.refused += 1;
+        self.clients[client].node = (self.rng.next_u64() % self.nodes.len() as u64) as usize;
+        let d = between(&mut self.rng, MS, 10 * MS);
+        self.schedule(d, Event::ClientNext { client });
+    }
+
+    /// The pending operation definitely had no effect: forget it and go on.
+    fn client_refused(&mut self, client: usize) {
+        if self.clients[client].pending.take().is_some() {
+            self.retry_elsewhere(client);
         }
     }
 
@@ -492,14 +712,26 @@ impl World {
             KvOp::Read { key }
         } else {
             let expected = self.last_values.get(&key).copied().unwrap_or(0);
-            KvOp::Cas { key, expected, new: fresh }
+            KvOp::Cas {
+                key,
+                expected,
+                new: fresh,
+            }
         }
     }
 
     fn client_done(&mut self, client: usize, output: KvOutput) {
-        let Some(p) = self.clients[client].pending.take() else { return };
+        let Some(p) = self.clients[client].pending.take() else {
+            return;
+        };
         match (p.op, output) {
-            (KvOp::Write { key, value }, _) | (KvOp::Cas { key, new: value, .. }, KvOutput::Cas(true)) => {
+            (KvOp::Write { key, value }, _)
+            | (
+                KvOp::Cas {
+                    key, new: value, ..
+                },
+                KvOutput::Cas(true),
+            ) => {
                 self.last_values.insert(key, value);
             }
             (KvOp::Read { key }, KvOutput::Read(Some(v))) => {
@@ -518,8 +750,17 @@ impl World {
     }
 
     fn client_unknown(&mut self, client: usize) {
-        let Some(p) = self.clients[client].pending.take() else { return };
-        self.waiting.remove(&p.id);
+        let Some(p) = self.clients[client].pending.take() else {
+            return;
+        };
+        match p.id {
+            Ok(pid) => {
+                self.waiting.remove(&pid);
+            }
+            Err(rid) => {
+                self.waiting_reads.remove(&(p.node, rid));
+            }
+        }
         self.report.unknown += 1;
         self.record(client, &p, None);
         self.clients[client].node = (self.rng.next_u64() % self.nodes.len() as u64) as usize;
@@ -539,7 +780,14 @@ impl World {
             KvOutput::Cas(hit) => Output::Cas(hit),
         });
         let ret = output.as_ref().map(|_| self.now);
-        self.history.push(Operation { client: client as u64, key: p.op.key(), input, output, call: p.call, ret });
+        self.history.push(Operation {
+            client: client as u64,
+            key: p.op.key(),
+            input,
+            output,
+            call: p.call,
+            ret,
+        });
     }
 
     fn inject_fault(&mut self) -> Result<(), String> {
@@ -573,6 +821,9 @@ impl World {
             let generation = self.partition_generation;
             let d = between(&mut self.rng, 10 * MS, 200 * MS);
             self.schedule(d, Event::HealPartition { generation });
+        } else if roll < 62 {
+            let node = (self.rng.next_u64() % n as u64) as usize;
+            self.schedule(0, Event::Pause { node });
         } else if roll < 80 {
             self.net = NetConfig {
                 drop: between(&mut self.rng, 0, 20) as f64 / 100.0,
@@ -654,14 +905,47 @@ impl World {
         Ok(())
     }
 
+    fn check_leases(&self) -> Result<(), String> {
+        if !self.cfg.leases {
+            return Ok(());
+        }
+        let views: Vec<LeaseView> = (0..self.nodes.len())
+            .filter_map(|n| {
+                let r = self.nodes[n].replica.as_ref()?;
+                Some(LeaseView {
+                    node: n,
+                    local_now: self.local_now(n),
+                    until: r.status().lease_until,
+                })
+            })
+            .collect();
+        at_most_one_holder(&views)
+    }
+
     fn check_history(&mut self) -> Result<(), String> {
+        let mut total = Metrics::default();
+        for node in &self.nodes {
+            total = add_metrics(total, node.past_metrics);
+            if let Some(r) = node.replica.as_ref() {
+                total = add_metrics(total, r.metrics());
+            }
+        }
+        self.report.lease_reads = total.lease_reads;
+        self.report.read_index_reads = total.read_index_reads;
+        self.report.read_rounds = total.read_rounds;
+        self.report.elections = total.elections_started;
         let started = std::time::Instant::now();
-        let verdict = paxos_lincheck::check(&self.history, &paxos_lincheck::CheckOptions::default());
+        let verdict =
+            paxos_lincheck::check(&self.history, &paxos_lincheck::CheckOptions::default());
         self.report.check_us = started.elapsed().as_micros() as u64;
         self.report.leaders = self
             .nodes
             .iter()
-            .filter(|n| n.replica.as_ref().is_some_and(|r| r.status().role == Role::Leader))
+            .filter(|n| {
+                n.replica
+                    .as_ref()
+                    .is_some_and(|r| r.status().role == Role::Leader)
+            })
             .count();
         match verdict {
             paxos_lincheck::Verdict::Linearizable => Ok(()),
@@ -674,5 +958,17 @@ impl World {
                 Ok(())
             }
         }
+    }
+}
+
+fn add_metrics(a: Metrics, b: Metrics) -> Metrics {
+    Metrics {
+        prepares_sent: a.prepares_sent + b.prepares_sent,
+        elections_started: a.elections_started + b.elections_started,
+        elections_won: a.elections_won + b.elections_won,
+        lease_reads: a.lease_reads + b.lease_reads,
+        read_index_reads: a.read_index_reads + b.read_index_reads,
+        read_rounds: a.read_rounds + b.read_rounds,
+        lease_refusals: a.lease_refusals + b.lease_refusals,
     }
 }

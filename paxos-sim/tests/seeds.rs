@@ -13,13 +13,27 @@ fn run_chunk(chunk: u64) {
     let mut reports: Vec<Report> = Vec::new();
     for seed in chunk * per..(chunk + 1) * per {
         let cfg = SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 });
-        assert!(cfg.clients >= 5 && cfg.ops >= 1000, "the workload is the one the issue asks for");
+        assert!(
+            cfg.clients >= 5 && cfg.ops >= 1000,
+            "the workload is the one the issue asks for"
+        );
         let report = run(&cfg);
         if let Some(v) = &report.violation {
-            panic!("seed {seed} ({} nodes): {v}\nreplay: {}", cfg.nodes, cfg.replay_command());
+            panic!(
+                "seed {seed} ({} nodes): {v}\nreplay: {}",
+                cfg.nodes,
+                cfg.replay_command()
+            );
         }
-        assert!(report.issued >= 1000, "seed {seed} issued only {} operations", report.issued);
-        assert!(report.crashes + report.partitions > 10, "seed {seed} saw too few faults: {report:?}");
+        assert!(
+            report.issued >= 1000,
+            "seed {seed} issued only {} operations",
+            report.issued
+        );
+        assert!(
+            report.crashes + report.partitions > 10,
+            "seed {seed} saw too few faults: {report:?}"
+        );
         reports.push(report);
     }
     let ops: usize = reports.iter().map(|r| r.issued).sum();

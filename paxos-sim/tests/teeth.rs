@@ -7,8 +7,13 @@ use paxos_sim::{Bug, SimConfig, run};
 fn violations(bug: Bug, seeds: u64) -> Vec<String> {
     (0..seeds)
         .filter_map(|seed| {
-            let cfg = SimConfig { bug: Some(bug), ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 }) };
-            run(&cfg).violation.map(|v| format!("seed {seed}: {v} (replay: {})", cfg.replay_command()))
+            let cfg = SimConfig {
+                bug: Some(bug),
+                ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
+            };
+            run(&cfg)
+                .violation
+                .map(|v| format!("seed {seed}: {v} (replay: {})", cfg.replay_command()))
         })
         .collect()
 }
@@ -17,9 +22,15 @@ fn violations(bug: Bug, seeds: u64) -> Vec<String> {
 fn stripping_accepted_values_from_promises_is_caught() {
     let found = violations(Bug::StripPromiseValues, 10);
     assert!(!found.is_empty(), "no violation in 10 seeds");
-    eprintln!("strip-promise-values: {} of 10 seeds violated; first: {}", found.len(), found[0]);
+    eprintln!(
+        "strip-promise-values: {} of 10 seeds violated; first: {}",
+        found.len(),
+        found[0]
+    );
     assert!(
-        found.iter().any(|v| v.contains("two different values chosen") || v.contains("not the chosen one")),
+        found
+            .iter()
+            .any(|v| v.contains("two different values chosen") || v.contains("not the chosen one")),
         "the violation is the one the bug causes: {found:?}"
     );
 }
@@ -28,7 +39,11 @@ fn stripping_accepted_values_from_promises_is_caught() {
 fn forgetting_the_promised_ballot_on_restart_is_caught() {
     let found = violations(Bug::ForgetPromiseOnRestart, 20);
     assert!(!found.is_empty(), "no violation in 20 seeds");
-    eprintln!("forget-promise: {} of 20 seeds violated; first: {}", found.len(), found[0]);
+    eprintln!(
+        "forget-promise: {} of 20 seeds violated; first: {}",
+        found.len(),
+        found[0]
+    );
 }
 
 #[test]
@@ -37,6 +52,63 @@ fn a_clean_run_reports_no_violation_and_replays_identically() {
     let a = run(&cfg);
     let b = run(&cfg);
     assert_eq!(a.violation, None);
-    assert_eq!((a.events, a.messages, a.ok, a.unknown), (b.events, b.messages, b.ok, b.unknown), "deterministic");
-    assert_eq!(cfg.replay_command(), "cargo run -p paxos-sim --release -- --seed 7 --nodes 5");
+    assert_eq!(
+        (a.events, a.messages, a.ok, a.unknown),
+        (b.events, b.messages, b.ok, b.unknown),
+        "deterministic"
+    );
+    assert_eq!(
+        cfg.replay_command(),
+        "cargo run -p paxos-sim --release -- --seed 7 --nodes 5"
+    );
+}
+
+#[test]
+fn stable_leader_sends_no_prepare_and_lease_reads_send_no_message() {
+    // A quiet run: no crash, no partition, no loss. One election, then phase 2 only.
+    let cfg = SimConfig {
+        faults: false,
+        direct_reads: true,
+        ..SimConfig::new(11, 3)
+    };
+    let r = run(&cfg);
+    assert_eq!(r.violation, None);
+    eprintln!(
+        "quiet run: elections={} prepares={} lease_reads={} read_index_reads={} read_rounds={} ops={} sim_time={}ms",
+        r.elections,
+        r.prepares,
+        r.lease_reads,
+        r.read_index_reads,
+        r.read_rounds,
+        r.issued,
+        r.sim_time_ms
+    );
+    assert_eq!(r.elections, 1, "one election, then a stable leader");
+    assert_eq!(
+        r.prepares, 2,
+        "the first election's Prepares to the two peers, and none after"
+    );
+    assert!(
+        r.lease_reads > 100,
+        "reads are served under the lease: {r:?}"
+    );
+    // Reads that found no lease yet (right after the election) took a read-index round;
+    // lease reads triggered no message at all.
+    assert_eq!(r.read_rounds, r.read_index_reads.min(r.read_rounds));
+    assert!(
+        r.read_index_reads <= 5,
+        "nearly every read is a lease read: {r:?}"
+    );
+
+    // Without leases every direct read costs a heartbeat round.
+    let no_lease = run(&SimConfig {
+        leases: false,
+        ..cfg
+    });
+    assert_eq!(no_lease.violation, None);
+    assert_eq!(no_lease.lease_reads, 0);
+    assert!(
+        no_lease.read_rounds > 0 && no_lease.read_index_reads > 100,
+        "{no_lease:?}"
+    );
 }

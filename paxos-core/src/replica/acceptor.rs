@@ -12,12 +12,35 @@ use crate::ready::Role;
 use crate::types::{Ballot, Entry, NodeId, Slot};
 
 use super::Replica;
+use crate::lease;
 
 impl Replica {
     pub(super) fn handle_prepare(&mut self, from: NodeId, m: Prepare) {
         if m.ballot < self.promised {
-            self.send(from, Message::Nack(Nack { ballot: m.ballot, promised: self.promised }));
+            self.send(
+                from,
+                Message::Nack(Nack {
+                    ballot: m.ballot,
+                    promised: self.promised,
+                    leased: false,
+                }),
+            );
             return;
+        }
+        if let Some((leader, until)) = self.granted {
+            if self.now < until && leader != m.ballot {
+                // The lease we granted forbids promising anyone else until it ends.
+                self.metrics.lease_refusals += 1;
+                self.send(
+                    from,
+                    Message::Nack(Nack {
+                        ballot: m.ballot,
+                        promised: leader,
+                        leased: true,
+                    }),
+                );
+                return;
+            }
         }
         if m.ballot > self.promised {
             self.set_promised(m.ballot);
@@ -35,15 +58,32 @@ impl Replica {
                 next = Some(slot);
                 break;
             }
-            accepted.push(Entry { slot, ballot: a.ballot, value: a.value.clone() });
+            accepted.push(Entry {
+                slot,
+                ballot: a.ballot,
+                value: a.value.clone(),
+            });
         }
-        let promise = Promise { ballot: m.ballot, from: m.from, accepted, next, commit: self.commit };
+        let promise = Promise {
+            ballot: m.ballot,
+            from: m.from,
+            accepted,
+            next,
+            commit: self.commit,
+        };
         self.send(from, Message::Promise(promise));
     }
 
     pub(super) fn handle_accept(&mut self, from: NodeId, m: Accept) {
         if m.ballot < self.promised {
-            self.send(from, Message::Nack(Nack { ballot: m.ballot, promised: self.promised }));
+            self.send(
+                from,
+                Message::Nack(Nack {
+                    ballot: m.ballot,
+                    promised: self.promised,
+                    leased: false,
+                }),
+            );
             return;
         }
         if m.ballot.node != from {
@@ -71,7 +111,17 @@ impl Replica {
             self.store(slot, m.ballot, value);
             count += 1;
         }
-        self.send(from, Message::Accepted(Accepted { ballot: m.ballot, first: m.first, count }));
+        if let Some(lease) = self.cfg.lease_duration {
+            // Granted from the arrival, on our clock; see crate::lease_docs.
+            self.granted = Some((m.ballot, lease::grant_end(self.now, lease)));
+        }
+        let accepted = Accepted {
+            ballot: m.ballot,
+            first: m.first,
+            count,
+            stamp: m.stamp,
+        };
+        self.send(from, Message::Accepted(accepted));
         self.learn_commit(from, m.ballot, m.commit);
     }
 

@@ -42,7 +42,13 @@ impl Dedup {
                 if epochs.len() == EPOCHS_PER_ORIGIN {
                     epochs.pop_front();
                 }
-                epochs.push_back((id.epoch, Window { max: id.seq, bits: vec![0; (WINDOW / 64) as usize] }));
+                epochs.push_back((
+                    id.epoch,
+                    Window {
+                        max: id.seq,
+                        bits: vec![0; (WINDOW / 64) as usize],
+                    },
+                ));
                 let last = epochs.len() - 1;
                 let w = &mut epochs[last].1;
                 w.set(0);
@@ -90,8 +96,14 @@ impl Window {
         for i in (0..n).rev() {
             let src = i.checked_sub(words);
             let hi = src.map_or(0, |s| self.bits[s]);
-            let lo = src.and_then(|s| s.checked_sub(1)).map_or(0, |s| self.bits[s]);
-            self.bits[i] = if bits == 0 { hi } else { (hi << bits) | (lo >> (64 - bits)) };
+            let lo = src
+                .and_then(|s| s.checked_sub(1))
+                .map_or(0, |s| self.bits[s]);
+            self.bits[i] = if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (64 - bits))
+            };
         }
     }
 }
@@ -101,7 +113,11 @@ mod tests {
     use super::*;
 
     fn id(origin: u64, epoch: u64, seq: u64) -> ProposalId {
-        ProposalId { origin: NodeId(origin), seq, epoch }
+        ProposalId {
+            origin: NodeId(origin),
+            seq,
+            epoch,
+        }
     }
 
     #[test]

@@ -18,7 +18,12 @@ impl Replica {
         if from == self.cfg.id {
             return;
         }
-        while self.commit < commit && self.log.get(&self.commit).is_some_and(|a| a.ballot == ballot) {
+        while self.commit < commit
+            && self
+                .log
+                .get(&self.commit)
+                .is_some_and(|a| a.ballot == ballot)
+        {
             self.commit = self.commit.next();
         }
         if commit > self.commit_hint {
@@ -52,7 +57,11 @@ impl Replica {
             values.push((a.ballot, a.value.clone()));
             slot = slot.next();
         }
-        let reply = CatchUpReply { first: m.from, values, commit: self.commit };
+        let reply = CatchUpReply {
+            first: m.from,
+            values,
+            commit: self.commit,
+        };
         self.send(from, Message::CatchUpReply(reply));
     }
 
@@ -70,7 +79,10 @@ impl Replica {
             if slot != self.commit {
                 continue;
             }
-            let same = self.log.get(&slot).is_some_and(|a| a.ballot == ballot && a.value == value);
+            let same = self
+                .log
+                .get(&slot)
+                .is_some_and(|a| a.ballot == ballot && a.value == value);
             if !same {
                 // A chosen value: safe to hold at any ballot, since every proposer that
                 // adopts a value for this slot adopts this one.
@@ -87,7 +99,9 @@ impl Replica {
     }
 
     fn request_catch_up(&mut self) {
-        let Some(target) = self.catch_up_from else { return };
+        let Some(target) = self.catch_up_from else {
+            return;
+        };
         self.catch_up_sent = Some(self.now);
         self.send(target, Message::CatchUp(CatchUp { from: self.commit }));
     }
@@ -97,7 +111,9 @@ impl Replica {
             self.catch_up_sent = None;
             return;
         }
-        let due = self.catch_up_sent.is_none_or(|t| self.now >= t + self.cfg.resend_interval);
+        let due = self
+            .catch_up_sent
+            .is_none_or(|t| self.now >= t + self.cfg.resend_interval);
         if due {
             self.request_catch_up();
         }
@@ -107,6 +123,9 @@ impl Replica {
         if self.commit >= self.commit_hint || self.catch_up_from.is_none() {
             return None;
         }
-        Some(self.catch_up_sent.map_or(self.now, |t| t + self.cfg.resend_interval))
+        Some(
+            self.catch_up_sent
+                .map_or(self.now, |t| t + self.cfg.resend_interval),
+        )
     }
 }

@@ -9,6 +9,7 @@ mod dedup;
 mod election;
 mod learner;
 mod proposer;
+mod reads;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,8 +18,11 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::config::{Config, ConfigError};
 use crate::error::ProposeError;
+use crate::lease;
 use crate::message::{Envelope, Forward, Message};
-use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role, Status};
+use crate::ready::{
+    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
+};
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 
 use self::proposer::{Candidacy, Leadership};
@@ -59,6 +63,8 @@ pub struct Replica {
     // Acceptor state (durable).
     promised: Ballot,
     log: BTreeMap<Slot, Accepted>,
+    /// The lease this acceptor granted: the ballot, and until when (our clock).
+    granted: Option<(Ballot, Instant)>,
 
     // Learner state.
     /// Every slot below `commit` is chosen, and `log` holds its chosen value.
@@ -86,6 +92,10 @@ pub struct Replica {
 
     /// Filters duplicate proposals out of what is applied.
     dedup: dedup::Dedup,
+    /// Reads waiting to be answered (leader only).
+    reads: VecDeque<reads::PendingRead>,
+    next_read_id: u64,
+    metrics: Metrics,
 
     // Output under construction, and the outstanding Ready.
     out: Outbox,
@@ -103,6 +113,8 @@ pub(crate) struct Accepted {
 /// Output accumulated between two `poll_ready` calls.
 #[derive(Debug, Default)]
 struct Outbox {
+    reads: Vec<ReadId>,
+    aborted_reads: Vec<ReadId>,
     /// The promised ballot moved: the hard state must be written.
     hard_state_dirty: bool,
     entries: BTreeMap<Slot, Entry>,
@@ -130,12 +142,21 @@ impl Replica {
             None => ChaCha8Rng::from_os_rng(),
         };
         let epoch = rng.next_u64();
-        let RecoveredState { hard_state, entries } = recovered;
+        let RecoveredState {
+            hard_state,
+            entries,
+        } = recovered;
         let mut log = BTreeMap::new();
         let mut max_round_seen = hard_state.promised.round;
         for e in entries {
             max_round_seen = max_round_seen.max(e.ballot.round);
-            log.insert(e.slot, Accepted { ballot: e.ballot, value: e.value });
+            log.insert(
+                e.slot,
+                Accepted {
+                    ballot: e.ballot,
+                    value: e.value,
+                },
+            );
         }
         // Paired with the check before persisting: the chosen prefix must be complete.
         let mut commit = Slot(0);
@@ -151,6 +172,7 @@ impl Replica {
             next_seq: 0,
             promised: hard_state.promised,
             log,
+            granted: None,
             commit,
             applied: Slot(0),
             commit_hint: commit,
@@ -164,11 +186,20 @@ impl Replica {
             leadership: None,
             pending: VecDeque::new(),
             dedup: dedup::Dedup::default(),
+            reads: VecDeque::new(),
+            next_read_id: 0,
+            metrics: Metrics::default(),
             out: Outbox::default(),
             outstanding: None,
             next_ready_id: 1,
         };
         replica.reset_election_deadline();
+        if let Some(lease) = replica.cfg.lease_duration {
+            // Grants live in memory only. Before the crash this acceptor may have granted a
+            // lease it no longer remembers, so it honours one full lease from restart:
+            // promising nobody but the ballot it last promised until then.
+            replica.granted = Some((replica.promised, lease::grant_end(now, lease)));
+        }
         Ok(replica)
     }
 
@@ -186,7 +217,13 @@ impl Replica {
             leader: self.leader_id(),
             commit: self.commit,
             applied: self.applied,
+            lease_until: self.lease_until(),
         }
+    }
+
+    /// Counters since this replica started.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
     }
 
     /// The leader this replica believes in: itself when leading.
@@ -208,18 +245,31 @@ impl Replica {
     /// The returned id comes back in [`Committed`] when the command is chosen. A command
     /// can be lost with a leader that fails; callers time out and retry (see
     /// [`StateMachine`](crate::StateMachine) on exactly-once).
-    pub fn propose(&mut self, now: Instant, payload: bytes::Bytes) -> Result<ProposalId, ProposeError> {
+    pub fn propose(
+        &mut self,
+        now: Instant,
+        payload: bytes::Bytes,
+    ) -> Result<ProposalId, ProposeError> {
         self.tick(now);
         if payload.len() > self.cfg.max_batch_bytes {
-            return Err(ProposeError::TooLarge { len: payload.len(), max: self.cfg.max_batch_bytes });
+            return Err(ProposeError::TooLarge {
+                len: payload.len(),
+                max: self.cfg.max_batch_bytes,
+            });
         }
         if self.role == Role::Follower && self.leader.is_none() {
             return Err(ProposeError::NoLeader);
         }
         if self.pending.len() >= self.cfg.max_pending_proposals {
-            return Err(ProposeError::Overloaded { pending: self.pending.len() });
+            return Err(ProposeError::Overloaded {
+                pending: self.pending.len(),
+            });
         }
-        let id = ProposalId { origin: self.cfg.id, seq: self.next_seq, epoch: self.epoch };
+        let id = ProposalId {
+            origin: self.cfg.id,
+            seq: self.next_seq,
+            epoch: self.epoch,
+        };
         self.next_seq += 1;
         self.pending.push_back(Command { id, payload });
         Ok(id)
@@ -244,7 +294,12 @@ impl Replica {
             Role::Follower => {}
         }
         if self.role != Role::Leader && self.now >= self.election_deadline {
-            self.start_candidacy();
+            match self.granted {
+                // Wait out the lease we granted: our own acceptor would refuse us anyway,
+                // and the leader holding it may still be serving reads.
+                Some((_, until)) if self.now < until => self.election_deadline = until,
+                _ => self.start_candidacy(),
+            }
         }
         self.learner_timers();
     }
@@ -279,14 +334,25 @@ impl Replica {
             self.flush_proposals();
         }
         let committed = self.take_committed();
+        self.release_reads();
         let persist = self.take_persist();
         let out = std::mem::take(&mut self.out);
-        let ready = Ready { id: self.next_ready_id, persist, messages: out.messages, committed };
+        let ready = Ready {
+            id: self.next_ready_id,
+            persist,
+            messages: out.messages,
+            committed,
+            reads: out.reads,
+            aborted_reads: out.aborted_reads,
+        };
         if ready.is_empty() && out.loopback.is_empty() {
             return None;
         }
         self.next_ready_id += 1;
-        self.outstanding = Some(Outstanding { id: ready.id, loopback: out.loopback });
+        self.outstanding = Some(Outstanding {
+            id: ready.id,
+            loopback: out.loopback,
+        });
         Some(ready)
     }
 
@@ -300,14 +366,21 @@ impl Replica {
         let Some(outstanding) = outstanding else {
             panic!("advance({id}) with no outstanding Ready");
         };
-        assert_eq!(outstanding.id, id, "advance() for a Ready that is not the outstanding one");
+        assert_eq!(
+            outstanding.id, id,
+            "advance() for a Ready that is not the outstanding one"
+        );
         for message in outstanding.loopback {
             self.dispatch(self.cfg.id, message);
         }
     }
 
     fn tick(&mut self, now: Instant) {
-        assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
+        assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
         self.now = now;
     }
 
@@ -345,8 +418,18 @@ impl Replica {
     /// Records that the acceptor now holds `value` for `slot` at `ballot`, in memory and in
     /// the next persist batch.
     fn store(&mut self, slot: Slot, ballot: Ballot, value: Value) {
-        let entry = Entry { slot, ballot, value };
-        self.log.insert(slot, Accepted { ballot, value: entry.value.clone() });
+        let entry = Entry {
+            slot,
+            ballot,
+            value,
+        };
+        self.log.insert(
+            slot,
+            Accepted {
+                ballot,
+                value: entry.value.clone(),
+            },
+        );
         self.out.entries.insert(slot, entry);
     }
 
@@ -360,7 +443,9 @@ impl Replica {
     }
 
     fn take_persist(&mut self) -> PersistBatch {
-        let entries: Vec<Entry> = std::mem::take(&mut self.out.entries).into_values().collect();
+        let entries: Vec<Entry> = std::mem::take(&mut self.out.entries)
+            .into_values()
+            .collect();
         let write_hard = self.out.hard_state_dirty || !entries.is_empty();
         self.out.hard_state_dirty = false;
         for e in &entries {
@@ -372,7 +457,10 @@ impl Replica {
             );
         }
         PersistBatch {
-            hard_state: write_hard.then_some(HardState { promised: self.promised, commit: self.commit }),
+            hard_state: write_hard.then_some(HardState {
+                promised: self.promised,
+                commit: self.commit,
+            }),
             entries,
         }
     }
@@ -386,11 +474,17 @@ impl Replica {
             };
             let value = match &accepted.value {
                 Value::Noop => Value::Noop,
-                Value::Batch(cmds) => {
-                    Value::Batch(cmds.iter().filter(|c| self.dedup.first_time(c.id)).cloned().collect())
-                }
+                Value::Batch(cmds) => Value::Batch(
+                    cmds.iter()
+                        .filter(|c| self.dedup.first_time(c.id))
+                        .cloned()
+                        .collect(),
+                ),
             };
-            committed.push(Committed { slot: self.applied, value });
+            committed.push(Committed {
+                slot: self.applied,
+                value,
+            });
             self.applied = self.applied.next();
         }
         committed
@@ -405,7 +499,11 @@ impl Replica {
     }
 
     fn random_below(&mut self, bound: u64) -> u64 {
-        if bound == 0 { 0 } else { self.rng.next_u64() % bound }
+        if bound == 0 {
+            0
+        } else {
+            self.rng.next_u64() % bound
+        }
     }
 }
 
@@ -414,7 +512,6 @@ impl Outbox {
         self.hard_state_dirty || !self.entries.is_empty()
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,11 @@ pub(crate) struct Leadership {
     last_ack: Vec<Instant>,
     /// The commit point last sent to followers.
     commit_sent: Slot,
+    /// The first slot proposed at this ballot: once it is chosen, the commit point covers
+    /// everything chosen before this leadership.
+    pub(crate) first_own: Slot,
+    /// Per member, the latest [`Accept::stamp`] it answered at this ballot.
+    pub(crate) lease_acks: Vec<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -44,6 +49,13 @@ struct Inflight {
     /// Members that accepted it, as a bitmask.
     acks: u64,
     sent_at: Instant,
+}
+
+impl Leadership {
+    /// When the last heartbeat round went out.
+    pub(crate) fn last_heartbeat_at(&self) -> Instant {
+        self.last_heartbeat
+    }
 }
 
 impl Replica {
@@ -68,16 +80,22 @@ impl Replica {
             last_sent: self.now,
         });
         self.reset_election_deadline();
+        self.metrics.elections_started += 1;
+        self.metrics.prepares_sent += self.cfg.members.len() as u64 - 1;
         self.broadcast(&Message::Prepare(Prepare { ballot, from }));
     }
 
     pub(super) fn handle_promise(&mut self, from: NodeId, m: Promise) {
-        let Some(idx) = self.member_index(from) else { return };
+        let Some(idx) = self.member_index(from) else {
+            return;
+        };
         if m.commit > self.commit_hint {
             self.commit_hint = m.commit;
             self.catch_up_from = Some(from);
         }
-        let Some(c) = self.candidacy.as_mut() else { return };
+        let Some(c) = self.candidacy.as_mut() else {
+            return;
+        };
         if m.ballot != c.ballot || m.from != c.next_page[idx] || c.done & (1 << idx) != 0 {
             return;
         }
@@ -87,7 +105,11 @@ impl Replica {
             }
             match c.adopted.get(&e.slot) {
                 Some((b, v)) if *b == e.ballot => {
-                    assert_eq!(*v, e.value, "two values accepted for slot {} at ballot {b}", e.slot);
+                    assert_eq!(
+                        *v, e.value,
+                        "two values accepted for slot {} at ballot {b}",
+                        e.slot
+                    );
                 }
                 Some((b, _)) if *b > e.ballot => {}
                 _ => {
@@ -98,6 +120,9 @@ impl Replica {
         let ballot = c.ballot;
         if let Some(next) = m.next {
             c.next_page[idx] = next;
+            if from != self.cfg.id {
+                self.metrics.prepares_sent += 1;
+            }
             self.send(from, Message::Prepare(Prepare { ballot, from: next }));
             // Phase 1 is making progress through a long log: do not restart it.
             self.reset_election_deadline();
@@ -110,11 +135,21 @@ impl Replica {
     }
 
     fn become_leader(&mut self) {
-        let Some(c) = self.candidacy.take() else { return };
+        let Some(c) = self.candidacy.take() else {
+            return;
+        };
         self.role = Role::Leader;
         self.leader = None;
+        self.metrics.elections_won += 1;
         let start = self.commit.max(c.from);
-        let end = c.adopted.keys().next_back().map_or(start, |s| s.next().max(start));
+        // At least one slot: a no-op if nothing is open, so that a slot of our own ballot
+        // gets chosen and reads know the commit point is complete.
+        let end = c
+            .adopted
+            .keys()
+            .next_back()
+            .map_or(start, |s| s.next().max(start))
+            .max(start.next());
         let mut leadership = Leadership {
             ballot: c.ballot,
             next_slot: end,
@@ -122,35 +157,54 @@ impl Replica {
             last_heartbeat: self.now,
             last_ack: vec![self.now; self.cfg.members.len()],
             commit_sent: self.commit,
+            first_own: start,
+            // A new leader starts with no lease.
+            lease_acks: vec![None; self.cfg.members.len()],
         };
         // Re-propose, at our ballot, the highest-ballot value reported for each open slot;
         // fill the gaps with no-ops.
         let mut values = Vec::new();
         for s in start.0..end.0 {
-            let value = c.adopted.get(&Slot(s)).map_or(Value::Noop, |(_, v)| v.clone());
-            leadership.inflight.insert(Slot(s), Inflight { value: value.clone(), acks: 0, sent_at: self.now });
+            let value = c
+                .adopted
+                .get(&Slot(s))
+                .map_or(Value::Noop, |(_, v)| v.clone());
+            leadership.inflight.insert(
+                Slot(s),
+                Inflight {
+                    value: value.clone(),
+                    acks: 0,
+                    sent_at: self.now,
+                },
+            );
             values.push(value);
         }
         self.leadership = Some(leadership);
-        if values.is_empty() {
-            // Announce the leadership at once, so followers forward to us.
-            self.send_heartbeats();
-        } else {
-            self.broadcast_accepts(start, values);
-        }
+        self.broadcast_accepts(start, values);
     }
 
     /// Sends `values` for slots from `first` on to every member, in bounded messages.
     fn broadcast_accepts(&mut self, first: Slot, values: Vec<Value>) {
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         let ballot = l.ballot;
         l.commit_sent = self.commit;
         let mut slot = first;
         let mut values = values.into_iter().peekable();
         while values.peek().is_some() {
-            let chunk: Vec<Value> = values.by_ref().take(self.cfg.max_slots_per_message).collect();
+            let chunk: Vec<Value> = values
+                .by_ref()
+                .take(self.cfg.max_slots_per_message)
+                .collect();
             let n = chunk.len() as u64;
-            let accept = Accept { ballot, first: slot, values: chunk, commit: self.commit };
+            let accept = Accept {
+                ballot,
+                first: slot,
+                values: chunk,
+                commit: self.commit,
+                stamp: self.now,
+            };
             self.broadcast(&Message::Accept(accept));
             slot = Slot(slot.0 + n);
         }
@@ -171,7 +225,9 @@ impl Replica {
 
     fn propose_batches(&mut self) {
         let window_end = self.commit.0.saturating_add(self.cfg.max_inflight_slots);
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         let first = l.next_slot;
         let mut values = Vec::new();
         while !self.pending.is_empty() && l.next_slot.0 < window_end {
@@ -187,7 +243,14 @@ impl Replica {
                 batch.extend(self.pending.pop_front());
             }
             let value = Value::Batch(batch);
-            l.inflight.insert(l.next_slot, Inflight { value: value.clone(), acks: 0, sent_at: self.now });
+            l.inflight.insert(
+                l.next_slot,
+                Inflight {
+                    value: value.clone(),
+                    acks: 0,
+                    sent_at: self.now,
+                },
+            );
             l.next_slot = l.next_slot.next();
             values.push(value);
         }
@@ -200,9 +263,14 @@ impl Replica {
     }
 
     fn broadcast_decide(&mut self) {
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         l.commit_sent = self.commit;
-        let decide = Decide { ballot: l.ballot, commit: self.commit };
+        let decide = Decide {
+            ballot: l.ballot,
+            commit: self.commit,
+        };
         for i in 0..self.cfg.members.len() {
             let to = self.cfg.members[i];
             if to != self.cfg.id {
@@ -212,14 +280,21 @@ impl Replica {
     }
 
     pub(super) fn handle_accepted(&mut self, from: NodeId, m: Accepted) {
-        let Some(idx) = self.member_index(from) else { return };
+        let Some(idx) = self.member_index(from) else {
+            return;
+        };
         let quorum = self.quorum;
         let now = self.now;
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         if m.ballot != l.ballot {
             return;
         }
         l.last_ack[idx] = now;
+        if l.lease_acks[idx].is_none_or(|t| t < m.stamp) {
+            l.lease_acks[idx] = Some(m.stamp);
+        }
         let end = Slot(m.first.0.saturating_add(m.count));
         for (_, inflight) in l.inflight.range_mut(m.first..end) {
             inflight.acks |= 1 << idx;
@@ -228,13 +303,22 @@ impl Replica {
         let ballot = l.ballot;
         loop {
             let commit = self.commit;
-            let Some(l) = self.leadership.as_mut() else { return };
-            let Some(inflight) = l.inflight.get(&commit) else { break };
+            let Some(l) = self.leadership.as_mut() else {
+                return;
+            };
+            let Some(inflight) = l.inflight.get(&commit) else {
+                break;
+            };
             if (inflight.acks.count_ones() as usize) < quorum {
                 break;
             }
-            let Some(inflight) = l.inflight.remove(&commit) else { break };
-            let held = self.log.get(&commit).is_some_and(|a| a.ballot == ballot && a.value == inflight.value);
+            let Some(inflight) = l.inflight.remove(&commit) else {
+                break;
+            };
+            let held = self
+                .log
+                .get(&commit)
+                .is_some_and(|a| a.ballot == ballot && a.value == inflight.value);
             if !held {
                 // A quorum of peers chose it before our own acceptor stored it.
                 self.store(commit, ballot, inflight.value);
@@ -253,8 +337,15 @@ impl Replica {
     }
 
     pub(super) fn handle_nack(&mut self, m: Nack) {
-        let ours = self.candidacy.as_ref().map(|c| c.ballot).or(self.leadership.as_ref().map(|l| l.ballot));
-        if ours == Some(m.ballot) && m.promised > m.ballot {
+        let ours = self
+            .candidacy
+            .as_ref()
+            .map(|c| c.ballot)
+            .or(self.leadership.as_ref().map(|l| l.ballot));
+        if ours == Some(m.ballot) && m.leased && self.role == Role::Candidate {
+            // Another leader's lease is in force: back off instead of raising the ballot.
+            self.step_down();
+        } else if ours == Some(m.ballot) && m.promised > m.ballot {
             self.observe_higher_ballot(m.promised);
         } else {
             self.max_round_seen = self.max_round_seen.max(m.promised.round);
@@ -277,6 +368,7 @@ impl Replica {
 
     /// Stops proposing; becomes a follower with no known leader.
     pub(super) fn step_down(&mut self) {
+        self.abort_reads();
         self.role = Role::Follower;
         self.candidacy = None;
         self.leadership = None;
@@ -289,7 +381,9 @@ impl Replica {
         let horizon = now - self.cfg.election_timeout_max;
         let me = self.member_index(self.cfg.id);
         let quorum = self.quorum;
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         if let Some(me) = me {
             l.last_ack[me] = now;
         }
@@ -300,19 +394,30 @@ impl Replica {
             return;
         }
         self.resend_accepts();
-        let due = self.leadership.as_ref().is_some_and(|l| now >= l.last_heartbeat + self.cfg.heartbeat_interval);
+        let due = self
+            .leadership
+            .as_ref()
+            .is_some_and(|l| now >= l.last_heartbeat + self.cfg.heartbeat_interval);
         if due {
             self.send_heartbeats();
         }
     }
 
     /// Sends an empty Accept, carrying the commit point, to every follower.
-    fn send_heartbeats(&mut self) {
+    pub(super) fn send_heartbeats(&mut self) {
         let now = self.now;
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         l.last_heartbeat = now;
         l.commit_sent = self.commit;
-        let heartbeat = Accept { ballot: l.ballot, first: l.next_slot, values: Vec::new(), commit: self.commit };
+        let heartbeat = Accept {
+            ballot: l.ballot,
+            first: l.next_slot,
+            values: Vec::new(),
+            commit: self.commit,
+            stamp: now,
+        };
         for i in 0..self.cfg.members.len() {
             let to = self.cfg.members[i];
             if to != self.cfg.id {
@@ -326,21 +431,27 @@ impl Replica {
         let now = self.now;
         let resend = self.cfg.resend_interval;
         let page = self.cfg.max_slots_per_message;
-        let Some(l) = self.leadership.as_mut() else { return };
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
         let ballot = l.ballot;
         let mut messages = Vec::new();
         for (i, &member) in self.cfg.members.iter().enumerate() {
             let mut run: Option<(Slot, Vec<Value>)> = None;
             for (&slot, inflight) in l.inflight.iter() {
                 let due = inflight.sent_at + resend <= now && inflight.acks & (1 << i) == 0;
-                let contiguous = run.as_ref().is_some_and(|(f, v)| f.0 + v.len() as u64 == slot.0 && v.len() < page);
+                let contiguous = run
+                    .as_ref()
+                    .is_some_and(|(f, v)| f.0 + v.len() as u64 == slot.0 && v.len() < page);
                 if !due || !contiguous {
                     if let Some((f, v)) = run.take() {
                         messages.push((member, f, v));
                     }
                 }
                 if due {
-                    run.get_or_insert_with(|| (slot, Vec::new())).1.push(inflight.value.clone());
+                    run.get_or_insert_with(|| (slot, Vec::new()))
+                        .1
+                        .push(inflight.value.clone());
                 }
             }
             if let Some((f, v)) = run.take() {
@@ -353,13 +464,21 @@ impl Replica {
             }
         }
         for (to, first, values) in messages {
-            let accept = Accept { ballot, first, values, commit: self.commit };
+            let accept = Accept {
+                ballot,
+                first,
+                values,
+                commit: self.commit,
+                stamp: now,
+            };
             self.send(to, Message::Accept(accept));
         }
     }
 
     pub(super) fn leader_deadline(&self) -> Instant {
-        let Some(l) = self.leadership.as_ref() else { return self.now };
+        let Some(l) = self.leadership.as_ref() else {
+            return self.now;
+        };
         let mut next = l.last_heartbeat + self.cfg.heartbeat_interval;
         if let Some(oldest) = l.inflight.values().map(|i| i.sent_at).min() {
             next = next.min(oldest + self.cfg.resend_interval);
@@ -369,7 +488,9 @@ impl Replica {
 
     pub(super) fn candidate_timers(&mut self) {
         let now = self.now;
-        let Some(c) = self.candidacy.as_mut() else { return };
+        let Some(c) = self.candidacy.as_mut() else {
+            return;
+        };
         if now < c.last_sent + self.cfg.resend_interval {
             return;
         }
@@ -382,11 +503,16 @@ impl Replica {
             }
         }
         for (to, from) in prepares {
+            if to != self.cfg.id {
+                self.metrics.prepares_sent += 1;
+            }
             self.send(to, Message::Prepare(Prepare { ballot, from }));
         }
     }
 
     pub(super) fn candidate_deadline(&self) -> Instant {
-        self.candidacy.as_ref().map_or(self.now, |c| c.last_sent + self.cfg.resend_interval)
+        self.candidacy
+            .as_ref()
+            .map_or(self.now, |c| c.last_sent + self.cfg.resend_interval)
     }
 }

@@ -42,14 +42,24 @@ fn b(round: u64, node: NodeId) -> Ballot {
 #[test]
 fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
     let mut r = replica(N2);
-    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(1, N1), from: Slot(0) }));
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(1, N1),
+            from: Slot(0),
+        }),
+    );
     let ready = step(&mut r);
     assert_eq!(
         ready,
         Ready {
             id: 1,
             persist: PersistBatch {
-                hard_state: Some(HardState { promised: b(1, N1), commit: Slot(0) }),
+                hard_state: Some(HardState {
+                    promised: b(1, N1),
+                    commit: Slot(0)
+                }),
                 entries: vec![],
             },
             messages: vec![Envelope {
@@ -63,6 +73,8 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
                 }),
             }],
             committed: vec![],
+            reads: vec![],
+            aborted_reads: vec![],
         }
     );
     assert!(r.poll_ready().is_none());
@@ -71,18 +83,54 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
 #[test]
 fn lower_ballot_is_nacked_without_persisting() {
     let mut r = replica(N2);
-    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(5, N1), from: Slot(0) }));
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(5, N1),
+            from: Slot(0),
+        }),
+    );
     let _ = step(&mut r);
-    r.handle_message(at(2), N3, Message::Prepare(Prepare { ballot: b(4, N3), from: Slot(0) }));
     r.handle_message(
         at(2),
         N3,
-        Message::Accept(Accept { ballot: b(4, N3), first: Slot(0), values: vec![Value::Noop], commit: Slot(0) }),
+        Message::Prepare(Prepare {
+            ballot: b(4, N3),
+            from: Slot(0),
+        }),
+    );
+    r.handle_message(
+        at(2),
+        N3,
+        Message::Accept(Accept {
+            ballot: b(4, N3),
+            first: Slot(0),
+            values: vec![Value::Noop],
+            commit: Slot(0),
+            stamp: Instant::ZERO,
+        }),
     );
     let ready = step(&mut r);
     assert!(ready.persist.is_empty());
-    let nack = Message::Nack(Nack { ballot: b(4, N3), promised: b(5, N1) });
-    assert_eq!(ready.messages, vec![Envelope { to: N3, message: nack.clone() }, Envelope { to: N3, message: nack }]);
+    let nack = Message::Nack(Nack {
+        ballot: b(4, N3),
+        promised: b(5, N1),
+        leased: false,
+    });
+    assert_eq!(
+        ready.messages,
+        vec![
+            Envelope {
+                to: N3,
+                message: nack.clone()
+            },
+            Envelope {
+                to: N3,
+                message: nack
+            }
+        ]
+    );
 }
 
 #[test]
@@ -92,16 +140,40 @@ fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
     r.handle_message(
         at(1),
         N1,
-        Message::Accept(Accept { ballot: b(1, N1), first: Slot(0), values: vec![v.clone()], commit: Slot(0) }),
+        Message::Accept(Accept {
+            ballot: b(1, N1),
+            first: Slot(0),
+            values: vec![v.clone()],
+            commit: Slot(0),
+            stamp: Instant::ZERO,
+        }),
     );
     let ready = step(&mut r);
-    assert_eq!(ready.persist.entries, vec![Entry { slot: Slot(0), ballot: b(1, N1), value: v.clone() }]);
-    assert_eq!(ready.persist.hard_state, Some(HardState { promised: b(1, N1), commit: Slot(0) }));
+    assert_eq!(
+        ready.persist.entries,
+        vec![Entry {
+            slot: Slot(0),
+            ballot: b(1, N1),
+            value: v.clone()
+        }]
+    );
+    assert_eq!(
+        ready.persist.hard_state,
+        Some(HardState {
+            promised: b(1, N1),
+            commit: Slot(0)
+        })
+    );
     assert_eq!(
         ready.messages,
         vec![Envelope {
             to: N1,
-            message: Message::Accepted(Accepted { ballot: b(1, N1), first: Slot(0), count: 1 })
+            message: Message::Accepted(Accepted {
+                ballot: b(1, N1),
+                first: Slot(0),
+                count: 1,
+                stamp: Instant::ZERO
+            })
         }]
     );
     assert_eq!(r.status().leader, Some(N1));
@@ -109,10 +181,22 @@ fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
     r.handle_message(
         at(2),
         N1,
-        Message::Accept(Accept { ballot: b(1, N1), first: Slot(1), values: vec![], commit: Slot(1) }),
+        Message::Accept(Accept {
+            ballot: b(1, N1),
+            first: Slot(1),
+            values: vec![],
+            commit: Slot(1),
+            stamp: Instant::ZERO,
+        }),
     );
     let ready = step(&mut r);
-    assert_eq!(ready.committed, vec![Committed { slot: Slot(0), value: v }]);
+    assert_eq!(
+        ready.committed,
+        vec![Committed {
+            slot: Slot(0),
+            value: v
+        }]
+    );
 }
 
 #[test]
@@ -121,25 +205,43 @@ fn commit_from_another_ballot_is_fetched_not_assumed() {
     r.handle_message(
         at(1),
         N1,
-        Message::Accept(Accept { ballot: b(1, N1), first: Slot(0), values: vec![Value::Noop], commit: Slot(0) }),
+        Message::Accept(Accept {
+            ballot: b(1, N1),
+            first: Slot(0),
+            values: vec![Value::Noop],
+            commit: Slot(0),
+            stamp: Instant::ZERO,
+        }),
     );
     let _ = step(&mut r);
     // Leader 3 says slot 0 is chosen, but we hold slot 0 at ballot 1.1, not 2.3.
     r.handle_message(
         at(2),
         N3,
-        Message::Accept(Accept { ballot: b(2, N3), first: Slot(1), values: vec![], commit: Slot(1) }),
+        Message::Accept(Accept {
+            ballot: b(2, N3),
+            first: Slot(1),
+            values: vec![],
+            commit: Slot(1),
+            stamp: Instant::ZERO,
+        }),
     );
     let ready = step(&mut r);
     assert!(ready.committed.is_empty());
     assert!(
-        ready.messages.iter().any(|e| e.to == N3 && matches!(e.message, Message::CatchUp(ref c) if c.from == Slot(0)))
+        ready.messages.iter().any(
+            |e| e.to == N3 && matches!(e.message, Message::CatchUp(ref c) if c.from == Slot(0))
+        )
     );
 }
 
 fn cmd(seq: u64) -> Command {
     Command {
-        id: crate::ProposalId { origin: N9, seq, epoch: 0 },
+        id: crate::ProposalId {
+            origin: N9,
+            seq,
+            epoch: 0,
+        },
         payload: Bytes::from(format!("c{seq}")),
     }
 }
@@ -165,7 +267,13 @@ impl Cluster {
                 Replica::new(c, RecoveredState::default(), Instant::ZERO).unwrap()
             })
             .collect();
-        Self { replicas, now: Instant::ZERO, committed: vec![vec![]; 3], sent: vec![], down: None }
+        Self {
+            replicas,
+            now: Instant::ZERO,
+            committed: vec![vec![]; 3],
+            sent: vec![],
+            down: None,
+        }
     }
 
     fn idx(id: NodeId) -> usize {
@@ -213,14 +321,31 @@ impl Cluster {
 fn leader_election_then_commit_through_phase_two_only() {
     let mut c = Cluster::new(|_| {});
     c.elect(N1);
-    let prepares_before = c.sent.iter().filter(|s| matches!(s.2, Message::Prepare(_))).count();
+    let prepares_before = c
+        .sent
+        .iter()
+        .filter(|s| matches!(s.2, Message::Prepare(_)))
+        .count();
     for i in 0..10 {
-        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+        c.replicas[0]
+            .propose(c.now, Bytes::from(format!("w{i}")))
+            .unwrap();
         c.settle();
     }
-    let prepares_after = c.sent.iter().filter(|s| matches!(s.2, Message::Prepare(_))).count();
-    assert_eq!(prepares_before, prepares_after, "a stable leader runs phase 2 only");
-    let applied: Vec<_> = c.committed[0].iter().flat_map(|c| c.value.commands()).map(|c| c.payload.clone()).collect();
+    let prepares_after = c
+        .sent
+        .iter()
+        .filter(|s| matches!(s.2, Message::Prepare(_)))
+        .count();
+    assert_eq!(
+        prepares_before, prepares_after,
+        "a stable leader runs phase 2 only"
+    );
+    let applied: Vec<_> = c.committed[0]
+        .iter()
+        .flat_map(|c| c.value.commands())
+        .map(|c| c.payload.clone())
+        .collect();
     assert_eq!(applied.len(), 10);
     assert_eq!(c.replicas[1].status().leader, Some(N1));
 }
@@ -233,17 +358,29 @@ fn batching_is_bounded_by_count_and_pipelining_by_window() {
     });
     c.elect(N1);
     for i in 0..20 {
-        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+        c.replicas[0]
+            .propose(c.now, Bytes::from(format!("w{i}")))
+            .unwrap();
     }
     let ready = c.replicas[0].poll_ready().unwrap();
     let accepts: Vec<&Accept> = ready
         .messages
         .iter()
         .filter(|e| e.to == N2)
-        .filter_map(|e| if let Message::Accept(a) = &e.message { Some(a) } else { None })
+        .filter_map(|e| {
+            if let Message::Accept(a) = &e.message {
+                Some(a)
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(accepts.len(), 1);
-    let sizes: Vec<usize> = accepts[0].values.iter().map(|v| v.commands().len()).collect();
+    let sizes: Vec<usize> = accepts[0]
+        .values
+        .iter()
+        .map(|v| v.commands().len())
+        .collect();
     assert_eq!(sizes, vec![4, 4], "two slots of four: the window holds two");
     assert_eq!(c.replicas[0].pending_proposals(), 12);
     c.replicas[0].advance(ready.id);
@@ -251,7 +388,10 @@ fn batching_is_bounded_by_count_and_pipelining_by_window() {
         c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message);
     }
     c.settle();
-    let applied: usize = c.committed[0].iter().map(|c| c.value.commands().len()).sum();
+    let applied: usize = c.committed[0]
+        .iter()
+        .map(|c| c.value.commands().len())
+        .sum();
     assert_eq!(applied, 20, "the rest follows as the window opens");
 }
 
@@ -260,15 +400,28 @@ fn batching_is_bounded_by_bytes() {
     let mut c = Cluster::new(|c| c.max_batch_bytes = 10);
     c.elect(N1);
     for _ in 0..3 {
-        c.replicas[0].propose(c.now, Bytes::from_static(b"123456")).unwrap();
+        c.replicas[0]
+            .propose(c.now, Bytes::from_static(b"123456"))
+            .unwrap();
     }
     let too_big = c.replicas[0].propose(c.now, Bytes::from_static(b"12345678901"));
     assert_eq!(too_big, Err(ProposeError::TooLarge { len: 11, max: 10 }));
     let ready = c.replicas[0].poll_ready().unwrap();
-    let Some(Message::Accept(a)) = ready.messages.iter().find(|e| e.to == N2).map(|e| &e.message) else {
+    let Some(Message::Accept(a)) = ready
+        .messages
+        .iter()
+        .find(|e| e.to == N2)
+        .map(|e| &e.message)
+    else {
         panic!("no accept")
     };
-    assert_eq!(a.values.iter().map(|v| v.commands().len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert_eq!(
+        a.values
+            .iter()
+            .map(|v| v.commands().len())
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
 }
 
 #[test]
@@ -277,7 +430,10 @@ fn pending_queue_is_bounded() {
     c.elect(N1);
     c.replicas[0].propose(c.now, Bytes::new()).unwrap();
     c.replicas[0].propose(c.now, Bytes::new()).unwrap();
-    assert_eq!(c.replicas[0].propose(c.now, Bytes::new()), Err(ProposeError::Overloaded { pending: 2 }));
+    assert_eq!(
+        c.replicas[0].propose(c.now, Bytes::new()),
+        Err(ProposeError::Overloaded { pending: 2 })
+    );
 }
 
 #[test]
@@ -286,19 +442,30 @@ fn follower_forwards_and_unknown_leader_is_refused() {
     assert_eq!(r.propose(at(0), Bytes::new()), Err(ProposeError::NoLeader));
     let mut c = Cluster::new(|_| {});
     c.elect(N1);
-    let id = c.replicas[1].propose(c.now, Bytes::from_static(b"fwd")).unwrap();
+    let id = c.replicas[1]
+        .propose(c.now, Bytes::from_static(b"fwd"))
+        .unwrap();
     let ready = c.replicas[1].poll_ready().unwrap();
     assert_eq!(
         ready.messages,
         vec![Envelope {
             to: N1,
-            message: Message::Forward(Forward { commands: vec![Command { id, payload: Bytes::from_static(b"fwd") }] })
+            message: Message::Forward(Forward {
+                commands: vec![Command {
+                    id,
+                    payload: Bytes::from_static(b"fwd")
+                }]
+            })
         }]
     );
     c.replicas[1].advance(ready.id);
     c.replicas[0].handle_message(c.now, N2, ready.messages[0].message.clone());
     c.settle();
-    assert!(c.committed[1].iter().any(|e| e.value.commands().iter().any(|x| x.id == id)));
+    assert!(
+        c.committed[1]
+            .iter()
+            .any(|e| e.value.commands().iter().any(|x| x.id == id))
+    );
 }
 
 #[test]
@@ -308,8 +475,15 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
     let first = Value::Batch(vec![cmd(3)]);
     // Our own acceptor holds slot 2 at ballot 1.2; N2 reports slot 2 at 2.3.
     let recovered = RecoveredState {
-        hard_state: HardState { promised: b(2, N3), commit: Slot(0) },
-        entries: vec![Entry { slot: Slot(2), ballot: b(1, N2), value: old }],
+        hard_state: HardState {
+            promised: b(2, N3),
+            commit: Slot(0),
+        },
+        entries: vec![Entry {
+            slot: Slot(2),
+            ballot: b(1, N2),
+            value: old,
+        }],
     };
     let mut r = Replica::new(config(N1), recovered, Instant::ZERO).unwrap();
     r.handle_timeout(at(1000));
@@ -327,8 +501,16 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
             ballot,
             from: Slot(0),
             accepted: vec![
-                Entry { slot: Slot(0), ballot: b(1, N2), value: first.clone() },
-                Entry { slot: Slot(2), ballot: b(2, N3), value: newer.clone() },
+                Entry {
+                    slot: Slot(0),
+                    ballot: b(1, N2),
+                    value: first.clone(),
+                },
+                Entry {
+                    slot: Slot(2),
+                    ballot: b(2, N3),
+                    value: newer.clone(),
+                },
             ],
             next: None,
             commit: Slot(0),
@@ -336,7 +518,12 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
     );
     assert_eq!(r.status().role, Role::Leader);
     let ready = r.poll_ready().unwrap();
-    let Some(Message::Accept(a)) = ready.messages.iter().find(|e| e.to == N2).map(|e| &e.message) else {
+    let Some(Message::Accept(a)) = ready
+        .messages
+        .iter()
+        .find(|e| e.to == N2)
+        .map(|e| &e.message)
+    else {
         panic!("no accept")
     };
     assert_eq!(a.ballot, ballot);
@@ -350,17 +537,29 @@ fn promise_pages_are_requested_until_complete() {
     c.elect(N1);
     c.down = Some(N2);
     for i in 0..7 {
-        c.replicas[0].propose(c.now, Bytes::from(format!("w{i}"))).unwrap();
+        c.replicas[0]
+            .propose(c.now, Bytes::from(format!("w{i}")))
+            .unwrap();
         c.settle();
     }
     c.down = None;
     // N2 takes over: it must read every page of the others' logs.
     c.elect(N2);
-    let pages = c.sent.iter().filter(|(from, _, m)| *from == N1 && matches!(m, Message::Promise(p) if p.next.is_some())).count();
+    let pages = c
+        .sent
+        .iter()
+        .filter(|(from, _, m)| *from == N1 && matches!(m, Message::Promise(p) if p.next.is_some()))
+        .count();
     assert!(pages >= 1, "paged promises were sent");
-    c.replicas[1].propose(c.now, Bytes::from_static(b"after")).unwrap();
+    c.replicas[1]
+        .propose(c.now, Bytes::from_static(b"after"))
+        .unwrap();
     c.settle();
-    let n2: Vec<_> = c.committed[1].iter().flat_map(|e| e.value.commands()).map(|x| x.payload.clone()).collect();
+    let n2: Vec<_> = c.committed[1]
+        .iter()
+        .flat_map(|e| e.value.commands())
+        .map(|x| x.payload.clone())
+        .collect();
     assert_eq!(n2.len(), 8);
     assert_eq!(n2.last(), Some(&Bytes::from_static(b"after")));
 }
@@ -369,14 +568,34 @@ fn promise_pages_are_requested_until_complete() {
 fn recovered_state_is_restored() {
     let v = Value::Batch(vec![cmd(3)]);
     let recovered = RecoveredState {
-        hard_state: HardState { promised: b(4, N3), commit: Slot(1) },
-        entries: vec![Entry { slot: Slot(0), ballot: b(4, N3), value: v.clone() }],
+        hard_state: HardState {
+            promised: b(4, N3),
+            commit: Slot(1),
+        },
+        entries: vec![Entry {
+            slot: Slot(0),
+            ballot: b(4, N3),
+            value: v.clone(),
+        }],
     };
     let mut r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
     assert_eq!(r.status().promised, b(4, N3));
     let ready = step(&mut r);
-    assert_eq!(ready.committed, vec![Committed { slot: Slot(0), value: v }]);
-    r.handle_message(at(1), N1, Message::Prepare(Prepare { ballot: b(3, N1), from: Slot(0) }));
+    assert_eq!(
+        ready.committed,
+        vec![Committed {
+            slot: Slot(0),
+            value: v
+        }]
+    );
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(3, N1),
+            from: Slot(0),
+        }),
+    );
     let ready = step(&mut r);
     assert!(matches!(ready.messages[0].message, Message::Nack(_)));
 }

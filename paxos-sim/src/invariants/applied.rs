@@ -24,7 +24,10 @@ impl AppliedLog {
             return Err(format!("slot {} applied before it was chosen", c.slot));
         };
         if !is_filtered_from(&c.value, value) {
-            return Err(format!("slot {} applied with a value that is not the chosen one", c.slot));
+            return Err(format!(
+                "slot {} applied with a value that is not the chosen one",
+                c.slot
+            ));
         }
         if i < self.slots.len() {
             if self.slots[i] != d {
@@ -33,12 +36,19 @@ impl AppliedLog {
             return Ok(());
         }
         if i != self.slots.len() {
-            return Err(format!("slot {} applied before slot {}", c.slot, self.slots.len()));
+            return Err(format!(
+                "slot {} applied before slot {}",
+                c.slot,
+                self.slots.len()
+            ));
         }
         self.slots.push(d);
         for cmd in c.value.commands() {
             if let Some(prev) = self.placed.insert(cmd.id, c.slot) {
-                return Err(format!("command {:?} applied at both {prev} and {}", cmd.id, c.slot));
+                return Err(format!(
+                    "command {:?} applied at both {prev} and {}",
+                    cmd.id, c.slot
+                ));
             }
         }
         Ok(())

@@ -21,13 +21,19 @@ pub struct ChosenTracker {
 impl ChosenTracker {
     /// A tracker for a cluster with this quorum size.
     pub fn new(quorum: usize) -> Self {
-        Self { quorum, ..Self::default() }
+        Self {
+            quorum,
+            ..Self::default()
+        }
     }
 
     /// Records that acceptor `node` durably accepted `entry`.
     pub fn record(&mut self, node: usize, entry: &Entry) -> Result<(), String> {
         let d = digest(&entry.value);
-        let (value, acceptors) = self.accepted.entry((entry.slot, entry.ballot)).or_insert((d, 0));
+        let (value, acceptors) = self
+            .accepted
+            .entry((entry.slot, entry.ballot))
+            .or_insert((d, 0));
         if *value != d {
             return Err(format!(
                 "two values accepted for slot {} at ballot {} (second by node index {node})",

@@ -28,7 +28,7 @@ pub fn converged(probe_done: bool, max_chosen: Option<Slot>, replicas: &[Replica
     let need = max_chosen.map_or(Slot(0), Slot::next);
     let first = replicas.first().map(|r| r.commit);
     probe_done
-        && replicas
-            .iter()
-            .all(|r| r.up && r.idle && r.commit >= need && r.applied == r.commit && Some(r.commit) == first)
+        && replicas.iter().all(|r| {
+            r.up && r.idle && r.commit >= need && r.applied == r.commit && Some(r.commit) == first
+        })
 }

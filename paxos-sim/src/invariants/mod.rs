@@ -4,6 +4,7 @@
 
 pub mod applied;
 pub mod chosen;
+pub mod lease;
 pub mod liveness;
 pub mod promises;
 pub mod proposed;

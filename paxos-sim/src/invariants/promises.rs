@@ -16,7 +16,9 @@ pub struct PromiseLedger {
 impl PromiseLedger {
     /// A ledger for `nodes` acceptors.
     pub fn new(nodes: usize) -> Self {
-        Self { promised: vec![Ballot::ZERO; nodes] }
+        Self {
+            promised: vec![Ballot::ZERO; nodes],
+        }
     }
 
     /// Checks a message acceptor `node` sends, then records it.

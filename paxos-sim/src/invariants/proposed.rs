@@ -23,7 +23,12 @@ impl Proposals {
         for cmd in value.commands() {
             match self.made.get(&cmd.id) {
                 Some(p) if *p == cmd.payload => {}
-                Some(_) => return Err(format!("command {:?} committed with a payload that was not proposed", cmd.id)),
+                Some(_) => {
+                    return Err(format!(
+                        "command {:?} committed with a payload that was not proposed",
+                        cmd.id
+                    ));
+                }
                 None => return Err(format!("command {:?} committed but never proposed", cmd.id)),
             }
         }
