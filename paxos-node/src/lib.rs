@@ -1,1 +1,95 @@
-//! Placeholder: this crate is built by a later issue.
+//! The driver that turns a [`paxos_core::Replica`] into a running node.
+//!
+//! `paxos-node` wires the sans-IO core to a [`Transport`](paxos_core::Transport), a
+//! [`Storage`](paxos_core::Storage) and a [`StateMachine`](paxos_core::StateMachine), on
+//! an async runtime of your choice, and gives clients a [`NodeHandle`]:
+//! [`propose`](NodeHandle::propose), [`read`](NodeHandle::read),
+//! [`status`](NodeHandle::status), [`metrics`](NodeHandle::metrics) and
+//! [`shutdown`](NodeHandle::shutdown). Start one with [`NodeBuilder`].
+//!
+//! What it does **not** do: no protocol logic (every decision is the core's; this crate
+//! only feeds it inputs and carries out its outputs), no sockets and no files of its own
+//! (those are the transport's and the storage's), no leader leases, snapshots, log
+//! compaction or membership change yet (the core has none), and no exactly-once semantics
+//! (a retried command can be applied twice unless the state machine deduplicates it).
+//! The `paxos-node` binary with its Redis-protocol front end comes later.
+//!
+//! # The driver
+//!
+//! One task per node owns the replica, the transport, the storage and the state machine.
+//! Each cycle it drains the available inputs (client requests from a bounded queue,
+//! inbound messages, due timers), each bounded per cycle, then takes **one**
+//! [`Ready`](paxos_core::Ready) and handles it by its ordering rule: one
+//! [`Storage::persist`](paxos_core::Storage::persist) call, then the sends, then one
+//! [`StateMachine::apply`](paxos_core::StateMachine::apply) call, then it answers the
+//! waiting clients and advances the replica. Proposals that arrive during a persist go
+//! into the next `Ready` together: under load, a batch costs one persist.
+//!
+//! Time: the replica's clock is nanoseconds since the node started, read from the
+//! runtime's monotonic clock ([`Runtime::now`]) and never moved backwards.
+//!
+//! # Proposals, and what an error means
+//!
+//! [`NodeHandle::propose`] resolves with the state machine's output once the command is
+//! applied **on this node**. The core tags each proposal with a
+//! [`ProposalId`](paxos_core::ProposalId); the driver matches the outputs of `apply` to the
+//! ids this node issued. Only `Ok` means applied. When the leader a request went through
+//! changes (this node loses leadership, or a follower's leader changes), every waiting
+//! request fails with `LeadershipChanged`: the leader may have dropped it, or may not have.
+//! That error and `Timeout` leave the outcome **unknown**; the command may still be
+//! applied. An outcome is never reported as success unless it was applied.
+//!
+//! # Reads go through the log (until leases)
+//!
+//! [`NodeHandle::read`] proposes a **read marker** and answers the query with
+//! [`StateMachine::query`](paxos_core::StateMachine::query) once the marker is applied on
+//! this node. The marker is ordered after every write acknowledged before the read began,
+//! so the answer is linearizable. Reads taken in the same driver cycle share one marker.
+//!
+//! The state machine never sees markers: every command in the log carries a one-byte tag
+//! (write or read marker) that the driver adds on propose and strips before `apply`,
+//! removing markers altogether, the same way on every replica. This was chosen over
+//! "reads are ordinary commands the state machine must ignore" because it keeps the
+//! state machine's contract unchanged (it sees exactly the commands clients proposed) and
+//! leaves room for other driver-level entries. The cost is one byte per command, and every
+//! member of a cluster must run this driver. Once the core grants leader leases, reads on a
+//! leaseholder will be answered locally without a marker.
+//!
+//! # Failure
+//!
+//! A storage error, a state machine error, a transport that stops delivering, or a panic
+//! stops the node for good: the driver records a [`FatalError`], fails every queued and
+//! waiting request with it, drops its parts and exits. Every later call gets the same
+//! error. The node is never left half alive; restart it from its storage.
+//!
+//! # Limits
+//!
+//! Every queue is bounded ([`NodeOptions`]): a full request queue or waiter table refuses
+//! a request at once with `Overloaded`; the core bounds its own pending proposals.
+//!
+//! # Runtimes
+//!
+//! [`runtime::Runtime`] is a small object-safe trait (spawn, a resettable timer, `now`)
+//! with one implementation for tokio (`runtime-tokio`) and one for the async-io family
+//! (`runtime-async-std`, `runtime-smol`). Each also yields the matching `paxos-net-tcp`
+//! adapter ([`Runtime::tcp_net`]). Everything else uses runtime-neutral primitives.
+#![forbid(unsafe_code)]
+
+mod builder;
+mod command;
+mod driver;
+mod error;
+mod handle;
+mod options;
+pub mod runtime;
+mod waiters;
+
+pub use builder::NodeBuilder;
+pub use error::{FatalError, ProposeError, ReadError, StartError};
+pub use handle::{NodeHandle, NodeMetrics, NodeStatus};
+pub use options::NodeOptions;
+#[cfg(feature = "runtime-async-io")]
+pub use runtime::AsyncIoRuntime;
+#[cfg(feature = "runtime-tokio")]
+pub use runtime::TokioRuntime;
+pub use runtime::{AsyncTimer, Runtime, default_runtime, timeout_at};

@@ -1,0 +1,461 @@
+//! The driver: one task that feeds a [`Replica`] its inputs and carries out its `Ready`s.
+//!
+//! Each cycle drains what is available (client requests, inbound messages, due timers),
+//! each input bounded per cycle, then takes **one** `Ready` and handles it by its ordering
+//! rule: one `Storage::persist`, then `Transport::send`, then one `StateMachine::apply`,
+//! then answers waiters and `advance`s. Proposals that arrive while a persist is under way
+//! queue up and go into the next `Ready` together, so under load a batch of proposals costs
+//! one persist. When a cycle made no progress, the driver sleeps until a request, a
+//! message or the next deadline arrives.
+
+use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use bytes::Bytes;
+use futures::FutureExt;
+use paxos_core::{
+    Committed, Inbound, NodeId, ProposalId, ProposeError as CoreProposeError, Ready, Replica,
+    StateMachine, Storage, Transport,
+};
+
+use crate::command;
+use crate::error::{FatalError, ProposeError, ReadError};
+use crate::handle::{Counters, Request, Shared};
+use crate::options::NodeOptions;
+use crate::runtime::{AsyncTimer, Runtime};
+use crate::waiters::{ReadWaiter, Waiters};
+
+/// Busy cycles in a row after which the driver yields to its executor, so that tasks
+/// sharing its thread (the transport's, on a one-thread executor) are not starved.
+const BUSY_CYCLES_BEFORE_YIELD: u32 = 8;
+
+/// Bound on the sleep when nothing has a deadline (the core always has one in practice).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// Everything the driver task owns. Dropping it stops the node: see [`Drop`].
+pub(crate) struct Driver {
+    pub(crate) replica: Replica,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) storage: Box<dyn Storage>,
+    pub(crate) state_machine: Box<dyn StateMachine>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) options: NodeOptions,
+    pub(crate) requests: Receiver<Request>,
+    /// Held so that `requests` never reports closed while the driver runs.
+    pub(crate) _requests_open: Sender<Request>,
+    pub(crate) control: Receiver<()>,
+    pub(crate) _control_open: Sender<()>,
+    /// The replica's clock origin: core time is nanoseconds since this instant.
+    pub(crate) origin: std::time::Instant,
+    pub(crate) now: paxos_core::Instant,
+    pub(crate) timer: Pin<Box<dyn AsyncTimer>>,
+    pub(crate) waiters: Waiters,
+    /// A request taken while waiting, handled by the next cycle.
+    pub(crate) stashed: Option<Request>,
+    /// Reads taken this cycle, to share one read marker.
+    pub(crate) new_reads: Vec<ReadWaiter>,
+    pub(crate) inbound: Vec<Inbound>,
+    pub(crate) outputs: Vec<(ProposalId, Bytes)>,
+    pub(crate) markers: Vec<ProposalId>,
+    /// The leader the replica believed in at the end of the last cycle.
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) shared: Arc<Shared>,
+    /// Declared last: dropped after the transport, storage and state machine.
+    pub(crate) _done: DoneSignal,
+}
+
+/// Marks the node terminated when dropped, after every other part of the driver.
+pub(crate) struct DoneSignal(pub(crate) Arc<Shared>);
+
+impl Drop for DoneSignal {
+    fn drop(&mut self) {
+        self.0.set_terminated();
+    }
+}
+
+/// Runs `driver` to its end, recording a panic as [`FatalError::Panicked`] before the
+/// driver is dropped (which fails every waiter with the recorded reason).
+pub(crate) async fn run(driver: Driver) {
+    let shared = driver.shared.clone();
+    let mut task = Box::pin(AssertUnwindSafe(driver.run()).catch_unwind());
+    if (&mut task).await.is_err() {
+        shared.set_fatal(FatalError::Panicked);
+    }
+    drop(task);
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let fatal = self.run_until_stopped().await;
+        match &fatal {
+            FatalError::Stopped => tracing::debug!(node = %self.replica.id(), "node stopped"),
+            e => tracing::error!(node = %self.replica.id(), error = %e, "node stopped"),
+        }
+        self.shared.set_fatal(fatal);
+    }
+
+    async fn run_until_stopped(&mut self) -> FatalError {
+        let mut busy_cycles = 0;
+        loop {
+            if self.shared.shutdown_requested() {
+                return FatalError::Stopped;
+            }
+            if busy_cycles == 0 {
+                if let Err(e) = self.wait().await {
+                    return self.fail(e);
+                }
+                if self.shared.shutdown_requested() {
+                    return FatalError::Stopped;
+                }
+            } else if busy_cycles % BUSY_CYCLES_BEFORE_YIELD == 0 {
+                yield_now().await;
+            }
+            match self.cycle().await {
+                Ok(true) => busy_cycles += 1,
+                Ok(false) => busy_cycles = 0,
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+
+    /// Records `fatal` at once, so that callers whose requests are dropped with the driver
+    /// see the real reason.
+    fn fail(&self, fatal: FatalError) -> FatalError {
+        self.shared.set_fatal(fatal.clone());
+        fatal
+    }
+
+    /// One cycle: drain inputs, fire due timers, handle at most one `Ready`. Returns
+    /// whether another cycle should follow at once.
+    async fn cycle(&mut self) -> Result<bool, FatalError> {
+        Counters::add(&self.shared.counters.cycles, 1);
+        let now = self.tick();
+        let mut more = self.take_requests(now);
+        more |= self.take_inbound(now)?;
+        if self.replica.poll_timeout().is_some_and(|t| t <= now) {
+            self.replica.handle_timeout(now);
+        }
+        self.waiters.expire(self.runtime.now());
+        self.propose_reads(now);
+        if let Some(ready) = self.replica.poll_ready() {
+            self.handle_ready(ready).await?;
+            // Advancing may deliver loopback messages that make another Ready.
+            more = true;
+        }
+        self.observe();
+        Ok(more)
+    }
+
+    /// Sleeps until a request, an inbound message, a shutdown or the next deadline.
+    async fn wait(&mut self) -> Result<(), FatalError> {
+        let deadline = self.next_deadline();
+        self.timer.as_mut().reset(deadline);
+        let Self {
+            requests,
+            control,
+            transport,
+            inbound,
+            timer,
+            stashed,
+            options,
+            ..
+        } = self;
+        let mut request = pin!(requests.recv());
+        let mut shutdown = pin!(control.recv());
+        let mut message = transport.recv(inbound, options.max_inbound_per_cycle);
+        futures::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Poll::Ready(r) = request.as_mut().poll(cx) {
+                // Never closed: the driver holds a sender.
+                *stashed = r.ok();
+                return Poll::Ready(Ok(()));
+            }
+            if let Poll::Ready(r) = message.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(|e| FatalError::Transport(e.to_string())));
+            }
+            timer.as_mut().poll(cx).map(Ok)
+        })
+        .await
+    }
+
+    /// The replica's time now; never goes backwards.
+    fn tick(&mut self) -> paxos_core::Instant {
+        let elapsed = self.runtime.now().saturating_duration_since(self.origin);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.now = self.now.max(paxos_core::Instant::from_nanos(nanos));
+        self.now
+    }
+
+    fn next_deadline(&mut self) -> std::time::Instant {
+        let core = self
+            .replica
+            .poll_timeout()
+            .map(|t| self.origin + Duration::from_nanos(t.as_nanos()));
+        let waiter = self.waiters.next_deadline();
+        let idle = self.runtime.now() + IDLE_WAKE;
+        [core, waiter]
+            .into_iter()
+            .flatten()
+            .fold(idle, std::time::Instant::min)
+    }
+
+    /// Takes queued client requests, up to the per-cycle bound. True if it hit the bound.
+    fn take_requests(&mut self, now: paxos_core::Instant) -> bool {
+        let max = self.options.max_requests_per_cycle;
+        let mut taken = 0;
+        if let Some(request) = self.stashed.take() {
+            self.take_request(now, request);
+            taken += 1;
+        }
+        while taken < max {
+            let Ok(request) = self.requests.try_recv() else {
+                break;
+            };
+            self.take_request(now, request);
+            taken += 1;
+        }
+        taken >= max
+    }
+
+    fn take_request(&mut self, now: paxos_core::Instant, request: Request) {
+        match request {
+            Request::Propose {
+                command,
+                deadline,
+                reply,
+            } => {
+                if reply.is_canceled() {
+                    return;
+                }
+                if !self.waiters.has_room(self.new_reads.len() + 1) {
+                    let _ = reply.send(Err(ProposeError::Overloaded));
+                    return;
+                }
+                match self.replica.propose(now, command) {
+                    Ok(id) => {
+                        Counters::add(&self.shared.counters.proposals, 1);
+                        self.waiters.add_proposal(id, deadline, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(propose_error(e)));
+                    }
+                }
+            }
+            Request::Read {
+                query,
+                deadline,
+                reply,
+            } => {
+                if reply.is_canceled() {
+                    return;
+                }
+                if !self.waiters.has_room(self.new_reads.len() + 1) {
+                    let _ = reply.send(Err(ReadError::Overloaded));
+                    return;
+                }
+                self.new_reads.push(ReadWaiter {
+                    query,
+                    deadline,
+                    reply,
+                });
+            }
+        }
+    }
+
+    /// Proposes one read marker for every read taken this cycle.
+    fn propose_reads(&mut self, now: paxos_core::Instant) {
+        if self.new_reads.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.new_reads);
+        match self.replica.propose(now, command::read_marker()) {
+            Ok(marker) => self.waiters.add_reads(marker, reads),
+            Err(e) => {
+                let error = match propose_error(e) {
+                    ProposeError::NoLeader => ReadError::NoLeader,
+                    _ => ReadError::Overloaded,
+                };
+                for r in reads {
+                    let _ = r.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Takes inbound messages, up to the per-cycle bound. True if it hit the bound.
+    fn take_inbound(&mut self, now: paxos_core::Instant) -> Result<bool, FatalError> {
+        let max = self.options.max_inbound_per_cycle;
+        if self.inbound.len() < max {
+            let room = max - self.inbound.len();
+            // Polled once: `recv` is cancel-safe, so dropping it loses nothing.
+            if let Some(Err(e)) = self.transport.recv(&mut self.inbound, room).now_or_never() {
+                return Err(FatalError::Transport(e.to_string()));
+            }
+        }
+        let n = self.inbound.len();
+        for Inbound { from, message } in self.inbound.drain(..) {
+            self.replica.handle_message(now, from, message);
+        }
+        Ok(n >= max)
+    }
+
+    /// Persist, send, apply, answer, advance: the [`Ready`] ordering rule.
+    async fn handle_ready(&mut self, ready: Ready) -> Result<(), FatalError> {
+        let Ready {
+            id,
+            persist,
+            messages,
+            mut committed,
+            // A newer core may add fields (reads it answers itself); this driver does not
+            // ask the core for reads, so there is nothing else to handle.
+            ..
+        } = ready;
+        if !persist.is_empty() {
+            // Never retried: a failed persist may have written part of the batch.
+            if let Err(e) = self.storage.persist(&persist).await {
+                return Err(FatalError::Storage(e.to_string()));
+            }
+            let counters = &self.shared.counters;
+            Counters::add(&counters.persists, 1);
+            Counters::add(&counters.persisted_entries, persist.entries.len() as u64);
+        }
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
+        if !committed.is_empty() {
+            self.apply(&mut committed).await?;
+        }
+        self.replica.advance(id);
+        Ok(())
+    }
+
+    /// Applies `committed` with one `StateMachine::apply` call, then answers the
+    /// proposals applied and the reads whose marker was applied.
+    ///
+    /// Reads are answered after the whole batch, with state that may include writes
+    /// ordered after their marker. That is still linearizable: those writes were chosen
+    /// before the read returns, so the read can be ordered after them.
+    async fn apply(&mut self, committed: &mut [Committed]) -> Result<(), FatalError> {
+        self.markers.clear();
+        command::strip(committed, &mut self.markers);
+        let counters = &self.shared.counters;
+        let mut commands = 0;
+        for c in committed.iter() {
+            let n = c.value.commands().len() as u64;
+            commands += n;
+            counters
+                .largest_batch
+                .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        Counters::add(&counters.committed_slots, committed.len() as u64);
+        Counters::add(&counters.committed_commands, commands);
+        self.outputs.clear();
+        if let Err(e) = self.state_machine.apply(committed, &mut self.outputs).await {
+            return Err(FatalError::StateMachine(e.0));
+        }
+        for (id, output) in self.outputs.drain(..) {
+            self.waiters.resolve_proposal(id, output);
+        }
+        for i in 0..self.markers.len() {
+            for read in self.waiters.take_reads(self.markers[i]) {
+                if read.reply.is_canceled() {
+                    continue;
+                }
+                let answer = match self.state_machine.query(&read.query).await {
+                    Ok(answer) => answer,
+                    Err(e) => return Err(self.fail(FatalError::StateMachine(e.0))),
+                };
+                Counters::add(&self.shared.counters.reads, 1);
+                let _ = read.reply.send(Ok(answer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the replica's view, and fails every waiter if the leader they went
+    /// through is no longer the leader (see [`Waiters`]).
+    fn observe(&mut self) {
+        let status = self.replica.status();
+        if status.leader != self.leader {
+            if self.leader.is_some() && !self.waiters.is_empty() {
+                tracing::debug!(
+                    node = %status.id,
+                    old = ?self.leader,
+                    new = ?status.leader,
+                    "leader changed; failing waiting requests"
+                );
+                self.waiters.fail_all(None);
+            }
+            self.leader = status.leader;
+        }
+        self.shared.publish(|s| {
+            s.role = status.role;
+            s.ballot = status.promised;
+            s.leader = status.leader;
+            s.commit = status.commit;
+            s.applied = status.applied;
+        });
+    }
+}
+
+impl Drop for Driver {
+    /// Stops the node: records why (a clean shutdown unless a reason is already set),
+    /// closes the request queue and fails every request in it or waiting. The transport,
+    /// storage and state machine are dropped after this, then [`DoneSignal`].
+    fn drop(&mut self) {
+        self.shared.set_fatal(FatalError::Stopped);
+        let fatal = self.shared.fatal();
+        self.requests.close();
+        let queued = self
+            .stashed
+            .take()
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.requests.try_recv().ok()));
+        for request in queued.collect::<Vec<_>>() {
+            match request {
+                Request::Propose { reply, .. } => {
+                    let _ = reply.send(Err(ProposeError::Fatal(fatal.clone())));
+                }
+                Request::Read { reply, .. } => {
+                    let _ = reply.send(Err(ReadError::Fatal(fatal.clone())));
+                }
+            }
+        }
+        for r in self.new_reads.drain(..) {
+            let _ = r.reply.send(Err(ReadError::Fatal(fatal.clone())));
+        }
+        self.waiters.fail_all(Some(&fatal));
+    }
+}
+
+fn propose_error(e: CoreProposeError) -> ProposeError {
+    match e {
+        CoreProposeError::NoLeader => ProposeError::NoLeader,
+        CoreProposeError::TooLarge { len, max } => ProposeError::TooLarge {
+            len: len.saturating_sub(command::TAG_BYTES),
+            max: max.saturating_sub(command::TAG_BYTES),
+        },
+        // `Overloaded`, and any kind a newer core adds: nothing was queued.
+        _ => ProposeError::Overloaded,
+    }
+}
+
+/// Returns `Pending` once, waking itself: lets other tasks on the executor run.
+async fn yield_now() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}

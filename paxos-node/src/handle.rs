@@ -1,0 +1,324 @@
+//! [`NodeHandle`]: the client API of a running node, and the state it shares with the
+//! driver.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_channel::{Sender, TrySendError};
+use bytes::Bytes;
+use event_listener::Event;
+use futures::channel::oneshot;
+use paxos_core::{Ballot, NodeId, Role, Slot};
+
+use crate::command;
+use crate::error::{FatalError, ProposeError, ReadError};
+use crate::runtime::{Runtime, timeout_at};
+
+/// How long after a request's deadline the handle gives up by itself. The driver answers
+/// `Timeout` at the deadline; this backstop only matters if the driver is stuck (in a
+/// persist that never returns, say).
+const TIMEOUT_GRACE: Duration = Duration::from_millis(100);
+
+/// A node's view, as of the end of its driver's last cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The highest ballot it promised.
+    pub ballot: Ballot,
+    /// The leader it believes in (itself when leading).
+    pub leader: Option<NodeId>,
+    /// Every slot below this is chosen and known here.
+    pub commit: Slot,
+    /// Every slot below this is applied to the state machine here.
+    pub applied: Slot,
+    /// Why the node stopped, once it has.
+    pub stopped: Option<FatalError>,
+}
+
+/// Counters since the node started, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeMetrics {
+    /// Proposals taken by the core (client writes on this node).
+    pub proposals: u64,
+    /// Reads answered on this node.
+    pub reads: u64,
+    /// Slots applied to the state machine.
+    pub committed_slots: u64,
+    /// Client commands applied (from every node's clients).
+    pub committed_commands: u64,
+    /// The most commands applied from one slot: the largest batch seen.
+    pub largest_batch: u64,
+    /// `Storage::persist` calls: one per `Ready` with something to persist.
+    pub persists: u64,
+    /// Entries written by those calls.
+    pub persisted_entries: u64,
+    /// Driver cycles run.
+    pub cycles: u64,
+}
+
+/// A client request, queued for the driver.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Propose {
+        /// The tagged command.
+        command: Bytes,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+    },
+    Read {
+        query: Bytes,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<Bytes, ReadError>>,
+    },
+}
+
+/// State shared by the handles and the driver.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    status: Mutex<NodeStatus>,
+    /// Notified whenever `status` changes and when the driver has terminated.
+    changed: Event,
+    /// Set once the driver has dropped its transport, storage and state machine.
+    terminated: AtomicBool,
+    shutdown: AtomicBool,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) proposals: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) committed_slots: AtomicU64,
+    pub(crate) committed_commands: AtomicU64,
+    pub(crate) largest_batch: AtomicU64,
+    pub(crate) persists: AtomicU64,
+    pub(crate) persisted_entries: AtomicU64,
+    pub(crate) cycles: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(status: NodeStatus) -> Self {
+        Self {
+            status: Mutex::new(status),
+            changed: Event::new(),
+            terminated: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> MutexGuard<'_, NodeStatus> {
+        // Nothing panics while holding the lock.
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes a new view, waking whoever waits on a change.
+    pub(crate) fn publish(&self, update: impl FnOnce(&mut NodeStatus)) {
+        let mut status = self.status();
+        let before = status.clone();
+        update(&mut status);
+        let changed = *status != before;
+        drop(status);
+        if changed {
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    /// Records why the node stopped; the first reason wins.
+    pub(crate) fn set_fatal(&self, error: FatalError) {
+        self.publish(|s| {
+            s.stopped.get_or_insert(error);
+        });
+    }
+
+    pub(crate) fn fatal(&self) -> FatalError {
+        self.status().stopped.clone().unwrap_or(FatalError::Stopped)
+    }
+
+    pub(crate) fn set_terminated(&self) {
+        self.terminated.store(true, Ordering::Release);
+        self.changed.notify(usize::MAX);
+    }
+
+    pub(crate) fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// A cheap, cloneable handle to a running node: propose, read, status, shutdown.
+///
+/// Every method is safe to call from any task on any executor. Dropping every handle does
+/// **not** stop the node (it keeps serving its peers as an acceptor); call
+/// [`shutdown`](Self::shutdown).
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    pub(crate) id: NodeId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) requests: Sender<Request>,
+    /// Wakes the driver for a shutdown, whatever the state of the request queue.
+    pub(crate) control: Sender<()>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) request_timeout: Duration,
+    /// The largest command accepted, tag excluded.
+    pub(crate) max_command_bytes: usize,
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes `command` and waits until it is applied **on this node**, returning the
+    /// state machine's output for it.
+    ///
+    /// On a follower the command is forwarded to the leader. Only `Ok` means applied; see
+    /// [`ProposeError`] for which errors leave the outcome unknown.
+    pub async fn propose(&self, command: Bytes) -> Result<Bytes, ProposeError> {
+        if command.len() > self.max_command_bytes {
+            return Err(ProposeError::TooLarge {
+                len: command.len(),
+                max: self.max_command_bytes,
+            });
+        }
+        let deadline = self.runtime.now() + self.request_timeout;
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Propose {
+            command: command::write(&command),
+            deadline,
+            reply,
+        };
+        self.submit(request).map_err(|e| match e {
+            Submit::Full => ProposeError::Overloaded,
+            Submit::Stopped(fatal) => ProposeError::Fatal(fatal),
+        })?;
+        match timeout_at(&*self.runtime, deadline + TIMEOUT_GRACE, answer).await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(oneshot::Canceled)) => Err(ProposeError::Fatal(self.stopped_reason().await)),
+            None => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Answers `query` with [`StateMachine::query`](paxos_core::StateMachine::query),
+    /// linearizably: the query runs on this node once a read marker proposed after the call
+    /// started is applied here, so it sees every write acknowledged before the call.
+    ///
+    /// Reads arriving in the same driver cycle share one marker. Until the core has leader
+    /// leases, every read costs a trip through the log (see the crate docs).
+    pub async fn read(&self, query: Bytes) -> Result<Bytes, ReadError> {
+        let deadline = self.runtime.now() + self.request_timeout;
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Read {
+            query,
+            deadline,
+            reply,
+        };
+        self.submit(request).map_err(|e| match e {
+            Submit::Full => ReadError::Overloaded,
+            Submit::Stopped(fatal) => ReadError::Fatal(fatal),
+        })?;
+        match timeout_at(&*self.runtime, deadline + TIMEOUT_GRACE, answer).await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(oneshot::Canceled)) => Err(ReadError::Fatal(self.stopped_reason().await)),
+            None => Err(ReadError::Timeout),
+        }
+    }
+
+    /// The node's view as of its driver's last cycle. Does not wait for the driver.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status().clone()
+    }
+
+    /// Counters since the node started.
+    pub fn metrics(&self) -> NodeMetrics {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NodeMetrics {
+            proposals: get(&c.proposals),
+            reads: get(&c.reads),
+            committed_slots: get(&c.committed_slots),
+            committed_commands: get(&c.committed_commands),
+            largest_batch: get(&c.largest_batch),
+            persists: get(&c.persists),
+            persisted_entries: get(&c.persisted_entries),
+            cycles: get(&c.cycles),
+        }
+    }
+
+    /// Waits until `condition` holds for the node's status, for at most `timeout`.
+    /// Returns the status that satisfied it, or `None` on timeout.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&NodeStatus) -> bool,
+    ) -> Option<NodeStatus> {
+        let deadline = self.runtime.now() + timeout;
+        let wait = async {
+            loop {
+                let listener = self.shared.changed.listen();
+                let status = self.status();
+                if condition(&status) {
+                    return status;
+                }
+                listener.await;
+            }
+        };
+        timeout_at(&*self.runtime, deadline, wait).await
+    }
+
+    /// Stops the node: pending and later requests fail with
+    /// [`FatalError::Stopped`]; returns once the driver has dropped its transport, storage
+    /// and state machine (so a TCP listener is closed or closing).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        // Full means a wake-up is already queued; closed means the driver is gone.
+        let _ = self.control.try_send(());
+        self.terminated().await;
+    }
+
+    async fn terminated(&self) {
+        loop {
+            let listener = self.shared.changed.listen();
+            if self.shared.terminated.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Why the driver stopped, once it has: a request's reply was dropped, which happens
+    /// only when the driver stops. Waiting for it to terminate makes the recorded reason
+    /// final (a panic is recorded as it unwinds).
+    async fn stopped_reason(&self) -> FatalError {
+        self.terminated().await;
+        self.shared.fatal()
+    }
+
+    fn submit(&self, request: Request) -> Result<(), Submit> {
+        if let Some(fatal) = self.status().stopped {
+            return Err(Submit::Stopped(fatal));
+        }
+        match self.requests.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Submit::Full),
+            Err(TrySendError::Closed(_)) => Err(Submit::Stopped(self.shared.fatal())),
+        }
+    }
+}
+
+enum Submit {
+    Full,
+    Stopped(FatalError),
+}

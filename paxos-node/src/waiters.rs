@@ -1,0 +1,234 @@
+//! Requests waiting for their outcome: proposals by [`ProposalId`], reads by the id of the
+//! read marker they share. Bounded, with deadlines.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use paxos_core::ProposalId;
+
+use crate::error::{FatalError, ProposeError, ReadError};
+
+/// A proposal waiting to be applied here.
+#[derive(Debug)]
+struct ProposalWaiter {
+    reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+}
+
+/// A read waiting for its marker to be applied here.
+#[derive(Debug)]
+pub(crate) struct ReadWaiter {
+    pub(crate) query: Bytes,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Result<Bytes, ReadError>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Proposal(ProposalId),
+    Reads(ProposalId),
+}
+
+/// Every request waiting for an outcome on this node.
+///
+/// Invariant: every waiter was registered while the node believed in the leader it
+/// believes in now. When that belief changes away from a known leader, the driver fails
+/// them all ([`fail_all`](Self::fail_all)): the leader they went through may have dropped
+/// them. Registered while no leader was known (a candidate queues proposals), they stay,
+/// since the core proposes or forwards them once a leader is known.
+#[derive(Debug)]
+pub(crate) struct Waiters {
+    cap: usize,
+    len: usize,
+    proposals: HashMap<ProposalId, ProposalWaiter>,
+    reads: HashMap<ProposalId, Vec<ReadWaiter>>,
+    /// Deadlines, earliest first. Entries for requests already answered are skipped.
+    expiry: BinaryHeap<Reverse<(Instant, Key)>>,
+}
+
+impl Waiters {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            len: 0,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// Room for `n` more waiters.
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.len + n <= self.cap
+    }
+
+    pub(crate) fn add_proposal(
+        &mut self,
+        id: ProposalId,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+    ) {
+        debug_assert!(self.has_room(1));
+        self.proposals.insert(id, ProposalWaiter { reply });
+        self.expiry.push(Reverse((deadline, Key::Proposal(id))));
+        self.len += 1;
+    }
+
+    /// Registers reads that wait on the marker `marker`.
+    pub(crate) fn add_reads(&mut self, marker: ProposalId, reads: Vec<ReadWaiter>) {
+        debug_assert!(self.has_room(reads.len()));
+        self.len += reads.len();
+        for r in &reads {
+            self.expiry.push(Reverse((r.deadline, Key::Reads(marker))));
+        }
+        self.reads.entry(marker).or_default().extend(reads);
+    }
+
+    /// Answers the proposal `id`, if it waits here.
+    pub(crate) fn resolve_proposal(&mut self, id: ProposalId, output: Bytes) {
+        if let Some(w) = self.proposals.remove(&id) {
+            self.len -= 1;
+            let _ = w.reply.send(Ok(output));
+        }
+    }
+
+    /// Takes the reads waiting on `marker`, for the driver to answer.
+    pub(crate) fn take_reads(&mut self, marker: ProposalId) -> Vec<ReadWaiter> {
+        let reads = self.reads.remove(&marker).unwrap_or_default();
+        self.len -= reads.len();
+        reads
+    }
+
+    /// The earliest deadline of a waiter still waiting.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((deadline, key))) = self.expiry.peek().copied() {
+            let live = match key {
+                Key::Proposal(id) => self.proposals.contains_key(&id),
+                Key::Reads(marker) => self.reads.contains_key(&marker),
+            };
+            if live {
+                return Some(deadline);
+            }
+            self.expiry.pop();
+        }
+        None
+    }
+
+    /// Fails every waiter whose deadline is at or before `now` with `Timeout`. Its caller
+    /// has usually given up already (the handle has the same deadline); this frees room.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, key))) = self.expiry.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop();
+            match key {
+                Key::Proposal(id) => {
+                    if let Some(w) = self.proposals.remove(&id) {
+                        self.len -= 1;
+                        let _ = w.reply.send(Err(ProposeError::Timeout));
+                    }
+                }
+                Key::Reads(marker) => {
+                    let Some(group) = self.reads.get_mut(&marker) else {
+                        continue;
+                    };
+                    let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(group)
+                        .into_iter()
+                        .partition(|r| r.deadline <= now);
+                    *group = kept;
+                    self.len -= expired.len();
+                    for r in expired {
+                        let _ = r.reply.send(Err(ReadError::Timeout));
+                    }
+                    if group.is_empty() {
+                        self.reads.remove(&marker);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails every waiter: with `LeadershipChanged`, or with `Fatal` when stopping.
+    pub(crate) fn fail_all(&mut self, fatal: Option<&FatalError>) {
+        for (_, w) in self.proposals.drain() {
+            let error = fatal.map_or(ProposeError::LeadershipChanged, |f| {
+                ProposeError::Fatal(f.clone())
+            });
+            let _ = w.reply.send(Err(error));
+        }
+        for (_, group) in self.reads.drain() {
+            for r in group {
+                let error = fatal.map_or(ReadError::LeadershipChanged, |f| {
+                    ReadError::Fatal(f.clone())
+                });
+                let _ = r.reply.send(Err(error));
+            }
+        }
+        self.expiry.clear();
+        self.len = 0;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use paxos_core::NodeId;
+
+    use super::*;
+
+    fn id(seq: u64) -> ProposalId {
+        ProposalId {
+            origin: NodeId(1),
+            seq,
+            epoch: 0,
+        }
+    }
+
+    fn read(deadline: Instant) -> (ReadWaiter, oneshot::Receiver<Result<Bytes, ReadError>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            ReadWaiter {
+                query: Bytes::new(),
+                deadline,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn bounded_expiring_and_failing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Waiters::new(3);
+        let (tx, mut p0) = oneshot::channel();
+        w.add_proposal(id(0), t0 + ms(10), tx);
+        let (r1, mut rx1) = read(t0 + ms(5));
+        let (r2, mut rx2) = read(t0 + ms(20));
+        w.add_reads(id(1), vec![r1, r2]);
+        assert!(!w.has_room(1));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(5)));
+
+        w.expire(t0 + ms(5));
+        assert_eq!(rx1.try_recv(), Ok(Some(Err(ReadError::Timeout))));
+        assert!(w.has_room(1));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(10)));
+
+        w.resolve_proposal(id(0), Bytes::from_static(b"out"));
+        assert_eq!(p0.try_recv(), Ok(Some(Ok(Bytes::from_static(b"out")))));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(20)));
+
+        w.fail_all(None);
+        assert_eq!(rx2.try_recv(), Ok(Some(Err(ReadError::LeadershipChanged))));
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline(), None);
+    }
+}

@@ -1,0 +1,535 @@
+//! Test harness: a KV state machine, transports and stores that tests can steer, an
+//! in-process cluster over loopback TCP, and the same async test body on every runtime.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use event_listener::Event;
+use futures::channel::oneshot;
+use paxos_core::{
+    Committed, Config, Envelope, Inbound, NodeId, PersistBatch, ProposalId, RecoveredState, Role,
+    Slot, Snapshot, StateMachine, StateMachineError, Storage, StorageError, Transport,
+    TransportError,
+};
+use paxos_net_tcp::{TcpConfig, TcpTransport};
+use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, Runtime, timeout_at};
+use paxos_storage::MemoryStorage;
+
+/// The cluster id every test node uses.
+pub const CLUSTER: u64 = 0x5EED;
+
+/// Bound on any single wait in a test. Generous: it only matters when something is broken.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `test` on a two-worker tokio runtime.
+pub fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime: Arc<dyn Runtime> = Arc::new(paxos_node::TokioRuntime::new(rt.handle().clone()));
+    rt.block_on(test(runtime));
+}
+
+/// Runs `test` under smol's `block_on`, with the async-io runtime.
+pub fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
+    smol::block_on(test(Arc::new(paxos_node::AsyncIoRuntime::new())));
+}
+
+/// Runs `test` under async-std's `block_on`, with the async-io runtime.
+pub fn on_async_std<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
+    async_std::task::block_on(test(Arc::new(paxos_node::AsyncIoRuntime::new())));
+}
+
+/// Declares `<name>::{tokio, async_std, smol}` tests running `async fn <name>(runtime)`.
+#[macro_export]
+macro_rules! on_every_runtime {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn tokio() {
+                $crate::common::on_tokio(super::$name);
+            }
+            #[test]
+            fn async_std() {
+                $crate::common::on_async_std(super::$name);
+            }
+            #[test]
+            fn smol() {
+                $crate::common::on_smol(super::$name);
+            }
+        }
+    )*};
+}
+
+/// Waits for `future` for at most [`WAIT`]; panics with `what` on timeout.
+pub async fn within<F: Future>(rt: &dyn Runtime, what: &str, future: F) -> F::Output {
+    match timeout_at(rt, rt.now() + WAIT, future).await {
+        Some(out) => out,
+        None => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The state machine.
+
+/// A map of u64 registers. Command: `key: u64 LE | value: u64 LE` sets the key and
+/// outputs the previous value (empty if none). Query: `key: u64 LE`, answers the value.
+#[derive(Clone, Debug, Default)]
+pub struct Kv {
+    state: Arc<Mutex<KvState>>,
+}
+
+#[derive(Debug, Default)]
+pub struct KvState {
+    pub map: BTreeMap<u64, u64>,
+    /// Every slot below this was applied.
+    pub applied: Slot,
+}
+
+impl Kv {
+    pub fn state(&self) -> MutexGuard<'_, KvState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn map(&self) -> BTreeMap<u64, u64> {
+        self.state().map.clone()
+    }
+
+    pub fn set(key: u64, value: u64) -> Bytes {
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&key.to_le_bytes());
+        b.extend_from_slice(&value.to_le_bytes());
+        Bytes::from(b)
+    }
+
+    pub fn get(key: u64) -> Bytes {
+        Bytes::copy_from_slice(&key.to_le_bytes())
+    }
+
+    pub fn value(answer: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(answer.try_into().ok()?))
+    }
+}
+
+fn word(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+#[async_trait]
+impl StateMachine for Kv {
+    async fn apply(
+        &mut self,
+        batch: &[Committed],
+        outputs: &mut Vec<(ProposalId, Bytes)>,
+    ) -> Result<(), StateMachineError> {
+        let mut state = self.state();
+        for c in batch {
+            assert_eq!(c.slot, state.applied, "slots applied out of order");
+            for cmd in c.value.commands() {
+                let out = match (word(&cmd.payload, 0), word(&cmd.payload, 8)) {
+                    (Some(key), Some(value)) if cmd.payload.len() == 16 => state
+                        .map
+                        .insert(key, value)
+                        .map_or_else(Bytes::new, |old| Bytes::copy_from_slice(&old.to_le_bytes())),
+                    // Any other payload (large filler commands) is a no-op.
+                    _ => Bytes::new(),
+                };
+                outputs.push((cmd.id, out));
+            }
+            state.applied = c.slot.next();
+        }
+        Ok(())
+    }
+
+    async fn query(&mut self, query: &[u8]) -> Result<Bytes, StateMachineError> {
+        let key = word(query, 0).ok_or_else(|| StateMachineError("bad query".into()))?;
+        let state = self.state();
+        Ok(state
+            .map
+            .get(&key)
+            .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(&v.to_le_bytes())))
+    }
+
+    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+        Err(StateMachineError("no snapshots in tests".into()))
+    }
+
+    async fn restore(&mut self, _data: &[u8]) -> Result<(), StateMachineError> {
+        Err(StateMachineError("no snapshots in tests".into()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transports and stores the tests steer.
+
+/// A [`TcpTransport`] that, when the node drops it, hands it back to the test, so the test
+/// can [`close`](TcpTransport::close) it and know the port is free.
+pub struct Returning {
+    inner: Option<TcpTransport>,
+    back: Option<oneshot::Sender<TcpTransport>>,
+}
+
+impl Returning {
+    pub fn new(inner: TcpTransport) -> (Self, oneshot::Receiver<TcpTransport>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                inner: Some(inner),
+                back: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn inner(&self) -> &TcpTransport {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+#[async_trait]
+impl Transport for Returning {
+    fn send(&self, batch: Vec<Envelope>) {
+        self.inner().send(batch);
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
+        self.inner
+            .as_mut()
+            .expect("present until dropped")
+            .recv(out, max)
+            .await
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(back)) = (self.inner.take(), self.back.take()) {
+            let _ = back.send(inner);
+        }
+    }
+}
+
+/// A transport with no peers: sends go nowhere, nothing arrives. For one-node clusters.
+#[derive(Debug, Default)]
+pub struct NullTransport;
+
+#[async_trait]
+impl Transport for NullTransport {
+    fn send(&self, _batch: Vec<Envelope>) {}
+
+    async fn recv(&mut self, _out: &mut Vec<Inbound>, _max: usize) -> Result<(), TransportError> {
+        futures::future::pending().await
+    }
+}
+
+/// A gate that [`GatedStorage`] waits on in `persist` while it is closed.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: AtomicBool,
+    /// A persist is waiting at the closed gate.
+    blocked: AtomicBool,
+    changed: Event,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Waits until a persist is blocked at the gate.
+    pub async fn blocked(&self) {
+        loop {
+            let listener = self.changed.listen();
+            if self.blocked.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    async fn pass(&self) {
+        loop {
+            let listener = self.changed.listen();
+            if !self.closed.load(Ordering::SeqCst) {
+                self.blocked.store(false, Ordering::SeqCst);
+                return;
+            }
+            self.blocked.store(true, Ordering::SeqCst);
+            self.changed.notify(usize::MAX);
+            listener.await;
+        }
+    }
+}
+
+/// A [`MemoryStorage`] whose `persist` waits while its [`Gate`] is closed.
+#[derive(Debug)]
+pub struct GatedStorage {
+    pub inner: MemoryStorage,
+    pub gate: Arc<Gate>,
+}
+
+#[async_trait]
+impl Storage for GatedStorage {
+    async fn load(&mut self) -> Result<RecoveredState, StorageError> {
+        self.inner.load().await
+    }
+
+    async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.gate.pass().await;
+        self.inner.persist(batch).await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.inner.load_snapshot().await
+    }
+
+    async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
+        self.inner.compact(before).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configs.
+
+/// Fast timers for loopback tests. The election timeout stays at the core's default
+/// minimum (300 ms), which leaves room for the core's default leader lease (150 ms, at most
+/// half of it) where the core has leases.
+pub fn core_config(id: u64, members: &[u64]) -> Config {
+    let mut config = Config::new(NodeId(id), members.iter().copied().map(NodeId).collect());
+    config.heartbeat_interval = Duration::from_millis(20);
+    config.election_timeout_min = Duration::from_millis(300);
+    config.election_timeout_max = Duration::from_millis(400);
+    config.resend_interval = Duration::from_millis(50);
+    config
+}
+
+pub fn options() -> NodeOptions {
+    let mut options = NodeOptions::default();
+    options.request_timeout = Duration::from_secs(2);
+    options
+}
+
+/// A loopback TCP config with fast reconnects.
+pub fn tcp_config(id: u64, listen: SocketAddr) -> TcpConfig {
+    let mut config = TcpConfig::new(CLUSTER, NodeId(id), listen, BTreeMap::new());
+    config.reconnect_backoff_min = Duration::from_millis(5);
+    config.reconnect_backoff_max = Duration::from_millis(50);
+    config.handshake_timeout = Duration::from_secs(1);
+    config.write_timeout = Duration::from_secs(1);
+    config
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster.
+
+/// One running member of a [`Cluster`].
+pub struct Member {
+    pub handle: NodeHandle,
+    pub kv: Kv,
+    transport_back: oneshot::Receiver<TcpTransport>,
+}
+
+/// Nodes `1..=n` over loopback TCP with [`MemoryStorage`] and [`Kv`]. Members that are
+/// not started (`real < n`) are left to the test (e.g. a fake peer on `addrs[i]`).
+pub struct Cluster {
+    pub rt: Arc<dyn Runtime>,
+    pub ids: Vec<u64>,
+    pub addrs: Vec<SocketAddr>,
+    pub disks: Vec<MemoryStorage>,
+    pub members: Vec<Option<Member>>,
+}
+
+impl Cluster {
+    /// Starts every node of a cluster of `n` on free loopback ports.
+    pub async fn start(rt: Arc<dyn Runtime>, n: usize) -> Self {
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
+        Self::start_with(rt, ids, addrs).await
+    }
+
+    /// Starts a node for every address that is port 0 (on a fresh port); the others are
+    /// members the test runs itself.
+    pub async fn start_with(rt: Arc<dyn Runtime>, ids: Vec<u64>, addrs: Vec<SocketAddr>) -> Self {
+        let n = ids.len();
+        let real: Vec<bool> = addrs.iter().map(|a| a.port() == 0).collect();
+        let mut transports = Vec::new();
+        let mut addrs = addrs;
+        for i in 0..n {
+            if real[i] {
+                let t = TcpTransport::start(tcp_config(ids[i], addrs[i]), rt.tcp_net()).unwrap();
+                addrs[i] = t.local_addr();
+                transports.push(Some(t));
+            } else {
+                transports.push(None);
+            }
+        }
+        for t in transports.iter().flatten() {
+            for (i, &addr) in addrs.iter().enumerate() {
+                t.set_peer(NodeId(ids[i]), addr);
+            }
+        }
+        let mut cluster = Self {
+            rt,
+            ids,
+            addrs,
+            disks: (0..n).map(|_| MemoryStorage::new()).collect(),
+            members: (0..n).map(|_| None).collect(),
+        };
+        for (i, t) in transports.into_iter().enumerate() {
+            if let Some(t) = t {
+                cluster.launch(i, t).await;
+            }
+        }
+        cluster
+    }
+
+    async fn launch(&mut self, i: usize, transport: TcpTransport) {
+        let (transport, transport_back) = Returning::new(transport);
+        let kv = Kv::default();
+        let handle = NodeBuilder::new(core_config(self.ids[i], &self.ids))
+            .options(options())
+            .transport(Box::new(transport))
+            .storage(Box::new(self.disks[i].clone()))
+            .state_machine(Box::new(kv.clone()))
+            .runtime(self.rt.clone())
+            .start()
+            .await
+            .unwrap();
+        self.members[i] = Some(Member {
+            handle,
+            kv,
+            transport_back,
+        });
+    }
+
+    pub fn handle(&self, i: usize) -> &NodeHandle {
+        &self.members[i].as_ref().expect("member is running").handle
+    }
+
+    pub fn kv(&self, i: usize) -> &Kv {
+        &self.members[i].as_ref().expect("member is running").kv
+    }
+
+    /// Handles of the running members.
+    pub fn handles(&self) -> Vec<NodeHandle> {
+        self.members
+            .iter()
+            .flatten()
+            .map(|m| m.handle.clone())
+            .collect()
+    }
+
+    /// Waits until a running member leads and every running member follows it; returns its
+    /// index.
+    pub async fn leader(&self) -> usize {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].is_some())
+            .collect();
+        let wait = async {
+            loop {
+                // Whoever believes it leads; then check the others agree.
+                let mut found = None;
+                for &i in &running {
+                    let s = self.handle(i).status();
+                    if s.role == Role::Leader {
+                        found = Some(i);
+                    }
+                }
+                if let Some(l) = found {
+                    let id = NodeId(self.ids[l]);
+                    let mut all = true;
+                    for &i in &running {
+                        let ok = self
+                            .handle(i)
+                            .wait_for(Duration::from_millis(500), |s| s.leader == Some(id))
+                            .await;
+                        all &= ok.is_some();
+                    }
+                    if all && self.handle(l).status().role == Role::Leader {
+                        return l;
+                    }
+                } else {
+                    // Wait for any status change on the first member.
+                    let before = self.handle(running[0]).status();
+                    let _ = self
+                        .handle(running[0])
+                        .wait_for(Duration::from_millis(500), |s| *s != before)
+                        .await;
+                }
+            }
+        };
+        within(&*self.rt, "a leader", wait).await
+    }
+
+    /// Stops member `i` and closes its transport, so its port is free and its peers see
+    /// the connections drop.
+    pub async fn kill(&mut self, i: usize) {
+        let member = self.members[i].take().expect("member is running");
+        member.handle.shutdown().await;
+        let transport = within(&*self.rt, "the transport back", member.transport_back)
+            .await
+            .expect("the driver hands the transport back when it drops it");
+        transport.close().await;
+    }
+
+    /// Restarts member `i` on its old address, over the same disk, with a fresh state
+    /// machine.
+    pub async fn restart(&mut self, i: usize) {
+        let t =
+            TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.tcp_net()).unwrap();
+        for (j, &addr) in self.addrs.iter().enumerate() {
+            t.set_peer(NodeId(self.ids[j]), addr);
+        }
+        self.launch(i, t).await;
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].is_some() {
+                self.kill(i).await;
+            }
+        }
+    }
+}
+
+/// Proposes `command` through `nodes`, starting at `first`, until one applies it; retries
+/// on errors that leave the outcome unknown or mean "try elsewhere".
+pub async fn propose_until_applied(nodes: &[NodeHandle], first: usize, command: Bytes) -> Bytes {
+    let mut at = first;
+    for _ in 0..200 {
+        let node = &nodes[at % nodes.len()];
+        match node.propose(command.clone()).await {
+            Ok(out) => return out,
+            Err(ProposeError::NoLeader) => {
+                // An election is under way: wait for it, then retry here.
+                let _ = node
+                    .wait_for(Duration::from_secs(1), |s| s.leader.is_some())
+                    .await;
+            }
+            Err(
+                ProposeError::LeadershipChanged | ProposeError::Timeout | ProposeError::Overloaded,
+            ) => {}
+            Err(ProposeError::Fatal(_)) => at += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    panic!("no node applied the command after 200 attempts");
+}

@@ -1,0 +1,224 @@
+//! Failure and overload on one-node clusters: a storage failure stops the node with a
+//! fatal error, a full request queue or waiter table refuses at once, timeouts fire.
+
+mod common;
+
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use paxos_core::{NodeId, Role, Storage};
+use paxos_node::{
+    FatalError, NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime, StartError,
+};
+use paxos_storage::{Fault, FaultPlan, FaultyStorage, MemoryStorage};
+
+use common::{Gate, GatedStorage, Kv, NullTransport, core_config, on_tokio, within};
+
+async fn single_node(
+    rt: &Arc<dyn Runtime>,
+    members: &[u64],
+    storage: Box<dyn Storage>,
+    options: NodeOptions,
+) -> NodeHandle {
+    NodeBuilder::new(core_config(1, members))
+        .options(options)
+        .transport(Box::new(NullTransport))
+        .storage(storage)
+        .state_machine(Box::new(Kv::default()))
+        .runtime(rt.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn leading(rt: &Arc<dyn Runtime>, node: &NodeHandle) {
+    within(
+        &**rt,
+        "leadership",
+        node.wait_for(common::WAIT, |s| s.role == Role::Leader),
+    )
+    .await;
+}
+
+#[test]
+fn storage_failure_stops_the_node() {
+    on_tokio(|rt| async move {
+        let plan = FaultPlan::new();
+        let storage = FaultyStorage::new(MemoryStorage::new(), plan.clone());
+        let node = single_node(&rt, &[1], Box::new(storage), common::options()).await;
+        leading(&rt, &node).await;
+        assert_eq!(node.propose(Kv::set(1, 1)).await, Ok(Bytes::new()));
+
+        plan.fail_next_write(Fault::LoseWrite);
+        let failed = node.propose(Kv::set(1, 2)).await;
+        let Err(ProposeError::Fatal(FatalError::Storage(reason))) = failed else {
+            panic!("expected a fatal storage error, got {failed:?}");
+        };
+        let fatal = FatalError::Storage(reason);
+        // Stopped for good: every later call fails the same way, and nothing more is
+        // written.
+        let writes = plan.writes();
+        assert_eq!(
+            node.propose(Kv::set(1, 3)).await,
+            Err(ProposeError::Fatal(fatal.clone()))
+        );
+        assert_eq!(
+            node.read(Kv::get(1)).await,
+            Err(ReadError::Fatal(fatal.clone()))
+        );
+        assert_eq!(node.status().stopped, Some(fatal));
+        node.shutdown().await;
+        assert_eq!(plan.writes(), writes);
+    });
+}
+
+#[test]
+fn full_request_queue_is_overloaded_at_once() {
+    on_tokio(|rt| async move {
+        let gate = Arc::new(Gate::default());
+        let storage = GatedStorage {
+            inner: MemoryStorage::new(),
+            gate: gate.clone(),
+        };
+        let mut options = common::options();
+        options.request_queue = 4;
+        let node = single_node(&rt, &[1], Box::new(storage), options).await;
+        leading(&rt, &node).await;
+
+        // The driver takes the first proposal and blocks persisting it.
+        gate.close();
+        let mut first = Box::pin(node.propose(Kv::set(0, 0)));
+        assert!(matches!(futures::poll!(&mut first), Poll::Pending));
+        within(&*rt, "the persist to block", gate.blocked()).await;
+
+        // Four more fill the queue; the next is refused without waiting.
+        let mut queued: Vec<_> = (1..=4)
+            .map(|k| Box::pin(node.propose(Kv::set(k, k))))
+            .collect();
+        for p in &mut queued {
+            assert!(matches!(futures::poll!(p), Poll::Pending));
+        }
+        assert_eq!(
+            node.propose(Kv::set(9, 9)).await,
+            Err(ProposeError::Overloaded)
+        );
+        assert_eq!(node.read(Kv::get(9)).await, Err(ReadError::Overloaded));
+
+        // Once storage moves again, every queued proposal is applied, batched into few
+        // persists.
+        let persists = node.metrics().persists;
+        gate.open();
+        assert_eq!(first.await, Ok(Bytes::new()));
+        for p in queued {
+            assert_eq!(p.await, Ok(Bytes::new()));
+        }
+        assert!(
+            node.metrics().persists - persists <= 3,
+            "{:?}",
+            node.metrics()
+        );
+        assert_eq!(
+            node.read(Kv::get(4)).await.map(|a| Kv::value(&a)),
+            Ok(Some(4))
+        );
+        node.shutdown().await;
+    });
+}
+
+#[test]
+fn waiters_are_bounded_and_time_out() {
+    on_tokio(|rt| async move {
+        // One of three members alive: it campaigns forever and never commits, but as a
+        // candidate it queues proposals.
+        let mut options = common::options();
+        options.max_waiters = Some(2);
+        options.request_timeout = Duration::from_millis(300);
+        let storage = Box::new(MemoryStorage::new());
+        let node = single_node(&rt, &[1, 2, 3], storage, options).await;
+        within(
+            &*rt,
+            "candidacy",
+            node.wait_for(common::WAIT, |s| s.role == Role::Candidate),
+        )
+        .await;
+
+        let mut waiting: Vec<_> = (0..2)
+            .map(|k| Box::pin(node.propose(Kv::set(k, k))))
+            .collect();
+        for p in &mut waiting {
+            assert!(matches!(futures::poll!(p), Poll::Pending));
+        }
+        // The driver takes requests in order: once it has answered this one, the two
+        // before it hold the waiter table.
+        let overflow = node.propose(Kv::set(2, 2)).await;
+        assert_eq!(overflow, Err(ProposeError::Overloaded));
+        for p in waiting {
+            assert_eq!(p.await, Err(ProposeError::Timeout));
+        }
+        // Timed-out waiters free their room.
+        assert_eq!(node.read(Kv::get(0)).await, Err(ReadError::Timeout));
+        node.shutdown().await;
+    });
+}
+
+#[test]
+fn builder_refuses_what_is_missing_or_invalid() {
+    on_tokio(|rt| async move {
+        let missing = NodeBuilder::new(core_config(1, &[1]))
+            .transport(Box::new(NullTransport))
+            .runtime(rt.clone())
+            .start()
+            .await;
+        assert_eq!(missing.err(), Some(StartError::Missing("storage")));
+
+        let mut config = core_config(1, &[1]);
+        config.id = NodeId(7);
+        let invalid = NodeBuilder::new(config)
+            .transport(Box::new(NullTransport))
+            .storage(Box::new(MemoryStorage::new()))
+            .state_machine(Box::new(Kv::default()))
+            .runtime(rt.clone())
+            .start()
+            .await;
+        assert!(matches!(invalid.err(), Some(StartError::Config(_))));
+
+        let mut options = common::options();
+        options.request_queue = 0;
+        let invalid = NodeBuilder::new(core_config(1, &[1]))
+            .options(options)
+            .transport(Box::new(NullTransport))
+            .storage(Box::new(MemoryStorage::new()))
+            .state_machine(Box::new(Kv::default()))
+            .runtime(rt.clone())
+            .start()
+            .await;
+        assert!(matches!(invalid.err(), Some(StartError::Config(_))));
+    });
+}
+
+#[test]
+fn too_large_commands_are_refused_before_queueing() {
+    on_tokio(|rt| async move {
+        let mut config = core_config(1, &[1]);
+        config.max_batch_bytes = 64;
+        let node = NodeBuilder::new(config)
+            .transport(Box::new(NullTransport))
+            .storage(Box::new(MemoryStorage::new()))
+            .state_machine(Box::new(Kv::default()))
+            .runtime(rt.clone())
+            .start()
+            .await
+            .unwrap();
+        leading(&rt, &node).await;
+        let big = Bytes::from(vec![0u8; 64]);
+        assert_eq!(
+            node.propose(big).await,
+            Err(ProposeError::TooLarge { len: 64, max: 63 })
+        );
+        let fits = Bytes::from(vec![0u8; 63]);
+        assert_eq!(node.propose(fits).await, Ok(Bytes::new()));
+        node.shutdown().await;
+    });
+}
