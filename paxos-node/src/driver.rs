@@ -382,6 +382,14 @@ impl Driver {
     /// through is no longer the leader (see [`Waiters`]).
     fn observe(&mut self) {
         let status = self.replica.status();
+        // Published first, so that a caller failed below already sees the new view.
+        self.shared.publish(|s| {
+            s.role = status.role;
+            s.ballot = status.promised;
+            s.leader = status.leader;
+            s.commit = status.commit;
+            s.applied = status.applied;
+        });
         if status.leader != self.leader {
             if self.leader.is_some() && !self.waiters.is_empty() {
                 tracing::debug!(
@@ -394,13 +402,6 @@ impl Driver {
             }
             self.leader = status.leader;
         }
-        self.shared.publish(|s| {
-            s.role = status.role;
-            s.ballot = status.promised;
-            s.leader = status.leader;
-            s.commit = status.commit;
-            s.applied = status.applied;
-        });
     }
 }
 

@@ -145,3 +145,29 @@ async fn stopped_node_fails_fast(rt: Arc<dyn Runtime>) {
     );
     cluster.shutdown().await;
 }
+
+on_every_runtime!(isolated_leader_fails_pending_requests);
+
+/// A leader that loses its quorum steps down; the proposals and reads waiting on it fail
+/// with `LeadershipChanged` (outcome unknown) well before the request timeout.
+async fn isolated_leader_fails_pending_requests(rt: Arc<dyn Runtime>) {
+    let mut cluster = Cluster::start(rt.clone(), 3).await;
+    let l = cluster.leader().await;
+    let leader = cluster.handle(l).clone();
+    assert_eq!(leader.propose(Kv::set(1, 1)).await, Ok(Bytes::new()));
+    for i in (0..3).filter(|&i| i != l) {
+        cluster.kill(i).await;
+    }
+    let start = rt.now();
+    let (write, read) =
+        futures::future::join(leader.propose(Kv::set(2, 2)), leader.read(Kv::get(1))).await;
+    assert_eq!(write, Err(ProposeError::LeadershipChanged));
+    assert_eq!(read, Err(ReadError::LeadershipChanged));
+    let waited = rt.now() - start;
+    assert!(
+        waited < common::options().request_timeout,
+        "failed only after {waited:?}"
+    );
+    assert_ne!(leader.status().role, Role::Leader);
+    cluster.shutdown().await;
+}
