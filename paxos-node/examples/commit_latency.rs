@@ -62,8 +62,12 @@ async fn run(rt: Arc<dyn Runtime>, rounds: usize) {
         proposals(&nodes[follower], rounds).await,
     );
     report(
-        "read on the leader (through the log)",
+        "read on the leader (core: lease)",
         reads(&nodes[leader], rounds).await,
+    );
+    report(
+        "read on a follower (marker in the log)",
+        reads(&nodes[follower], rounds).await,
     );
     let persists = after.persists - before.persists;
     let commands = after.committed_commands - before.committed_commands;
@@ -71,9 +75,36 @@ async fn run(rt: Arc<dyn Runtime>, rounds: usize) {
         "leader, proposals on the leader: {commands} commands, {persists} persists ({:.2} per command)",
         persists as f64 / commands.max(1) as f64
     );
+    batching(&nodes[leader], 64, rounds).await;
     for node in &nodes {
         node.shutdown().await;
     }
+}
+
+/// `clients` concurrent clients, `rounds` proposals in all: throughput and persists per
+/// command, to show proposals batching into shared persists under load.
+async fn batching(node: &NodeHandle, clients: usize, rounds: usize) {
+    let before = node.metrics();
+    let start = Instant::now();
+    let per_client = rounds / clients;
+    let work = (0..clients).map(|c| async move {
+        for i in 0..per_client {
+            let command = Bytes::copy_from_slice(&[(c + i) as u8; 16]);
+            node.propose(command).await.expect("proposal applied");
+        }
+    });
+    futures::future::join_all(work).await;
+    let elapsed = start.elapsed();
+    let after = node.metrics();
+    let commands = after.committed_commands - before.committed_commands;
+    let persists = after.persists - before.persists;
+    let slots = after.committed_slots - before.committed_slots;
+    println!(
+        "{clients} concurrent clients on the leader: {:.0} commands/s, {:.3} persists per command, {:.1} commands per slot",
+        commands as f64 / elapsed.as_secs_f64(),
+        persists as f64 / commands.max(1) as f64,
+        commands as f64 / slots.max(1) as f64,
+    );
 }
 
 fn report(path: &str, mut samples: Vec<Duration>) {

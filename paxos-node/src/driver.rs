@@ -18,8 +18,8 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
 use paxos_core::{
-    Committed, Inbound, NodeId, ProposalId, ProposeError as CoreProposeError, Ready, Replica,
-    StateMachine, Storage, Transport,
+    Committed, Inbound, NodeId, ProposalId, ProposeError as CoreProposeError,
+    ReadError as CoreReadError, ReadId, Ready, Replica, StateMachine, Storage, Transport,
 };
 
 use crate::command;
@@ -27,7 +27,7 @@ use crate::error::{FatalError, ProposeError, ReadError};
 use crate::handle::{Counters, Request, Shared};
 use crate::options::NodeOptions;
 use crate::runtime::{AsyncTimer, Runtime};
-use crate::waiters::{ReadWaiter, Waiters};
+use crate::waiters::{ReadKey, ReadWaiter, Waiters};
 
 /// Busy cycles in a row after which the driver yields to its executor, so that tasks
 /// sharing its thread (the transport's, on a one-thread executor) are not starved.
@@ -77,8 +77,9 @@ impl Drop for DoneSignal {
     }
 }
 
-/// Runs `driver` to its end, recording a panic as [`FatalError::Panicked`] before the
-/// driver is dropped (which fails every waiter with the recorded reason).
+/// Runs `driver` to its end. A panic (a safety assertion of the core, or a panicking state
+/// machine) is caught here, so it never unwinds into the executor; the driver records it
+/// as [`FatalError::Panicked`] as it is dropped (and fails every waiter with it).
 pub(crate) async fn run(driver: Driver) {
     let shared = driver.shared.clone();
     let mut task = Box::pin(AssertUnwindSafe(driver.run()).catch_unwind());
@@ -140,7 +141,7 @@ impl Driver {
             self.replica.handle_timeout(now);
         }
         self.waiters.expire(self.runtime.now());
-        self.propose_reads(now);
+        self.start_reads(now);
         if let Some(ready) = self.replica.poll_ready() {
             self.handle_ready(ready).await?;
             // Advancing may deliver loopback messages that make another Ready.
@@ -268,19 +269,31 @@ impl Driver {
         }
     }
 
-    /// Proposes one read marker for every read taken this cycle.
-    fn propose_reads(&mut self, now: paxos_core::Instant) {
+    /// Starts one read for every read taken this cycle: a core read on the leader (under
+    /// its lease, or with a read-index round), a read marker through the log elsewhere.
+    fn start_reads(&mut self, now: paxos_core::Instant) {
         if self.new_reads.is_empty() {
             return;
         }
         let reads = std::mem::take(&mut self.new_reads);
-        match self.replica.propose(now, command::read_marker()) {
-            Ok(marker) => self.waiters.add_reads(marker, reads),
-            Err(e) => {
-                let error = match propose_error(e) {
-                    ProposeError::NoLeader => ReadError::NoLeader,
-                    _ => ReadError::Overloaded,
-                };
+        let key = match self.replica.read(now) {
+            Ok(id) => Ok(ReadKey::Core(id)),
+            Err(CoreReadError::NotLeader { .. }) => {
+                match self.replica.propose(now, command::read_marker()) {
+                    Ok(marker) => {
+                        Counters::add(&self.shared.counters.read_markers, 1);
+                        Ok(ReadKey::Marker(marker))
+                    }
+                    Err(CoreProposeError::NoLeader) => Err(ReadError::NoLeader),
+                    Err(_) => Err(ReadError::Overloaded),
+                }
+            }
+            // `Overloaded`, and any kind a newer core adds: nothing was started.
+            Err(_) => Err(ReadError::Overloaded),
+        };
+        match key {
+            Ok(key) => self.waiters.add_reads(key, reads),
+            Err(error) => {
                 for r in reads {
                     let _ = r.reply.send(Err(error.clone()));
                 }
@@ -312,9 +325,8 @@ impl Driver {
             persist,
             messages,
             mut committed,
-            // A newer core may add fields (reads it answers itself); this driver does not
-            // ask the core for reads, so there is nothing else to handle.
-            ..
+            reads,
+            aborted_reads,
         } = ready;
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.
@@ -331,8 +343,38 @@ impl Driver {
         if !committed.is_empty() {
             self.apply(&mut committed).await?;
         }
+        // After applying `committed`, as the core requires.
+        for read in reads {
+            self.answer_reads(ReadKey::Core(read)).await?;
+        }
+        for read in aborted_reads {
+            self.abort_reads(read);
+        }
         self.replica.advance(id);
         Ok(())
+    }
+
+    /// Answers the reads waiting on `key` from the state machine as it is now.
+    async fn answer_reads(&mut self, key: ReadKey) -> Result<(), FatalError> {
+        for read in self.waiters.take_reads(key) {
+            if read.reply.is_canceled() {
+                continue;
+            }
+            let answer = match self.state_machine.query(&read.query).await {
+                Ok(answer) => answer,
+                Err(e) => return Err(self.fail(FatalError::StateMachine(e.0))),
+            };
+            Counters::add(&self.shared.counters.reads, 1);
+            let _ = read.reply.send(Ok(answer));
+        }
+        Ok(())
+    }
+
+    /// The core can no longer answer `read` here: leadership changed.
+    fn abort_reads(&mut self, read: ReadId) {
+        for r in self.waiters.take_reads(ReadKey::Core(read)) {
+            let _ = r.reply.send(Err(ReadError::LeadershipChanged));
+        }
     }
 
     /// Applies `committed` with one `StateMachine::apply` call, then answers the
@@ -363,17 +405,7 @@ impl Driver {
             self.waiters.resolve_proposal(id, output);
         }
         for i in 0..self.markers.len() {
-            for read in self.waiters.take_reads(self.markers[i]) {
-                if read.reply.is_canceled() {
-                    continue;
-                }
-                let answer = match self.state_machine.query(&read.query).await {
-                    Ok(answer) => answer,
-                    Err(e) => return Err(self.fail(FatalError::StateMachine(e.0))),
-                };
-                Counters::add(&self.shared.counters.reads, 1);
-                let _ = read.reply.send(Ok(answer));
-            }
+            self.answer_reads(ReadKey::Marker(self.markers[i])).await?;
         }
         Ok(())
     }
@@ -410,7 +442,13 @@ impl Drop for Driver {
     /// closes the request queue and fails every request in it or waiting. The transport,
     /// storage and state machine are dropped after this, then [`DoneSignal`].
     fn drop(&mut self) {
-        self.shared.set_fatal(FatalError::Stopped);
+        // A panic drops the driver while it unwinds out of its task's poll.
+        let reason = if std::thread::panicking() {
+            FatalError::Panicked
+        } else {
+            FatalError::Stopped
+        };
+        self.shared.set_fatal(reason);
         let fatal = self.shared.fatal();
         self.requests.close();
         let queued = self

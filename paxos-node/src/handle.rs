@@ -48,6 +48,9 @@ pub struct NodeMetrics {
     pub proposals: u64,
     /// Reads answered on this node.
     pub reads: u64,
+    /// Read markers proposed (reads started away from the leader go through the log; reads
+    /// of one cycle share a marker).
+    pub read_markers: u64,
     /// Slots applied to the state machine.
     pub committed_slots: u64,
     /// Client commands applied (from every node's clients).
@@ -94,6 +97,7 @@ pub(crate) struct Shared {
 pub(crate) struct Counters {
     pub(crate) proposals: AtomicU64,
     pub(crate) reads: AtomicU64,
+    pub(crate) read_markers: AtomicU64,
     pub(crate) committed_slots: AtomicU64,
     pub(crate) committed_commands: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
@@ -211,12 +215,13 @@ impl NodeHandle {
         }
     }
 
-    /// Answers `query` with [`StateMachine::query`](paxos_core::StateMachine::query),
-    /// linearizably: the query runs on this node once a read marker proposed after the call
-    /// started is applied here, so it sees every write acknowledged before the call.
+    /// Answers `query` with [`StateMachine::query`](paxos_core::StateMachine::query) on
+    /// this node, linearizably: the answer reflects every write acknowledged before the
+    /// call.
     ///
-    /// Reads arriving in the same driver cycle share one marker. Until the core has leader
-    /// leases, every read costs a trip through the log (see the crate docs).
+    /// On the leader the core confirms the read (under its lease, without a message);
+    /// elsewhere it goes through the log as a read marker. Reads arriving in the same
+    /// driver cycle share one confirmation. See the crate docs.
     pub async fn read(&self, query: Bytes) -> Result<Bytes, ReadError> {
         let deadline = self.runtime.now() + self.request_timeout;
         let (reply, answer) = oneshot::channel();
@@ -248,6 +253,7 @@ impl NodeHandle {
         NodeMetrics {
             proposals: get(&c.proposals),
             reads: get(&c.reads),
+            read_markers: get(&c.read_markers),
             committed_slots: get(&c.committed_slots),
             committed_commands: get(&c.committed_commands),
             largest_batch: get(&c.largest_batch),

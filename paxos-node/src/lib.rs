@@ -9,8 +9,8 @@
 //!
 //! What it does **not** do: no protocol logic (every decision is the core's; this crate
 //! only feeds it inputs and carries out its outputs), no sockets and no files of its own
-//! (those are the transport's and the storage's), no leader leases, snapshots, log
-//! compaction or membership change yet (the core has none), and no exactly-once semantics
+//! (those are the transport's and the storage's), no snapshots, log compaction or
+//! membership change yet (the core has none), and no exactly-once semantics
 //! (a retried command can be applied twice unless the state machine deduplicates it).
 //! The `paxos-node` binary with its Redis-protocol front end comes later.
 //!
@@ -39,12 +39,22 @@
 //! That error and `Timeout` leave the outcome **unknown**; the command may still be
 //! applied. An outcome is never reported as success unless it was applied.
 //!
-//! # Reads go through the log (until leases)
+//! # Reads: on the leader by the core, elsewhere through the log
 //!
-//! [`NodeHandle::read`] proposes a **read marker** and answers the query with
-//! [`StateMachine::query`](paxos_core::StateMachine::query) once the marker is applied on
-//! this node. The marker is ordered after every write acknowledged before the read began,
-//! so the answer is linearizable. Reads taken in the same driver cycle share one marker.
+//! [`NodeHandle::read`] answers a query with
+//! [`StateMachine::query`](paxos_core::StateMachine::query), linearizably. Reads taken in
+//! the same driver cycle share one of two paths:
+//!
+//! * **On the leader**, the core serves them ([`Replica::read`](paxos_core::Replica::read)):
+//!   under the leader lease with no message at all, otherwise after one heartbeat round
+//!   (read index). The driver queries the state machine when the read's id comes back in
+//!   [`Ready::reads`](paxos_core::Ready::reads), after applying that `Ready`'s commits.
+//! * **Elsewhere** (a follower, or a candidate), the driver proposes a **read marker**
+//!   through the log and queries the state machine once the marker is applied on this
+//!   node. The marker is ordered after every write acknowledged before the read began. The
+//!   query runs after the whole applied batch, so it may also see writes ordered after the
+//!   marker; those were chosen before the read returns, so the read can be ordered after
+//!   them and the answer stays linearizable.
 //!
 //! The state machine never sees markers: every command in the log carries a one-byte tag
 //! (write or read marker) that the driver adds on propose and strips before `apply`,
@@ -52,8 +62,7 @@
 //! "reads are ordinary commands the state machine must ignore" because it keeps the
 //! state machine's contract unchanged (it sees exactly the commands clients proposed) and
 //! leaves room for other driver-level entries. The cost is one byte per command, and every
-//! member of a cluster must run this driver. Once the core grants leader leases, reads on a
-//! leaseholder will be answered locally without a marker.
+//! member of a cluster must run this driver.
 //!
 //! # Failure
 //!

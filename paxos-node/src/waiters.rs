@@ -1,5 +1,5 @@
-//! Requests waiting for their outcome: proposals by [`ProposalId`], reads by the id of the
-//! read marker they share. Bounded, with deadlines.
+//! Requests waiting for their outcome: proposals by [`ProposalId`], reads by what they
+//! wait on (a core read or a read marker). Bounded, with deadlines.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use paxos_core::ProposalId;
+use paxos_core::{ProposalId, ReadId};
 
 use crate::error::{FatalError, ProposeError, ReadError};
 
@@ -25,10 +25,20 @@ pub(crate) struct ReadWaiter {
     pub(crate) reply: oneshot::Sender<Result<Bytes, ReadError>>,
 }
 
+/// What a group of reads waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum ReadKey {
+    /// A read the core serves on its leader (lease or read index): answered when the id
+    /// shows up in `Ready::reads`.
+    Core(ReadId),
+    /// A read marker proposed through the log: answered when it is applied here.
+    Marker(ProposalId),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Proposal(ProposalId),
-    Reads(ProposalId),
+    Reads(ReadKey),
 }
 
 /// Every request waiting for an outcome on this node.
@@ -43,7 +53,7 @@ pub(crate) struct Waiters {
     cap: usize,
     len: usize,
     proposals: HashMap<ProposalId, ProposalWaiter>,
-    reads: HashMap<ProposalId, Vec<ReadWaiter>>,
+    reads: HashMap<ReadKey, Vec<ReadWaiter>>,
     /// Deadlines, earliest first. Entries for requests already answered are skipped.
     expiry: BinaryHeap<Reverse<(Instant, Key)>>,
 }
@@ -76,8 +86,8 @@ impl Waiters {
         self.len += 1;
     }
 
-    /// Registers reads that wait on the marker `marker`.
-    pub(crate) fn add_reads(&mut self, marker: ProposalId, reads: Vec<ReadWaiter>) {
+    /// Registers reads that wait on `marker`.
+    pub(crate) fn add_reads(&mut self, marker: ReadKey, reads: Vec<ReadWaiter>) {
         debug_assert!(self.has_room(reads.len()));
         self.len += reads.len();
         for r in &reads {
@@ -94,8 +104,8 @@ impl Waiters {
         }
     }
 
-    /// Takes the reads waiting on `marker`, for the driver to answer.
-    pub(crate) fn take_reads(&mut self, marker: ProposalId) -> Vec<ReadWaiter> {
+    /// Takes the reads waiting on `marker`, for the driver to answer or fail.
+    pub(crate) fn take_reads(&mut self, marker: ReadKey) -> Vec<ReadWaiter> {
         let reads = self.reads.remove(&marker).unwrap_or_default();
         self.len -= reads.len();
         reads
@@ -213,7 +223,7 @@ mod tests {
         w.add_proposal(id(0), t0 + ms(10), tx);
         let (r1, mut rx1) = read(t0 + ms(5));
         let (r2, mut rx2) = read(t0 + ms(20));
-        w.add_reads(id(1), vec![r1, r2]);
+        w.add_reads(ReadKey::Marker(id(1)), vec![r1, r2]);
         assert!(!w.has_room(1));
         assert_eq!(w.next_deadline(), Some(t0 + ms(5)));
 

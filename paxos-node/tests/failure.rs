@@ -222,3 +222,70 @@ fn too_large_commands_are_refused_before_queueing() {
         node.shutdown().await;
     });
 }
+
+/// A state machine that fails on the command `fail` and panics on the command `panic`.
+#[derive(Debug, Default)]
+struct Brittle;
+
+#[async_trait::async_trait]
+impl paxos_core::StateMachine for Brittle {
+    async fn apply(
+        &mut self,
+        batch: &[paxos_core::Committed],
+        outputs: &mut Vec<(paxos_core::ProposalId, Bytes)>,
+    ) -> Result<(), paxos_core::StateMachineError> {
+        for cmd in batch.iter().flat_map(|c| c.value.commands()) {
+            match &cmd.payload[..] {
+                b"fail" => return Err(paxos_core::StateMachineError("refused".into())),
+                b"panic" => panic!("the state machine panics (on purpose, in a test)"),
+                _ => outputs.push((cmd.id, Bytes::new())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn query(&mut self, _query: &[u8]) -> Result<Bytes, paxos_core::StateMachineError> {
+        Ok(Bytes::new())
+    }
+
+    async fn snapshot(&mut self) -> Result<Bytes, paxos_core::StateMachineError> {
+        Ok(Bytes::new())
+    }
+
+    async fn restore(&mut self, _data: &[u8]) -> Result<(), paxos_core::StateMachineError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn state_machine_failure_and_panic_stop_the_node() {
+    on_tokio(|rt| async move {
+        for (command, expected) in [
+            ("fail", FatalError::StateMachine("refused".into())),
+            ("panic", FatalError::Panicked),
+        ] {
+            let node = NodeBuilder::new(core_config(1, &[1]))
+                .options(common::options())
+                .transport(Box::new(NullTransport))
+                .storage(Box::new(MemoryStorage::new()))
+                .state_machine(Box::new(Brittle))
+                .runtime(rt.clone())
+                .start()
+                .await
+                .unwrap();
+            leading(&rt, &node).await;
+            assert_eq!(
+                node.propose(Bytes::from_static(b"ok")).await,
+                Ok(Bytes::new())
+            );
+            let fatal = Err(ProposeError::Fatal(expected.clone()));
+            assert_eq!(
+                node.propose(Bytes::from_static(command.as_bytes())).await,
+                fatal
+            );
+            assert_eq!(node.propose(Bytes::from_static(b"ok")).await, fatal);
+            assert_eq!(node.status().stopped, Some(expected));
+            node.shutdown().await;
+        }
+    });
+}
