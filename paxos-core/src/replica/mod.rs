@@ -194,10 +194,12 @@ impl Replica {
             next_ready_id: 1,
         };
         replica.reset_election_deadline();
-        if let Some(lease) = replica.cfg.lease_duration {
+        let fresh = replica.promised == Ballot::ZERO && replica.log.is_empty();
+        if let (Some(lease), false) = (replica.cfg.lease_duration, fresh) {
             // Grants live in memory only. Before the crash this acceptor may have granted a
             // lease it no longer remembers, so it honours one full lease from restart:
-            // promising nobody but the ballot it last promised until then.
+            // promising nobody but the ballot it last promised until then. A fresh store
+            // never accepted anything, hence never granted.
             replica.granted = Some((replica.promised, lease::grant_end(now, lease)));
         }
         Ok(replica)

@@ -607,3 +607,46 @@ fn time_going_backwards_is_refused() {
     r.handle_timeout(at(10));
     r.handle_timeout(at(5));
 }
+
+#[test]
+fn a_restarted_acceptor_honours_a_full_lease_before_promising_anew() {
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            promised: b(4, N3),
+            commit: Slot(0),
+        },
+        entries: vec![],
+    };
+    let mut r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(5, N1),
+            from: Slot(0),
+        }),
+    );
+    let ready = step(&mut r);
+    assert_eq!(
+        ready.messages,
+        vec![Envelope {
+            to: N1,
+            message: Message::Nack(Nack {
+                ballot: b(5, N1),
+                promised: b(4, N3),
+                leased: true
+            })
+        }]
+    );
+    let lease = config(N2).lease_duration.unwrap();
+    r.handle_message(
+        at(1) + lease,
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(5, N1),
+            from: Slot(0),
+        }),
+    );
+    let ready = step(&mut r);
+    assert!(matches!(ready.messages[0].message, Message::Promise(_)));
+}
