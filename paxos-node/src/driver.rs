@@ -401,6 +401,8 @@ impl Driver {
         if let Err(e) = self.state_machine.apply(committed, &mut self.outputs).await {
             return Err(FatalError::StateMachine(e.0));
         }
+        // Before answering: a caller that got its answer sees `applied` cover it.
+        self.publish_status();
         for (id, output) in self.outputs.drain(..) {
             self.waiters.resolve_proposal(id, output);
         }
@@ -413,15 +415,8 @@ impl Driver {
     /// Publishes the replica's view, and fails every waiter if the leader they went
     /// through is no longer the leader (see [`Waiters`]).
     fn observe(&mut self) {
-        let status = self.replica.status();
         // Published first, so that a caller failed below already sees the new view.
-        self.shared.publish(|s| {
-            s.role = status.role;
-            s.ballot = status.promised;
-            s.leader = status.leader;
-            s.commit = status.commit;
-            s.applied = status.applied;
-        });
+        let status = self.publish_status();
         if status.leader != self.leader {
             if self.leader.is_some() && !self.waiters.is_empty() {
                 tracing::debug!(
@@ -434,6 +429,18 @@ impl Driver {
             }
             self.leader = status.leader;
         }
+    }
+
+    fn publish_status(&self) -> paxos_core::Status {
+        let status = self.replica.status();
+        self.shared.publish(|s| {
+            s.role = status.role;
+            s.ballot = status.promised;
+            s.leader = status.leader;
+            s.commit = status.commit;
+            s.applied = status.applied;
+        });
+        status
     }
 }
 
