@@ -17,14 +17,7 @@ use crate::lease;
 impl Replica {
     pub(super) fn handle_prepare(&mut self, from: NodeId, m: Prepare) {
         if m.ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack(Nack {
-                    ballot: m.ballot,
-                    promised: self.promised,
-                    leased: false,
-                }),
-            );
+            self.refuse(from, m.ballot);
             return;
         }
         if let Some((leader, until)) = self.granted {
@@ -76,14 +69,7 @@ impl Replica {
 
     pub(super) fn handle_accept(&mut self, from: NodeId, m: Accept) {
         if m.ballot < self.promised {
-            self.send(
-                from,
-                Message::Nack(Nack {
-                    ballot: m.ballot,
-                    promised: self.promised,
-                    leased: false,
-                }),
-            );
+            self.refuse(from, m.ballot);
             return;
         }
         if m.ballot.node != from {
@@ -123,6 +109,16 @@ impl Replica {
         };
         self.send(from, Message::Accepted(accepted));
         self.learn_commit(from, m.ballot, m.commit);
+    }
+
+    /// Refuses `ballot` because we promised a higher one.
+    fn refuse(&mut self, to: NodeId, ballot: Ballot) {
+        let nack = Nack {
+            ballot,
+            promised: self.promised,
+            leased: false,
+        };
+        self.send(to, Message::Nack(nack));
     }
 
     /// A message showed a ballot above our own proposals: stop proposing.

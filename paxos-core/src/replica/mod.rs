@@ -417,6 +417,16 @@ impl Replica {
         }
     }
 
+    /// Sends `message` to every member but ourselves.
+    fn send_to_peers(&mut self, message: &Message) {
+        for i in 0..self.cfg.members.len() {
+            let to = self.cfg.members[i];
+            if to != self.cfg.id {
+                self.send(to, message.clone());
+            }
+        }
+    }
+
     /// Records that the acceptor now holds `value` for `slot` at `ballot`, in memory and in
     /// the next persist batch.
     fn store(&mut self, slot: Slot, ballot: Ballot, value: Value) {

@@ -271,12 +271,7 @@ impl Replica {
             ballot: l.ballot,
             commit: self.commit,
         };
-        for i in 0..self.cfg.members.len() {
-            let to = self.cfg.members[i];
-            if to != self.cfg.id {
-                self.send(to, Message::Decide(decide.clone()));
-            }
-        }
+        self.send_to_peers(&Message::Decide(decide));
     }
 
     pub(super) fn handle_accepted(&mut self, from: NodeId, m: Accepted) {
@@ -418,12 +413,7 @@ impl Replica {
             commit: self.commit,
             stamp: now,
         };
-        for i in 0..self.cfg.members.len() {
-            let to = self.cfg.members[i];
-            if to != self.cfg.id {
-                self.send(to, Message::Accept(heartbeat.clone()));
-            }
-        }
+        self.send_to_peers(&Message::Accept(heartbeat));
     }
 
     /// Resends unanswered Accepts to the members that have not accepted them.
