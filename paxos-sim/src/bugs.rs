@@ -15,6 +15,10 @@ pub enum Bug {
     StripPromiseValues,
     /// Storage forgets the promised ballot on restart.
     ForgetPromiseOnRestart,
+    /// The leader counts its lease from when a reply *arrives* instead of from when it
+    /// sent the request: the network rewrites each Accepted's echoed stamp to the
+    /// leader's clock at delivery. The classic lease bug.
+    LeaseFromReply,
 }
 
 /// Storage that never makes the promised ballot durable: after a restart the acceptor

@@ -30,7 +30,7 @@ struct Args {
     /// Keys.
     #[arg(long, default_value_t = 8)]
     keys: u64,
-    /// Inject a bug: strip-promise-values | forget-promise.
+    /// Inject a bug: strip-promise-values | forget-promise | lease-from-reply.
     #[arg(long)]
     bug: Option<String>,
     /// Let simulated clocks drift this far (ppm), beyond the configured bound if larger.
@@ -42,9 +42,9 @@ struct Args {
     /// Run without faults.
     #[arg(long)]
     no_faults: bool,
-    /// Serve reads with Replica::read (lease / read-index) rather than through the log.
+    /// Send every read through the log instead of Replica::read (lease / read-index).
     #[arg(long)]
-    direct_reads: bool,
+    log_reads: bool,
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
@@ -70,7 +70,7 @@ fn main() {
             actual_drift_ppm: args.actual_drift_ppm.unwrap_or(base.drift_ppm),
             leases: !args.no_leases,
             faults: !args.no_faults,
-            direct_reads: args.direct_reads,
+            direct_reads: !args.log_reads,
             ..base
         }
     };

@@ -359,8 +359,17 @@ impl World {
             None => event,
         };
         match event {
-            Event::Deliver { to, from, message } => {
+            Event::Deliver {
+                to,
+                from,
+                mut message,
+            } => {
                 let now = self.local_now(to);
+                if self.cfg.bug == Some(Bug::LeaseFromReply) {
+                    if let Message::Accepted(a) = &mut message {
+                        a.stamp = now;
+                    }
+                }
                 let from_id = self.nodes[from].id;
                 let Some(r) = self.nodes[to].replica.as_mut() else {
                     return Ok(());
@@ -806,7 +815,9 @@ impl World {
                 };
                 self.schedule(d, Event::Restart { node: victim });
             }
-        } else if roll < 55 {
+        } else if roll < 55 && (self.partition.cut.is_empty() || chance(&mut self.rng, 0.25)) {
+            // A partition mostly runs its course (up to 200 ms) before another replaces it,
+            // long enough to isolate a leader past the election timeout.
             let node = (self.rng.next_u64() % n as u64) as usize;
             let other = (node + 1 + (self.rng.next_u64() % (n as u64 - 1)) as usize) % n;
             self.partition = match self.rng.next_u64() % 5 {

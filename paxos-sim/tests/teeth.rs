@@ -47,6 +47,25 @@ fn forgetting_the_promised_ballot_on_restart_is_caught() {
 }
 
 #[test]
+fn counting_the_lease_from_the_reply_is_caught() {
+    // The network rewrites each Accepted's echoed send stamp to the leader's clock at
+    // delivery: the leader then counts its lease from the reply, not from the send.
+    let found = violations(Bug::LeaseFromReply, 100);
+    assert!(!found.is_empty(), "no violation in 100 seeds");
+    eprintln!(
+        "lease-from-reply: {} of 100 seeds violated; first: {}",
+        found.len(),
+        found[0]
+    );
+    assert!(
+        found
+            .iter()
+            .any(|v| v.contains("two lease holders") || v.contains("not linearizable")),
+        "the violation is a lease overlap or a stale read: {found:?}"
+    );
+}
+
+#[test]
 fn a_clean_run_reports_no_violation_and_replays_identically() {
     let cfg = SimConfig::new(7, 5);
     let a = run(&cfg);
@@ -68,7 +87,6 @@ fn stable_leader_sends_no_prepare_and_lease_reads_send_no_message() {
     // A quiet run: no crash, no partition, no loss. One election, then phase 2 only.
     let cfg = SimConfig {
         faults: false,
-        direct_reads: true,
         ..SimConfig::new(11, 3)
     };
     let r = run(&cfg);

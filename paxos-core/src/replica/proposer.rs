@@ -36,9 +36,10 @@ pub(crate) struct Leadership {
     last_ack: Vec<Instant>,
     /// The commit point last sent to followers.
     commit_sent: Slot,
-    /// The first slot proposed at this ballot: once it is chosen, the commit point covers
-    /// everything chosen before this leadership.
-    pub(crate) first_own: Slot,
+    /// End of the slots re-proposed when phase 1 completed (at least one, a no-op if
+    /// nothing was open). Every value chosen before this leadership lies below it, so the
+    /// commit point covers them all only once it reaches this slot: reads wait for that.
+    pub(crate) recovered_to: Slot,
     /// Per member, the latest [`Accept::stamp`] it answered at this ballot.
     pub(crate) lease_acks: Vec<Option<Instant>>,
 }
@@ -157,7 +158,7 @@ impl Replica {
             last_heartbeat: self.now,
             last_ack: vec![self.now; self.cfg.members.len()],
             commit_sent: self.commit,
-            first_own: start,
+            recovered_to: end,
             // A new leader starts with no lease.
             lease_acks: vec![None; self.cfg.members.len()],
         };

@@ -1,9 +1,11 @@
 //! Linearizable reads: under the leader lease with no message at all, otherwise with a
 //! read-index round (one heartbeat round confirming leadership).
 //!
-//! Either way a read is answered only once (1) a slot of the leader's own ballot is
-//! chosen, so its commit point covers everything chosen before it led, and (2) everything
-//! up to the commit point at the time of the read has been handed out for applying.
+//! Either way a read is answered only once (1) every slot the leader re-proposed when it
+//! took over is chosen, so its commit point covers everything chosen before it led (a
+//! single own-ballot slot is not enough: the commit point advances in slot order, and
+//! earlier re-proposed slots may still be open), and (2) everything up to the commit
+//! point at the time of the read has been handed out for applying.
 
 use crate::error::ReadError;
 use crate::lease;
@@ -16,8 +18,8 @@ use super::Replica;
 #[derive(Debug)]
 pub(crate) struct PendingRead {
     id: ReadId,
-    /// Apply point the answer must reflect; `None` until the leader's own ballot has a
-    /// chosen slot (then it is the commit point at that moment).
+    /// Apply point the answer must reflect; `None` until the commit point has reached
+    /// `recovered_to` (then it is the commit point at that moment).
     index: Option<Slot>,
     /// For a read-index read: a quorum must have answered an Accept stamped at or after
     /// this time. `None` for a lease read.
@@ -46,11 +48,11 @@ impl Replica {
         }
         let id = ReadId(self.next_read_id);
         self.next_read_id += 1;
-        let own_chosen = self
+        let recovered = self
             .leadership
             .as_ref()
-            .is_some_and(|l| self.commit > l.first_own);
-        let index = own_chosen.then_some(self.commit);
+            .is_some_and(|l| self.commit >= l.recovered_to);
+        let index = recovered.then_some(self.commit);
         let leased = self.lease_until().is_some_and(|until| now < until);
         let confirm = if leased {
             self.metrics.lease_reads += 1;
@@ -85,7 +87,7 @@ impl Replica {
         let Some(l) = self.leadership.as_ref() else {
             return;
         };
-        if self.commit <= l.first_own {
+        if self.commit < l.recovered_to {
             return;
         }
         let confirmed = lease::quorum_stamp(&l.lease_acks, self.quorum);
