@@ -124,6 +124,10 @@ pub struct Report {
     pub issued: usize,
     /// Operations that completed with a result.
     pub ok: u64,
+    /// Completed reads (through the log or `Replica::read`).
+    pub reads_ok: u64,
+    /// Completed writes and compare-and-sets.
+    pub writes_ok: u64,
     /// Operations whose outcome stayed unknown (timeout, crash of the replica asked).
     pub unknown: u64,
     /// Proposals refused at once (no leader known, overloaded, replica down).

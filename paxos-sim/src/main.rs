@@ -83,7 +83,7 @@ fn main() {
     let started = Instant::now();
     let (mut violations, mut ops, mut unknown, mut sim_ms, mut events) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut lease_reads, mut index_reads) = (0u64, 0u64);
+    let (mut lease_reads, mut index_reads, mut reads, mut writes) = (0u64, 0u64, 0u64, 0u64);
     for cfg in &configs {
         let r = run(cfg);
         ops += r.issued as u64;
@@ -91,6 +91,8 @@ fn main() {
         sim_ms += r.sim_time_ms;
         events += r.events;
         lease_reads += r.lease_reads;
+        reads += r.reads_ok;
+        writes += r.writes_ok;
         index_reads += r.read_index_reads;
         if args.verbose || args.seed.is_some() {
             println!("{r:?}");
@@ -106,6 +108,13 @@ fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let sim_secs = (sim_ms as f64 / 1000.0).max(f64::MIN_POSITIVE);
+    println!(
+        "per simulated second: {:.0} reads, {:.0} writes; direct reads by lease {:.1}%",
+        reads as f64 / sim_secs,
+        writes as f64 / sim_secs,
+        100.0 * lease_reads as f64 / (lease_reads + index_reads).max(1) as f64
+    );
     println!(
         "seeds={} violations={violations} ops={ops} unknown={unknown} lease_reads={lease_reads} \
          read_index_reads={index_reads} events={events} sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.1}",

@@ -749,6 +749,11 @@ impl World {
             _ => {}
         }
         self.report.ok += 1;
+        if matches!(p.op, KvOp::Read { .. }) {
+            self.report.reads_ok += 1;
+        } else {
+            self.report.writes_ok += 1;
+        }
         if self.clients[client].probe {
             self.probe_done = true;
             self.clients[client].probe = false;
