@@ -71,6 +71,9 @@ pub enum StorageError {
 ///   for data the kernel already dropped.
 /// * **Cancel safety.** The driver does not cancel these futures; an implementation may
 ///   assume each call runs to completion.
+/// * **Blocking.** An implementation may block inside these futures (a file store's
+///   `fdatasync` does); a driver that shares its thread with latency-sensitive work should
+///   run the store where blocking is acceptable.
 ///
 /// `paxos_storage::testing::suite` checks these properties for any implementation.
 #[async_trait]
@@ -89,6 +92,8 @@ pub trait Storage: Send {
     async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
 
     /// Drops entries for slots below `before`. Only called for slots covered by a saved
-    /// snapshot; may reclaim space lazily, but later loads must not return them.
+    /// snapshot; may reclaim space lazily, but later loads must not return them. The mark
+    /// only moves up: an entry persisted below it later is dropped too (its value is
+    /// covered by the snapshot).
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError>;
 }
