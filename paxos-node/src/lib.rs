@@ -10,9 +10,17 @@
 //! What it does **not** do: no protocol logic (every decision is the core's; this crate
 //! only feeds it inputs and carries out its outputs), no sockets and no files of its own
 //! (those are the transport's and the storage's), no snapshots, log compaction or
-//! membership change yet (the core has none), and no exactly-once semantics
-//! (a retried command can be applied twice unless the state machine deduplicates it).
-//! The `paxos-node` binary with its Redis-protocol front end comes later.
+//! membership change yet (the core has none), and no exactly-once semantics in the driver
+//! (a retried command can be applied twice unless the state machine deduplicates it, as
+//! [`kv::KvStateMachine`] does).
+//!
+//! # The `paxos-node` binary
+//!
+//! With the `cli` feature (on by default) the crate also builds `paxos-node`, a replicated
+//! key-value store that speaks the Redis protocol: `paxos-node serve` runs one replica,
+//! `paxos-node cluster --nodes 3` starts and supervises a local cluster. Its state machine
+//! ([`kv`]) and its request parser ([`resp`]) are library modules, so they can be tested
+//! and reused; the server itself lives in `src/bin/paxos-node/`. It runs on tokio only.
 //!
 //! # The driver
 //!
@@ -89,7 +97,9 @@ mod command;
 mod driver;
 mod error;
 mod handle;
+pub mod kv;
 mod options;
+pub mod resp;
 pub mod runtime;
 mod waiters;
 

@@ -1,0 +1,308 @@
+//! The admin port: `GET /status` (JSON), `GET /metrics` (Prometheus text), `GET /health`.
+//!
+//! A minimal HTTP/1.0-style responder: one request per connection, the request head bounded
+//! to 8 KiB and 5 s, the body ignored, `Connection: close`. Enough for curl, a browser and
+//! a Prometheus scraper, without an HTTP stack in the dependency tree.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use paxos_core::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::server::Ctx;
+
+const MAX_HEAD_BYTES: usize = 8 << 10;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_ADMIN_CONNECTIONS: u64 = 64;
+
+/// Serves the admin port until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let open = Arc::new(AtomicU64::new(0));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= MAX_ADMIN_CONNECTIONS {
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let (ctx, open) = (ctx.clone(), open.clone());
+        tokio::spawn(async move {
+            if let Err(e) = respond(stream, &ctx).await {
+                debug!("admin connection: {e}");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let read_head = async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+            if head.len() >= MAX_HEAD_BYTES {
+                return Ok(false);
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(true)
+    };
+    let complete = matches!(
+        tokio::time::timeout(HEAD_TIMEOUT, read_head).await,
+        Ok(Ok(true))
+    );
+    let (code, content_type, body) = if complete {
+        route(&head, ctx)
+    } else {
+        (400, "text/plain", "bad request\n".to_string())
+    };
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn route(head: &[u8], ctx: &Ctx) -> (u16, &'static str, String) {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_ascii_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return (400, "text/plain", "bad request\n".into());
+    };
+    if method != "GET" && method != "HEAD" {
+        return (405, "text/plain", "only GET\n".into());
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    match path {
+        "/status" => (200, "application/json", status_json(ctx)),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics_text(ctx)),
+        "/health" => {
+            let status = ctx.node.status();
+            if status.stopped.is_some() {
+                (503, "text/plain", "stopped\n".into())
+            } else if status.leader.is_none() {
+                (503, "text/plain", "no leader\n".into())
+            } else {
+                (200, "text/plain", "ok\n".into())
+            }
+        }
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /status, /metrics or /health\n".into(),
+        ),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+        _ => "unknown",
+    }
+}
+
+fn status_json(ctx: &Ctx) -> String {
+    let s = ctx.node.status();
+    let peers: Vec<_> = ctx
+        .config
+        .peers
+        .iter()
+        .map(|p| serde_json::json!({ "id": p.id, "addr": p.addr.to_string() }))
+        .collect();
+    let value = serde_json::json!({
+        "id": s.id.0,
+        "role": role_name(s.role),
+        "ballot": { "round": s.ballot.round, "node": s.ballot.node.0 },
+        "leader": s.leader.map(|l| l.0),
+        "commit": s.commit.0,
+        "applied": s.applied.0,
+        // NodeStatus does not expose the core's lease_until yet; null means "not reported".
+        "lease_held": serde_json::Value::Null,
+        "stopped": s.stopped.map(|e| e.to_string()),
+        "peers": peers,
+        "resp": ctx.config.resp.to_string(),
+    });
+    let mut text = value.to_string();
+    text.push('\n');
+    text
+}
+
+fn metrics_text(ctx: &Ctx) -> String {
+    let s = ctx.node.status();
+    let m = ctx.node.metrics();
+    let st = &ctx.stats;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let id = s.id.0;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP paxos_{name} {help}");
+        let _ = writeln!(out, "# TYPE paxos_{name} {kind}");
+        let _ = writeln!(out, "paxos_{name}{{node=\"{id}\"}} {value}");
+    };
+    metric(
+        "is_leader",
+        "gauge",
+        "1 if this node is the leader.",
+        u64::from(s.role == Role::Leader),
+    );
+    metric(
+        "leader_known",
+        "gauge",
+        "1 if this node knows a leader.",
+        u64::from(s.leader.is_some()),
+    );
+    metric(
+        "ballot_round",
+        "gauge",
+        "Round of the highest ballot promised.",
+        s.ballot.round,
+    );
+    metric(
+        "commit_slot",
+        "gauge",
+        "Every slot below this is chosen and known here.",
+        s.commit.0,
+    );
+    metric(
+        "applied_slot",
+        "gauge",
+        "Every slot below this is applied here.",
+        s.applied.0,
+    );
+    metric(
+        "stopped",
+        "gauge",
+        "1 once the node has stopped for good.",
+        u64::from(s.stopped.is_some()),
+    );
+    metric(
+        "proposals_total",
+        "counter",
+        "Proposals taken by the core.",
+        m.proposals,
+    );
+    metric(
+        "reads_total",
+        "counter",
+        "Reads answered on this node.",
+        m.reads,
+    );
+    metric(
+        "read_markers_total",
+        "counter",
+        "Read markers proposed through the log.",
+        m.read_markers,
+    );
+    metric(
+        "committed_slots_total",
+        "counter",
+        "Slots applied.",
+        m.committed_slots,
+    );
+    metric(
+        "committed_commands_total",
+        "counter",
+        "Client commands applied.",
+        m.committed_commands,
+    );
+    metric(
+        "largest_batch",
+        "gauge",
+        "Most commands applied from one slot.",
+        m.largest_batch,
+    );
+    metric(
+        "persists_total",
+        "counter",
+        "Storage persist calls.",
+        m.persists,
+    );
+    metric(
+        "persisted_entries_total",
+        "counter",
+        "Entries persisted.",
+        m.persisted_entries,
+    );
+    metric("driver_cycles_total", "counter", "Driver cycles.", m.cycles);
+    metric(
+        "resp_connections_total",
+        "counter",
+        "RESP connections accepted.",
+        load(&st.connections_total),
+    );
+    metric(
+        "resp_connections_open",
+        "gauge",
+        "RESP connections open.",
+        load(&st.connections_open),
+    );
+    metric(
+        "resp_connections_refused_total",
+        "counter",
+        "RESP connections refused (too many).",
+        load(&st.connections_refused),
+    );
+    metric(
+        "resp_commands_total",
+        "counter",
+        "RESP commands received.",
+        load(&st.commands),
+    );
+    metric(
+        "resp_writes_total",
+        "counter",
+        "Write commands (SET, DEL, INCR, CAS).",
+        load(&st.writes),
+    );
+    metric(
+        "resp_reads_total",
+        "counter",
+        "GET commands.",
+        load(&st.reads),
+    );
+    metric(
+        "resp_retries_total",
+        "counter",
+        "Retries of a command with the same request id.",
+        load(&st.retries),
+    );
+    metric(
+        "resp_error_replies_total",
+        "counter",
+        "Error replies sent.",
+        load(&st.error_replies),
+    );
+    metric(
+        "resp_protocol_errors_total",
+        "counter",
+        "Connections closed for a malformed or oversized request.",
+        load(&st.protocol_errors),
+    );
+    out
+}

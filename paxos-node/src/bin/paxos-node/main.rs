@@ -1,0 +1,74 @@
+//! `paxos-node`: a replicated key-value store that speaks the Redis protocol.
+//!
+//! ```text
+//! paxos-node cluster --nodes 3            # a local 3-node cluster, one command
+//! paxos-node serve --id 1 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 \
+//!     --peer 3=127.0.0.1:7003 --resp 127.0.0.1:6379 --admin 127.0.0.1:8080
+//! paxos-node serve --config node.toml      # the same settings from a TOML file
+//! ```
+//!
+//! Commands: `PING`, `ECHO`, `GET`, `SET key value`, `DEL key...`, `INCR`, `CAS key
+//! expected new` (1 if swapped, 0 if not), plus `COMMAND`, `CONFIG`, `CLIENT`, `SELECT 0`
+//! and `QUIT`, answered just enough for `redis-cli`, `redis-benchmark` and client libraries.
+//! Any node serves every command: writes and reads on a follower go to the leader through
+//! the node. Each connection is one client with its own id; a write is retried with the same
+//! request id after a leadership change or timeout, so it applies at most once. Error
+//! replies beyond Redis's own: `-NOLEADER` (no leader; nothing applied), `-OVERLOADED`
+//! (queues full; nothing applied), `-TIMEOUT` (the outcome is unknown).
+//!
+//! Runtime: tokio only (`--runtime tokio`); the library also runs on async-std and smol.
+//! Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
+
+mod admin;
+mod cluster;
+mod config;
+mod server;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A replicated key-value store over Multi-Paxos, speaking the Redis protocol.
+#[derive(Debug, Parser)]
+#[command(name = "paxos-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one replica.
+    Serve(config::ServeArgs),
+    /// Start and supervise a local cluster of `serve` processes.
+    Cluster(cluster::ClusterArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Cmd::Serve(args) => {
+            config::NodeConfig::resolve(&args).and_then(|config| match config.runtime {
+                config::RuntimeKind::Tokio => tokio_runtime()?.block_on(server::serve(config)),
+            })
+        }
+        Cmd::Cluster(args) => tokio_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
+    };
+    if let Err(e) = result {
+        eprintln!("paxos-node: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))
+}

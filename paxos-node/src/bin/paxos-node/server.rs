@@ -1,0 +1,454 @@
+//! `paxos-node serve`: one replica with its Redis-protocol front end and admin port.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use paxos_core::{Config, NodeId, StateMachine, Storage};
+use paxos_net_tcp::{TcpConfig, TcpTransport};
+use paxos_node::kv::{
+    KvCommand, KvOutput, KvQuery, KvRequest, KvStateMachine, RequestId, decode_get_answer,
+};
+use paxos_node::resp::{self, Limits};
+use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime};
+use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::config::{NodeConfig, StorageKind, TransportKind};
+
+/// Attempts of one client command (all with the same request id) before giving up.
+const MAX_ATTEMPTS: u32 = 32;
+/// Replies buffered before they are written even if more pipelined requests are queued.
+const MAX_OUT_BYTES: usize = 64 << 10;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 << 10;
+/// Connections served at once; more are closed on accept.
+const MAX_CONNECTIONS: u64 = 10_000;
+
+/// Counters of the front end, for /metrics.
+#[derive(Debug, Default)]
+pub(crate) struct ServerStats {
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) commands: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) error_replies: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) node: NodeHandle,
+    pub(crate) config: NodeConfig,
+    pub(crate) stats: ServerStats,
+    pub(crate) limits: Limits,
+    client_ids: RandomState,
+    next_client: AtomicU64,
+}
+
+impl Ctx {
+    /// A fresh client id: random per process, distinct per connection.
+    fn new_client(&self) -> u64 {
+        let n = self.next_client.fetch_add(1, Ordering::Relaxed);
+        self.client_ids.hash_one((self.config.id, n))
+    }
+
+    fn client_deadline(&self) -> Duration {
+        Duration::from_millis(self.config.client_deadline_ms)
+    }
+}
+
+/// Runs the replica until SIGINT/SIGTERM or a fatal error.
+pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
+    watch_supervisor();
+    let runtime: Arc<dyn Runtime> =
+        Arc::new(paxos_node::TokioRuntime::current().ok_or("not inside a tokio runtime")?);
+    let peers: BTreeMap<NodeId, std::net::SocketAddr> = config
+        .peers
+        .iter()
+        .map(|p| (NodeId(p.id), p.addr))
+        .collect();
+    let transport: Box<dyn paxos_core::Transport> = match config.transport {
+        TransportKind::Tcp => {
+            let tcp = TcpConfig::new(config.cluster_id, NodeId(config.id), config.listen(), peers);
+            Box::new(TcpTransport::start(tcp, runtime.tcp_net()).map_err(|e| e.to_string())?)
+        }
+    };
+    let storage: Box<dyn Storage> = match config.storage {
+        StorageKind::Memory => Box::new(MemoryStorage::new()),
+        StorageKind::File => {
+            let dir = config.data_dir.join("log");
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Box::new(
+                FileStorage::open(&dir, FileStorageOptions::default())
+                    .map_err(|e| format!("{}: {e}", dir.display()))?,
+            )
+        }
+    };
+    let state_machine: Box<dyn StateMachine> = Box::new(KvStateMachine::new(config.max_sessions));
+    let members = config.peers.iter().map(|p| NodeId(p.id)).collect();
+    let mut options = NodeOptions::default();
+    options.request_timeout = Duration::from_millis(config.request_timeout_ms);
+    let node = NodeBuilder::new(Config::new(NodeId(config.id), members))
+        .options(options)
+        .runtime(runtime)
+        .transport(transport)
+        .storage(storage)
+        .state_machine(state_machine)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp_listener = TcpListener::bind(config.resp)
+        .await
+        .map_err(|e| format!("RESP {}: {e}", config.resp))?;
+    let admin_listener = match config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("admin {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    info!(
+        id = config.id,
+        peer = %config.listen(),
+        resp = %config.resp,
+        admin = ?config.admin,
+        storage = ?config.storage,
+        "node started"
+    );
+    let ctx = Arc::new(Ctx {
+        node: node.clone(),
+        config,
+        stats: ServerStats::default(),
+        limits: Limits::default(),
+        client_ids: RandomState::new(),
+        next_client: AtomicU64::new(0),
+    });
+    let resp_task = tokio::spawn(accept_loop(resp_listener, ctx.clone()));
+    let admin_task = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, ctx.clone())));
+
+    let stopped = async {
+        // A server runs until told to stop: re-arm the (bounded) wait while the node is up.
+        loop {
+            if let Some(status) = node
+                .wait_for(Duration::from_secs(3600), |s| s.stopped.is_some())
+                .await
+            {
+                return status.stopped;
+            }
+        }
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
+        _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
+        fatal = stopped => Err(format!("node stopped: {fatal:?}")),
+    };
+    resp_task.abort();
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    node.shutdown().await;
+    info!("node stopped");
+    outcome
+}
+
+/// When started by `paxos-node cluster`, die with the supervisor: without this, a
+/// supervisor killed with SIGKILL would leave its nodes running.
+fn watch_supervisor() {
+    let Some(parent) = std::env::var("PAXOS_NODE_SUPERVISOR_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        warn!("cannot watch the supervisor: {e}");
+    }
+    // The supervisor may have died before the call above.
+    if nix::unistd::getppid().as_raw() != parent {
+        warn!("supervisor {parent} is gone; exiting");
+        std::process::exit(1);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if ctx.stats.connections_open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            bump(&ctx.stats.connections_refused);
+            continue;
+        }
+        bump(&ctx.stats.connections_total);
+        ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, &ctx).await {
+                debug!(%peer, "connection closed: {e}");
+            }
+            ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// One client: its id and the sequence number of its last write.
+struct Client {
+    id: u64,
+    seq: u64,
+}
+
+/// Serves one connection: requests are taken in order and answered in order; the replies
+/// to a pipeline are written together.
+async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut client = Client {
+        id: ctx.new_client(),
+        seq: 0,
+    };
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match resp::parse_request(&mut buf, &ctx.limits) {
+                Ok(Some(words)) if words.is_empty() => {}
+                Ok(Some(words)) => {
+                    bump(&ctx.stats.commands);
+                    let close = execute(ctx, &mut client, &words, &mut out).await;
+                    if close {
+                        stream.write_all(&out).await?;
+                        return Ok(());
+                    }
+                    if out.len() >= MAX_OUT_BYTES {
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bump(&ctx.stats.protocol_errors);
+                    resp::error(&mut out, &format!("ERR {e}"));
+                    stream.write_all(&out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        buf.reserve(READ_CHUNK);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn arity(out: &mut Vec<u8>, name: &str) {
+    resp::error(
+        out,
+        &format!("ERR wrong number of arguments for '{name}' command"),
+    );
+}
+
+/// Executes one command, appending its reply to `out`. Returns whether to close.
+async fn execute(ctx: &Ctx, client: &mut Client, words: &[Bytes], out: &mut Vec<u8>) -> bool {
+    let name = String::from_utf8_lossy(&words[0]).to_ascii_lowercase();
+    let args = &words[1..];
+    let before = out.len();
+    let close = match (name.as_str(), args) {
+        ("ping", []) => {
+            resp::simple(out, "PONG");
+            false
+        }
+        ("ping" | "echo", [msg]) => {
+            resp::bulk(out, Some(msg));
+            false
+        }
+        ("quit", _) => {
+            resp::simple(out, "OK");
+            true
+        }
+        // Clients probe these on connect; answer enough for them to proceed.
+        ("command", _) | ("config", _) => {
+            resp::array_header(out, 0);
+            false
+        }
+        ("client", _) => {
+            resp::simple(out, "OK");
+            false
+        }
+        ("select", [db]) if &db[..] == b"0" => {
+            resp::simple(out, "OK");
+            false
+        }
+        ("get", [key]) => read(ctx, key.to_vec(), out).await,
+        ("set", [key, value]) => {
+            let command = KvCommand::Set {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            };
+            write(ctx, client, command, out).await
+        }
+        ("set", [_, _, ..]) => {
+            resp::error(out, "ERR syntax error (SET options are not supported)");
+            false
+        }
+        ("del", [_, ..]) => {
+            let keys = args.iter().map(|k| k.to_vec()).collect();
+            write(ctx, client, KvCommand::Del { keys }, out).await
+        }
+        ("incr", [key]) => write(ctx, client, KvCommand::Incr { key: key.to_vec() }, out).await,
+        ("cas", [key, expected, new]) => {
+            let command = KvCommand::Cas {
+                key: key.to_vec(),
+                expected: expected.to_vec(),
+                new: new.to_vec(),
+            };
+            write(ctx, client, command, out).await
+        }
+        ("ping" | "echo" | "get" | "set" | "del" | "incr" | "cas" | "select", _) => {
+            arity(out, &name);
+            false
+        }
+        _ => {
+            let shown: String = name.chars().take(64).collect();
+            resp::error(out, &format!("ERR unknown command '{shown}'"));
+            false
+        }
+    };
+    if out.get(before) == Some(&b'-') {
+        bump(&ctx.stats.error_replies);
+    }
+    close
+}
+
+/// Backs off before retry `attempt`: waits for a leader to be known when none is, else a
+/// short growing pause (the node refused or lost the request).
+async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
+    bump(&ctx.stats.retries);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let pause = Duration::from_millis(5u64 << attempt.min(5)).min(left);
+    if ctx.node.status().leader.is_none() {
+        ctx.node
+            .wait_for(left.min(Duration::from_secs(1)), |s| s.leader.is_some())
+            .await;
+    } else {
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Proposes a write, retrying with the same request id (so it applies at most once) until
+/// it is applied, the attempts run out or the deadline passes. Returns whether to close.
+async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec<u8>) -> bool {
+    bump(&ctx.stats.writes);
+    client.seq += 1;
+    let request = KvRequest {
+        id: RequestId {
+            client: client.id,
+            seq: client.seq,
+        },
+        command,
+    }
+    .encode();
+    let deadline = Instant::now() + ctx.client_deadline();
+    let mut unknown = false;
+    let mut last = ProposeError::NoLeader;
+    for attempt in 0..MAX_ATTEMPTS {
+        match ctx.node.propose(request.clone()).await {
+            Ok(output) => {
+                match KvOutput::decode(&output) {
+                    Some(KvOutput::Ok) => resp::simple(out, "OK"),
+                    Some(KvOutput::Integer(n)) => resp::integer(out, n),
+                    Some(KvOutput::Error(e)) => resp::error(out, &e),
+                    None => resp::error(out, "ERR malformed output from the state machine"),
+                }
+                return false;
+            }
+            Err(ProposeError::TooLarge { len, max }) => {
+                resp::error(
+                    out,
+                    &format!("ERR command of {len} bytes exceeds the limit of {max} bytes"),
+                );
+                return false;
+            }
+            Err(ProposeError::Fatal(e)) => {
+                resp::error(out, &format!("ERR node stopped: {e}"));
+                return true;
+            }
+            Err(e) => {
+                unknown |= matches!(e, ProposeError::LeadershipChanged | ProposeError::Timeout);
+                last = e;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        back_off(ctx, attempt, deadline).await;
+    }
+    if unknown {
+        resp::error(out, &format!("TIMEOUT the outcome is unknown ({last})"));
+    } else if last == ProposeError::Overloaded {
+        resp::error(out, "OVERLOADED the node is overloaded; retry later");
+    } else {
+        resp::error(out, &format!("NOLEADER {last}; retry later"));
+    }
+    false
+}
+
+/// Reads a key linearizably, retrying until answered or out of time. Returns whether to
+/// close.
+async fn read(ctx: &Ctx, key: Vec<u8>, out: &mut Vec<u8>) -> bool {
+    bump(&ctx.stats.reads);
+    let query = KvQuery::Get { key }.encode();
+    let deadline = Instant::now() + ctx.client_deadline();
+    let mut last = ReadError::NoLeader;
+    for attempt in 0..MAX_ATTEMPTS {
+        match ctx.node.read(query.clone()).await {
+            Ok(answer) => {
+                match decode_get_answer(&answer) {
+                    Some(value) => resp::bulk(out, value.as_deref()),
+                    None => resp::error(out, "ERR malformed answer from the state machine"),
+                }
+                return false;
+            }
+            Err(ReadError::Fatal(e)) => {
+                resp::error(out, &format!("ERR node stopped: {e}"));
+                return true;
+            }
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        back_off(ctx, attempt, deadline).await;
+    }
+    match last {
+        ReadError::Overloaded => resp::error(out, "OVERLOADED the node is overloaded; retry later"),
+        ReadError::Timeout => resp::error(out, "TIMEOUT read timed out; retry later"),
+        e => resp::error(out, &format!("NOLEADER {e}; retry later")),
+    }
+    false
+}

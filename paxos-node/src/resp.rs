@@ -1,0 +1,297 @@
+//! A bounded parser for Redis client requests (RESP2) and the reply encoders the
+//! `paxos-node` binary uses.
+//!
+//! Clients send either an array of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what every
+//! client library, `redis-cli` and `redis-benchmark` send) or an inline command (`PING\r\n`,
+//! words separated by spaces, as typed into telnet). [`parse_request`] takes one complete
+//! request off the front of a buffer. Every bound ([`Limits`]) is checked as soon as the
+//! header that declares a size arrives, before anything is buffered for it, so a request
+//! declaring a 1 GiB bulk string or a million elements is refused at once.
+//!
+//! Why not a RESP crate: a general RESP decoder parses every frame type a *server* can send
+//! and reports an incomplete frame only as "need more bytes"; refusing an oversized request
+//! early needs its headers parsed anyway, which is most of this small parser.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Bounds on one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest bulk string (a key or a value).
+    pub max_bulk_bytes: usize,
+    /// The most elements in one request array.
+    pub max_array_len: usize,
+    /// The largest request, headers included.
+    pub max_request_bytes: usize,
+    /// The longest inline command line.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    /// Bulk strings up to 1 MiB, 1024 elements, 2 MiB per request, 64 KiB inline lines.
+    fn default() -> Self {
+        Self {
+            max_bulk_bytes: 1 << 20,
+            max_array_len: 1024,
+            max_request_bytes: 2 << 20,
+            max_inline_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Why a request was refused. The connection cannot be resynchronised after either: reply
+/// with the error and close it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RespError {
+    /// The bytes are not a RESP request.
+    #[error("Protocol error: {0}")]
+    Protocol(&'static str),
+    /// The request exceeds a [`Limits`] bound.
+    #[error("Protocol error: {0}")]
+    TooLarge(&'static str),
+}
+
+/// The longest header line (`*1024\r\n`, `$1048576\r\n`) accepted.
+const MAX_HEADER_BYTES: usize = 32;
+
+/// Takes one complete request off the front of `buf`: its words (command name first).
+/// `Ok(None)` means more bytes are needed (nothing is consumed). An empty request (`*0`,
+/// a blank inline line) is consumed and returned as an empty vector, which callers skip.
+pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, RespError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf, limits),
+        Some(_) => parse_inline(buf, limits),
+    }
+}
+
+/// Reads the header line `<prefix><integer>\r\n` at `at`: the integer and the offset after
+/// the line, or `None` if incomplete.
+fn header(buf: &[u8], at: usize, prefix: u8) -> Result<Option<(i64, usize)>, RespError> {
+    let rest = &buf[at..];
+    match rest.first() {
+        None => return Ok(None),
+        Some(&b) if b != prefix => {
+            return Err(RespError::Protocol(if prefix == b'$' {
+                "expected '$'"
+            } else {
+                "expected '*'"
+            }));
+        }
+        Some(_) => {}
+    }
+    let window = &rest[..rest.len().min(MAX_HEADER_BYTES)];
+    let Some(end) = window.iter().position(|&b| b == b'\r') else {
+        return if rest.len() >= MAX_HEADER_BYTES {
+            Err(RespError::Protocol("header line too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    if rest.len() < end + 2 {
+        return Ok(None);
+    }
+    if rest[end + 1] != b'\n' {
+        return Err(RespError::Protocol("expected CRLF"));
+    }
+    let n = std::str::from_utf8(&rest[1..end])
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(RespError::Protocol("invalid length"))?;
+    Ok(Some((n, at + end + 2)))
+}
+
+fn parse_array(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, RespError> {
+    let Some((count, mut at)) = header(buf, 0, b'*')? else {
+        return Ok(None);
+    };
+    if count <= 0 {
+        buf.advance(at);
+        return Ok(Some(Vec::new()));
+    }
+    let count = usize::try_from(count).map_err(|_| RespError::Protocol("invalid length"))?;
+    if count > limits.max_array_len {
+        return Err(RespError::TooLarge("too many elements in request"));
+    }
+    // First pass: check every bound and that the request is complete, without copying.
+    let mut spans = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some((len, body)) = header(buf, at, b'$')? else {
+            return Ok(None);
+        };
+        let len = usize::try_from(len).map_err(|_| RespError::Protocol("invalid bulk length"))?;
+        if len > limits.max_bulk_bytes {
+            return Err(RespError::TooLarge("bulk string too large"));
+        }
+        let end = body + len + 2;
+        if end > limits.max_request_bytes {
+            return Err(RespError::TooLarge("request too large"));
+        }
+        if buf.len() < end {
+            return Ok(None);
+        }
+        if &buf[body + len..end] != b"\r\n" {
+            return Err(RespError::Protocol("expected CRLF after bulk string"));
+        }
+        spans.push((body, len));
+        at = end;
+    }
+    let request = buf.split_to(at).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(start, len)| request.slice(start..start + len))
+            .collect(),
+    ))
+}
+
+fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, RespError> {
+    let window = &buf[..buf.len().min(limits.max_inline_bytes + 1)];
+    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > limits.max_inline_bytes {
+            Err(RespError::TooLarge("inline request too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    let line = buf.split_to(newline + 1).freeze();
+    let words: Vec<Bytes> = line[..newline]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(|w| line.slice_ref(w))
+        .collect();
+    if words.len() > limits.max_array_len {
+        return Err(RespError::TooLarge("too many elements in request"));
+    }
+    Ok(Some(words))
+}
+
+/// Appends a simple string reply (`+OK\r\n`). `s` must not contain CR or LF.
+pub fn simple(out: &mut Vec<u8>, s: &str) {
+    out.push(b'+');
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an error reply (`-ERR message\r\n`); CR and LF in `message` become spaces.
+pub fn error(out: &mut Vec<u8>, message: &str) {
+    out.push(b'-');
+    out.extend(
+        message
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an integer reply (`:1\r\n`).
+pub fn integer(out: &mut Vec<u8>, n: i64) {
+    out.push(b':');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a bulk string reply, or the null bulk string (`$-1\r\n`) for `None`.
+pub fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(b"$-1\r\n"),
+        Some(v) => {
+            out.push(b'$');
+            out.extend_from_slice(v.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Appends an array header (`*n\r\n`); the caller appends the `n` elements.
+pub fn array_header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(input: &[u8]) -> Result<Option<Vec<Bytes>>, RespError> {
+        parse_request(&mut BytesMut::from(input), &Limits::default())
+    }
+
+    #[test]
+    fn arrays_inline_and_pipelines() {
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4\r\nPI"[..]);
+        let l = Limits::default();
+        assert_eq!(
+            parse_request(&mut buf, &l).unwrap().unwrap(),
+            vec![Bytes::from("GET"), Bytes::from("k")]
+        );
+        assert_eq!(
+            parse_request(&mut buf, &l).unwrap().unwrap(),
+            vec![Bytes::from("PING")]
+        );
+        // Incomplete: nothing consumed.
+        assert_eq!(parse_request(&mut buf, &l).unwrap(), None);
+        assert_eq!(buf.len(), 10);
+        buf.extend_from_slice(b"NG\r\n");
+        assert_eq!(
+            parse_request(&mut buf, &l).unwrap().unwrap(),
+            vec![Bytes::from("PING")]
+        );
+        assert!(buf.is_empty());
+        assert_eq!(parse(b"*0\r\n").unwrap(), Some(vec![]));
+        assert_eq!(parse(b"\r\n").unwrap(), Some(vec![]));
+    }
+
+    #[test]
+    fn refuses_garbage_and_oversize_before_buffering() {
+        assert!(matches!(parse(b"*x\r\n"), Err(RespError::Protocol(_))));
+        assert!(matches!(
+            parse(b"*1\r\n:1\r\n"),
+            Err(RespError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse(b"*1\r\n$1\r\nab\r\n"),
+            Err(RespError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse(b"*1\r\n$-5\r\n"),
+            Err(RespError::Protocol(_))
+        ));
+        assert!(matches!(parse(&[b'*'; 64]), Err(RespError::Protocol(_))));
+        assert!(matches!(
+            parse(b"*1000000\r\n"),
+            Err(RespError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse(b"*1\r\n$1073741824\r\n"),
+            Err(RespError::TooLarge(_))
+        ));
+        // Three 1 MiB bulk strings exceed the 2 MiB request bound on the third header.
+        let mut big = b"*3\r\n".to_vec();
+        for _ in 0..3 {
+            big.extend_from_slice(b"$1048576\r\n");
+            big.extend(std::iter::repeat_n(b'a', 1 << 20));
+            big.extend_from_slice(b"\r\n");
+        }
+        assert!(matches!(parse(&big), Err(RespError::TooLarge(_))));
+        assert!(matches!(
+            parse(&vec![b'a'; (64 << 10) + 2]),
+            Err(RespError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn encoders() {
+        let mut out = Vec::new();
+        simple(&mut out, "OK");
+        error(&mut out, "ERR a\r\nb");
+        integer(&mut out, -3);
+        bulk(&mut out, Some(b"hi"));
+        bulk(&mut out, None);
+        array_header(&mut out, 0);
+        assert_eq!(out, b"+OK\r\n-ERR a  b\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*0\r\n");
+    }
+}
