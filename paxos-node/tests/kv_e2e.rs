@@ -1,1 +1,182 @@
-//! placeholder
+//! End to end: `paxos-node cluster --nodes 3` driven by a real Redis client (the `redis`
+//! crate): writes and reads on every node, pipelining, the admin port, a clean stop on
+//! SIGTERM, and a restart on the same directory that keeps the data.
+
+mod proc;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use nix::sys::signal::Signal;
+use proc::{Proc, WAIT, http_get, poll, wait_writable};
+
+/// A running `cluster` command and the ports it printed.
+struct Cluster {
+    proc: Proc,
+    resp: Vec<u16>,
+    admin: Vec<u16>,
+}
+
+fn start_cluster(dir: &std::path::Path) -> Cluster {
+    let mut child = Command::new(proc::EXE)
+        .args(["cluster", "--nodes", "3", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc { child };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut resp, mut admin) = (Vec::new(), Vec::new());
+    // The banner is a handful of lines; bounded by count and by WAIT.
+    for _ in 0..16 {
+        let line = rx.recv_timeout(WAIT).expect("cluster banner");
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| *w == "-p") {
+            resp.push(words[i + 1].parse().unwrap());
+        }
+        if let Some(url) = words.iter().find(|w| w.starts_with("http://")) {
+            let port = url
+                .trim_start_matches("http://127.0.0.1:")
+                .trim_end_matches("/status");
+            admin.push(port.parse().unwrap());
+        }
+    }
+    assert_eq!(resp.len(), 3, "three redis-cli lines");
+    assert_eq!(admin.len(), 3, "three admin lines");
+    Cluster { proc, resp, admin }
+}
+
+fn stop_cluster(mut cluster: Cluster) {
+    cluster.proc.signal(Signal::SIGTERM);
+    let status = cluster
+        .proc
+        .wait_exit(WAIT)
+        .expect("cluster exits on SIGTERM");
+    assert!(status.success(), "cluster exit status {status:?}");
+    // Its children are gone too: nothing answers on their ports.
+    for &port in &cluster.admin {
+        poll("a node to stop", WAIT, || {
+            std::net::TcpStream::connect(proc::local(port))
+                .is_err()
+                .then_some(())
+        });
+    }
+}
+
+#[test]
+fn cluster_serves_redis_clients_on_every_node() {
+    let dir = proc::tempdir();
+    let cluster = start_cluster(dir.path());
+    let mut cons: Vec<redis::Connection> = cluster.resp.iter().map(|&p| wait_writable(p)).collect();
+
+    // A write on one node is read on every node (followers forward).
+    let () = redis::cmd("SET")
+        .arg("greeting")
+        .arg("hello")
+        .query(&mut cons[0])
+        .unwrap();
+    for con in &mut cons {
+        let v: String = redis::cmd("GET").arg("greeting").query(con).unwrap();
+        assert_eq!(v, "hello");
+    }
+    let missing: Option<String> = redis::cmd("GET")
+        .arg("nothing")
+        .query(&mut cons[1])
+        .unwrap();
+    assert_eq!(missing, None);
+
+    // INCR from different nodes counts once per call.
+    for con in &mut cons {
+        let _: i64 = redis::cmd("INCR").arg("counter").query(con).unwrap();
+    }
+    let n: i64 = redis::cmd("INCR")
+        .arg("counter")
+        .query(&mut cons[2])
+        .unwrap();
+    assert_eq!(n, 4);
+    let err = redis::cmd("INCR")
+        .arg("greeting")
+        .query::<i64>(&mut cons[1])
+        .unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+
+    // CAS key expected new.
+    let swapped: i64 = redis::cmd("CAS")
+        .arg("greeting")
+        .arg("hello")
+        .arg("bye")
+        .query(&mut cons[1])
+        .unwrap();
+    assert_eq!(swapped, 1);
+    let swapped: i64 = redis::cmd("CAS")
+        .arg("greeting")
+        .arg("hello")
+        .arg("again")
+        .query(&mut cons[2])
+        .unwrap();
+    assert_eq!(swapped, 0);
+    let v: String = redis::cmd("GET")
+        .arg("greeting")
+        .query(&mut cons[0])
+        .unwrap();
+    assert_eq!(v, "bye");
+
+    // A pipeline is answered in order.
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.cmd("SET").arg(format!("p{i}")).arg(i).ignore();
+        pipe.cmd("GET").arg(format!("p{i}"));
+    }
+    let got: Vec<i64> = pipe.query(&mut cons[2]).unwrap();
+    assert_eq!(got, (0..50).collect::<Vec<i64>>());
+
+    // DEL counts existing keys.
+    let removed: i64 = redis::cmd("DEL")
+        .arg("p0")
+        .arg("p1")
+        .arg("nope")
+        .query(&mut cons[0])
+        .unwrap();
+    assert_eq!(removed, 2);
+
+    // Admin: one leader among the three, every node agrees on it.
+    let mut leaders = Vec::new();
+    for &port in &cluster.admin {
+        let (code, body) = http_get(port, "/status").unwrap();
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        leaders.push(status["leader"].as_u64().expect("a leader"));
+        let (code, body) = http_get(port, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains("paxos_resp_commands_total"), "{body}");
+        assert_eq!(http_get(port, "/health").unwrap().0, 200);
+    }
+    assert!(leaders.iter().all(|&l| l == leaders[0]), "{leaders:?}");
+
+    drop(cons);
+    stop_cluster(cluster);
+
+    // Same directory: same ports, same data.
+    let again = start_cluster(dir.path());
+    let mut con = wait_writable(again.resp[1]);
+    let v: String = redis::cmd("GET").arg("greeting").query(&mut con).unwrap();
+    assert_eq!(v, "bye");
+    let n: i64 = redis::cmd("GET").arg("counter").query(&mut con).unwrap();
+    assert_eq!(n, 4);
+    drop(con);
+    stop_cluster(again);
+}

@@ -1,0 +1,187 @@
+//! Helpers for tests that run the `paxos-node` binary as real processes on 127.0.0.1.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_paxos-node");
+
+/// Bound on any single wait. Generous: it only matters when something is broken.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal the child");
+    }
+
+    /// Waits for the process to exit, for at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct free ports on 127.0.0.1 (bound together, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The addresses of one `serve` node.
+#[derive(Clone, Debug)]
+pub struct NodeAddrs {
+    pub id: u64,
+    pub peer: u16,
+    pub resp: u16,
+    pub admin: u16,
+}
+
+/// Addresses for nodes `1..=n`.
+pub fn layout(n: usize) -> Vec<NodeAddrs> {
+    let ports = free_ports(3 * n);
+    (0..n)
+        .map(|i| NodeAddrs {
+            id: i as u64 + 1,
+            peer: ports[3 * i],
+            resp: ports[3 * i + 1],
+            admin: ports[3 * i + 2],
+        })
+        .collect()
+}
+
+/// Starts `paxos-node serve` for `nodes[i]`, with file storage under `dir`, logging to
+/// `dir/node-<id>.log`.
+pub fn serve(nodes: &[NodeAddrs], i: usize, dir: &Path, extra: &[&str]) -> Proc {
+    let node = &nodes[i];
+    let log_path = dir.join(format!("node-{}.log", node.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let mut cmd = Command::new(EXE);
+    cmd.arg("serve")
+        .arg("--id")
+        .arg(node.id.to_string())
+        .arg("--resp")
+        .arg(local(node.resp).to_string())
+        .arg("--admin")
+        .arg(local(node.admin).to_string())
+        .arg("--data-dir")
+        .arg(dir.join(format!("data-{}", node.id)));
+    for n in nodes {
+        cmd.arg("--peer").arg(format!("{}={}", n.id, local(n.peer)));
+    }
+    cmd.args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    Proc {
+        child: cmd.spawn().expect("spawn paxos-node serve"),
+    }
+}
+
+/// Polls `f` until it returns `Some`, every 20 ms, for at most `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A redis connection with read and write timeouts.
+pub fn redis_conn(port: u16, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let con = client.get_connection_with_timeout(timeout)?;
+    con.set_read_timeout(Some(timeout))?;
+    con.set_write_timeout(Some(timeout))?;
+    Ok(con)
+}
+
+/// Waits until the node on `port` accepts a write (a leader is elected and reachable).
+pub fn wait_writable(port: u16) -> redis::Connection {
+    poll("a node to accept writes", WAIT, || {
+        let mut con = redis_conn(port, Duration::from_secs(5)).ok()?;
+        redis::cmd("SET")
+            .arg("__ready")
+            .arg("1")
+            .query::<()>(&mut con)
+            .ok()?;
+        Some(con)
+    })
+}
+
+/// `GET path` on the admin port: (status code, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(local(port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// A fresh temporary directory for a test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().to_path_buf()
+}
