@@ -1,1 +1,134 @@
-//! placeholder
+//! Bad input to a running `paxos-node serve`: garbage, oversized and malformed RESP
+//! requests get an error reply and a closed connection (never a crash, never a hang), bad
+//! commands get an error reply on a connection that stays usable, oversized values are
+//! refused, bad admin requests get 4xx; the node keeps serving throughout.
+
+mod proc;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use proc::{WAIT, http_get, layout, serve, wait_writable};
+
+/// Sends `bytes` and reads until the server closes the connection (bounded by a timeout).
+fn send_and_read_to_close(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(proc::local(port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    // The server may close before reading everything: ignore a failed write.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the server closes the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends `bytes` and reads exactly `n` bytes back.
+fn exchange(s: &mut TcpStream, bytes: &[u8], n: usize) -> String {
+    s.write_all(bytes).unwrap();
+    let mut out = vec![0; n];
+    s.read_exact(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bad_requests_are_refused_and_the_node_keeps_serving() {
+    let dir = proc::tempdir();
+    let nodes = layout(1);
+    let _node = serve(&nodes, 0, dir.path(), &["--storage", "memory"]);
+    let resp = nodes[0].resp;
+    let mut con = wait_writable(resp);
+
+    // Closed with an error: garbage, bad lengths, oversized declarations (refused from the
+    // header alone: the 1 GiB body is never sent).
+    for bad in [
+        &b"*abc\r\n"[..],
+        b"*1\r\n:5\r\n",
+        b"*1\r\n$3\r\nabcde\r\n",
+        b"*1\r\n$-7\r\n",
+        b"*1000000\r\n",
+        b"*2\r\n$3\r\nSET\r\n$1073741824\r\n",
+        &[b'*'; 100],
+    ] {
+        let reply = send_and_read_to_close(resp, bad);
+        assert!(
+            reply.starts_with("-ERR Protocol error"),
+            "{bad:?} -> {reply:?}"
+        );
+    }
+    // An inline line longer than 64 KiB with no newline.
+    let reply = send_and_read_to_close(resp, &vec![b'a'; 70_000]);
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply:?}");
+    // Random bytes.
+    let noise: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = send_and_read_to_close(resp, &[b"*3\r\n", &noise[..]].concat());
+
+    // Errors that keep the connection: unknown command, wrong arity, SET options.
+    let mut s = TcpStream::connect(proc::local(resp)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let r = exchange(
+        &mut s,
+        b"FLUSHALL\r\n",
+        "-ERR unknown command 'flushall'\r\n".len(),
+    );
+    assert_eq!(r, "-ERR unknown command 'flushall'\r\n");
+    let expected = "-ERR wrong number of arguments for 'get' command\r\n";
+    assert_eq!(exchange(&mut s, b"GET\r\n", expected.len()), expected);
+    let r = exchange(
+        &mut s,
+        b"SET k v EX 10\r\nPING\r\n",
+        "-ERR syntax error (SET options are not supported)\r\n+PONG\r\n".len(),
+    );
+    assert!(r.ends_with("+PONG\r\n"), "{r:?}");
+
+    // A value too large for one log entry is refused; nothing is applied.
+    let big = vec![b'x'; 1 << 20];
+    let err = redis::cmd("SET")
+        .arg("big")
+        .arg(&big[..])
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    let v: Option<Vec<u8>> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
+    assert_eq!(v, None);
+
+    // A long pipeline in one write is answered in order.
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        batch.extend_from_slice(format!("SET k{i} {i}\r\nGET k{i}\r\n").as_bytes());
+    }
+    let mut expected = String::new();
+    for i in 0..1000 {
+        let v = i.to_string();
+        expected.push_str(&format!("+OK\r\n${}\r\n{v}\r\n", v.len()));
+    }
+    assert_eq!(exchange(&mut s, &batch, expected.len()), expected);
+
+    // Admin: bad request, unknown path, wrong method, an endless head.
+    let admin = nodes[0].admin;
+    assert_eq!(http_get(admin, "/nope").unwrap().0, 404);
+    let raw = send_and_read_to_close(admin, b"POST /status HTTP/1.1\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 405"), "{raw:?}");
+    let raw = send_and_read_to_close(admin, b"\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
+    let raw = send_and_read_to_close(admin, &vec![b'G'; 20_000]);
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
+
+    // Still serving, and it counted the protocol errors.
+    let () = redis::cmd("SET")
+        .arg("after")
+        .arg("ok")
+        .query(&mut con)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("after").query(&mut con).unwrap();
+    assert_eq!(v, "ok");
+    assert_eq!(http_get(admin, "/health").unwrap().0, 200);
+    let (_, metrics) = http_get(admin, "/metrics").unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("paxos_resp_protocol_errors_total"))
+        .unwrap();
+    let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 9, "{line}");
+}

@@ -83,7 +83,8 @@ async fn respond(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    crate::server::lingering_close(stream).await;
+    Ok(())
 }
 
 fn route(head: &[u8], ctx: &Ctx) -> (u16, &'static str, String) {

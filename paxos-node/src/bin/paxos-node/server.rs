@@ -251,6 +251,7 @@ async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
                     bump(&ctx.stats.protocol_errors);
                     resp::error(&mut out, &format!("ERR {e}"));
                     stream.write_all(&out).await?;
+                    lingering_close(stream).await;
                     return Ok(());
                 }
             }
@@ -264,6 +265,24 @@ async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Closes a connection whose client may still be sending: shuts down the write side, then
+/// discards input (at most 4 MiB, for at most 1 s) so that the reply is not lost to a reset
+/// caused by closing with unread data.
+pub(crate) async fn lingering_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 16 << 10];
+        let mut total = 0usize;
+        while total < (4 << 20) {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 fn arity(out: &mut Vec<u8>, name: &str) {
