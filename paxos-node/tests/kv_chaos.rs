@@ -1,1 +1,235 @@
-//! placeholder
+//! Process-level faults: three `paxos-node serve` processes with file storage, clients on
+//! every node issuing GET, SET and CAS over RESP while a follower is killed with SIGKILL and
+//! restarted, and the leader is paused with SIGSTOP and resumed. Every client's history is
+//! checked for linearizability (writes that failed in any way count as unknown outcomes),
+//! and the nodes converge afterwards.
+
+mod proc;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use paxos_lincheck::{CheckOptions, Input, Operation, Output, Verdict, check};
+use proc::{NodeAddrs, Proc, WAIT, http_get, layout, poll, serve, wait_writable};
+
+const KEYS: u64 = 3;
+const CLIENTS_PER_NODE: u64 = 2;
+const RUN: Duration = Duration::from_secs(8);
+const EXTRA: &[&str] = &[
+    "--request-timeout-ms",
+    "1000",
+    "--client-deadline-ms",
+    "3000",
+];
+
+fn leader(nodes: &[NodeAddrs], live: &[bool]) -> usize {
+    poll("a leader", WAIT, || {
+        (0..nodes.len()).find(|&i| {
+            live[i]
+                && http_get(nodes[i].admin, "/status").is_ok_and(|(_, body)| {
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .is_ok_and(|s| s["role"] == "leader")
+                })
+        })
+    })
+}
+
+/// A small deterministic generator for the clients' choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// One client: issues operations one at a time until `stop`, recording each.
+fn client(
+    id: u64,
+    port: u16,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<Vec<Operation>>>,
+) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mut con: Option<redis::Connection> = None;
+    let mut counter = 0u64;
+    let mut seen = 0u64;
+    let now = || start.elapsed().as_nanos() as u64;
+    // Bounded by time (`stop`, set after RUN) and by count.
+    for _ in 0..100_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let c = match con.as_mut() {
+            Some(c) => c,
+            None => match proc::redis_conn(port, Duration::from_secs(4)) {
+                Ok(c) => con.insert(c),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            },
+        };
+        let key = rng.next() % KEYS;
+        let name = format!("k{key}");
+        counter += 1;
+        let fresh = id * 1_000_000 + counter;
+        let input = match rng.next() % 10 {
+            0..=3 => Input::Read,
+            4..=7 => Input::Write(fresh),
+            _ => Input::Cas {
+                expected: seen,
+                new: fresh,
+            },
+        };
+        let call = now();
+        let result: redis::RedisResult<Output> = match input {
+            Input::Read => redis::cmd("GET")
+                .arg(&name)
+                .query::<Option<u64>>(c)
+                .map(Output::Read),
+            Input::Write(v) => redis::cmd("SET")
+                .arg(&name)
+                .arg(v)
+                .query::<()>(c)
+                .map(|()| Output::Write),
+            Input::Cas { expected, new } => redis::cmd("CAS")
+                .arg(&name)
+                .arg(expected)
+                .arg(new)
+                .query::<i64>(c)
+                .map(|n| Output::Cas(n == 1)),
+        };
+        let ret = now();
+        match result {
+            Ok(output) => {
+                if let Output::Read(Some(v)) = output {
+                    seen = v;
+                }
+                history.lock().unwrap().push(Operation {
+                    client: id,
+                    key,
+                    input,
+                    output: Some(output),
+                    call,
+                    ret: Some(ret),
+                });
+            }
+            Err(e) => {
+                // A failed read observed nothing; a failed write may or may not have applied.
+                if input != Input::Read {
+                    history.lock().unwrap().push(Operation {
+                        client: id,
+                        key,
+                        input,
+                        output: None,
+                        call,
+                        ret: None,
+                    });
+                }
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    con = None;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linearizable_under_sigkill_and_sigstop() {
+    let dir = proc::tempdir();
+    let nodes = layout(3);
+    let mut procs: Vec<Proc> = (0..3)
+        .map(|i| serve(&nodes, i, dir.path(), EXTRA))
+        .collect();
+    for n in &nodes {
+        drop(wait_writable(n.resp));
+    }
+    let mut live = vec![true; 3];
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for j in 0..CLIENTS_PER_NODE {
+            let id = i as u64 * CLIENTS_PER_NODE + j + 1;
+            let (port, stop, history) = (n.resp, stop.clone(), history.clone());
+            clients.push(std::thread::spawn(move || {
+                client(id, port, start, stop, history)
+            }));
+        }
+    }
+    let at = |t: Duration| {
+        if let Some(d) = t.checked_sub(start.elapsed()) {
+            std::thread::sleep(d); // the fault schedule is by design a timetable
+        }
+    };
+
+    // A follower dies without warning, and comes back from its files.
+    at(Duration::from_millis(1500));
+    let l = leader(&nodes, &live);
+    let victim = (l + 1) % 3;
+    procs[victim].signal(Signal::SIGKILL);
+    procs[victim].wait_exit(WAIT).expect("killed");
+    live[victim] = false;
+    at(Duration::from_millis(3000));
+    procs[victim] = serve(&nodes, victim, dir.path(), EXTRA);
+    live[victim] = true;
+
+    // The leader freezes, long enough for the others to elect a new one, then resumes.
+    at(Duration::from_millis(4000));
+    let l = leader(&nodes, &live);
+    procs[l].signal(Signal::SIGSTOP);
+    at(Duration::from_millis(6000));
+    procs[l].signal(Signal::SIGCONT);
+
+    at(RUN);
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let completed_writes = history
+        .iter()
+        .filter(|o| o.output.is_some() && o.input != Input::Read)
+        .count();
+    let completed_reads = history
+        .iter()
+        .filter(|o| matches!(o.output, Some(Output::Read(_))))
+        .count();
+    let unknown = history.iter().filter(|o| o.output.is_none()).count();
+    eprintln!(
+        "history: {} ops, {completed_writes} writes and {completed_reads} reads completed, {unknown} unknown",
+        history.len()
+    );
+    assert!(
+        completed_writes >= 50 && completed_reads >= 50,
+        "too little progress"
+    );
+    match check(&history, &CheckOptions::default()) {
+        Verdict::Linearizable => {}
+        other => panic!(
+            "history of {} ops is not linearizable: {other:?}",
+            history.len()
+        ),
+    }
+
+    // Every node catches up to the same applied slot.
+    poll("the nodes to converge", WAIT, || {
+        let applied: Vec<u64> = nodes
+            .iter()
+            .map(|n| {
+                let (_, body) = http_get(n.admin, "/status").ok()?;
+                serde_json::from_str::<serde_json::Value>(&body).ok()?["applied"].as_u64()
+            })
+            .collect::<Option<_>>()?;
+        applied.iter().all(|&a| a == applied[0]).then_some(())
+    });
+}
