@@ -34,18 +34,36 @@ pub enum Message {
 }
 
 impl Message {
+    /// Every kind's short name, indexed by [`Message::kind_index`].
+    pub const KINDS: [&'static str; 9] = [
+        "prepare",
+        "promise",
+        "accept",
+        "accepted",
+        "decide",
+        "nack",
+        "forward",
+        "catch_up",
+        "catch_up_reply",
+    ];
+
     /// Short name of the message kind, for logs and metrics.
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Position of this message's kind in [`Message::KINDS`], for per-kind counters.
+    pub fn kind_index(&self) -> usize {
         match self {
-            Self::Prepare(_) => "prepare",
-            Self::Promise(_) => "promise",
-            Self::Accept(_) => "accept",
-            Self::Accepted(_) => "accepted",
-            Self::Decide(_) => "decide",
-            Self::Nack(_) => "nack",
-            Self::Forward(_) => "forward",
-            Self::CatchUp(_) => "catch_up",
-            Self::CatchUpReply(_) => "catch_up_reply",
+            Self::Prepare(_) => 0,
+            Self::Promise(_) => 1,
+            Self::Accept(_) => 2,
+            Self::Accepted(_) => 3,
+            Self::Decide(_) => 4,
+            Self::Nack(_) => 5,
+            Self::Forward(_) => 6,
+            Self::CatchUp(_) => 7,
+            Self::CatchUpReply(_) => 8,
         }
     }
 }

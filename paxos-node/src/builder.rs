@@ -138,6 +138,7 @@ impl NodeBuilder {
             leader: status.leader,
             commit: status.commit,
             applied: status.applied,
+            lease_held: false,
             stopped: None,
         }));
         let (requests_tx, requests) = async_channel::bounded(options.request_queue);

@@ -10,7 +10,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use paxos_core::{
 
 use crate::command;
 use crate::error::{FatalError, ProposeError, ReadError};
-use crate::handle::{Counters, Request, Shared};
+use crate::handle::{Counters, PeerContact, Request, Shared};
 use crate::options::NodeOptions;
 use crate::runtime::{AsyncTimer, Runtime};
 use crate::waiters::{ReadKey, ReadWaiter, Waiters};
@@ -312,6 +312,23 @@ impl Driver {
             }
         }
         let n = self.inbound.len();
+        if n > 0 {
+            let heard = self.runtime.now();
+            let mut contacts = self
+                .shared
+                .contacts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for Inbound { from, .. } in &self.inbound {
+                match contacts.iter_mut().find(|c| c.id == *from) {
+                    Some(c) => c.last_heard = Some(heard),
+                    None => contacts.push(PeerContact {
+                        id: *from,
+                        last_heard: Some(heard),
+                    }),
+                }
+            }
+        }
         for Inbound { from, message } in self.inbound.drain(..) {
             self.replica.handle_message(now, from, message);
         }
@@ -330,14 +347,19 @@ impl Driver {
         } = ready;
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.
+            let started = self.runtime.now();
             if let Err(e) = self.storage.persist(&persist).await {
                 return Err(FatalError::Storage(e.to_string()));
             }
             let counters = &self.shared.counters;
+            counters.observe_persist(self.runtime.now().saturating_duration_since(started));
             Counters::add(&counters.persists, 1);
             Counters::add(&counters.persisted_entries, persist.entries.len() as u64);
         }
         if !messages.is_empty() {
+            for m in &messages {
+                Counters::add(&self.shared.counters.sent[m.message.kind_index()], 1);
+            }
             self.transport.send(messages);
         }
         if !committed.is_empty() {
@@ -439,7 +461,13 @@ impl Driver {
             s.leader = status.leader;
             s.commit = status.commit;
             s.applied = status.applied;
+            s.lease_held = status.lease_until.is_some();
         });
+        *self
+            .shared
+            .core_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.replica.metrics();
         status
     }
 }

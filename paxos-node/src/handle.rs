@@ -9,7 +9,7 @@ use async_channel::{Sender, TrySendError};
 use bytes::Bytes;
 use event_listener::Event;
 use futures::channel::oneshot;
-use paxos_core::{Ballot, NodeId, Role, Slot};
+use paxos_core::{Ballot, Message, Metrics, NodeId, Role, Slot};
 
 use crate::command;
 use crate::error::{FatalError, ProposeError, ReadError};
@@ -36,6 +36,8 @@ pub struct NodeStatus {
     pub commit: Slot,
     /// Every slot below this is applied to the state machine here.
     pub applied: Slot,
+    /// This node is the leader and holds the leader lease (reads cost no message).
+    pub lease_held: bool,
     /// Why the node stopped, once it has.
     pub stopped: Option<FatalError>,
 }
@@ -63,6 +65,36 @@ pub struct NodeMetrics {
     pub persisted_entries: u64,
     /// Driver cycles run.
     pub cycles: u64,
+    /// The core's own counters (elections, Prepares, lease and read-index reads).
+    pub core: Metrics,
+    /// Messages handed to the transport, by kind, indexed like [`Message::KINDS`].
+    pub messages_sent: [u64; Message::KINDS.len()],
+    /// How long `Storage::persist` took.
+    pub persist_latency: LatencyHistogram,
+}
+
+/// A latency histogram with fixed buckets, for Prometheus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket: `counts[i]` took at most `LATENCY_BOUNDS_US[i]` µs and
+    /// more than the bound before it; the last counts everything slower.
+    pub counts: [u64; LATENCY_BOUNDS_US.len() + 1],
+    /// Sum of all observations, µs.
+    pub sum_us: u64,
+}
+
+/// Upper bounds of the [`LatencyHistogram`] buckets, µs.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+
+/// When a peer was last heard from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerContact {
+    /// The peer.
+    pub id: NodeId,
+    /// When its last message arrived, if one did since this node started.
+    pub last_heard: Option<Instant>,
 }
 
 /// A client request, queued for the driver.
@@ -91,6 +123,10 @@ pub(crate) struct Shared {
     terminated: AtomicBool,
     shutdown: AtomicBool,
     pub(crate) counters: Counters,
+    /// The core's counters, as of the driver's last cycle.
+    pub(crate) core_metrics: Mutex<Metrics>,
+    /// Per peer, when it was last heard from.
+    pub(crate) contacts: Mutex<Vec<PeerContact>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,11 +140,25 @@ pub(crate) struct Counters {
     pub(crate) persists: AtomicU64,
     pub(crate) persisted_entries: AtomicU64,
     pub(crate) cycles: AtomicU64,
+    pub(crate) sent: [AtomicU64; Message::KINDS.len()],
+    pub(crate) persist_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    pub(crate) persist_sum_us: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records one persist that took `took`.
+    pub(crate) fn observe_persist(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        Self::add(&self.persist_buckets[bucket], 1);
+        Self::add(&self.persist_sum_us, us);
     }
 }
 
@@ -120,6 +170,8 @@ impl Shared {
             terminated: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
+            core_metrics: Mutex::new(Metrics::default()),
+            contacts: Mutex::new(Vec::new()),
         }
     }
 
@@ -260,7 +312,26 @@ impl NodeHandle {
             persists: get(&c.persists),
             persisted_entries: get(&c.persisted_entries),
             cycles: get(&c.cycles),
+            core: *self
+                .shared
+                .core_metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            messages_sent: std::array::from_fn(|i| get(&c.sent[i])),
+            persist_latency: LatencyHistogram {
+                counts: std::array::from_fn(|i| get(&c.persist_buckets[i])),
+                sum_us: get(&c.persist_sum_us),
+            },
         }
+    }
+
+    /// When each peer was last heard from.
+    pub fn peer_contacts(&self) -> Vec<PeerContact> {
+        self.shared
+            .contacts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits until `condition` holds for the node's status, for at most `timeout`.

@@ -105,7 +105,9 @@ mod waiters;
 
 pub use builder::NodeBuilder;
 pub use error::{FatalError, ProposeError, ReadError, StartError};
-pub use handle::{NodeHandle, NodeMetrics, NodeStatus};
+pub use handle::{
+    LATENCY_BOUNDS_US, LatencyHistogram, NodeHandle, NodeMetrics, NodeStatus, PeerContact,
+};
 pub use options::NodeOptions;
 #[cfg(feature = "runtime-async-io")]
 pub use runtime::AsyncIoRuntime;

@@ -160,12 +160,54 @@ fn cluster_serves_redis_clients_on_every_node() {
         assert_eq!(code, 200);
         let status: serde_json::Value = serde_json::from_str(&body).unwrap();
         leaders.push(status["leader"].as_u64().expect("a leader"));
+        assert!(status["lease_held"].is_boolean(), "{body}");
+        for key in ["id", "role", "ballot", "commit", "applied"] {
+            assert!(!status[key].is_null(), "/status lacks {key}: {body}");
+        }
+        let peers = status["peers"].as_array().expect("peers");
+        assert_eq!(peers.len(), 2, "{body}");
+        let leader = status["leader"].as_u64();
+        assert!(
+            peers
+                .iter()
+                .filter(|p| status["role"] == "leader" || p["id"].as_u64() == leader)
+                .all(|p| p["last_contact_ms_ago"].is_u64()),
+            "a leader hears from its followers, a follower from its leader: {body}"
+        );
         let (code, body) = http_get(port, "/metrics").unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains("paxos_resp_commands_total"), "{body}");
+        for name in [
+            "paxos_resp_commands_total",
+            "paxos_proposals_total",
+            "paxos_committed_commands_total",
+            "paxos_largest_batch",
+            "paxos_persist_seconds_bucket",
+            "paxos_lease_reads_total",
+            "paxos_read_index_reads_total",
+            "paxos_elections_started_total",
+            "paxos_messages_sent_total{",
+        ] {
+            assert!(body.contains(name), "/metrics lacks {name}: {body}");
+        }
         assert_eq!(http_get(port, "/health").unwrap().0, 200);
     }
     assert!(leaders.iter().all(|&l| l == leaders[0]), "{leaders:?}");
+    // The leader holds its lease: heartbeats renew it even when the cluster is idle.
+    // Polled (bounded) because the admin page is read from outside the process.
+    let mut held = false;
+    for _ in 0..100 {
+        let lease = cluster.admin.iter().find_map(|&port| {
+            let (_, body) = http_get(port, "/status").ok()?;
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status["role"] == "leader").then(|| status["lease_held"] == true)
+        });
+        if lease == Some(true) {
+            held = true;
+            break;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
+    assert!(held, "the leader reports its lease");
 
     drop(cons);
     stop_cluster(cluster);

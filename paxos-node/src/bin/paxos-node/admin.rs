@@ -130,11 +130,18 @@ fn role_name(role: Role) -> &'static str {
 
 fn status_json(ctx: &Ctx) -> String {
     let s = ctx.node.status();
+    let contacts = ctx.node.peer_contacts();
+    let now = std::time::Instant::now();
     let peers: Vec<_> = ctx
         .config
         .peers
         .iter()
-        .map(|p| serde_json::json!({ "id": p.id, "addr": p.addr.to_string() }))
+        .filter(|p| p.id != s.id.0)
+        .map(|p| {
+            let heard = contacts.iter().find(|c| c.id.0 == p.id).and_then(|c| c.last_heard);
+            let ago_ms = heard.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+            serde_json::json!({ "id": p.id, "addr": p.addr.to_string(), "last_contact_ms_ago": ago_ms })
+        })
         .collect();
     let value = serde_json::json!({
         "id": s.id.0,
@@ -143,8 +150,7 @@ fn status_json(ctx: &Ctx) -> String {
         "leader": s.leader.map(|l| l.0),
         "commit": s.commit.0,
         "applied": s.applied.0,
-        // NodeStatus does not expose the core's lease_until yet; null means "not reported".
-        "lease_held": serde_json::Value::Null,
+        "lease_held": s.lease_held,
         "stopped": s.stopped.map(|e| e.to_string()),
         "peers": peers,
         "resp": ctx.config.resp.to_string(),
@@ -304,6 +310,89 @@ fn metrics_text(ctx: &Ctx) -> String {
         "counter",
         "Connections closed for a malformed or oversized request.",
         load(&st.protocol_errors),
+    );
+    let core = m.core;
+    for (name, help, value) in [
+        (
+            "elections_started_total",
+            "Times this node started phase 1.",
+            core.elections_started,
+        ),
+        (
+            "elections_won_total",
+            "Times this node became leader.",
+            core.elections_won,
+        ),
+        (
+            "prepares_sent_total",
+            "Prepare messages sent.",
+            core.prepares_sent,
+        ),
+        (
+            "lease_reads_total",
+            "Reads answered under the leader lease (no message).",
+            core.lease_reads,
+        ),
+        (
+            "read_index_reads_total",
+            "Reads that needed a read-index round.",
+            core.read_index_reads,
+        ),
+        (
+            "read_rounds_total",
+            "Heartbeat rounds sent on behalf of reads.",
+            core.read_rounds,
+        ),
+        (
+            "lease_refusals_total",
+            "Prepares refused because of a granted lease.",
+            core.lease_refusals,
+        ),
+    ] {
+        metric(name, "counter", help, value);
+    }
+    metric(
+        "lease_held",
+        "gauge",
+        "1 if this node holds the leader lease.",
+        u64::from(s.lease_held),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paxos_messages_sent_total Protocol messages sent, by kind."
+    );
+    let _ = writeln!(out, "# TYPE paxos_messages_sent_total counter");
+    for (kind, n) in paxos_core::Message::KINDS.iter().zip(m.messages_sent) {
+        let _ = writeln!(
+            out,
+            "paxos_messages_sent_total{{node=\"{id}\",kind=\"{kind}\"}} {n}"
+        );
+    }
+    let h = m.persist_latency;
+    let _ = writeln!(
+        out,
+        "# HELP paxos_persist_seconds Time taken by Storage::persist."
+    );
+    let _ = writeln!(out, "# TYPE paxos_persist_seconds histogram");
+    let mut cumulative = 0;
+    for (i, count) in h.counts.iter().enumerate() {
+        cumulative += count;
+        let le = paxos_node::LATENCY_BOUNDS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(
+            out,
+            "paxos_persist_seconds_bucket{{node=\"{id}\",le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "paxos_persist_seconds_sum{{node=\"{id}\"}} {}",
+        h.sum_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "paxos_persist_seconds_count{{node=\"{id}\"}} {cumulative}"
     );
     out
 }
