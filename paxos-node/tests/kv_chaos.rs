@@ -1,8 +1,10 @@
 //! Process-level faults: three `paxos-node serve` processes with file storage, clients on
-//! every node issuing GET, SET and CAS over RESP while a follower is killed with SIGKILL and
-//! restarted, and the leader is paused with SIGSTOP and resumed. Every client's history is
-//! checked for linearizability (writes that failed in any way count as unknown outcomes),
-//! and the nodes converge afterwards.
+//! every node issuing GET, SET and CAS over RESP while, in each of several rounds, a
+//! follower is killed with SIGKILL and restarted and the leader is paused with SIGSTOP and
+//! resumed. Every client's history, plus a final read of every key on every node, is
+//! checked for linearizability (writes that failed in any way count as unknown outcomes):
+//! an acknowledged write that was lost, or a node that diverged, fails the check. The
+//! nodes then converge to the same applied slot.
 
 mod proc;
 
@@ -16,7 +18,11 @@ use proc::{NodeAddrs, Proc, WAIT, http_get, layout, poll, serve, wait_writable};
 
 const KEYS: u64 = 3;
 const CLIENTS_PER_NODE: u64 = 2;
-const RUN: Duration = Duration::from_secs(8);
+/// Rounds of each fault.
+const ROUNDS: u32 = 3;
+/// One round: a follower killed then restarted, then the leader paused then resumed.
+const ROUND: Duration = Duration::from_millis(2600);
+const RUN: Duration = Duration::from_millis(1000 + 2600 * ROUNDS as u64 + 500);
 const EXTRA: &[&str] = &[
     "--request-timeout-ms",
     "1000",
@@ -172,30 +178,55 @@ fn linearizable_under_sigkill_and_sigstop() {
         }
     };
 
-    // A follower dies without warning, and comes back from its files.
-    at(Duration::from_millis(1500));
-    let l = leader(&nodes, &live);
-    let victim = (l + 1) % 3;
-    procs[victim].signal(Signal::SIGKILL);
-    procs[victim].wait_exit(WAIT).expect("killed");
-    live[victim] = false;
-    at(Duration::from_millis(3000));
-    procs[victim] = serve(&nodes, victim, dir.path(), EXTRA);
-    live[victim] = true;
+    for round in 0..ROUNDS {
+        let t0 = Duration::from_millis(1000) + ROUND * round;
+        // A follower dies without warning, and comes back from its files.
+        at(t0);
+        let l = leader(&nodes, &live);
+        let victim = (l + 1 + round as usize % 2) % 3;
+        procs[victim].signal(Signal::SIGKILL);
+        procs[victim].wait_exit(WAIT).expect("killed");
+        live[victim] = false;
+        at(t0 + Duration::from_millis(800));
+        procs[victim] = serve(&nodes, victim, dir.path(), EXTRA);
+        live[victim] = true;
 
-    // The leader freezes, long enough for the others to elect a new one, then resumes.
-    at(Duration::from_millis(4000));
-    let l = leader(&nodes, &live);
-    procs[l].signal(Signal::SIGSTOP);
-    at(Duration::from_millis(6000));
-    procs[l].signal(Signal::SIGCONT);
+        // The leader freezes, long enough for the others to elect a new one, then resumes.
+        at(t0 + Duration::from_millis(1200));
+        let l = leader(&nodes, &live);
+        procs[l].signal(Signal::SIGSTOP);
+        at(t0 + Duration::from_millis(2200));
+        procs[l].signal(Signal::SIGCONT);
+    }
 
     at(RUN);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
-    let history = std::mem::take(&mut *history.lock().unwrap());
+    let mut history = std::mem::take(&mut *history.lock().unwrap());
+    // Last, every key read on every node: these reads must see every acknowledged write.
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = proc::redis_conn(n.resp, WAIT).expect("a connection after the faults");
+        for key in 0..KEYS {
+            let call = start.elapsed().as_nanos() as u64;
+            let value: Option<u64> = poll("a final read", WAIT, || {
+                redis::cmd("GET")
+                    .arg(format!("k{key}"))
+                    .query::<Option<u64>>(&mut c)
+                    .ok()
+            });
+            let ret = start.elapsed().as_nanos() as u64;
+            history.push(Operation {
+                client: 1000 + i as u64,
+                key,
+                input: Input::Read,
+                output: Some(Output::Read(value)),
+                call,
+                ret: Some(ret),
+            });
+        }
+    }
     let completed_writes = history
         .iter()
         .filter(|o| o.output.is_some() && o.input != Input::Read)
