@@ -49,4 +49,12 @@ pub trait Transport: Send + Sync {
     /// Waits until at least one message has arrived, then moves up to `max` of them into
     /// `out`. Cancel-safe.
     async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError>;
+
+    /// The largest frame this transport carries, length prefix excluded: a message whose
+    /// encoding is larger is dropped by [`send`](Self::send), never delivered. The node
+    /// checks the core's message byte bound against it when it is built, so the core never
+    /// produces such a message.
+    fn max_frame_bytes(&self) -> usize {
+        crate::codec::DEFAULT_MAX_FRAME_BYTES
+    }
 }

@@ -227,6 +227,10 @@ impl TcpTransport {
 
 #[async_trait]
 impl Transport for TcpTransport {
+    fn max_frame_bytes(&self) -> usize {
+        self.shared.config.max_frame_bytes
+    }
+
     fn send(&self, batch: Vec<Envelope>) {
         let peers = self.shared.lock_peers();
         for Envelope { to, message } in batch {

@@ -237,6 +237,14 @@ impl NodeHandle {
         self.id
     }
 
+    /// The largest command [`propose`](Self::propose) accepts, in bytes. A larger one is
+    /// refused at once with [`ProposeError::TooLarge`], before anything is queued. It is
+    /// the core's [`max_batch_bytes`](paxos_core::Config::max_batch_bytes) less the
+    /// driver's one-byte command tag.
+    pub fn max_command_bytes(&self) -> usize {
+        self.max_command_bytes
+    }
+
     /// Proposes `command` and waits until it is applied **on this node**, returning the
     /// state machine's output for it.
     ///
