@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::types::NodeId;
+use crate::types::{Ballot, NodeId};
+use crate::wire;
 
 /// Settings for one replica. Build with [`Config::new`], adjust fields, then
 /// [`Replica::new`](crate::Replica::new) validates it.
@@ -29,10 +30,24 @@ pub struct Config {
     pub max_batch_commands: usize,
     /// Batching bound: payload bytes in one slot (a single larger command is refused).
     pub max_batch_bytes: usize,
+    /// Pipelining bound in bytes: payload of the slots the leader proposed and has not yet
+    /// seen chosen. A new slot opens only while the open ones hold less than this (one
+    /// always may), so a window of large values cannot hold gigabytes.
+    pub max_inflight_bytes: usize,
     /// Proposals queued on this replica, waiting for a slot or to be forwarded.
     pub max_pending_proposals: usize,
+    /// Payload bytes queued on this replica, waiting for a slot or to be forwarded. A
+    /// proposal that would cross it is refused with `Overloaded` (one is always queued
+    /// when the queue is empty).
+    pub max_pending_bytes: usize,
     /// Slots carried by one Promise, Accept or CatchUpReply message.
     pub max_slots_per_message: usize,
+    /// Bytes of one message's encoding (the postcard body, before framing). Accept,
+    /// Promise pages, CatchUpReply and Forward carry values until the next one would cross
+    /// it, and always at least one, so progress is always possible. It must leave room for
+    /// one full batch ([`Config::min_message_bytes`]); the node checks it against the
+    /// transport's frame limit when it is built.
+    pub max_message_bytes: usize,
     /// Leader leases: how long an acceptor that accepted a leader's Accept refuses to
     /// promise any other ballot, on its own clock from the Accept's arrival. `None`
     /// disables leases: every read then takes a read-index round. See the [lease
@@ -58,7 +73,8 @@ pub enum ConfigError {
 
 impl Config {
     /// A config with defaults suited to a LAN cluster (heartbeat 50 ms, election timeout
-    /// 300-600 ms, lease 150 ms, clock drift bound 1%).
+    /// 300-600 ms, lease 150 ms, clock drift bound 1%; batches of up to 512 commands and
+    /// 1 MiB, messages of up to 4 MiB, 64 MiB in flight and 64 MiB queued).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Self {
         Self {
             id,
@@ -70,8 +86,11 @@ impl Config {
             max_inflight_slots: 256,
             max_batch_commands: 512,
             max_batch_bytes: 1 << 20,
+            max_inflight_bytes: 64 << 20,
             max_pending_proposals: 8192,
+            max_pending_bytes: 64 << 20,
             max_slots_per_message: 64,
+            max_message_bytes: 4 << 20,
             lease_duration: Some(Duration::from_millis(150)),
             max_clock_drift_ppm: 10_000,
             rng_seed: None,
@@ -95,6 +114,9 @@ impl Config {
         }
         if !self.members.contains(&self.id) {
             return bad(format!("id {} is not in members", self.id));
+        }
+        if self.members.contains(&Ballot::CHOSEN.node) {
+            return bad(format!("node id {} is reserved", Ballot::CHOSEN.node));
         }
         if self.heartbeat_interval.is_zero() || self.resend_interval.is_zero() {
             return bad("heartbeat_interval and resend_interval must be non-zero".into());
@@ -135,10 +157,34 @@ impl Config {
             || self.max_batch_bytes == 0
             || self.max_pending_proposals == 0
             || self.max_slots_per_message == 0
+            || self.max_inflight_bytes == 0
+            || self.max_pending_bytes == 0
         {
             return bad("every max_* bound must be at least 1".into());
         }
+        let min = self.min_message_bytes();
+        if self.max_message_bytes < min {
+            return bad(format!(
+                "max_message_bytes ({}) must hold one full batch of max_batch_commands ({}) and \
+                 max_batch_bytes ({}): at least {min}",
+                self.max_message_bytes, self.max_batch_commands, self.max_batch_bytes
+            ));
+        }
         Ok(())
+    }
+
+    /// The smallest [`max_message_bytes`](Self::max_message_bytes) these batch bounds
+    /// allow: the encoding of one message carrying a single full batch
+    /// (`max_batch_commands` commands, `max_batch_bytes` of payload), with every varint at
+    /// its widest.
+    pub fn min_message_bytes(&self) -> usize {
+        wire::MESSAGE_OVERHEAD_BYTES
+            + wire::ENTRY_OVERHEAD_BYTES
+            + wire::VALUE_OVERHEAD_BYTES
+            + self
+                .max_batch_commands
+                .saturating_mul(wire::COMMAND_OVERHEAD_BYTES)
+                .saturating_add(self.max_batch_bytes)
     }
 
     /// Votes needed for a quorum: a strict majority of members.
@@ -191,6 +237,19 @@ mod tests {
             ("zero bytes", Box::new(|c| c.max_batch_bytes = 0)),
             ("zero queue", Box::new(|c| c.max_pending_proposals = 0)),
             ("zero page", Box::new(|c| c.max_slots_per_message = 0)),
+            (
+                "zero inflight bytes",
+                Box::new(|c| c.max_inflight_bytes = 0),
+            ),
+            ("zero pending bytes", Box::new(|c| c.max_pending_bytes = 0)),
+            (
+                "message cannot hold a batch",
+                Box::new(|c| c.max_message_bytes = c.max_batch_bytes),
+            ),
+            (
+                "reserved id",
+                Box::new(|c| c.members.push(NodeId(u64::MAX))),
+            ),
             (
                 "drift out of range",
                 Box::new(|c| c.max_clock_drift_ppm = 200_000),

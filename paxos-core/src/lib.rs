@@ -14,6 +14,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod transport;
 pub mod types;
+pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use error::{ProposeError, ReadError};

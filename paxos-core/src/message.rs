@@ -31,11 +31,15 @@ pub enum Message {
     CatchUp(CatchUp),
     /// Chosen values, in answer to [`Message::CatchUp`].
     CatchUpReply(CatchUpReply),
+    /// Before phase 1: "would you join an election now?" Changes nothing at the receiver.
+    PreVote(PreVote),
+    /// The answer to [`Message::PreVote`].
+    PreVoteReply(PreVoteReply),
 }
 
 impl Message {
     /// Every kind's short name, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 11] = [
         "prepare",
         "promise",
         "accept",
@@ -45,11 +49,37 @@ impl Message {
         "forward",
         "catch_up",
         "catch_up_reply",
+        "pre_vote",
+        "pre_vote_reply",
     ];
 
     /// Short name of the message kind, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         Self::KINDS[self.kind_index()]
+    }
+
+    /// True unless the message is one no correct replica sends: a proposer ballot that
+    /// is the reserved [`Ballot::CHOSEN`], or a run of slots whose numbers overflow. The
+    /// core drops a malformed message on receipt, so the arithmetic after it never
+    /// overflows on peer-supplied numbers.
+    pub fn is_well_formed(&self) -> bool {
+        let run = |first: Slot, len: usize| first.checked_add(len as u64).is_some();
+        match self {
+            Self::Prepare(m) => m.ballot.is_proposer_ballot(),
+            Self::Promise(m) => m.ballot.is_proposer_ballot(),
+            Self::Accept(m) => m.ballot.is_proposer_ballot() && run(m.first, m.values.len()),
+            Self::Accepted(m) => {
+                m.ballot.is_proposer_ballot() && m.first.checked_add(m.count).is_some()
+            }
+            Self::Decide(m) => m.ballot.is_proposer_ballot(),
+            Self::Nack(m) => m.ballot.is_proposer_ballot() && m.promised.is_proposer_ballot(),
+            Self::Forward(_) | Self::CatchUp(_) => true,
+            Self::CatchUpReply(m) => run(m.first, m.values.len()),
+            Self::PreVote(m) => m.ballot.is_proposer_ballot(),
+            Self::PreVoteReply(m) => {
+                m.ballot.is_proposer_ballot() && m.promised.is_proposer_ballot()
+            }
+        }
     }
 
     /// Position of this message's kind in [`Message::KINDS`], for per-kind counters.
@@ -64,6 +94,8 @@ impl Message {
             Self::Forward(_) => 6,
             Self::CatchUp(_) => 7,
             Self::CatchUpReply(_) => 8,
+            Self::PreVote(_) => 9,
+            Self::PreVoteReply(_) => 10,
         }
     }
 }
@@ -170,6 +202,32 @@ pub struct CatchUpReply {
     /// The chosen values, each with the ballot the sender holds it at.
     pub values: Vec<(Ballot, Value)>,
     /// The sender's commit point.
+    pub commit: Slot,
+}
+
+/// Pre-vote, asked before phase 1 so that a replica that cannot win never raises any
+/// acceptor's promise (its own included), and so never deposes a healthy leader when it
+/// comes back from a partition. See the election rules in `election.rs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVote {
+    /// The ballot the asker would use; it identifies the round of pre-voting.
+    pub ballot: Ballot,
+    /// The asker's commit point: a voter refuses an asker that knows less of the chosen
+    /// log than it does, so the replica that leads next has the chosen prefix.
+    pub commit: Slot,
+}
+
+/// The answer to a [`PreVote`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteReply {
+    /// The [`PreVote::ballot`] this answers.
+    pub ballot: Ballot,
+    /// The voter would join: it heard from no leader for an election timeout, holds no
+    /// lease for another ballot, and the asker's commit point is at least its own.
+    pub granted: bool,
+    /// The voter's promised ballot, so the asker's Prepare can beat it.
+    pub promised: Ballot,
+    /// The voter's commit point; an asker refused for being behind catches up from here.
     pub commit: Slot,
 }
 

@@ -12,6 +12,11 @@ pub struct HardState {
     /// Every slot below `commit` is chosen, and the stored entry for it holds the chosen
     /// value. A lower bound: losing progress here is safe, it is relearned.
     pub commit: Slot,
+    /// The replica's incarnation, raised by one at every start and written with the first
+    /// [`Ready`]. Proposal ids carry it ([`ProposalId::epoch`](crate::ProposalId::epoch)),
+    /// so ids of one incarnation never repeat those of an earlier one: a store must never
+    /// hand back an older value than it made durable.
+    pub epoch: u64,
 }
 
 /// State to make durable before anything else in a [`Ready`] happens.
@@ -42,9 +47,24 @@ pub struct RecoveredState {
 
 /// A value chosen for a slot, ready to apply.
 ///
-/// Commands whose [`ProposalId`](crate::ProposalId) was already applied (a duplicated
-/// forward) are filtered out, identically on every replica: each proposal is applied at
-/// most once.
+/// # At most once
+///
+/// The network may duplicate a Forward, so one proposal can reach the log twice. Commands
+/// are filtered as they are handed out, identically on every replica (the filter is a
+/// function of the chosen log alone), so each [`ProposalId`](crate::ProposalId) is
+/// applied at most once. The filter's memory is bounded, and what it forgets it treats as
+/// applied: a command is applied the first time it appears in the chosen log **unless**
+///
+/// * its sequence number is more than 65,536 below the highest applied for its origin
+///   incarnation, or
+/// * its incarnation ([`ProposalId::epoch`](crate::ProposalId::epoch)) is older than the
+///   8 newest seen for its origin, or older than one already forgotten (epochs grow with
+///   every start of a replica, see [`HardState::epoch`]).
+///
+/// Such a command is dropped, never applied twice. It is the late echo of a command
+/// whose caller has long given up: its origin has since had 65,536 newer commands
+/// applied, or restarted eight times (and a restart fails every waiting caller). Drops
+/// are counted in [`Metrics::duplicates_dropped`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// The slot.
@@ -57,23 +77,57 @@ pub struct Committed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReadId(pub u64);
 
-/// Counters, for metrics and for tests that prove what did (not) happen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Metrics {
+/// Declares [`Metrics`]: one line per counter, its doc comment and its name. The sum and
+/// the name/value listing follow from the list, so a new counter is one line here.
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// Counters, for metrics and for tests that prove what did (not) happen.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Metrics {
+            $($(#[doc = $doc])+ pub $name: u64,)+
+        }
+
+        impl Metrics {
+            /// Every counter with its name, in declaration order (for exporters).
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name)),+]
+            }
+        }
+
+        impl std::ops::Add for Metrics {
+            type Output = Self;
+            /// Counter by counter, for totals over replicas.
+            fn add(self, other: Self) -> Self {
+                Self { $($name: self.$name + other.$name),+ }
+            }
+        }
+    };
+}
+
+metrics! {
     /// Prepare messages sent to peers.
-    pub prepares_sent: u64,
-    /// Times this replica started phase 1.
-    pub elections_started: u64,
+    prepares_sent,
+    /// Pre-votes this replica asked for (each election timeout that fired).
+    pre_votes,
+    /// Pre-votes this replica refused (it heard from a leader, held a lease for another,
+    /// or knew more of the chosen log than the asker).
+    pre_votes_refused,
+    /// Times this replica started phase 1 (after a won pre-vote).
+    elections_started,
     /// Times this replica completed phase 1 and became leader.
-    pub elections_won: u64,
+    elections_won,
     /// Reads answered under the leader lease, with no message sent.
-    pub lease_reads: u64,
+    lease_reads,
     /// Reads that needed a read-index round (a heartbeat round confirming leadership).
-    pub read_index_reads: u64,
+    read_index_reads,
     /// Heartbeat rounds sent on behalf of reads: the only messages reads ever cost.
-    pub read_rounds: u64,
+    read_rounds,
     /// Prepares this acceptor refused because it had granted a lease to another leader.
-    pub lease_refusals: u64,
+    lease_refusals,
+    /// Commands not applied because their id was applied before (a duplicated Forward),
+    /// or is too old to tell (see the at-most-once rule on [`Committed`]).
+    duplicates_dropped,
 }
 
 /// The role a replica plays right now.

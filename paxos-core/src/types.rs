@@ -40,9 +40,29 @@ impl Ballot {
         node: NodeId(0),
     };
 
+    /// Marks an entry the learner knows to be **chosen** (it learned the value from a peer
+    /// with [`CatchUp`](crate::message::CatchUp)) rather than accepted at a real ballot.
+    ///
+    /// It is above every ballot a proposer can issue, which is exactly what a chosen value
+    /// deserves: a Promise that reports it makes the new leader adopt it (every proposer at
+    /// a higher ballot must propose the chosen value anyway), and storing it never lowers
+    /// the ballot an acceptor held for the slot. Two different values stored at `CHOSEN`
+    /// for one slot would be two chosen values: the core asserts that never happens.
+    /// No message may carry it as a proposer's ballot; the core drops any that does.
+    pub const CHOSEN: Self = Self {
+        round: u64::MAX,
+        node: NodeId(u64::MAX),
+    };
+
     /// Builds a ballot.
     pub const fn new(round: u64, node: NodeId) -> Self {
         Self { round, node }
+    }
+
+    /// True if a proposer can own this ballot: its round is below the reserved
+    /// `u64::MAX` of [`Ballot::CHOSEN`]. Messages with any other ballot are malformed.
+    pub const fn is_proposer_ballot(self) -> bool {
+        self.round < u64::MAX
     }
 }
 
@@ -60,8 +80,22 @@ pub struct Slot(pub u64);
 
 impl Slot {
     /// The next slot.
+    ///
+    /// # Panics
+    ///
+    /// At `u64::MAX`. The core never moves a slot of its own that far (it would take
+    /// 2^64 commits); slots from peers go through [`Slot::checked_add`].
     pub const fn next(self) -> Self {
         Self(self.0 + 1)
+    }
+
+    /// `self + n`, or `None` on overflow. Used on every slot number a peer supplies, so a
+    /// malformed message is dropped instead of wrapping around.
+    pub const fn checked_add(self, n: u64) -> Option<Self> {
+        match self.0.checked_add(n) {
+            Some(s) => Some(Self(s)),
+            None => None,
+        }
     }
 }
 
@@ -127,10 +161,11 @@ pub struct ProposalId {
     /// The replica the command was proposed on.
     pub origin: NodeId,
     /// Sequence number assigned by the origin; unique per origin incarnation together with
-    /// [`ProposalId::epoch`].
+    /// [`ProposalId::epoch`]. Starts at 0 on every start.
     pub seq: u64,
-    /// Distinguishes the origin's incarnations (the driver passes a fresh value per start),
-    /// so ids stay unique across restarts without persisting a counter.
+    /// The origin's incarnation: [`HardState::epoch`](crate::HardState::epoch), raised by
+    /// one and persisted on every start before any proposal leaves, so it grows
+    /// strictly from one incarnation to the next whatever the RNG seed.
     pub epoch: u64,
 }
 

@@ -117,6 +117,17 @@ impl NodeBuilder {
         config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        // Every message the core builds is bounded by `max_message_bytes`; its frame adds
+        // the version byte. Checked here, where both sides are known, so that no message
+        // is ever too large for the transport (it would be dropped, forever).
+        let frame_limit = transport.max_frame_bytes();
+        if config.max_message_bytes.saturating_add(1) > frame_limit {
+            return Err(StartError::Config(format!(
+                "max_message_bytes ({}) does not fit the transport's frame limit ({frame_limit} \
+                 bytes, one of them the version byte)",
+                config.max_message_bytes
+            )));
+        }
         if config.max_batch_bytes <= command::TAG_BYTES {
             return Err(StartError::Config(format!(
                 "max_batch_bytes must exceed the node's {}-byte command tag",

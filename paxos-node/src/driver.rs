@@ -134,14 +134,17 @@ impl Driver {
     /// whether another cycle should follow at once.
     async fn cycle(&mut self) -> Result<bool, FatalError> {
         Counters::add(&self.shared.counters.cycles, 1);
+        // Time is read as each input is handed to the core, never before it arrived: a
+        // lease granted from an earlier clock would end too soon, and a read checked
+        // against a clock from before a pause (a SIGSTOP between the two) could be stale.
+        let mut more = self.take_requests();
+        more |= self.take_inbound()?;
         let now = self.tick();
-        let mut more = self.take_requests(now);
-        more |= self.take_inbound(now)?;
         if self.replica.poll_timeout().is_some_and(|t| t <= now) {
             self.replica.handle_timeout(now);
         }
         self.waiters.expire(self.runtime.now());
-        self.start_reads(now);
+        self.start_reads();
         if let Some(ready) = self.replica.poll_ready() {
             self.handle_ready(ready).await?;
             // Advancing may deliver loopback messages that make another Ready.
@@ -207,24 +210,24 @@ impl Driver {
     }
 
     /// Takes queued client requests, up to the per-cycle bound. True if it hit the bound.
-    fn take_requests(&mut self, now: paxos_core::Instant) -> bool {
+    fn take_requests(&mut self) -> bool {
         let max = self.options.max_requests_per_cycle;
         let mut taken = 0;
         if let Some(request) = self.stashed.take() {
-            self.take_request(now, request);
+            self.take_request(request);
             taken += 1;
         }
         while taken < max {
             let Ok(request) = self.requests.try_recv() else {
                 break;
             };
-            self.take_request(now, request);
+            self.take_request(request);
             taken += 1;
         }
         taken >= max
     }
 
-    fn take_request(&mut self, now: paxos_core::Instant, request: Request) {
+    fn take_request(&mut self, request: Request) {
         match request {
             Request::Propose {
                 command,
@@ -238,6 +241,7 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::Overloaded));
                     return;
                 }
+                let now = self.tick();
                 match self.replica.propose(now, command) {
                     Ok(id) => {
                         Counters::add(&self.shared.counters.proposals, 1);
@@ -271,11 +275,13 @@ impl Driver {
 
     /// Starts one read for every read taken this cycle: a core read on the leader (under
     /// its lease, or with a read-index round), a read marker through the log elsewhere.
-    fn start_reads(&mut self, now: paxos_core::Instant) {
+    fn start_reads(&mut self) {
         if self.new_reads.is_empty() {
             return;
         }
         let reads = std::mem::take(&mut self.new_reads);
+        // After every read in `reads` arrived: the core checks its lease at this time.
+        let now = self.tick();
         let key = match self.replica.read(now) {
             Ok(id) => Ok(ReadKey::Core(id)),
             Err(CoreReadError::NotLeader { .. }) => {
@@ -302,7 +308,7 @@ impl Driver {
     }
 
     /// Takes inbound messages, up to the per-cycle bound. True if it hit the bound.
-    fn take_inbound(&mut self, now: paxos_core::Instant) -> Result<bool, FatalError> {
+    fn take_inbound(&mut self) -> Result<bool, FatalError> {
         let max = self.options.max_inbound_per_cycle;
         if self.inbound.len() < max {
             let room = max - self.inbound.len();
@@ -329,6 +335,8 @@ impl Driver {
                 }
             }
         }
+        // After every message in `inbound` arrived (the ones taken in `wait` and above).
+        let now = self.tick();
         for Inbound { from, message } in self.inbound.drain(..) {
             self.replica.handle_message(now, from, message);
         }

@@ -130,13 +130,20 @@ fn full_request_queue_is_overloaded_at_once() {
 #[test]
 fn waiters_are_bounded_and_time_out() {
     on_tokio(|rt| async move {
-        // One of three members alive: it campaigns forever and never commits, but as a
-        // candidate it queues proposals.
+        // One of three members alive, and its pre-votes granted: it campaigns forever and
+        // never commits, but as a candidate it queues proposals.
         let mut options = common::options();
         options.max_waiters = Some(2);
         options.request_timeout = Duration::from_millis(300);
-        let storage = Box::new(MemoryStorage::new());
-        let node = single_node(&rt, &[1, 2, 3], storage, options).await;
+        let node = NodeBuilder::new(core_config(1, &[1, 2, 3]))
+            .options(options)
+            .transport(Box::new(common::PreVoteOnly::default()))
+            .storage(Box::new(MemoryStorage::new()))
+            .state_machine(Box::new(Kv::default()))
+            .runtime(rt.clone())
+            .start()
+            .await
+            .unwrap();
         within(
             &*rt,
             "candidacy",
@@ -183,6 +190,19 @@ fn builder_refuses_what_is_missing_or_invalid() {
             .start()
             .await;
         assert!(matches!(invalid.err(), Some(StartError::Config(_))));
+
+        // Messages bounded at 4 MiB (the default) over a transport that frames 1 MiB.
+        let small = NodeBuilder::new(core_config(1, &[1]))
+            .transport(Box::new(common::SmallFrames(1 << 20)))
+            .storage(Box::new(MemoryStorage::new()))
+            .state_machine(Box::new(Kv::default()))
+            .runtime(rt.clone())
+            .start()
+            .await;
+        match small.err() {
+            Some(StartError::Config(e)) => assert!(e.contains("frame limit"), "{e}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
 
         let mut options = common::options();
         options.request_queue = 0;

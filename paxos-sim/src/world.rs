@@ -978,13 +978,5 @@ impl World {
 }
 
 fn add_metrics(a: Metrics, b: Metrics) -> Metrics {
-    Metrics {
-        prepares_sent: a.prepares_sent + b.prepares_sent,
-        elections_started: a.elections_started + b.elections_started,
-        elections_won: a.elections_won + b.elections_won,
-        lease_reads: a.lease_reads + b.lease_reads,
-        read_index_reads: a.read_index_reads + b.read_index_reads,
-        read_rounds: a.read_rounds + b.read_rounds,
-        lease_refusals: a.lease_refusals + b.lease_refusals,
-    }
+    a + b
 }

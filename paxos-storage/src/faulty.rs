@@ -227,6 +227,7 @@ mod tests {
             hard_state: Some(HardState {
                 promised: Ballot::new(round, NodeId(1)),
                 commit: Slot(0),
+                epoch: 0,
             }),
             entries: vec![],
         }

@@ -106,6 +106,7 @@ pub async fn persist_then_reopen_round_trips<F: StoreFactory>(factory: &mut F) {
     let hard_state = HardState {
         promised: Ballot::new(3, NodeId(2)),
         commit: Slot(0),
+        epoch: 7,
     };
     let batches = vec![
         PersistBatch {
@@ -150,6 +151,7 @@ pub async fn persist_then_reopen_round_trips<F: StoreFactory>(factory: &mut F) {
         hard_state: Some(HardState {
             promised: Ballot::new(4, NodeId(1)),
             commit: Slot(20),
+            epoch: 8,
         }),
         entries: vec![
             entry(2, 4, b"replaced after reopen"),
@@ -220,6 +222,7 @@ pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
         let hard_state = HardState {
             promised: Ballot::new(round, NodeId(round % 3)),
             commit: Slot(round * 2),
+            epoch: round,
         };
         let with_hard_state = PersistBatch {
             hard_state: Some(hard_state),
@@ -242,6 +245,7 @@ pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
         hard_state: Some(HardState {
             promised: model.hard_state.promised,
             commit: Slot(100),
+            epoch: model.hard_state.epoch,
         }),
         entries: vec![],
     };
@@ -266,6 +270,7 @@ pub async fn empty_batch_is_ok<F: StoreFactory>(factory: &mut F) {
         hard_state: Some(HardState {
             promised: Ballot::new(1, NodeId(1)),
             commit: Slot(0),
+            epoch: 0,
         }),
         entries: vec![entry(0, 1, b"a")],
     };
@@ -336,6 +341,7 @@ pub async fn compact_drops_entries_for_good<F: StoreFactory>(factory: &mut F) {
     let hard_state = HardState {
         promised: Ballot::new(7, NodeId(1)),
         commit: Slot(30),
+        epoch: 1,
     };
     let batch = PersistBatch {
         hard_state: Some(hard_state),
@@ -415,6 +421,7 @@ pub async fn many_reopen_append_cycles<F: StoreFactory>(factory: &mut F) {
             hard_state: Some(HardState {
                 promised: Ballot::new(cycle, NodeId(1)),
                 commit: Slot(cycle),
+                epoch: 1,
             }),
             entries: (cycle * 3..cycle * 3 + 3)
                 .map(|s| entry(s, cycle, &cycle.to_le_bytes()))

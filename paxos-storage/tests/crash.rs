@@ -79,6 +79,7 @@ fn crash_child_entry_point() {
             hard_state: Some(HardState {
                 promised: Ballot::new(round, NodeId(1)),
                 commit: Slot(next_slot),
+                epoch: round,
             }),
             entries: (next_slot..next_slot + count).map(expected_entry).collect(),
         };

@@ -10,6 +10,7 @@
 use crate::message::{Accept, Accepted, Message, Nack, Prepare, Promise};
 use crate::ready::Role;
 use crate::types::{Ballot, Entry, NodeId, Slot};
+use crate::wire;
 
 use super::Replica;
 use crate::lease;
@@ -44,19 +45,25 @@ impl Replica {
         if self.role == Role::Follower {
             self.reset_election_deadline();
         }
-        let mut accepted = Vec::new();
-        let mut next = None;
-        for (&slot, a) in self.log.range(m.from..) {
-            if accepted.len() == self.cfg.max_slots_per_message {
-                next = Some(slot);
-                break;
-            }
-            accepted.push(Entry {
+        // One page, bounded by slots and bytes, at least one entry.
+        let n = wire::fit(
+            self.log
+                .range(m.from..)
+                .map(|(_, a)| wire::ENTRY_OVERHEAD_BYTES + wire::value_bytes(&a.value)),
+            self.cfg.max_slots_per_message,
+            self.cfg.max_message_bytes,
+        );
+        let mut page = self.log.range(m.from..);
+        let accepted: Vec<Entry> = page
+            .by_ref()
+            .take(n)
+            .map(|(&slot, a)| Entry {
                 slot,
                 ballot: a.ballot,
                 value: a.value.clone(),
-            });
-        }
+            })
+            .collect();
+        let next = page.next().map(|(&slot, _)| slot);
         let promise = Promise {
             ballot: m.ballot,
             from: m.from,
@@ -80,21 +87,27 @@ impl Replica {
         self.observe_higher_ballot(m.ballot);
         self.follow(from, m.ballot);
         let mut count = 0u64;
-        for (i, value) in m.values.into_iter().enumerate() {
-            let slot = Slot(m.first.0 + i as u64);
-            if let Some(a) = self.log.get(&slot) {
-                if a.ballot == m.ballot && a.value == value {
+        let mut slot = m.first;
+        for value in m.values {
+            // Well formed: `first + values.len()` does not overflow.
+            let this = slot;
+            slot = Slot(slot.0 + 1);
+            if let Some(a) = self.log.get(&this) {
+                let same = a.value == value;
+                if same && (a.ballot == m.ballot || a.ballot == Ballot::CHOSEN) {
+                    // Already held (at this ballot, or known chosen: accepting the chosen
+                    // value again is harmless, and its stored ballot must not go down).
                     count += 1;
                     continue;
                 }
-                if slot < self.commit && a.value != value {
+                if !same && (this < self.commit || a.ballot == Ballot::CHOSEN) {
                     // We know this slot's chosen value and this is not it. Only a proposer
                     // that a majority already outvoted can send this; it cannot win, and
                     // we must not overwrite a chosen value. Stop here.
                     break;
                 }
             }
-            self.store(slot, m.ballot, value);
+            self.store(this, m.ballot, value);
             count += 1;
         }
         if let Some(lease) = self.cfg.lease_duration {
@@ -123,7 +136,7 @@ impl Replica {
 
     /// A message showed a ballot above our own proposals: stop proposing.
     pub(super) fn observe_higher_ballot(&mut self, ballot: Ballot) {
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        self.see_round(ballot);
         let ours = match self.role {
             Role::Follower => return,
             Role::Candidate => self.candidacy.as_ref().map(|c| c.ballot),

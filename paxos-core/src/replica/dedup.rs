@@ -1,13 +1,11 @@
 //! At-most-once application of proposals.
 //!
 //! The network may duplicate a Forward, so one proposal can reach the log twice. Every
-//! replica filters the chosen log through the same window as it applies, so each
+//! replica filters the chosen log through the same filter as it applies, so each
 //! [`ProposalId`] is applied at most once. The filter is a function of the log alone,
 //! hence identical on every replica and across restarts (which re-apply from the start).
 //!
-//! Memory is bounded: per origin incarnation, a window of [`WINDOW`] sequence numbers
-//! below the highest seen (older ones count as duplicates: their caller gave up long ago),
-//! and at most [`EPOCHS_PER_ORIGIN`] incarnations per origin.
+//! The rule, with its bounds, is documented on [`Committed`](crate::Committed).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -20,7 +18,15 @@ pub(crate) const EPOCHS_PER_ORIGIN: usize = 8;
 
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    origins: BTreeMap<NodeId, VecDeque<(u64, Window)>>,
+    origins: BTreeMap<NodeId, Origin>,
+}
+
+#[derive(Debug, Default)]
+struct Origin {
+    /// The remembered incarnations, oldest first (ascending epochs).
+    epochs: VecDeque<(u64, Window)>,
+    /// Every epoch below this was forgotten: its commands are dropped.
+    floor: u64,
 }
 
 #[derive(Debug)]
@@ -34,28 +40,31 @@ struct Window {
 impl Dedup {
     /// Records `id` as applied; false if it already was (or is too old to tell).
     pub(crate) fn first_time(&mut self, id: ProposalId) -> bool {
-        let epochs = self.origins.entry(id.origin).or_default();
-        let pos = epochs.iter().position(|(e, _)| *e == id.epoch);
-        let window = match pos {
-            Some(p) => &mut epochs[p].1,
-            None => {
-                if epochs.len() == EPOCHS_PER_ORIGIN {
-                    epochs.pop_front();
+        let origin = self.origins.entry(id.origin).or_default();
+        if id.epoch < origin.floor {
+            return false;
+        }
+        let pos = origin.epochs.binary_search_by_key(&id.epoch, |(e, _)| *e);
+        match pos {
+            Ok(p) => origin.epochs[p].1.insert(id.seq),
+            Err(p) => {
+                let mut window = Window {
+                    max: id.seq,
+                    bits: vec![0; (WINDOW / 64) as usize],
+                };
+                window.set(0);
+                origin.epochs.insert(p, (id.epoch, window));
+                if origin.epochs.len() > EPOCHS_PER_ORIGIN {
+                    // Forget the oldest; everything at or below it counts as applied. If
+                    // that was `id` itself (an epoch older than all remembered), it is
+                    // dropped.
+                    let (oldest, _) = origin.epochs.pop_front().expect("more than one epoch");
+                    origin.floor = oldest + 1;
+                    return id.epoch > oldest;
                 }
-                epochs.push_back((
-                    id.epoch,
-                    Window {
-                        max: id.seq,
-                        bits: vec![0; (WINDOW / 64) as usize],
-                    },
-                ));
-                let last = epochs.len() - 1;
-                let w = &mut epochs[last].1;
-                w.set(0);
-                return true;
+                true
             }
-        };
-        window.insert(id.seq)
+        }
     }
 }
 
@@ -143,7 +152,35 @@ mod tests {
         for e in 0..20 {
             d.first_time(id(3, e, 0));
         }
-        assert_eq!(d.origins[&NodeId(3)].len(), EPOCHS_PER_ORIGIN);
+        assert_eq!(d.origins[&NodeId(3)].epochs.len(), EPOCHS_PER_ORIGIN);
+    }
+
+    #[test]
+    fn a_duplicate_from_a_forgotten_incarnation_is_never_applied_again() {
+        // An origin restarts nine times while a duplicate of its first command is in
+        // flight: the duplicate must still be refused.
+        let mut d = Dedup::default();
+        assert!(d.first_time(id(1, 1, 0)));
+        for epoch in 2..=(EPOCHS_PER_ORIGIN as u64 + 1) {
+            assert!(d.first_time(id(1, epoch, 0)), "epoch {epoch}");
+        }
+        assert!(!d.first_time(id(1, 1, 0)), "applied twice");
+        assert!(
+            !d.first_time(id(1, 1, 5)),
+            "an unseen command of a forgotten epoch"
+        );
+        // An epoch never seen, older than every remembered one, once the set is full.
+        let mut d = Dedup::default();
+        for epoch in 10..(10 + EPOCHS_PER_ORIGIN as u64) {
+            assert!(d.first_time(id(1, epoch, 0)));
+        }
+        assert!(
+            !d.first_time(id(1, 3, 0)),
+            "older than all remembered: dropped"
+        );
+        assert!(!d.first_time(id(1, 3, 0)));
+        assert!(d.first_time(id(1, 50, 0)), "a newer epoch is new");
+        assert!(!d.first_time(id(1, 10, 1)), "the oldest was forgotten");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::ready::{
     Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
 };
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
+use crate::wire;
 
 use self::proposer::{Candidacy, Leadership};
 
@@ -56,7 +57,8 @@ pub struct Replica {
     quorum: usize,
     rng: ChaCha8Rng,
     now: Instant,
-    /// Distinguishes this incarnation's proposal ids from earlier ones.
+    /// This incarnation: the recovered [`HardState::epoch`] plus one, persisted with the
+    /// first Ready. Distinguishes this incarnation's proposal ids from earlier ones.
     epoch: u64,
     next_seq: u64,
 
@@ -81,7 +83,12 @@ pub struct Replica {
     role: Role,
     /// The leader we follow and its ballot, once it sent Accept or Decide.
     leader: Option<(NodeId, Ballot)>,
+    /// When we last heard from the leader we follow: pre-votes are refused for an
+    /// election timeout after it.
+    leader_heard_at: Option<Instant>,
     election_deadline: Instant,
+    /// The pre-vote under way, if any (before phase 1; see `election.rs`).
+    pre_vote: Option<election::PreVoteRound>,
     /// Highest round seen anywhere, so the next ballot beats it.
     max_round_seen: u64,
     candidacy: Option<Candidacy>,
@@ -89,6 +96,8 @@ pub struct Replica {
 
     // Proposals waiting for a slot (leader, candidate) or to be forwarded (follower).
     pending: VecDeque<Command>,
+    /// Payload bytes in `pending`, bounded by `max_pending_bytes`.
+    pending_bytes: usize,
 
     /// Filters duplicate proposals out of what is applied.
     dedup: dedup::Dedup,
@@ -137,19 +146,23 @@ impl Replica {
     /// `RecoveredState::default()`.
     pub fn new(cfg: Config, recovered: RecoveredState, now: Instant) -> Result<Self, ConfigError> {
         cfg.validate()?;
-        let mut rng = match cfg.rng_seed {
+        let rng = match cfg.rng_seed {
             Some(seed) => ChaCha8Rng::from_seed(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
-        let epoch = rng.next_u64();
         let RecoveredState {
             hard_state,
             entries,
         } = recovered;
+        // A fresh incarnation whatever the seed: written with the first Ready, before any
+        // proposal of this incarnation can leave.
+        let epoch = hard_state.epoch.saturating_add(1);
         let mut log = BTreeMap::new();
         let mut max_round_seen = hard_state.promised.round;
         for e in entries {
-            max_round_seen = max_round_seen.max(e.ballot.round);
+            if e.ballot.is_proposer_ballot() {
+                max_round_seen = max_round_seen.max(e.ballot.round);
+            }
             log.insert(
                 e.slot,
                 Accepted {
@@ -159,8 +172,13 @@ impl Replica {
             );
         }
         // Paired with the check before persisting: the chosen prefix must be complete.
+        // Entries stored at `Ballot::CHOSEN` are chosen too, whatever the commit point
+        // written last said.
         let mut commit = Slot(0);
-        while commit < hard_state.commit && log.contains_key(&commit) {
+        while log
+            .get(&commit)
+            .is_some_and(|a: &Accepted| commit < hard_state.commit || a.ballot == Ballot::CHOSEN)
+        {
             commit = commit.next();
         }
         let mut replica = Self {
@@ -180,11 +198,14 @@ impl Replica {
             catch_up_from: None,
             role: Role::Follower,
             leader: None,
+            leader_heard_at: None,
             election_deadline: now,
+            pre_vote: None,
             max_round_seen,
             candidacy: None,
             leadership: None,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             dedup: dedup::Dedup::default(),
             reads: VecDeque::new(),
             next_read_id: 0,
@@ -193,6 +214,7 @@ impl Replica {
             outstanding: None,
             next_ready_id: 1,
         };
+        replica.out.hard_state_dirty = true;
         replica.reset_election_deadline();
         let fresh = replica.promised == Ballot::ZERO && replica.log.is_empty();
         if let (Some(lease), false) = (replica.cfg.lease_duration, fresh) {
@@ -262,7 +284,7 @@ impl Replica {
         if self.role == Role::Follower && self.leader.is_none() {
             return Err(ProposeError::NoLeader);
         }
-        if self.pending.len() >= self.cfg.max_pending_proposals {
+        if !self.pending_has_room(payload.len()) {
             return Err(ProposeError::Overloaded {
                 pending: self.pending.len(),
             });
@@ -273,7 +295,7 @@ impl Replica {
             epoch: self.epoch,
         };
         self.next_seq += 1;
-        self.pending.push_back(Command { id, payload });
+        self.push_pending(Command { id, payload });
         Ok(id)
     }
 
@@ -282,6 +304,10 @@ impl Replica {
         self.tick(now);
         if !self.cfg.members.contains(&from) || from == self.cfg.id {
             // Not a member, or a forged loopback: ignore.
+            return;
+        }
+        if !message.is_well_formed() {
+            // A reserved ballot, or slot numbers that overflow: no correct peer sends it.
             return;
         }
         self.dispatch(from, message);
@@ -300,7 +326,7 @@ impl Replica {
                 // Wait out the lease we granted: our own acceptor would refuse us anyway,
                 // and the leader holding it may still be serving reads.
                 Some((_, until)) if self.now < until => self.election_deadline = until,
-                _ => self.start_candidacy(),
+                _ => self.start_pre_vote(),
             }
         }
         self.learner_timers();
@@ -397,6 +423,8 @@ impl Replica {
             Message::Forward(m) => self.handle_forward(m),
             Message::CatchUp(m) => self.handle_catch_up(from, m),
             Message::CatchUpReply(m) => self.handle_catch_up_reply(from, m),
+            Message::PreVote(m) => self.handle_pre_vote(from, m),
+            Message::PreVoteReply(m) => self.handle_pre_vote_reply(from, m),
         }
     }
 
@@ -429,7 +457,24 @@ impl Replica {
 
     /// Records that the acceptor now holds `value` for `slot` at `ballot`, in memory and in
     /// the next persist batch.
+    ///
+    /// # Panics
+    ///
+    /// On the safety rules every caller must keep: a slot known chosen never changes its
+    /// value (paired with the recovery in [`Replica::new`]), and the ballot stored for a
+    /// slot never moves down (so a Promise never under-reports what was accepted).
     fn store(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        if let Some(old) = self.log.get(&slot) {
+            assert!(
+                (slot >= self.commit && old.ballot != Ballot::CHOSEN) || old.value == value,
+                "overwriting chosen slot {slot}"
+            );
+            assert!(
+                ballot >= old.ballot,
+                "lowering the ballot stored for slot {slot} from {} to {ballot}",
+                old.ballot
+            );
+        }
         let entry = Entry {
             slot,
             ballot,
@@ -447,11 +492,47 @@ impl Replica {
 
     fn set_promised(&mut self, ballot: Ballot) {
         assert!(ballot >= self.promised, "promised ballot moving backwards");
+        assert!(ballot.is_proposer_ballot(), "promising the reserved ballot");
         if ballot > self.promised {
             self.promised = ballot;
             self.out.hard_state_dirty = true;
         }
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        self.see_round(ballot);
+    }
+
+    /// Notes a ballot seen anywhere, so that our next one beats it.
+    fn see_round(&mut self, ballot: Ballot) {
+        if ballot.is_proposer_ballot() {
+            self.max_round_seen = self.max_round_seen.max(ballot.round);
+        }
+    }
+
+    /// Our next ballot, above every one seen; `None` once rounds are exhausted (only a
+    /// peer reporting round `u64::MAX - 1` can do that), because reusing a ballot for a
+    /// second phase 1 could propose two values at one ballot.
+    fn next_ballot(&self) -> Option<Ballot> {
+        let round = self.max_round_seen.checked_add(1)?;
+        let ballot = Ballot::new(round, self.cfg.id);
+        ballot.is_proposer_ballot().then_some(ballot)
+    }
+
+    /// True if a proposal of `len` payload bytes fits the pending queue's bounds. One
+    /// always fits an empty queue, so a command up to `max_batch_bytes` can make progress.
+    fn pending_has_room(&self, len: usize) -> bool {
+        self.pending.len() < self.cfg.max_pending_proposals
+            && (self.pending.is_empty()
+                || self.pending_bytes.saturating_add(len) <= self.cfg.max_pending_bytes)
+    }
+
+    fn push_pending(&mut self, command: Command) {
+        self.pending_bytes += command.payload.len();
+        self.pending.push_back(command);
+    }
+
+    fn pop_pending(&mut self) -> Option<Command> {
+        let command = self.pending.pop_front()?;
+        self.pending_bytes -= command.payload.len();
+        Some(command)
     }
 
     fn take_persist(&mut self) -> PersistBatch {
@@ -460,18 +541,11 @@ impl Replica {
             .collect();
         let write_hard = self.out.hard_state_dirty || !entries.is_empty();
         self.out.hard_state_dirty = false;
-        for e in &entries {
-            // Paired with the check in `new`: a chosen slot is never overwritten.
-            assert!(
-                e.slot >= self.commit || self.log.get(&e.slot).map(|a| &a.value) == Some(&e.value),
-                "overwriting chosen slot {}",
-                e.slot
-            );
-        }
         PersistBatch {
             hard_state: write_hard.then_some(HardState {
                 promised: self.promised,
                 commit: self.commit,
+                epoch: self.epoch,
             }),
             entries,
         }
@@ -486,12 +560,15 @@ impl Replica {
             };
             let value = match &accepted.value {
                 Value::Noop => Value::Noop,
-                Value::Batch(cmds) => Value::Batch(
-                    cmds.iter()
+                Value::Batch(cmds) => {
+                    let kept: Vec<Command> = cmds
+                        .iter()
                         .filter(|c| self.dedup.first_time(c.id))
                         .cloned()
-                        .collect(),
-                ),
+                        .collect();
+                    self.metrics.duplicates_dropped += (cmds.len() - kept.len()) as u64;
+                    Value::Batch(kept)
+                }
             };
             committed.push(Committed {
                 slot: self.applied,
@@ -502,10 +579,15 @@ impl Replica {
         committed
     }
 
+    /// Forwards every queued proposal to `leader`, in messages bounded by count and bytes.
     fn forward_pending(&mut self, leader: NodeId) {
         while !self.pending.is_empty() {
-            let n = self.pending.len().min(self.cfg.max_batch_commands);
-            let commands: Vec<Command> = self.pending.drain(..n).collect();
+            let n = wire::fit(
+                self.pending.iter().map(wire::command_bytes),
+                self.cfg.max_batch_commands,
+                self.cfg.max_message_bytes,
+            );
+            let commands: Vec<Command> = (0..n).filter_map(|_| self.pop_pending()).collect();
             self.send(leader, Message::Forward(Forward { commands }));
         }
     }
@@ -525,5 +607,7 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+mod defect_tests;
 #[cfg(test)]
 mod tests;

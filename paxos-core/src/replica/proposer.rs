@@ -1,10 +1,17 @@
 //! Proposer: phase 1a once per leadership, then phase 2a with batching and pipelining.
+//!
+//! Bounds: phase 1 reports only the open tail (the first slot not known chosen by any
+//! promiser on); re-proposals and new batches share one pipelining window, in slots
+//! (`max_inflight_slots`) and bytes (`max_inflight_bytes`); every message is bounded in
+//! slots and bytes (`max_slots_per_message`, `max_message_bytes`) and carries at least
+//! one value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::message::{Accept, Accepted, Decide, Forward, Message, Nack, Prepare, Promise};
 use crate::ready::Role;
 use crate::types::{Ballot, Command, Instant, NodeId, Slot, Value};
+use crate::wire;
 
 use super::Replica;
 
@@ -12,7 +19,9 @@ use super::Replica;
 #[derive(Debug)]
 pub(crate) struct Candidacy {
     pub(crate) ballot: Ballot,
-    /// The first slot phase 1 covers.
+    /// The first slot phase 1 must decide: below it, every slot is chosen (by our commit
+    /// point, or by the commit point a promiser reported), so nothing there is adopted;
+    /// the chosen values are fetched with catch-up instead.
     from: Slot,
     /// Members whose Promise (all pages) arrived, as a bitmask over `members` indexes.
     done: u64,
@@ -28,14 +37,20 @@ pub(crate) struct Candidacy {
 pub(crate) struct Leadership {
     pub(crate) ballot: Ballot,
     /// The next slot to fill with a new batch.
-    next_slot: Slot,
-    /// Proposed, not yet chosen. At most `max_inflight_slots` new batches beyond `commit`.
-    inflight: BTreeMap<Slot, Inflight>,
+    pub(crate) next_slot: Slot,
+    /// Proposed, not yet chosen. Slots below `commit + max_inflight_slots`, holding at
+    /// most about `max_inflight_bytes` of payload.
+    pub(crate) inflight: BTreeMap<Slot, Inflight>,
+    /// Payload bytes in `inflight`.
+    inflight_bytes: usize,
+    /// Values adopted in phase 1 (no-ops in the gaps), for the slots from `next_slot` on,
+    /// waiting for room in the window. Proposed before any new batch.
+    pub(crate) reproposals: VecDeque<Value>,
     last_heartbeat: Instant,
     /// Per member, when it last answered this ballot.
     last_ack: Vec<Instant>,
     /// The commit point last sent to followers.
-    commit_sent: Slot,
+    pub(crate) commit_sent: Slot,
     /// End of the slots re-proposed when phase 1 completed (at least one, a no-op if
     /// nothing was open). Every value chosen before this leadership lies below it, so the
     /// commit point covers them all only once it reaches this slot: reads wait for that.
@@ -45,7 +60,7 @@ pub(crate) struct Leadership {
 }
 
 #[derive(Debug)]
-struct Inflight {
+pub(crate) struct Inflight {
     value: Value,
     /// Members that accepted it, as a bitmask.
     acks: u64,
@@ -64,10 +79,13 @@ impl Replica {
         self.cfg.members.iter().position(|&m| m == id)
     }
 
-    /// Starts phase 1 with a ballot above every one seen.
+    /// Starts phase 1 with a ballot above every one seen (after a won pre-vote).
     pub(super) fn start_candidacy(&mut self) {
-        let ballot = Ballot::new(self.max_round_seen + 1, self.cfg.id);
+        let Some(ballot) = self.next_ballot() else {
+            return;
+        };
         self.max_round_seen = ballot.round;
+        self.pre_vote = None;
         self.role = Role::Candidate;
         self.leader = None;
         self.leadership = None;
@@ -90,15 +108,18 @@ impl Replica {
         let Some(idx) = self.member_index(from) else {
             return;
         };
-        if m.commit > self.commit_hint {
-            self.commit_hint = m.commit;
-            self.catch_up_from = Some(from);
-        }
+        self.note_peer_commit(from, m.commit);
         let Some(c) = self.candidacy.as_mut() else {
             return;
         };
         if m.ballot != c.ballot || m.from != c.next_page[idx] || c.done & (1 << idx) != 0 {
             return;
+        }
+        if m.commit > c.from {
+            // Everything below the promiser's commit point is chosen: phase 1 need not
+            // decide it (nor collect it), we fetch it with catch-up.
+            c.from = m.commit;
+            c.adopted = c.adopted.split_off(&c.from);
         }
         for e in m.accepted {
             if e.slot < c.from {
@@ -120,6 +141,7 @@ impl Replica {
         }
         let ballot = c.ballot;
         if let Some(next) = m.next {
+            let next = next.max(c.from);
             c.next_page[idx] = next;
             if from != self.cfg.id {
                 self.metrics.prepares_sent += 1;
@@ -132,6 +154,8 @@ impl Replica {
         c.done |= 1 << idx;
         if c.done.count_ones() as usize >= self.quorum {
             self.become_leader();
+        } else if self.commit < self.commit_hint && self.catch_up_sent.is_none() {
+            self.request_catch_up();
         }
     }
 
@@ -151,10 +175,18 @@ impl Replica {
             .next_back()
             .map_or(start, |s| s.next().max(start))
             .max(start.next());
-        let mut leadership = Leadership {
+        // Re-propose, at our ballot, the highest-ballot value reported for each open slot;
+        // fill the gaps with no-ops. Queued, and proposed window by window.
+        let mut adopted = c.adopted;
+        let reproposals = (start.0..end.0)
+            .map(|s| adopted.remove(&Slot(s)).map_or(Value::Noop, |(_, v)| v))
+            .collect();
+        let leadership = Leadership {
             ballot: c.ballot,
-            next_slot: end,
+            next_slot: start,
             inflight: BTreeMap::new(),
+            inflight_bytes: 0,
+            reproposals,
             last_heartbeat: self.now,
             last_ack: vec![self.now; self.cfg.members.len()],
             commit_sent: self.commit,
@@ -162,43 +194,34 @@ impl Replica {
             // A new leader starts with no lease.
             lease_acks: vec![None; self.cfg.members.len()],
         };
-        // Re-propose, at our ballot, the highest-ballot value reported for each open slot;
-        // fill the gaps with no-ops.
-        let mut values = Vec::new();
-        for s in start.0..end.0 {
-            let value = c
-                .adopted
-                .get(&Slot(s))
-                .map_or(Value::Noop, |(_, v)| v.clone());
-            leadership.inflight.insert(
-                Slot(s),
-                Inflight {
-                    value: value.clone(),
-                    acks: 0,
-                    sent_at: self.now,
-                },
-            );
-            values.push(value);
-        }
         self.leadership = Some(leadership);
-        self.broadcast_accepts(start, values);
+        if self.commit < self.commit_hint && self.catch_up_sent.is_none() {
+            // The chosen values below `start` that we miss.
+            self.request_catch_up();
+        }
+        self.propose_batches();
     }
 
-    /// Sends `values` for slots from `first` on to every member, in bounded messages.
+    /// Sends `values` for slots from `first` on to every member, in messages bounded by
+    /// slots and bytes.
     fn broadcast_accepts(&mut self, first: Slot, values: Vec<Value>) {
         let Some(l) = self.leadership.as_mut() else {
             return;
         };
         let ballot = l.ballot;
         l.commit_sent = self.commit;
+        let sizes: Vec<usize> = values.iter().map(wire::value_bytes).collect();
         let mut slot = first;
-        let mut values = values.into_iter().peekable();
-        while values.peek().is_some() {
-            let chunk: Vec<Value> = values
-                .by_ref()
-                .take(self.cfg.max_slots_per_message)
-                .collect();
-            let n = chunk.len() as u64;
+        let mut values = values.into_iter();
+        let mut done = 0;
+        while done < sizes.len() {
+            let n = wire::fit(
+                sizes[done..].iter().copied(),
+                self.cfg.max_slots_per_message,
+                self.cfg.max_message_bytes,
+            );
+            let chunk: Vec<Value> = values.by_ref().take(n).collect();
+            done += n;
             let accept = Accept {
                 ballot,
                 first: slot,
@@ -207,7 +230,7 @@ impl Replica {
                 stamp: self.now,
             };
             self.broadcast(&Message::Accept(accept));
-            slot = Slot(slot.0 + n);
+            slot = Slot(slot.0 + n as u64);
         }
     }
 
@@ -224,43 +247,75 @@ impl Replica {
         }
     }
 
-    fn propose_batches(&mut self) {
+    /// Opens new slots while the window has room: re-proposals from phase 1 first, then
+    /// batches of queued proposals.
+    pub(super) fn propose_batches(&mut self) {
         let window_end = self.commit.0.saturating_add(self.cfg.max_inflight_slots);
-        let Some(l) = self.leadership.as_mut() else {
+        let max_bytes = self.cfg.max_inflight_bytes;
+        let Some(l) = self.leadership.as_ref() else {
             return;
         };
         let first = l.next_slot;
         let mut values = Vec::new();
-        while !self.pending.is_empty() && l.next_slot.0 < window_end {
-            let mut batch: Vec<Command> = Vec::new();
-            let mut bytes = 0;
-            while let Some(cmd) = self.pending.front() {
-                let full = batch.len() == self.cfg.max_batch_commands
-                    || (!batch.is_empty() && bytes + cmd.payload.len() > self.cfg.max_batch_bytes);
-                if full {
-                    break;
-                }
-                bytes += cmd.payload.len();
-                batch.extend(self.pending.pop_front());
+        loop {
+            let Some(l) = self.leadership.as_ref() else {
+                return;
+            };
+            let room = l.next_slot.0 < window_end
+                && (l.inflight.is_empty() || l.inflight_bytes < max_bytes);
+            if !room {
+                break;
             }
-            let value = Value::Batch(batch);
+            let value = match self
+                .leadership
+                .as_mut()
+                .and_then(|l| l.reproposals.pop_front())
+            {
+                Some(value) => value,
+                None if self.pending.is_empty() => break,
+                None => Value::Batch(self.take_batch()),
+            };
+            let now = self.now;
+            let Some(l) = self.leadership.as_mut() else {
+                return;
+            };
+            l.inflight_bytes += value.payload_bytes();
             l.inflight.insert(
                 l.next_slot,
                 Inflight {
                     value: value.clone(),
                     acks: 0,
-                    sent_at: self.now,
+                    sent_at: now,
                 },
             );
             l.next_slot = l.next_slot.next();
             values.push(value);
         }
-        let commit_sent = l.commit_sent;
+        let commit_sent = self
+            .leadership
+            .as_ref()
+            .map_or(self.commit, |l| l.commit_sent);
         if !values.is_empty() {
             self.broadcast_accepts(first, values);
         } else if self.commit > commit_sent {
             self.broadcast_decide();
         }
+    }
+
+    /// Cuts one batch off the pending queue, bounded by count and bytes (at least one).
+    fn take_batch(&mut self) -> Vec<Command> {
+        let mut batch: Vec<Command> = Vec::new();
+        let mut bytes = 0;
+        while let Some(cmd) = self.pending.front() {
+            let full = batch.len() == self.cfg.max_batch_commands
+                || (!batch.is_empty() && bytes + cmd.payload.len() > self.cfg.max_batch_bytes);
+            if full {
+                break;
+            }
+            bytes += cmd.payload.len();
+            batch.extend(self.pop_pending());
+        }
+        batch
     }
 
     fn broadcast_decide(&mut self) {
@@ -279,7 +334,6 @@ impl Replica {
         let Some(idx) = self.member_index(from) else {
             return;
         };
-        let quorum = self.quorum;
         let now = self.now;
         let Some(l) = self.leadership.as_mut() else {
             return;
@@ -291,30 +345,35 @@ impl Replica {
         if l.lease_acks[idx].is_none_or(|t| t < m.stamp) {
             l.lease_acks[idx] = Some(m.stamp);
         }
-        let end = Slot(m.first.0.saturating_add(m.count));
+        // Well formed: `first + count` does not overflow.
+        let end = Slot(m.first.0 + m.count);
         for (_, inflight) in l.inflight.range_mut(m.first..end) {
             inflight.acks |= 1 << idx;
         }
-        // Advance the commit point over the chosen prefix.
-        let ballot = l.ballot;
+        self.advance_commit();
+    }
+
+    /// Advances the commit point over the prefix of in-flight slots a quorum accepted.
+    pub(super) fn advance_commit(&mut self) {
+        let quorum = self.quorum;
         loop {
             let commit = self.commit;
             let Some(l) = self.leadership.as_mut() else {
                 return;
             };
-            let Some(inflight) = l.inflight.get(&commit) else {
-                break;
-            };
-            if (inflight.acks.count_ones() as usize) < quorum {
-                break;
+            let ballot = l.ballot;
+            let chosen = l
+                .inflight
+                .get(&commit)
+                .is_some_and(|i| i.acks.count_ones() as usize >= quorum);
+            if !chosen {
+                return;
             }
             let Some(inflight) = l.inflight.remove(&commit) else {
-                break;
+                return;
             };
-            let held = self
-                .log
-                .get(&commit)
-                .is_some_and(|a| a.ballot == ballot && a.value == inflight.value);
+            l.inflight_bytes -= inflight.value.payload_bytes();
+            let held = self.log.get(&commit).map(|a| &a.value) == Some(&inflight.value);
             if !held {
                 // A quorum of peers chose it before our own acceptor stored it.
                 self.store(commit, ballot, inflight.value);
@@ -324,11 +383,31 @@ impl Replica {
     }
 
     /// Forgets in-flight slots that became chosen by other means (catch-up).
+    ///
+    /// A leader at ballot `b` announces its commit point at `b`, and followers take their
+    /// own entry at `b` below it as chosen. So if a slot we proposed at `b` turns out to
+    /// be chosen with another value, `b` was outvoted by a higher ballot: we are stale, and
+    /// step down rather than announce a commit point over a value that was not chosen.
     pub(super) fn prune_inflight(&mut self) {
         let commit = self.commit;
-        if let Some(l) = self.leadership.as_mut() {
-            l.inflight = l.inflight.split_off(&commit);
-            l.next_slot = l.next_slot.max(commit);
+        let Some(l) = self.leadership.as_mut() else {
+            return;
+        };
+        let kept = l.inflight.split_off(&commit);
+        let pruned = std::mem::replace(&mut l.inflight, kept);
+        let mut stale = false;
+        for (slot, inflight) in pruned {
+            l.inflight_bytes -= inflight.value.payload_bytes();
+            stale |= self.log.get(&slot).map(|a| &a.value) != Some(&inflight.value);
+        }
+        if l.next_slot < commit {
+            // Chosen elsewhere while queued for re-proposal: drop those too.
+            let skip = usize::try_from(commit.0 - l.next_slot.0).unwrap_or(usize::MAX);
+            l.reproposals.drain(..skip.min(l.reproposals.len()));
+            l.next_slot = commit;
+        }
+        if stale {
+            self.step_down();
         }
     }
 
@@ -344,7 +423,7 @@ impl Replica {
         } else if ours == Some(m.ballot) && m.promised > m.ballot {
             self.observe_higher_ballot(m.promised);
         } else {
-            self.max_round_seen = self.max_round_seen.max(m.promised.round);
+            self.see_round(m.promised);
         }
     }
 
@@ -355,10 +434,10 @@ impl Replica {
             return;
         }
         for cmd in m.commands {
-            if self.pending.len() >= self.cfg.max_pending_proposals {
+            if !self.pending_has_room(cmd.payload.len()) {
                 break;
             }
-            self.pending.push_back(cmd);
+            self.push_pending(cmd);
         }
     }
 
@@ -369,6 +448,7 @@ impl Replica {
         self.candidacy = None;
         self.leadership = None;
         self.leader = None;
+        self.pre_vote = None;
         self.reset_election_deadline();
     }
 
@@ -399,7 +479,7 @@ impl Replica {
         }
     }
 
-    /// Sends an empty Accept, carrying the commit point, to every follower.
+    /// Sends an empty Accept, carrying the commit point, to every member.
     pub(super) fn send_heartbeats(&mut self) {
         let now = self.now;
         let Some(l) = self.leadership.as_mut() else {
@@ -414,7 +494,10 @@ impl Replica {
             commit: self.commit,
             stamp: now,
         };
-        self.send_to_peers(&Message::Accept(heartbeat));
+        // Ourselves included: our own acceptor's acknowledgement is one of the quorum's,
+        // and it must be as fresh as the peers'. With one follower of three down, the
+        // lease and read-index rounds rest on it (it costs no persist and no network).
+        self.broadcast(&Message::Accept(heartbeat));
     }
 
     /// Resends unanswered Accepts to the members that have not accepted them.
@@ -422,30 +505,38 @@ impl Replica {
         let now = self.now;
         let resend = self.cfg.resend_interval;
         let page = self.cfg.max_slots_per_message;
+        let budget = self
+            .cfg
+            .max_message_bytes
+            .saturating_sub(wire::MESSAGE_OVERHEAD_BYTES);
         let Some(l) = self.leadership.as_mut() else {
             return;
         };
         let ballot = l.ballot;
         let mut messages = Vec::new();
         for (i, &member) in self.cfg.members.iter().enumerate() {
-            let mut run: Option<(Slot, Vec<Value>)> = None;
+            // A run of contiguous due slots, and its bytes: one bounded Accept.
+            let mut run: Option<(Slot, Vec<Value>, usize)> = None;
             for (&slot, inflight) in l.inflight.iter() {
                 let due = inflight.sent_at + resend <= now && inflight.acks & (1 << i) == 0;
-                let contiguous = run
-                    .as_ref()
-                    .is_some_and(|(f, v)| f.0 + v.len() as u64 == slot.0 && v.len() < page);
-                if !due || !contiguous {
-                    if let Some((f, v)) = run.take() {
+                let size = wire::value_bytes(&inflight.value);
+                let extends = run.as_ref().is_some_and(|(f, v, bytes)| {
+                    f.0 + v.len() as u64 == slot.0
+                        && v.len() < page
+                        && bytes.saturating_add(size) <= budget
+                });
+                if !due || !extends {
+                    if let Some((f, v, _)) = run.take() {
                         messages.push((member, f, v));
                     }
                 }
                 if due {
-                    run.get_or_insert_with(|| (slot, Vec::new()))
-                        .1
-                        .push(inflight.value.clone());
+                    let (_, values, bytes) = run.get_or_insert_with(|| (slot, Vec::new(), 0));
+                    values.push(inflight.value.clone());
+                    *bytes += size;
                 }
             }
-            if let Some((f, v)) = run.take() {
+            if let Some((f, v, _)) = run.take() {
                 messages.push((member, f, v));
             }
         }

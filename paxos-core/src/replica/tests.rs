@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Replica;
-use crate::message::{Accept, Accepted, Envelope, Forward, Message, Nack, Prepare, Promise};
+use crate::message::{
+    Accept, Accepted, Envelope, Forward, Message, Nack, PreVoteReply, Prepare, Promise,
+};
 use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role};
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
 use crate::{Config, ProposeError};
@@ -39,6 +41,29 @@ fn b(round: u64, node: NodeId) -> Ballot {
     Ballot::new(round, node)
 }
 
+/// Times `r` out at `now`, grants its pre-vote from N2, and returns the ballot of the
+/// Prepares it then sends (its own promise persisted and counted).
+fn campaign(r: &mut Replica, now: Instant) -> Ballot {
+    r.handle_timeout(now);
+    let ready = step(r);
+    let Some(Message::PreVote(ask)) = ready.messages.first().map(|e| &e.message) else {
+        panic!("expected a pre-vote, got {:?}", ready.messages);
+    };
+    let reply = PreVoteReply {
+        ballot: ask.ballot,
+        granted: true,
+        promised: Ballot::ZERO,
+        commit: ask.commit,
+    };
+    r.handle_message(now, N2, Message::PreVoteReply(reply));
+    assert_eq!(r.status().role, Role::Candidate);
+    let ready = step(r);
+    match &ready.messages[0].message {
+        Message::Prepare(p) => p.ballot,
+        m => panic!("expected prepare, got {m:?}"),
+    }
+}
+
 #[test]
 fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
     let mut r = replica(N2);
@@ -58,7 +83,8 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
             persist: PersistBatch {
                 hard_state: Some(HardState {
                     promised: b(1, N1),
-                    commit: Slot(0)
+                    commit: Slot(0),
+                    epoch: 1,
                 }),
                 entries: vec![],
             },
@@ -161,7 +187,8 @@ fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
         ready.persist.hard_state,
         Some(HardState {
             promised: b(1, N1),
-            commit: Slot(0)
+            commit: Slot(0),
+            epoch: 1,
         })
     );
     assert_eq!(
@@ -255,6 +282,8 @@ struct Cluster {
     sent: Vec<(NodeId, NodeId, Message)>,
     /// A replica cut off from the others.
     down: Option<NodeId>,
+    /// A replica that sends but hears nothing.
+    deaf: Option<NodeId>,
 }
 
 impl Cluster {
@@ -273,6 +302,7 @@ impl Cluster {
             committed: vec![vec![]; 3],
             sent: vec![],
             down: None,
+            deaf: None,
         }
     }
 
@@ -299,7 +329,7 @@ impl Cluster {
                 return;
             }
             for (from, to, m) in inflight {
-                if self.down == Some(from) || self.down == Some(to) {
+                if self.down == Some(from) || self.down == Some(to) || self.deaf == Some(to) {
                     continue;
                 }
                 self.replicas[Self::idx(to)].handle_message(self.now, from, m);
@@ -478,6 +508,7 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
         hard_state: HardState {
             promised: b(2, N3),
             commit: Slot(0),
+            epoch: 0,
         },
         entries: vec![Entry {
             slot: Slot(2),
@@ -486,13 +517,7 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
         }],
     };
     let mut r = Replica::new(config(N1), recovered, Instant::ZERO).unwrap();
-    r.handle_timeout(at(1000));
-    assert_eq!(r.status().role, Role::Candidate);
-    let ready = step(&mut r); // Prepares out; our own promise is persisted, then counted
-    let ballot = match &ready.messages[0].message {
-        Message::Prepare(p) => p.ballot,
-        m => panic!("expected prepare, got {m:?}"),
-    };
+    let ballot = campaign(&mut r, at(1000));
     assert_eq!(ballot, b(3, N1));
     r.handle_message(
         at(1001),
@@ -535,20 +560,24 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
 fn promise_pages_are_requested_until_complete() {
     let mut c = Cluster::new(|c| c.max_slots_per_message = 2);
     c.elect(N1);
-    c.down = Some(N2);
+    // N1's Accepts reach the others but N1 hears nothing back: seven slots accepted, none
+    // known chosen, an open tail of seven.
+    c.deaf = Some(N1);
     for i in 0..7 {
         c.replicas[0]
             .propose(c.now, Bytes::from(format!("w{i}")))
             .unwrap();
         c.settle();
     }
-    c.down = None;
-    // N2 takes over: it must read every page of the others' logs.
+    c.deaf = None;
+    c.down = Some(N1);
+    // N2 takes over: it must read every page of N3's log (and its own).
     c.elect(N2);
+    c.down = None;
     let pages = c
         .sent
         .iter()
-        .filter(|(from, _, m)| *from == N1 && matches!(m, Message::Promise(p) if p.next.is_some()))
+        .filter(|(from, _, m)| *from == N3 && matches!(m, Message::Promise(p) if p.next.is_some()))
         .count();
     assert!(pages >= 1, "paged promises were sent");
     c.replicas[1]
@@ -571,6 +600,7 @@ fn recovered_state_is_restored() {
         hard_state: HardState {
             promised: b(4, N3),
             commit: Slot(1),
+            epoch: 0,
         },
         entries: vec![Entry {
             slot: Slot(0),
@@ -614,6 +644,7 @@ fn a_restarted_acceptor_honours_a_full_lease_before_promising_anew() {
         hard_state: HardState {
             promised: b(4, N3),
             commit: Slot(0),
+            epoch: 0,
         },
         entries: vec![],
     };
@@ -665,16 +696,12 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
         hard_state: HardState {
             promised: b(1, N2),
             commit: Slot(0),
+            epoch: 0,
         },
         entries: vec![old(0), old(1), old(2)],
     };
     let mut r = Replica::new(config(N1), recovered, Instant::ZERO).unwrap();
-    r.handle_timeout(at(1000));
-    let ready = step(&mut r); // Prepares; our own promise persisted and counted
-    let ballot = match &ready.messages[0].message {
-        Message::Prepare(p) => p.ballot,
-        m => panic!("expected prepare, got {m:?}"),
-    };
+    let ballot = campaign(&mut r, at(1000));
     let promise = Promise {
         ballot,
         from: Slot(0),

@@ -231,6 +231,68 @@ impl Transport for NullTransport {
     }
 }
 
+/// Peers that grant every pre-vote and answer nothing else: the node campaigns (phase 1)
+/// forever, and as a candidate it queues proposals.
+#[derive(Debug, Default)]
+pub struct PreVoteOnly {
+    replies: Arc<Mutex<Vec<Inbound>>>,
+    arrived: Event,
+}
+
+#[async_trait]
+impl Transport for PreVoteOnly {
+    fn send(&self, batch: Vec<Envelope>) {
+        let mut replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+        for Envelope { to, message } in batch {
+            if let paxos_core::Message::PreVote(ask) = message {
+                let reply = paxos_core::message::PreVoteReply {
+                    ballot: ask.ballot,
+                    granted: true,
+                    promised: paxos_core::Ballot::ZERO,
+                    commit: ask.commit,
+                };
+                replies.push(Inbound {
+                    from: to,
+                    message: paxos_core::Message::PreVoteReply(reply),
+                });
+            }
+        }
+        self.arrived.notify(usize::MAX);
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
+        loop {
+            let listener = self.arrived.listen();
+            {
+                let mut replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+                if !replies.is_empty() {
+                    let n = replies.len().min(max);
+                    out.extend(replies.drain(..n));
+                    return Ok(());
+                }
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A transport that delivers nothing and carries frames of at most this many bytes.
+#[derive(Debug)]
+pub struct SmallFrames(pub usize);
+
+#[async_trait]
+impl Transport for SmallFrames {
+    fn send(&self, _batch: Vec<Envelope>) {}
+
+    async fn recv(&mut self, _out: &mut Vec<Inbound>, _max: usize) -> Result<(), TransportError> {
+        futures::future::pending().await
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.0
+    }
+}
+
 /// A gate that [`GatedStorage`] waits on in `persist` while it is closed.
 #[derive(Debug, Default)]
 pub struct Gate {

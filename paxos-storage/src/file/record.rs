@@ -142,6 +142,7 @@ mod tests {
         let hard_state = HardState {
             promised: Ballot::new(2, NodeId(1)),
             commit: Slot(1),
+            epoch: 3,
         };
         let mut buf = Vec::new();
         let body = BodyRef::Batch {

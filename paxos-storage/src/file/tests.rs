@@ -32,6 +32,7 @@ fn batch(slots: std::ops::Range<u64>) -> PersistBatch {
         hard_state: Some(HardState {
             promised: Ballot::new(slots.start + 1, NodeId(1)),
             commit: Slot(slots.start),
+            epoch: slots.start,
         }),
         entries: slots.map(|s| entry(s, 40)).collect(),
     }
