@@ -57,6 +57,17 @@ pub struct Config {
     /// runs at a rate within `1 ± max_clock_drift_ppm / 10^6` of real time. The leader
     /// shortens its lease by this bound. At most 100,000 (10%).
     pub max_clock_drift_ppm: u32,
+    /// What a replica whose store is empty does. `true` (the default): it is a member of
+    /// a new cluster, and votes from the start. `false`: it is coming back under its old id
+    /// after losing its disk, so it must not vote: the promises and acceptances it made
+    /// before are gone, and voting now could break them. It then serves as a learner (it
+    /// follows the leader, catches up, forwards proposals, answers reads through the log)
+    /// and **never votes again**; the decision is written to its store, so later restarts
+    /// keep it. Why that is safe: an acceptor that never answers again is an acceptor that
+    /// crashed for good, which Paxos tolerates, and its old promises stay as they were.
+    /// Putting it back to work is membership change's job (not built yet). The cluster
+    /// runs on the remaining voters meanwhile. Ignored when the store is not empty.
+    pub bootstrap: bool,
     /// Seed for election jitter. `None` seeds from the operating system; simulations pass
     /// one so that runs replay exactly.
     pub rng_seed: Option<[u8; 32]>,
@@ -93,6 +104,7 @@ impl Config {
             max_message_bytes: 4 << 20,
             lease_duration: Some(Duration::from_millis(150)),
             max_clock_drift_ppm: 10_000,
+            bootstrap: true,
             rng_seed: None,
         }
     }

@@ -17,6 +17,9 @@ pub struct HardState {
     /// so ids of one incarnation never repeat those of an earlier one: a store must never
     /// hand back an older value than it made durable.
     pub epoch: u64,
+    /// This replica lost its disk and came back without a vote (see
+    /// [`Config::bootstrap`](crate::Config::bootstrap)): it never promises or accepts.
+    pub non_voting: bool,
 }
 
 /// State to make durable before anything else in a [`Ready`] happens.
@@ -205,4 +208,7 @@ pub struct Status {
     pub applied: Slot,
     /// Until when (on this replica's clock) it holds the leader lease, if it does.
     pub lease_until: Option<crate::types::Instant>,
+    /// It votes (promises and accepts). False for a replica that came back with an empty
+    /// disk (see [`Config::bootstrap`](crate::Config::bootstrap)).
+    pub voter: bool,
 }

@@ -228,6 +228,7 @@ mod tests {
                 promised: Ballot::new(round, NodeId(1)),
                 commit: Slot(0),
                 epoch: 0,
+                non_voting: false,
             }),
             entries: vec![],
         }

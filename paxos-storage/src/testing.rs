@@ -107,6 +107,7 @@ pub async fn persist_then_reopen_round_trips<F: StoreFactory>(factory: &mut F) {
         promised: Ballot::new(3, NodeId(2)),
         commit: Slot(0),
         epoch: 7,
+        non_voting: true,
     };
     let batches = vec![
         PersistBatch {
@@ -152,6 +153,7 @@ pub async fn persist_then_reopen_round_trips<F: StoreFactory>(factory: &mut F) {
             promised: Ballot::new(4, NodeId(1)),
             commit: Slot(20),
             epoch: 8,
+            non_voting: false,
         }),
         entries: vec![
             entry(2, 4, b"replaced after reopen"),
@@ -223,6 +225,7 @@ pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
             promised: Ballot::new(round, NodeId(round % 3)),
             commit: Slot(round * 2),
             epoch: round,
+            non_voting: false,
         };
         let with_hard_state = PersistBatch {
             hard_state: Some(hard_state),
@@ -246,6 +249,7 @@ pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
             promised: model.hard_state.promised,
             commit: Slot(100),
             epoch: model.hard_state.epoch,
+            non_voting: false,
         }),
         entries: vec![],
     };
@@ -271,6 +275,7 @@ pub async fn empty_batch_is_ok<F: StoreFactory>(factory: &mut F) {
             promised: Ballot::new(1, NodeId(1)),
             commit: Slot(0),
             epoch: 0,
+            non_voting: false,
         }),
         entries: vec![entry(0, 1, b"a")],
     };
@@ -342,6 +347,7 @@ pub async fn compact_drops_entries_for_good<F: StoreFactory>(factory: &mut F) {
         promised: Ballot::new(7, NodeId(1)),
         commit: Slot(30),
         epoch: 1,
+        non_voting: false,
     };
     let batch = PersistBatch {
         hard_state: Some(hard_state),
@@ -422,6 +428,7 @@ pub async fn many_reopen_append_cycles<F: StoreFactory>(factory: &mut F) {
                 promised: Ballot::new(cycle, NodeId(1)),
                 commit: Slot(cycle),
                 epoch: 1,
+                non_voting: false,
             }),
             entries: (cycle * 3..cycle * 3 + 3)
                 .map(|s| entry(s, cycle, &cycle.to_le_bytes()))

@@ -80,6 +80,7 @@ fn crash_child_entry_point() {
                 promised: Ballot::new(round, NodeId(1)),
                 commit: Slot(next_slot),
                 epoch: round,
+                non_voting: false,
             }),
             entries: (next_slot..next_slot + count).map(expected_entry).collect(),
         };

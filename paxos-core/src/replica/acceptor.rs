@@ -17,6 +17,10 @@ use crate::lease;
 
 impl Replica {
     pub(super) fn handle_prepare(&mut self, from: NodeId, m: Prepare) {
+        if !self.voter {
+            // No vote: not even a Nack, which would report a promise it does not keep.
+            return;
+        }
         if m.ballot < self.promised {
             self.refuse(from, m.ballot);
             return;
@@ -75,6 +79,15 @@ impl Replica {
     }
 
     pub(super) fn handle_accept(&mut self, from: NodeId, m: Accept) {
+        if !self.voter {
+            // A learner: follow the leader and learn its commit point (by catch-up, since
+            // it holds no entry at the leader's ballot), accept nothing, grant no lease.
+            if m.ballot.node == from {
+                self.follow(from, m.ballot);
+                self.learn_commit(from, m.ballot, m.commit);
+            }
+            return;
+        }
         if m.ballot < self.promised {
             self.refuse(from, m.ballot);
             return;

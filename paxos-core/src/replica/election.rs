@@ -93,7 +93,8 @@ impl Replica {
         let heard = self
             .leader_heard_at
             .is_some_and(|t| self.now < t + self.cfg.election_timeout_min);
-        let granted = self.role != Role::Leader && !leased && !heard && m.commit >= self.commit;
+        let granted =
+            self.voter && self.role != Role::Leader && !leased && !heard && m.commit >= self.commit;
         if granted {
             // Give the asker the time to finish before campaigning ourselves: otherwise
             // two replicas timing out close together both run phase 1, and duel.

@@ -63,6 +63,8 @@ pub struct Replica {
     next_seq: u64,
 
     // Acceptor state (durable).
+    /// False for a replica that came back with an empty disk: it never votes.
+    voter: bool,
     promised: Ballot,
     log: BTreeMap<Slot, Accepted>,
     /// The lease this acceptor granted: the ballot, and until when (our clock).
@@ -150,6 +152,12 @@ impl Replica {
             Some(seed) => ChaCha8Rng::from_seed(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
+        let fresh = recovered == RecoveredState::default();
+        let voter = if fresh {
+            cfg.bootstrap
+        } else {
+            !recovered.hard_state.non_voting
+        };
         let RecoveredState {
             hard_state,
             entries,
@@ -188,6 +196,7 @@ impl Replica {
             now,
             epoch,
             next_seq: 0,
+            voter,
             promised: hard_state.promised,
             log,
             granted: None,
@@ -216,8 +225,8 @@ impl Replica {
         };
         replica.out.hard_state_dirty = true;
         replica.reset_election_deadline();
-        let fresh = replica.promised == Ballot::ZERO && replica.log.is_empty();
-        if let (Some(lease), false) = (replica.cfg.lease_duration, fresh) {
+        let granted_nothing = replica.promised == Ballot::ZERO && replica.log.is_empty();
+        if let (Some(lease), false) = (replica.cfg.lease_duration, granted_nothing) {
             // Grants live in memory only. Before the crash this acceptor may have granted a
             // lease it no longer remembers, so it honours one full lease from restart:
             // promising nobody but the ballot it last promised until then. A fresh store
@@ -242,6 +251,7 @@ impl Replica {
             commit: self.commit,
             applied: self.applied,
             lease_until: self.lease_until(),
+            voter: self.voter,
         }
     }
 
@@ -321,7 +331,7 @@ impl Replica {
             Role::Candidate => self.candidate_timers(),
             Role::Follower => {}
         }
-        if self.role != Role::Leader && self.now >= self.election_deadline {
+        if self.voter && self.role != Role::Leader && self.now >= self.election_deadline {
             match self.granted {
                 // Wait out the lease we granted: our own acceptor would refuse us anyway,
                 // and the leader holding it may still be serving reads.
@@ -546,6 +556,7 @@ impl Replica {
                 promised: self.promised,
                 commit: self.commit,
                 epoch: self.epoch,
+                non_voting: !self.voter,
             }),
             entries,
         }

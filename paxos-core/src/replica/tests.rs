@@ -85,6 +85,7 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
                     promised: b(1, N1),
                     commit: Slot(0),
                     epoch: 1,
+                    non_voting: false,
                 }),
                 entries: vec![],
             },
@@ -189,6 +190,7 @@ fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
             promised: b(1, N1),
             commit: Slot(0),
             epoch: 1,
+            non_voting: false,
         })
     );
     assert_eq!(
@@ -509,6 +511,7 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
             promised: b(2, N3),
             commit: Slot(0),
             epoch: 0,
+            non_voting: false,
         },
         entries: vec![Entry {
             slot: Slot(2),
@@ -601,6 +604,7 @@ fn recovered_state_is_restored() {
             promised: b(4, N3),
             commit: Slot(1),
             epoch: 0,
+            non_voting: false,
         },
         entries: vec![Entry {
             slot: Slot(0),
@@ -645,6 +649,7 @@ fn a_restarted_acceptor_honours_a_full_lease_before_promising_anew() {
             promised: b(4, N3),
             commit: Slot(0),
             epoch: 0,
+            non_voting: false,
         },
         entries: vec![],
     };
@@ -697,6 +702,7 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
             promised: b(1, N2),
             commit: Slot(0),
             epoch: 0,
+            non_voting: false,
         },
         entries: vec![old(0), old(1), old(2)],
     };
@@ -748,4 +754,74 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
     let ready = step(&mut r);
     assert_eq!(ready.committed.len(), 2);
     assert_eq!(ready.reads, vec![id]);
+}
+
+#[test]
+fn a_replica_back_with_an_empty_disk_never_votes() {
+    let mut cfg = config(N2);
+    cfg.bootstrap = false;
+    let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
+    let ready = step(&mut r);
+    let hard = ready
+        .persist
+        .hard_state
+        .expect("the decision is written at once");
+    assert!(hard.non_voting);
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Prepare(Prepare {
+            ballot: b(1, N1),
+            from: Slot(0),
+        }),
+    );
+    assert!(r.poll_ready().is_none(), "no promise, no nack");
+    r.handle_message(
+        at(2),
+        N1,
+        Message::Accept(Accept {
+            ballot: b(1, N1),
+            first: Slot(0),
+            values: vec![Value::Noop],
+            commit: Slot(1),
+            stamp: at(2),
+        }),
+    );
+    let ready = step(&mut r);
+    assert!(ready.persist.entries.is_empty(), "accepts nothing");
+    assert_eq!(
+        ready.messages,
+        vec![Envelope {
+            to: N1,
+            message: Message::CatchUp(crate::message::CatchUp { from: Slot(0) }),
+        }],
+        "it learns the chosen value instead"
+    );
+    assert_eq!(r.status().leader, Some(N1));
+    r.handle_message(
+        at(3),
+        N1,
+        Message::CatchUpReply(crate::message::CatchUpReply {
+            first: Slot(0),
+            values: vec![(b(1, N1), Value::Noop)],
+            commit: Slot(1),
+        }),
+    );
+    let ready = step(&mut r);
+    assert_eq!(ready.committed.len(), 1);
+    let written = ready.persist.hard_state.unwrap();
+    assert!(written.non_voting);
+    // Its timers never make it campaign, and it refuses pre-votes.
+    r.handle_timeout(at(10_000));
+    assert!(r.poll_ready().is_none());
+    assert_eq!(r.status().promised, Ballot::ZERO);
+    assert!(!r.status().voter);
+
+    // Restarted from its disk, even with `bootstrap` on, it still does not vote.
+    let recovered = RecoveredState {
+        hard_state: written,
+        entries: ready.persist.entries,
+    };
+    let r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
+    assert!(!r.status().voter);
 }

@@ -143,6 +143,7 @@ mod tests {
             promised: Ballot::new(2, NodeId(1)),
             commit: Slot(1),
             epoch: 3,
+            non_voting: false,
         };
         let mut buf = Vec::new();
         let body = BodyRef::Batch {

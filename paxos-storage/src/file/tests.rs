@@ -33,6 +33,7 @@ fn batch(slots: std::ops::Range<u64>) -> PersistBatch {
             promised: Ballot::new(slots.start + 1, NodeId(1)),
             commit: Slot(slots.start),
             epoch: slots.start,
+            non_voting: false,
         }),
         entries: slots.map(|s| entry(s, 40)).collect(),
     }

@@ -1,0 +1,170 @@
+//! The one runtime seam of the paxos crates.
+//!
+//! A sans-IO core needs no runtime at all; what drives it needs only a little: spawn a
+//! task, a resettable timer, a monotonic clock, and (for the TCP transport) sockets.
+//! [`Runtime`] is that, as one small object-safe trait, after quinn's `Runtime`: the node
+//! driver, the transports and the simulator all take an `Arc<dyn Runtime>`, and nothing
+//! else in them names a runtime. Channels, locks and events come from runtime-neutral
+//! crates (`async-channel`, `event-listener`, `futures`).
+//!
+//! One implementation per runtime feature:
+//!
+//! * `runtime-tokio`: [`TokioRuntime`] (tasks through a captured handle, tokio timers and
+//!   sockets).
+//! * `runtime-smol` and `runtime-async-std`: [`AsyncIoRuntime`] (async-io timers and
+//!   sockets, smol's global executor). smol and async-std both run on async-io, so one
+//!   implementation serves both; async-std is discontinued (RUSTSEC-2025-0052) and gets no
+//!   code of its own, only the feature name.
+//!
+//! The simulator (`paxos-sim`) implements the trait with simulated time and a seeded
+//! single-threaded executor; its sockets are refused, since it brings its own transport.
+//! A runtime of your own needs one more implementation of [`Runtime`], about 100 lines.
+//!
+//! What it does not do: no channels, no I/O beyond TCP (QUIC's UDP sockets go through
+//! quinn's own runtime support), no blocking-task pool.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::io::{AsyncRead, AsyncWrite};
+
+#[cfg(feature = "async-io-impl")]
+mod async_io;
+#[cfg(feature = "runtime-tokio")]
+mod tokio;
+
+#[cfg(feature = "async-io-impl")]
+pub use self::async_io::AsyncIoRuntime;
+#[cfg(feature = "runtime-tokio")]
+pub use self::tokio::TokioRuntime;
+
+/// What the paxos crates need from an async runtime.
+///
+/// Object-safe, so a program holds an `Arc<dyn Runtime>` chosen at run time (the binary's
+/// `--runtime` flag). Calls happen per driver cycle or per connection, never per message.
+///
+/// # To ensure correctness
+///
+/// * [`now`](Self::now) never goes backwards. Lease safety rests on it: the core asserts
+///   it, and a clock that jumps back would stop the node.
+/// * A timer from [`new_timer`](Self::new_timer) fires no earlier than its deadline, as
+///   measured by [`now`](Self::now). Late is fine; early is not.
+/// * Spawned tasks run to completion or until every handle to their work is dropped; the
+///   crates stop their tasks through their own signals and never rely on cancellation by
+///   the runtime.
+pub trait Runtime: Send + Sync + fmt::Debug + 'static {
+    /// Runs `task` to completion in the background, detached.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// A timer that fires at `deadline` (at once if it has passed). It can be moved with
+    /// [`AsyncTimer::reset`], which is how the driver reuses one timer for its lifetime.
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>>;
+
+    /// The runtime's monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// Opens a TCP connection to `addr`, with `TCP_NODELAY` set.
+    fn connect_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxConn>>;
+
+    /// Binds a listening TCP socket on `addr` (port 0 picks a free port).
+    fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>>;
+
+    /// Completes at `deadline`. A convenience over [`new_timer`](Self::new_timer).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        let mut timer = self.new_timer(deadline);
+        Box::pin(futures::future::poll_fn(move |cx| timer.as_mut().poll(cx)))
+    }
+
+    /// Completes after `duration`, by this runtime's clock.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.sleep_until(self.now() + duration)
+    }
+}
+
+/// A timer that can be moved to a new deadline without allocating a new one.
+pub trait AsyncTimer: Send + fmt::Debug + 'static {
+    /// Moves the deadline; the timer fires at the new one (at once if it has passed).
+    fn reset(self: Pin<&mut Self>, deadline: Instant);
+
+    /// Ready once the deadline has passed. Keeps returning ready until
+    /// [`reset`](Self::reset) moves the deadline into the future.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// A connected byte stream, as a transport sees it.
+///
+/// Blanket-implemented for every `futures::io` stream that is `Send + Unpin + 'static`.
+pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
+
+/// A boxed [`Conn`].
+pub type BoxConn = Box<dyn Conn>;
+
+/// A bound, listening TCP socket. Dropping it closes the socket.
+pub trait Listener: Send + Sync + 'static {
+    /// The address the socket is bound to (with the real port when bound to port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Waits for the next inbound connection. The stream has `TCP_NODELAY` set.
+    fn accept(&self) -> BoxFuture<'_, io::Result<(BoxConn, SocketAddr)>>;
+}
+
+/// The runtime to use when the caller names none, or `None` if no enabled runtime is
+/// usable here.
+///
+/// With `runtime-tokio`, a tokio runtime is used when called from inside one; otherwise,
+/// with `runtime-smol` or `runtime-async-std`, the async-io runtime (which works under any
+/// executor, or none).
+pub fn default_runtime() -> Option<Arc<dyn Runtime>> {
+    #[cfg(feature = "runtime-tokio")]
+    if let Some(rt) = TokioRuntime::current() {
+        return Some(Arc::new(rt));
+    }
+    #[cfg(feature = "async-io-impl")]
+    {
+        Some(Arc::new(AsyncIoRuntime::new()))
+    }
+    #[cfg(not(feature = "async-io-impl"))]
+    {
+        None
+    }
+}
+
+/// Runs `future` until `deadline`; `None` if the deadline came first.
+///
+/// Works on any [`Runtime`]; the node uses it for per-request timeouts, and tests for
+/// bounded waits.
+pub async fn timeout_at<F: Future>(
+    rt: &dyn Runtime,
+    deadline: Instant,
+    future: F,
+) -> Option<F::Output> {
+    let mut timer = rt.new_timer(deadline);
+    let mut future = std::pin::pin!(future);
+    futures::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// The error a runtime without sockets (a simulator's) returns from
+/// [`Runtime::connect_tcp`] and [`Runtime::bind_tcp`].
+pub fn no_sockets() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this runtime has no TCP sockets (a simulated runtime brings its own transport)",
+    )
+}
