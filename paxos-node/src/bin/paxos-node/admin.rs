@@ -311,6 +311,12 @@ fn metrics_text(ctx: &Ctx) -> String {
         "Connections closed for a malformed or oversized request.",
         load(&st.protocol_errors),
     );
+    metric(
+        "resp_sessions_renewed_total",
+        "counter",
+        "Connections that went on as a new client after their session was evicted.",
+        load(&st.sessions_renewed),
+    );
     let core = m.core;
     for (name, help, value) in [
         (

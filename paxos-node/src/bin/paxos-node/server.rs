@@ -42,6 +42,7 @@ pub(crate) struct ServerStats {
     pub(crate) retries: AtomicU64,
     pub(crate) error_replies: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) sessions_renewed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -60,10 +61,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// A fresh client id: random per process, distinct per connection.
-    fn new_client(&self) -> u64 {
+    /// A fresh client: an id random per process and distinct per connection, born at the
+    /// slot this node has applied (see `paxos_node::kv`, "Exactly once").
+    fn new_client(&self) -> Client {
         let n = self.next_client.fetch_add(1, Ordering::Relaxed);
-        self.client_ids.hash_one((self.config.id, n))
+        Client {
+            id: self.client_ids.hash_one((self.config.id, n)),
+            born_slot: self.node.status().applied.0,
+            seq: 0,
+        }
     }
 
     fn client_deadline(&self) -> Duration {
@@ -214,20 +220,30 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-/// One client: its id and the sequence number of its last write.
+/// One client: its id, its birth, and the sequence number of its last write.
 struct Client {
     id: u64,
+    born_slot: u64,
     seq: u64,
+}
+
+impl Client {
+    /// The id of its next request.
+    fn next_request(&mut self) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.id,
+            born_slot: self.born_slot,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Serves one connection: requests are taken in order and answered in order; the replies
 /// to a pipeline are written together.
 async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut client = Client {
-        id: ctx.new_client(),
-        seq: 0,
-    };
+    let mut client = ctx.new_client();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -381,35 +397,59 @@ async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
 
 /// Proposes a write, retrying with the same request id (so it applies at most once) until
 /// it is applied, the attempts run out or the deadline passes. Returns whether to close.
+///
+/// If the state machine refuses the request because the client's session expired (see
+/// `paxos_node::kv`, "Exactly once"), the connection goes on as a new client. When no
+/// earlier attempt can have been applied, the command is then retried once as that new
+/// client's first request; otherwise its outcome is unknown and the reply says so.
 async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec<u8>) -> bool {
     bump(&ctx.stats.writes);
-    client.seq += 1;
-    let request = KvRequest {
-        id: RequestId {
-            client: client.id,
-            seq: client.seq,
-        },
+    let mut request = KvRequest {
+        id: client.next_request(),
         command,
-    }
-    .encode();
+    };
+    let mut encoded = request.encode();
     let deadline = Instant::now() + ctx.client_deadline();
     let mut unknown = false;
+    let mut renewed = false;
     let mut last = ProposeError::NoLeader;
     for attempt in 0..MAX_ATTEMPTS {
-        match ctx.node.propose(request.clone()).await {
-            Ok(output) => {
-                match KvOutput::decode(&output) {
-                    Some(KvOutput::Ok) => resp::simple(out, "OK"),
-                    Some(KvOutput::Integer(n)) => resp::integer(out, n),
-                    Some(KvOutput::Error(e)) => resp::error(out, &e),
-                    None => resp::error(out, "ERR malformed output from the state machine"),
+        match ctx.node.propose(encoded.clone()).await {
+            Ok(output) => match KvOutput::decode(&output) {
+                Some(KvOutput::SessionExpired) => {
+                    bump(&ctx.stats.sessions_renewed);
+                    *client = ctx.new_client();
+                    if unknown || renewed {
+                        resp::error(
+                            out,
+                            "ERR session expired, reconnect: the outcome of this command is unknown",
+                        );
+                        return false;
+                    }
+                    // Refused at once: nothing of it was applied. Start over as a new client.
+                    renewed = true;
+                    request.id = client.next_request();
+                    encoded = request.encode();
+                    continue;
                 }
-                return false;
-            }
+                decoded => {
+                    match decoded {
+                        Some(KvOutput::Ok) => resp::simple(out, "OK"),
+                        Some(KvOutput::Integer(n)) => resp::integer(out, n),
+                        Some(KvOutput::Error(e)) => resp::error(out, &e),
+                        Some(KvOutput::SessionExpired) | None => {
+                            resp::error(out, "ERR malformed output from the state machine");
+                        }
+                    }
+                    return false;
+                }
+            },
             Err(ProposeError::TooLarge { len, max }) => {
                 resp::error(
                     out,
-                    &format!("ERR command of {len} bytes exceeds the limit of {max} bytes"),
+                    &format!(
+                        "ERR command of {len} bytes exceeds the largest accepted ({max} bytes)"
+                    ),
                 );
                 return false;
             }
