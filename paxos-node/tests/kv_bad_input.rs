@@ -110,6 +110,11 @@ fn bad_requests_are_refused_and_the_node_keeps_serving() {
     assert_eq!(http_get(admin, "/nope").unwrap().0, 404);
     let raw = send_and_read_to_close(admin, b"POST /status HTTP/1.1\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 405"), "{raw:?}");
+    // HEAD: the headers of GET, no body.
+    let raw = send_and_read_to_close(admin, b"HEAD /health HTTP/1.1\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+    assert!(raw.contains("Content-Length: 3\r\n"), "{raw:?}");
+    assert!(raw.ends_with("\r\n\r\n"), "HEAD sent a body: {raw:?}");
     let raw = send_and_read_to_close(admin, b"\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
     let raw = send_and_read_to_close(admin, &vec![b'G'; 20_000]);
