@@ -201,6 +201,8 @@ fn status_json(ctx: &Ctx) -> String {
         "stopped": s.stopped.map(|e| e.to_string()),
         "peers": peers,
         "resp": ctx.config.resp.to_string(),
+        "max_command_bytes": ctx.node.max_command_bytes(),
+        "max_set_bytes": crate::server::max_set_bytes(ctx.node.max_command_bytes()),
     });
     let mut text = value.to_string();
     text.push('\n');
