@@ -16,9 +16,40 @@
 //!
 //! Sessions are bounded ([`KvStateMachine::new`]'s `max_sessions`): when a new client would
 //! exceed the bound, the session touched least recently (by a logical counter of applied
-//! requests, identical on every replica) is evicted. A client whose session was evicted and
-//! that then retries an old request may get it applied twice; with the default bound of
-//! 16,384 sessions that takes 16,384 other clients writing in between.
+//! requests, identical on every replica) is evicted. Forgetting a session must not let a
+//! late retry of one of its requests apply a second time, so eviction leaves a mark:
+//!
+//! * every request carries, besides its client id and sequence number, the client's
+//!   [`born_slot`](RequestId::born_slot): a number fixed when the client is created (the
+//!   `paxos-node` server uses the slot its node had applied when the connection opened);
+//! * the state keeps the *eviction floor*: the highest `born_slot` of any session evicted so
+//!   far (one number, so memory stays bounded);
+//! * **the rule**: a request from a client that has no session is applied only if its
+//!   `born_slot` is above the floor. Otherwise it gets [`KvOutput::SessionExpired`] and has
+//!   no effect.
+//!
+//! Why that cannot apply anything twice: if a client's session was evicted, the floor is at
+//! least that client's `born_slot` from then on (it only grows), so every later request of
+//! that client finds no session and is refused. A client whose `born_slot` is above the
+//! floor has never had a session evicted, so having no session means none of its requests
+//! was applied yet. Everything is decided from the request and the replicated state, in log
+//! order, so every replica decides alike.
+//!
+//! The price is a refusal that was not strictly needed: a client with no session whose
+//! `born_slot` is at or below the floor, which happens only when `max_sessions` other
+//! clients wrote after that slot (with the default bound of 16,384 sessions, a client idle
+//! for that long, or one created on a node that lags that far behind). The server treats a
+//! refusal of a request that cannot have been applied before as "start a new session" and
+//! retries it transparently under a new client id; otherwise it answers
+//! `-ERR session expired` (the outcome of that one command is unknown).
+//!
+//! What this covers at the client port: the retries the *server* makes on a client's
+//! behalf (same request id, within the client deadline), and duplicates inside the
+//! cluster. It does not cover a RESP client that retries on its own over a **new
+//! connection**: a new connection is a new client (new id), so its retry is a new command
+//! and may apply a second time if the first one did apply. A client that needs
+//! exactly-once across reconnects must make its writes idempotent itself (for example
+//! with `CAS`).
 //!
 //! # Encoding
 //!
@@ -36,12 +67,27 @@ use serde::{Deserialize, Serialize};
 /// The default bound on client sessions kept in the replicated state.
 pub const DEFAULT_MAX_SESSIONS: usize = 16_384;
 
+/// Bytes an encoded [`KvRequest`] adds at most to its command's arguments, besides
+/// [`ARGUMENT_OVERHEAD_BYTES`] per argument: the request id (three integers of at most 10
+/// bytes each), the command's tag, and `DEL`'s key count. See
+/// [`KvCommand::max_request_bytes`].
+pub const REQUEST_OVERHEAD_BYTES: usize = 40;
+
+/// Bytes each key or value adds at most to an encoded [`KvRequest`] beyond its own length:
+/// its length prefix (a varint, 5 bytes for any length below 32 GiB).
+pub const ARGUMENT_OVERHEAD_BYTES: usize = 5;
+
 /// Identifies one client request: the client, and its sequence number (increasing per
 /// client, one request at a time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestId {
     /// A client id, unique in the cluster (a random 64-bit number).
     pub client: u64,
+    /// Fixed for the client's lifetime, the same in all its requests: orders clients
+    /// against the eviction floor (see the [module docs](self#exactly-once)). The higher,
+    /// the less likely a refusal; the `paxos-node` server uses the slot its node had
+    /// applied when the client connected.
+    pub born_slot: u64,
     /// The client's sequence number for this request, from 1.
     pub seq: u64,
 }
@@ -79,6 +125,35 @@ pub enum KvCommand {
     },
 }
 
+impl KvCommand {
+    /// Its keys and values: how many there are, and their total length in bytes.
+    pub fn arguments(&self) -> (usize, usize) {
+        let strings: Vec<&[u8]> = match self {
+            Self::Set { key, value } => vec![key, value],
+            Self::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
+            Self::Incr { key } => vec![key],
+            Self::Cas { key, expected, new } => vec![key, expected, new],
+        };
+        let bytes = strings
+            .iter()
+            .fold(0usize, |n, s| n.saturating_add(s.len()));
+        (strings.len(), bytes)
+    }
+
+    /// An upper bound on the encoded size of any [`KvRequest`] carrying this command,
+    /// whatever its request id: [`REQUEST_OVERHEAD_BYTES`] + [`ARGUMENT_OVERHEAD_BYTES`]
+    /// per key or value + their total length. For `SET key value` that is `key + value +
+    /// 50` bytes. The `paxos-node` server refuses a write whose bound exceeds the node's
+    /// [`max_command_bytes`](crate::NodeHandle::max_command_bytes), so the rule users see
+    /// does not depend on the size of the (random) client id.
+    pub fn max_request_bytes(&self) -> usize {
+        let (count, bytes) = self.arguments();
+        REQUEST_OVERHEAD_BYTES
+            .saturating_add(ARGUMENT_OVERHEAD_BYTES.saturating_mul(count))
+            .saturating_add(bytes)
+    }
+}
+
 /// What the state machine applies: a command and the request it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvRequest {
@@ -109,6 +184,9 @@ pub enum KvOutput {
     Integer(i64),
     /// The command had no effect; the message is a Redis error reply without the `-`.
     Error(String),
+    /// The client has no session and may have had one evicted: the request had no effect
+    /// now, but an earlier copy of it may have (see the [module docs](self#exactly-once)).
+    SessionExpired,
 }
 
 impl KvOutput {
@@ -152,6 +230,8 @@ struct Session {
     output: KvOutput,
     /// Key in `by_age`.
     stamp: u64,
+    /// The client's [`RequestId::born_slot`]; raises the eviction floor when evicted.
+    born_slot: u64,
 }
 
 /// The replicated state. Everything is a `BTreeMap`: iteration order and eviction are the
@@ -164,6 +244,9 @@ struct KvState {
     by_age: BTreeMap<u64, u64>,
     /// The next stamp: counts requests applied.
     next_stamp: u64,
+    /// The eviction floor: the highest `born_slot` of an evicted session (`None` before the
+    /// first eviction).
+    evicted_born_max: Option<u64>,
 }
 
 /// The key-value [`StateMachine`]. See the [module docs](self).
@@ -208,40 +291,67 @@ impl KvStateMachine {
         let Some(request) = KvRequest::decode(payload) else {
             return KvOutput::Error("ERR malformed command".into());
         };
-        let RequestId { client, seq } = request.id;
-        if let Some(session) = self.state.sessions.get(&client) {
-            if seq == session.seq {
-                return session.output.clone();
-            }
-            if seq < session.seq {
+        let RequestId {
+            client,
+            born_slot,
+            seq,
+        } = request.id;
+        match self.state.sessions.get(&client) {
+            Some(session) if seq == session.seq => return session.output.clone(),
+            Some(session) if seq < session.seq => {
                 return KvOutput::Error(format!(
                     "ERR stale request {seq} (client {client:#x} is at {})",
                     session.seq
                 ));
             }
+            Some(_) => {}
+            None if self
+                .state
+                .evicted_born_max
+                .is_some_and(|floor| born_slot <= floor) =>
+            {
+                return KvOutput::SessionExpired;
+            }
+            None => {}
         }
         let output = execute(&mut self.state.map, request.command);
-        self.record(client, seq, output.clone());
+        self.record(request.id, output.clone());
         output
     }
 
-    fn record(&mut self, client: u64, seq: u64, output: KvOutput) {
+    fn record(&mut self, id: RequestId, output: KvOutput) {
         let state = &mut self.state;
         let stamp = state.next_stamp;
         state.next_stamp += 1;
-        if let Some(old) = state
-            .sessions
-            .insert(client, Session { seq, output, stamp })
-        {
+        let born_slot = match state.sessions.get(&id.client) {
+            Some(old) => old.born_slot,
+            None => id.born_slot,
+        };
+        let session = Session {
+            seq: id.seq,
+            output,
+            stamp,
+            born_slot,
+        };
+        if let Some(old) = state.sessions.insert(id.client, session) {
             state.by_age.remove(&old.stamp);
         }
-        state.by_age.insert(stamp, client);
+        state.by_age.insert(stamp, id.client);
         while state.sessions.len() > self.max_sessions {
             let Some((_, oldest)) = state.by_age.pop_first() else {
                 break;
             };
-            state.sessions.remove(&oldest);
+            if let Some(evicted) = state.sessions.remove(&oldest) {
+                let floor = state.evicted_born_max.get_or_insert(evicted.born_slot);
+                *floor = (*floor).max(evicted.born_slot);
+            }
         }
+    }
+
+    /// The eviction floor: the highest [`RequestId::born_slot`] of an evicted session, if
+    /// any session was evicted. A client without a session is served only above it.
+    pub fn eviction_floor(&self) -> Option<u64> {
+        self.state.evicted_born_max
     }
 }
 
@@ -351,7 +461,23 @@ mod tests {
 
     fn req(client: u64, seq: u64, command: KvCommand) -> Bytes {
         KvRequest {
-            id: RequestId { client, seq },
+            id: RequestId {
+                client,
+                born_slot: client,
+                seq,
+            },
+            command,
+        }
+        .encode()
+    }
+
+    fn born(client: u64, born_slot: u64, seq: u64, command: KvCommand) -> Bytes {
+        KvRequest {
+            id: RequestId {
+                client,
+                born_slot,
+                seq,
+            },
             command,
         }
         .encode()
@@ -399,6 +525,142 @@ mod tests {
         assert!(sm.state.sessions.contains_key(&1));
         assert!(!sm.state.sessions.contains_key(&2));
         assert_eq!(sm.state.by_age.len(), 2);
+    }
+
+    #[test]
+    fn evicted_session_retry_is_not_applied_twice() {
+        let mut sm = KvStateMachine::new(1);
+        assert_eq!(sm.apply_one(&req(1, 1, incr("n"))), KvOutput::Integer(1));
+        sm.apply_one(&req(2, 1, set("x", "y"))); // evicts client 1
+        assert_eq!(sm.eviction_floor(), Some(1));
+        // A retry of client 1's request (its reply was lost) arrives late.
+        let again = sm.apply_one(&req(1, 1, incr("n")));
+        assert_eq!(
+            get(&sm, "n").as_deref(),
+            Some(&b"1"[..]),
+            "applied twice: {again:?}"
+        );
+        assert_eq!(again, KvOutput::SessionExpired);
+        // Refused requests do not create a session.
+        assert_eq!(sm.sessions(), 1);
+        assert!(!sm.state.sessions.contains_key(&1));
+    }
+
+    #[test]
+    fn evicted_session_never_moves_backwards() {
+        let mut sm = KvStateMachine::new(1);
+        sm.apply_one(&req(1, 1, set("k", "a")));
+        sm.apply_one(&req(1, 2, set("k", "b")));
+        sm.apply_one(&req(2, 1, set("x", "y"))); // evicts client 1
+        // A duplicate of client 1's first request, delayed in the network.
+        let stale = sm.apply_one(&req(1, 1, set("k", "a")));
+        assert_eq!(
+            get(&sm, "k").as_deref(),
+            Some(&b"b"[..]),
+            "stale applied: {stale:?}"
+        );
+        assert_eq!(stale, KvOutput::SessionExpired);
+        // And its next request too: the client must start over under a new id.
+        assert_eq!(
+            sm.apply_one(&req(1, 3, set("k", "c"))),
+            KvOutput::SessionExpired
+        );
+        assert_eq!(get(&sm, "k").as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn the_floor_is_the_highest_evicted_birth_and_newer_clients_are_served() {
+        let mut sm = KvStateMachine::new(2);
+        sm.apply_one(&born(10, 50, 1, incr("n")));
+        sm.apply_one(&born(11, 20, 1, incr("n")));
+        sm.apply_one(&born(12, 60, 1, incr("n"))); // evicts 10 (least recent): floor 50
+        assert_eq!(sm.eviction_floor(), Some(50));
+        sm.apply_one(&born(13, 70, 1, incr("n"))); // evicts 11, born earlier: floor stays
+        assert_eq!(sm.eviction_floor(), Some(50));
+        // A client never seen, born at or below the floor: it might be 10 or 11 retrying.
+        assert_eq!(
+            sm.apply_one(&born(14, 50, 1, incr("n"))),
+            KvOutput::SessionExpired
+        );
+        // Born above the floor: no session of it was ever evicted, so it is served, even
+        // with a later sequence number (its earlier requests were never applied).
+        assert_eq!(
+            sm.apply_one(&born(15, 51, 4, incr("n"))),
+            KvOutput::Integer(5)
+        );
+        // A live session is served whatever its birth.
+        assert_eq!(
+            sm.apply_one(&born(15, 0, 5, incr("n"))),
+            KvOutput::Integer(6)
+        );
+        assert_eq!(get(&sm, "n").as_deref(), Some(&b"6"[..]));
+    }
+
+    #[test]
+    fn replicas_applying_the_same_log_agree() {
+        let log: Vec<Bytes> = (0..200u64)
+            .map(|i| born(i % 37, i % 37, i / 37 + 1, incr("n")))
+            .chain((0..50).map(|i| req(i % 5, 1, incr("n"))))
+            .collect();
+        let run = || {
+            let mut sm = KvStateMachine::new(8);
+            let outputs: Vec<KvOutput> = log.iter().map(|c| sm.apply_one(c)).collect();
+            (outputs, sm.state)
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        assert!(a.1.sessions.len() <= 8 && a.1.by_age.len() == a.1.sessions.len());
+    }
+
+    #[test]
+    fn max_request_bytes_bounds_the_encoding() {
+        let id = RequestId {
+            client: u64::MAX,
+            born_slot: u64::MAX,
+            seq: u64::MAX,
+        };
+        let long = vec![7u8; 70_000]; // a three-byte length prefix
+        let commands = [
+            KvCommand::Set {
+                key: vec![],
+                value: vec![],
+            },
+            KvCommand::Set {
+                key: b"k".to_vec(),
+                value: long.clone(),
+            },
+            KvCommand::Del {
+                keys: vec![vec![1; 200]; 1024],
+            },
+            KvCommand::Incr { key: long.clone() },
+            KvCommand::Cas {
+                key: long.clone(),
+                expected: long.clone(),
+                new: vec![],
+            },
+        ];
+        for command in commands {
+            let bound = command.max_request_bytes();
+            let len = KvRequest {
+                id,
+                command: command.clone(),
+            }
+            .encode()
+            .len();
+            assert!(len <= bound, "{len} > {bound}");
+            // Not wildly loose either: within the per-argument slack.
+            let (count, bytes) = command.arguments();
+            assert!(
+                bound - len <= REQUEST_OVERHEAD_BYTES + 4 * count,
+                "{len} vs {bound}"
+            );
+            assert!(len >= bytes);
+        }
+        let set = KvCommand::Set {
+            key: b"key".to_vec(),
+            value: vec![0; 1000],
+        };
+        assert_eq!(set.max_request_bytes(), 3 + 1000 + 50);
     }
 
     #[test]
@@ -464,6 +726,9 @@ mod tests {
         futures::executor::block_on(async {
             let mut sm = KvStateMachine::default();
             sm.apply_one(&req(1, 1, set("k", "v")));
+            sm.max_sessions = 1;
+            sm.apply_one(&req(2, 1, set("k", "w")));
+            assert_eq!(sm.eviction_floor(), Some(1));
             let snap = sm.snapshot().await.unwrap();
             let mut other = KvStateMachine::default();
             other.restore(&snap).await.unwrap();
@@ -472,7 +737,8 @@ mod tests {
                 .query(&KvQuery::Get { key: b"k".to_vec() }.encode())
                 .await
                 .unwrap();
-            assert_eq!(decode_get_answer(&answer), Some(Some(b"v".to_vec())));
+            assert_eq!(decode_get_answer(&answer), Some(Some(b"w".to_vec())));
+            assert_eq!(other.eviction_floor(), Some(1));
         });
     }
 }

@@ -46,9 +46,30 @@ pub enum RespError {
     /// The bytes are not a RESP request.
     #[error("Protocol error: {0}")]
     Protocol(&'static str),
-    /// The request exceeds a [`Limits`] bound.
-    #[error("Protocol error: {0}")]
-    TooLarge(&'static str),
+    /// The request exceeds a [`Limits`] bound: `len` (declared, or buffered so far) is
+    /// above `max`, both counted in `unit`s.
+    #[error("Protocol error: {what} of {len} {unit} exceeds the largest accepted ({max} {unit})")]
+    TooLarge {
+        /// What is too large: "bulk string", "request", "inline request".
+        what: &'static str,
+        /// Its size.
+        len: u64,
+        /// The bound.
+        max: usize,
+        /// "bytes" or "elements".
+        unit: &'static str,
+    },
+}
+
+impl RespError {
+    fn too_large(what: &'static str, len: usize, max: usize, unit: &'static str) -> Self {
+        Self::TooLarge {
+            what,
+            len: u64::try_from(len).unwrap_or(u64::MAX),
+            max,
+            unit,
+        }
+    }
 }
 
 /// The longest header line (`*1024\r\n`, `$1048576\r\n`) accepted.
@@ -111,7 +132,12 @@ fn parse_array(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>
     }
     let count = usize::try_from(count).map_err(|_| RespError::Protocol("invalid length"))?;
     if count > limits.max_array_len {
-        return Err(RespError::TooLarge("too many elements in request"));
+        return Err(RespError::too_large(
+            "request",
+            count,
+            limits.max_array_len,
+            "elements",
+        ));
     }
     // First pass: check every bound and that the request is complete, without copying.
     let mut spans = Vec::with_capacity(count);
@@ -121,11 +147,21 @@ fn parse_array(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>
         };
         let len = usize::try_from(len).map_err(|_| RespError::Protocol("invalid bulk length"))?;
         if len > limits.max_bulk_bytes {
-            return Err(RespError::TooLarge("bulk string too large"));
+            return Err(RespError::too_large(
+                "bulk string",
+                len,
+                limits.max_bulk_bytes,
+                "bytes",
+            ));
         }
         let end = body + len + 2;
         if end > limits.max_request_bytes {
-            return Err(RespError::TooLarge("request too large"));
+            return Err(RespError::too_large(
+                "request",
+                end,
+                limits.max_request_bytes,
+                "bytes",
+            ));
         }
         if buf.len() < end {
             return Ok(None);
@@ -149,7 +185,12 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
     let window = &buf[..buf.len().min(limits.max_inline_bytes + 1)];
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() > limits.max_inline_bytes {
-            Err(RespError::TooLarge("inline request too long"))
+            Err(RespError::too_large(
+                "inline request",
+                buf.len(),
+                limits.max_inline_bytes,
+                "bytes",
+            ))
         } else {
             Ok(None)
         };
@@ -161,7 +202,12 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
         .map(|w| line.slice_ref(w))
         .collect();
     if words.len() > limits.max_array_len {
-        return Err(RespError::TooLarge("too many elements in request"));
+        return Err(RespError::too_large(
+            "request",
+            words.len(),
+            limits.max_array_len,
+            "elements",
+        ));
     }
     Ok(Some(words))
 }
@@ -263,11 +309,11 @@ mod tests {
         assert!(matches!(parse(&[b'*'; 64]), Err(RespError::Protocol(_))));
         assert!(matches!(
             parse(b"*1000000\r\n"),
-            Err(RespError::TooLarge(_))
+            Err(RespError::TooLarge { .. })
         ));
         assert!(matches!(
             parse(b"*1\r\n$1073741824\r\n"),
-            Err(RespError::TooLarge(_))
+            Err(RespError::TooLarge { .. })
         ));
         // Three 1 MiB bulk strings exceed the 2 MiB request bound on the third header.
         let mut big = b"*3\r\n".to_vec();
@@ -276,11 +322,19 @@ mod tests {
             big.extend(std::iter::repeat_n(b'a', 1 << 20));
             big.extend_from_slice(b"\r\n");
         }
-        assert!(matches!(parse(&big), Err(RespError::TooLarge(_))));
+        assert!(matches!(parse(&big), Err(RespError::TooLarge { .. })));
         assert!(matches!(
             parse(&vec![b'a'; (64 << 10) + 2]),
-            Err(RespError::TooLarge(_))
+            Err(RespError::TooLarge { .. })
         ));
+        // The error says how large, and what the bound is.
+        assert_eq!(
+            parse(b"*2\r\n$3\r\nSET\r\n$2000000\r\n")
+                .unwrap_err()
+                .to_string(),
+            "Protocol error: bulk string of 2000000 bytes exceeds the largest accepted \
+             (1048576 bytes)"
+        );
     }
 
     #[test]

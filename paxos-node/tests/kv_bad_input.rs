@@ -1,7 +1,8 @@
 //! Bad input to a running `paxos-node serve`: garbage, oversized and malformed RESP
 //! requests get an error reply and a closed connection (never a crash, never a hang), bad
 //! commands get an error reply on a connection that stays usable, oversized values are
-//! refused, bad admin requests get 4xx; the node keeps serving throughout.
+//! refused (the largest accepted one is stored and read back), bad admin requests get 4xx,
+//! HEAD gets no body; the node keeps serving throughout.
 
 mod proc;
 
@@ -82,16 +83,48 @@ fn bad_requests_are_refused_and_the_node_keeps_serving() {
     );
     assert!(r.ends_with("+PONG\r\n"), "{r:?}");
 
-    // A value too large for one log entry is refused; nothing is applied.
-    let big = vec![b'x'; 1 << 20];
-    let err = redis::cmd("SET")
+    // Sizes (see the server's module docs): the largest value for a key is accepted and
+    // read back; one byte more, or a round 1 MiB, is refused before anything is proposed,
+    // on a connection that stays usable; a bulk string too large to buffer closes it.
+    let (_, status) = http_get(nodes[0].admin, "/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let max_set = status["max_set_bytes"].as_u64().unwrap() as usize;
+    let max_command = status["max_command_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(max_set, max_command - 50, "{status}");
+    let largest = vec![b'x'; max_set - 3];
+    let () = redis::cmd("SET")
         .arg("big")
-        .arg(&big[..])
-        .query::<()>(&mut con)
-        .unwrap_err();
-    assert!(err.to_string().contains("exceeds the limit"), "{err}");
-    let v: Option<Vec<u8>> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
-    assert_eq!(v, None);
+        .arg(&largest[..])
+        .query(&mut con)
+        .unwrap();
+    let v: Vec<u8> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
+    assert!(v == largest, "GET returned {} bytes", v.len());
+    for len in [max_set - 2, 1 << 20, 2 * max_command] {
+        let err = redis::cmd("SET")
+            .arg("big")
+            .arg(vec![b'y'; len])
+            .query::<()>(&mut con)
+            .unwrap_err();
+        let expected = format!(
+            "value of {len} bytes exceeds the largest accepted ({} bytes for a key of 3 bytes)",
+            max_set - 3
+        );
+        assert!(err.to_string().contains(&expected), "{err}");
+    }
+    let v: Vec<u8> = redis::cmd("GET").arg("big").query(&mut con).unwrap();
+    assert!(v == largest, "GET returned {} bytes", v.len());
+    let mut too_big =
+        format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", 2 * max_command + 1).into_bytes();
+    too_big.extend_from_slice(&[b'z'; 4096]);
+    let reply = send_and_read_to_close(resp, &too_big);
+    assert_eq!(
+        reply,
+        format!(
+            "-ERR Protocol error: bulk string of {} bytes exceeds the largest accepted ({} bytes)\r\n",
+            2 * max_command + 1,
+            2 * max_command
+        )
+    );
 
     // A long pipeline in one write is answered in order.
     let mut batch = Vec::new();
@@ -110,6 +143,11 @@ fn bad_requests_are_refused_and_the_node_keeps_serving() {
     assert_eq!(http_get(admin, "/nope").unwrap().0, 404);
     let raw = send_and_read_to_close(admin, b"POST /status HTTP/1.1\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 405"), "{raw:?}");
+    // HEAD: the headers of GET, no body.
+    let raw = send_and_read_to_close(admin, b"HEAD /health HTTP/1.1\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+    assert!(raw.contains("Content-Length: 3\r\n"), "{raw:?}");
+    assert!(raw.ends_with("\r\n\r\n"), "HEAD sent a body: {raw:?}");
     let raw = send_and_read_to_close(admin, b"\r\n\r\n");
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
     let raw = send_and_read_to_close(admin, &vec![b'G'; 20_000]);

@@ -1,7 +1,8 @@
 //! The admin port: `GET /status` (JSON), `GET /metrics` (Prometheus text), `GET /health`.
 //!
 //! A minimal HTTP/1.0-style responder: one request per connection, the request head bounded
-//! to 8 KiB and 5 s, the body ignored, `Connection: close`. Enough for curl, a browser and
+//! to 8 KiB and 5 s, the body ignored, `Connection: close`. `HEAD` gets the headers `GET`
+//! would (its `Content-Length` included) and no body; other methods get 405 with `Allow`. Enough for curl, a browser and
 //! a Prometheus scraper, without an HTTP stack in the dependency tree.
 
 use std::fmt::Write as _;
@@ -46,7 +47,70 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-async fn respond(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+/// One response, before it is written.
+#[derive(Debug, PartialEq, Eq)]
+struct Response {
+    code: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Response {
+    fn new(code: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            code,
+            content_type,
+            body: body.into(),
+        }
+    }
+
+    fn text(code: u16, body: &str) -> Self {
+        Self::new(code, "text/plain", body)
+    }
+
+    /// The bytes to send: the head, then the body unless the request was `HEAD` (whose
+    /// head still announces the `Content-Length` a `GET` would get, as RFC 9110 §9.3.2
+    /// asks).
+    fn render(&self, head_only: bool) -> Vec<u8> {
+        let Self {
+            code,
+            content_type,
+            body,
+        } = self;
+        let reason = match code {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            _ => "Service Unavailable",
+        };
+        let allow = if *code == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        if !head_only {
+            out.extend_from_slice(body.as_bytes());
+        }
+        out
+    }
+}
+
+async fn respond(stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    exchange(stream, |method, path| route(method, path, ctx)).await
+}
+
+/// The HTTP layer: reads one request head (bounded in bytes and time), answers it with
+/// `route(method, path)` and closes the connection.
+async fn exchange(
+    mut stream: TcpStream,
+    route: impl FnOnce(&str, &str) -> Response,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read_head = async {
         let mut chunk = [0u8; 1024];
@@ -66,56 +130,39 @@ async fn respond(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
         tokio::time::timeout(HEAD_TIMEOUT, read_head).await,
         Ok(Ok(true))
     );
-    let (code, content_type, body) = if complete {
-        route(&head, ctx)
-    } else {
-        (400, "text/plain", "bad request\n".to_string())
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_ascii_whitespace();
+    let (response, head_only) = match (complete, parts.next(), parts.next()) {
+        (true, Some(method), Some(target)) => {
+            let path = target.split('?').next().unwrap_or_default();
+            (route(method, path), method == "HEAD")
+        }
+        _ => (Response::text(400, "bad request\n"), false),
     };
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(&response.render(head_only)).await?;
     crate::server::lingering_close(stream).await;
     Ok(())
 }
 
-fn route(head: &[u8], ctx: &Ctx) -> (u16, &'static str, String) {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_ascii_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return (400, "text/plain", "bad request\n".into());
-    };
+fn route(method: &str, path: &str, ctx: &Ctx) -> Response {
     if method != "GET" && method != "HEAD" {
-        return (405, "text/plain", "only GET\n".into());
+        return Response::text(405, "only GET and HEAD\n");
     }
-    let path = target.split('?').next().unwrap_or_default();
     match path {
-        "/status" => (200, "application/json", status_json(ctx)),
-        "/metrics" => (200, "text/plain; version=0.0.4", metrics_text(ctx)),
+        "/status" => Response::new(200, "application/json", status_json(ctx)),
+        "/metrics" => Response::new(200, "text/plain; version=0.0.4", metrics_text(ctx)),
         "/health" => {
             let status = ctx.node.status();
             if status.stopped.is_some() {
-                (503, "text/plain", "stopped\n".into())
+                Response::text(503, "stopped\n")
             } else if status.leader.is_none() {
-                (503, "text/plain", "no leader\n".into())
+                Response::text(503, "no leader\n")
             } else {
-                (200, "text/plain", "ok\n".into())
+                Response::text(200, "ok\n")
             }
         }
-        _ => (
-            404,
-            "text/plain",
-            "not found: try /status, /metrics or /health\n".into(),
-        ),
+        _ => Response::text(404, "not found: try /status, /metrics or /health\n"),
     }
 }
 
@@ -154,6 +201,8 @@ fn status_json(ctx: &Ctx) -> String {
         "stopped": s.stopped.map(|e| e.to_string()),
         "peers": peers,
         "resp": ctx.config.resp.to_string(),
+        "max_command_bytes": ctx.node.max_command_bytes(),
+        "max_set_bytes": crate::server::max_set_bytes(ctx.node.max_command_bytes()),
     });
     let mut text = value.to_string();
     text.push('\n');
@@ -311,6 +360,12 @@ fn metrics_text(ctx: &Ctx) -> String {
         "Connections closed for a malformed or oversized request.",
         load(&st.protocol_errors),
     );
+    metric(
+        "resp_sessions_renewed_total",
+        "counter",
+        "Connections that went on as a new client after their session was evicted.",
+        load(&st.sessions_renewed),
+    );
     let core = m.core;
     for (name, help, value) in [
         (
@@ -395,4 +450,61 @@ fn metrics_text(ctx: &Ctx) -> String {
         "paxos_persist_seconds_count{{node=\"{id}\"}} {cumulative}"
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `request` to an `exchange` over a real socket on 127.0.0.1 and returns
+    /// everything written back before the close.
+    async fn over_http(request: &[u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            exchange(stream, |method, path| {
+                if method != "GET" && method != "HEAD" {
+                    return Response::text(405, "only GET and HEAD\n");
+                }
+                Response::text(200, &format!("body of {path}\n"))
+            })
+            .await
+            .unwrap();
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut reply))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        drop(client);
+        server.await.unwrap();
+        String::from_utf8(reply).unwrap()
+    }
+
+    #[tokio::test]
+    async fn head_gets_the_get_headers_and_no_body() {
+        let get = over_http(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+        assert_eq!(get_body, "body of /status\n");
+        assert!(get_head.contains(&format!("Content-Length: {}", get_body.len())));
+
+        let head = over_http(b"HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(
+            head,
+            format!("{get_head}\r\n\r\n"),
+            "HEAD must not send a body"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_refused_with_allow() {
+        let reply = over_http(b"POST /status HTTP/1.1\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.1 405"), "{reply:?}");
+        assert!(reply.contains("\r\nAllow: GET, HEAD\r\n"), "{reply:?}");
+        let reply = over_http(b"\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    }
 }

@@ -12,9 +12,11 @@
 //! and `QUIT`, answered just enough for `redis-cli`, `redis-benchmark` and client libraries.
 //! Any node serves every command: writes and reads on a follower go to the leader through
 //! the node. Each connection is one client with its own id; a write is retried with the same
-//! request id after a leadership change or timeout, so it applies at most once. Error
-//! replies beyond Redis's own: `-NOLEADER` (no leader; nothing applied), `-OVERLOADED`
-//! (queues full; nothing applied), `-TIMEOUT` (the outcome is unknown).
+//! request id after a leadership change or timeout, so it applies at most once; a command a
+//! client resends on a new connection is a new command. Error replies beyond Redis's own:
+//! `-NOLEADER` (no leader; nothing applied), `-OVERLOADED` (queues full; nothing applied),
+//! `-TIMEOUT` (the outcome is unknown). The largest command and value: see
+//! `server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575 by default).
 //!
 //! Runtime: tokio only (`--runtime tokio`); the library also runs on async-std and smol.
 //! Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
@@ -38,6 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run one replica.
+    #[command(after_help = server::SIZE_HELP)]
     Serve(config::ServeArgs),
     /// Start and supervise a local cluster of `serve` processes.
     Cluster(cluster::ClusterArgs),

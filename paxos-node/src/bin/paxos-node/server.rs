@@ -1,4 +1,29 @@
 //! `paxos-node serve`: one replica with its Redis-protocol front end and admin port.
+//!
+//! # How large a command may be
+//!
+//! Let `M` be the node's largest command, [`NodeHandle::max_command_bytes`]: the core's
+//! `max_batch_bytes` less the driver's one-byte tag, **1,048,575 bytes** with the default
+//! configuration. `/status` reports it as `max_command_bytes`, and the largest key + value
+//! of a `SET` as `max_set_bytes`. A write is accepted when
+//!
+//! ```text
+//! (sum of its keys and values) + 40 + 5 x (number of keys and values) <= M
+//! ```
+//!
+//! ([`KvCommand::max_request_bytes`], an upper bound on the encoded request whatever its
+//! client id). For `SET key value` that reads **key + value + 50 <= M**: with the default
+//! `M`, key + value <= 1,048,525 bytes, so a 1-byte key takes a value of up to 1,048,524
+//! bytes. A larger write is refused before anything is proposed, with
+//! `-ERR value of N bytes exceeds the largest accepted (L bytes for a key of K bytes)`
+//! (`SET`) or `-ERR command of N bytes exceeds the largest accepted (M bytes)` (the other
+//! writes), and the connection stays usable.
+//!
+//! To be able to answer that way, the RESP parser buffers bulk strings of up to `2 x M`
+//! bytes and requests of up to `2 x M + 64 KiB` ([`client_limits`]). A request beyond those
+//! cannot be skipped without reading it all: it is answered with `-ERR Protocol error:
+//! bulk string of N bytes exceeds the largest accepted (2M bytes)` (or `request of ...`)
+//! and the connection is closed after the reply.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
@@ -29,6 +54,44 @@ const MAX_OUT_BYTES: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
 /// Connections served at once; more are closed on accept.
 const MAX_CONNECTIONS: u64 = 10_000;
+/// Room for RESP framing (array and bulk headers) beyond the bulk strings of a request.
+const REQUEST_FRAMING_BYTES: usize = 64 << 10;
+
+/// The RESP parser's bounds for a node whose largest command is `max_command_bytes` (see
+/// the [module docs](self)): bulk strings up to twice that, so that a value somewhat too
+/// large is still read whole and refused with an error on a connection that stays open.
+pub(crate) fn client_limits(max_command_bytes: usize) -> Limits {
+    let max_bulk_bytes = max_command_bytes.saturating_mul(2);
+    Limits {
+        max_bulk_bytes,
+        max_request_bytes: max_bulk_bytes.saturating_add(REQUEST_FRAMING_BYTES),
+        ..Limits::default()
+    }
+}
+
+/// The largest key + value of a `SET` on a node whose largest command is
+/// `max_command_bytes`.
+pub(crate) fn max_set_bytes(max_command_bytes: usize) -> usize {
+    let empty = KvCommand::Set {
+        key: Vec::new(),
+        value: Vec::new(),
+    };
+    max_command_bytes.saturating_sub(empty.max_request_bytes())
+}
+
+/// What `serve --help` says about sizes (keep in step with the module docs).
+pub(crate) const SIZE_HELP: &str = "\
+Sizes: a write is accepted when its keys and values + 40 + 5 per key or value fit in the
+node's largest command M (1,048,575 bytes by default; /status reports max_command_bytes
+and max_set_bytes). For SET: key + value + 50 <= M, so by default key + value <=
+1,048,525 bytes. A larger write gets `-ERR value of N bytes exceeds the largest accepted
+(...)` and nothing is proposed; the connection stays open. A bulk string over 2 x M bytes
+(a request over 2 x M + 64 KiB) gets `-ERR Protocol error: ...` and the connection is
+closed.
+
+Exactly once: a write that the server retries for you (after a timeout or a leadership
+change) is applied at most once. A new connection is a new client: a command your client
+library resends on a new connection is a new command.";
 
 /// Counters of the front end, for /metrics.
 #[derive(Debug, Default)]
@@ -42,6 +105,7 @@ pub(crate) struct ServerStats {
     pub(crate) retries: AtomicU64,
     pub(crate) error_replies: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) sessions_renewed: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -60,10 +124,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// A fresh client id: random per process, distinct per connection.
-    fn new_client(&self) -> u64 {
+    /// A fresh client: an id random per process and distinct per connection, born at the
+    /// slot this node has applied (see `paxos_node::kv`, "Exactly once").
+    fn new_client(&self) -> Client {
         let n = self.next_client.fetch_add(1, Ordering::Relaxed);
-        self.client_ids.hash_one((self.config.id, n))
+        Client {
+            id: self.client_ids.hash_one((self.config.id, n)),
+            born_slot: self.node.status().applied.0,
+            seq: 0,
+        }
     }
 
     fn client_deadline(&self) -> Duration {
@@ -128,13 +197,15 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
         resp = %config.resp,
         admin = ?config.admin,
         storage = ?config.storage,
+        max_command_bytes = node.max_command_bytes(),
+        max_set_bytes = max_set_bytes(node.max_command_bytes()),
         "node started"
     );
     let ctx = Arc::new(Ctx {
         node: node.clone(),
         config,
         stats: ServerStats::default(),
-        limits: Limits::default(),
+        limits: client_limits(node.max_command_bytes()),
         client_ids: RandomState::new(),
         next_client: AtomicU64::new(0),
     });
@@ -214,20 +285,30 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-/// One client: its id and the sequence number of its last write.
+/// One client: its id, its birth, and the sequence number of its last write.
 struct Client {
     id: u64,
+    born_slot: u64,
     seq: u64,
+}
+
+impl Client {
+    /// The id of its next request.
+    fn next_request(&mut self) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.id,
+            born_slot: self.born_slot,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Serves one connection: requests are taken in order and answered in order; the replies
 /// to a pipeline are written together.
 async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut client = Client {
-        id: ctx.new_client(),
-        seq: 0,
-    };
+    let mut client = ctx.new_client();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -381,35 +462,63 @@ async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
 
 /// Proposes a write, retrying with the same request id (so it applies at most once) until
 /// it is applied, the attempts run out or the deadline passes. Returns whether to close.
+///
+/// If the state machine refuses the request because the client's session expired (see
+/// `paxos_node::kv`, "Exactly once"), the connection goes on as a new client. When no
+/// earlier attempt can have been applied, the command is then retried once as that new
+/// client's first request; otherwise its outcome is unknown and the reply says so.
 async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec<u8>) -> bool {
     bump(&ctx.stats.writes);
-    client.seq += 1;
-    let request = KvRequest {
-        id: RequestId {
-            client: client.id,
-            seq: client.seq,
-        },
-        command,
+    if let Some(refusal) = too_large(&command, ctx.node.max_command_bytes()) {
+        resp::error(out, &refusal);
+        return false;
     }
-    .encode();
+    let mut request = KvRequest {
+        id: client.next_request(),
+        command,
+    };
+    let mut encoded = request.encode();
     let deadline = Instant::now() + ctx.client_deadline();
     let mut unknown = false;
+    let mut renewed = false;
     let mut last = ProposeError::NoLeader;
     for attempt in 0..MAX_ATTEMPTS {
-        match ctx.node.propose(request.clone()).await {
-            Ok(output) => {
-                match KvOutput::decode(&output) {
-                    Some(KvOutput::Ok) => resp::simple(out, "OK"),
-                    Some(KvOutput::Integer(n)) => resp::integer(out, n),
-                    Some(KvOutput::Error(e)) => resp::error(out, &e),
-                    None => resp::error(out, "ERR malformed output from the state machine"),
+        match ctx.node.propose(encoded.clone()).await {
+            Ok(output) => match KvOutput::decode(&output) {
+                Some(KvOutput::SessionExpired) => {
+                    bump(&ctx.stats.sessions_renewed);
+                    *client = ctx.new_client();
+                    if unknown || renewed {
+                        resp::error(
+                            out,
+                            "ERR session expired, reconnect: the outcome of this command is unknown",
+                        );
+                        return false;
+                    }
+                    // Refused at once: nothing of it was applied. Start over as a new client.
+                    renewed = true;
+                    request.id = client.next_request();
+                    encoded = request.encode();
+                    continue;
                 }
-                return false;
-            }
+                decoded => {
+                    match decoded {
+                        Some(KvOutput::Ok) => resp::simple(out, "OK"),
+                        Some(KvOutput::Integer(n)) => resp::integer(out, n),
+                        Some(KvOutput::Error(e)) => resp::error(out, &e),
+                        Some(KvOutput::SessionExpired) | None => {
+                            resp::error(out, "ERR malformed output from the state machine");
+                        }
+                    }
+                    return false;
+                }
+            },
             Err(ProposeError::TooLarge { len, max }) => {
                 resp::error(
                     out,
-                    &format!("ERR command of {len} bytes exceeds the limit of {max} bytes"),
+                    &format!(
+                        "ERR command of {len} bytes exceeds the largest accepted ({max} bytes)"
+                    ),
                 );
                 return false;
             }
@@ -435,6 +544,25 @@ async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec
         resp::error(out, &format!("NOLEADER {last}; retry later"));
     }
     false
+}
+
+/// The error to answer if `command` breaks the size rule of the [module docs](self).
+fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option<String> {
+    let bound = command.max_request_bytes();
+    if bound <= max_command_bytes {
+        return None;
+    }
+    Some(match command {
+        KvCommand::Set { key, value } => format!(
+            "ERR value of {} bytes exceeds the largest accepted ({} bytes for a key of {} bytes)",
+            value.len(),
+            max_set_bytes(max_command_bytes).saturating_sub(key.len()),
+            key.len()
+        ),
+        _ => format!(
+            "ERR command of {bound} bytes exceeds the largest accepted ({max_command_bytes} bytes)"
+        ),
+    })
 }
 
 /// Reads a key linearizably, retrying until answered or out of time. Returns whether to
@@ -470,4 +598,53 @@ async fn read(ctx: &Ctx, key: Vec<u8>, out: &mut Vec<u8>) -> bool {
         e => resp::error(out, &format!("NOLEADER {e}; retry later")),
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers the docs state (module docs, `SIZE_HELP`, README) for the default core
+    /// configuration.
+    #[test]
+    fn documented_sizes_hold_for_the_defaults() {
+        let config = Config::new(NodeId(1), vec![NodeId(1)]);
+        let m = config.max_batch_bytes - 1; // NodeHandle::max_command_bytes
+        assert_eq!(m, 1_048_575);
+        assert_eq!(max_set_bytes(m), 1_048_525);
+        let limits = client_limits(m);
+        assert_eq!(limits.max_bulk_bytes, 2 * m);
+        assert_eq!(limits.max_request_bytes, 2 * m + (64 << 10));
+    }
+
+    #[test]
+    fn the_size_rule_is_exact_at_the_boundary() {
+        let m = 1_048_575;
+        let set = |k: usize, v: usize| KvCommand::Set {
+            key: vec![b'k'; k],
+            value: vec![0; v],
+        };
+        assert_eq!(too_large(&set(8, max_set_bytes(m) - 8), m), None);
+        assert_eq!(
+            too_large(&set(8, max_set_bytes(m) - 7), m).unwrap(),
+            "ERR value of 1048518 bytes exceeds the largest accepted (1048517 bytes for a key of 8 bytes)"
+        );
+        let del = KvCommand::Del {
+            keys: vec![vec![0; 1000]; 1100],
+        };
+        assert_eq!(
+            too_large(&del, m).unwrap(),
+            "ERR command of 1105540 bytes exceeds the largest accepted (1048575 bytes)"
+        );
+        // Whatever the parser accepts is either within the rule or refused by it, and what
+        // the rule lets through fits the node's command bound for any request id.
+        let id = RequestId {
+            client: u64::MAX,
+            born_slot: u64::MAX,
+            seq: u64::MAX,
+        };
+        let command = set(0, max_set_bytes(m));
+        let encoded = KvRequest { id, command }.encode();
+        assert!(encoded.len() <= m, "{}", encoded.len());
+    }
 }
