@@ -61,8 +61,10 @@ pub struct Config {
     /// a new cluster, and votes from the start. `false`: it is coming back under its old id
     /// after losing its disk, so it must not vote: the promises and acceptances it made
     /// before are gone, and voting now could break them. It then serves as a learner (it
-    /// follows the leader, catches up, forwards proposals, answers reads through the log)
-    /// and **never votes again**; the decision is written to its store, so later restarts
+    /// follows the leader, catches up, forwards proposals, answers reads through the log;
+    /// it refuses proposals with `NoLeader` until it has caught up, because only the
+    /// chosen log tells which proposal epochs its lost incarnations used) and **never votes
+    /// again**; the decision is written to its store, so later restarts
     /// keep it. Why that is safe: an acceptor that never answers again is an acceptor that
     /// crashed for good, which Paxos tolerates, and its old promises stay as they were.
     /// Putting it back to work is membership change's job (not built yet). The cluster

@@ -15,7 +15,9 @@ pub struct HardState {
     /// The replica's incarnation, raised by one at every start and written with the first
     /// [`Ready`]. Proposal ids carry it ([`ProposalId::epoch`](crate::ProposalId::epoch)),
     /// so ids of one incarnation never repeat those of an earlier one: a store must never
-    /// hand back an older value than it made durable.
+    /// hand back an older value than it made durable. 0 on a replica back with an empty
+    /// disk that has not caught up yet: it proposes nothing until it can choose an epoch
+    /// above every one its lost incarnations used (they are in the chosen log).
     pub epoch: u64,
     /// This replica lost its disk and came back without a vote (see
     /// [`Config::bootstrap`](crate::Config::bootstrap)): it never promises or accepts.

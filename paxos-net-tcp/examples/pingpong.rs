@@ -20,7 +20,8 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::codec::encode_frame;
 use paxos_core::message::Decide;
 use paxos_core::{Ballot, Envelope, Message, NodeId, Slot, Transport};
-use paxos_net_tcp::{AsyncIoNet, Net, TcpConfig, TcpTransport, TokioNet};
+use paxos_net_tcp::{Runtime, TcpConfig, TcpTransport};
+use paxos_runtime::{AsyncIoRuntime, TokioRuntime};
 
 const WARMUP: usize = 200;
 
@@ -40,13 +41,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let net: Arc<dyn Net> = Arc::new(TokioNet::new(rt.handle().clone()));
+    let net: Arc<dyn Runtime> = Arc::new(TokioRuntime::new(rt.handle().clone()));
     rt.block_on(run("tokio", net, rounds));
-    smol::block_on(run("smol", Arc::new(AsyncIoNet::new()), rounds));
+    smol::block_on(run("smol", Arc::new(AsyncIoRuntime::new()), rounds));
     report("-", "raw std blocking", raw_std(rounds));
 }
 
-async fn run(runtime: &str, net: Arc<dyn Net>, rounds: usize) {
+async fn run(runtime: &str, net: Arc<dyn Runtime>, rounds: usize) {
     report(runtime, "TcpTransport", transport(&net, rounds).await);
     report(
         runtime,
@@ -62,7 +63,7 @@ fn message(i: usize) -> Message {
     })
 }
 
-async fn transport(net: &Arc<dyn Net>, rounds: usize) -> Vec<Duration> {
+async fn transport(net: &Arc<dyn Runtime>, rounds: usize) -> Vec<Duration> {
     let start = |id| {
         let config = TcpConfig::new(
             1,
@@ -118,9 +119,9 @@ fn frame() -> Vec<u8> {
     buf.to_vec()
 }
 
-async fn raw_async(net: &Arc<dyn Net>, rounds: usize) -> Vec<Duration> {
+async fn raw_async(net: &Arc<dyn Runtime>, rounds: usize) -> Vec<Duration> {
     let frame = frame();
-    let listener = net.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = net.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let len = frame.len();
     net.spawn(Box::pin(async move {
@@ -134,7 +135,7 @@ async fn raw_async(net: &Arc<dyn Net>, rounds: usize) -> Vec<Duration> {
             }
         }
     }));
-    let mut conn = net.connect(addr).await.unwrap();
+    let mut conn = net.connect_tcp(addr).await.unwrap();
     let mut buf = vec![0u8; len];
     let mut samples = Vec::with_capacity(rounds);
     for i in 0..WARMUP + rounds {

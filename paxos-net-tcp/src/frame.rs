@@ -12,7 +12,7 @@ use paxos_core::codec::{CodecError, decode_frame};
 use serde::de::DeserializeOwned;
 
 use crate::handshake::HandshakeError;
-use crate::runtime::Net;
+use paxos_runtime::Runtime;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -96,7 +96,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// Runs `fut` for at most `duration`; `None` if the time ran out first.
 pub(crate) async fn timeout<T>(
-    net: &dyn Net,
+    net: &dyn Runtime,
     duration: Duration,
     fut: impl Future<Output = T>,
 ) -> Option<T> {

@@ -16,8 +16,8 @@ use paxos_core::{Inbound, Message, NodeId};
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
 use crate::limit::WarnKey;
-use crate::runtime::{BoxConn, Listener};
 use crate::transport::Shared;
+use paxos_runtime::{BoxConn, Listener};
 
 /// Owns the listening socket. Dropping it closes the socket first, then signals
 /// [`TcpTransport::close`](crate::TcpTransport::close).

@@ -2,9 +2,9 @@
 //!
 //! [`TcpTransport`] moves [`Message`](paxos_core::Message)s between replicas over plain
 //! TCP, framed with the core codec ([`paxos_core::codec`]). It is written once over the
-//! `futures::io` traits; a small [`Net`] implementation per runtime supplies sockets, spawn
-//! and a timer: [`TokioNet`] (feature `runtime-tokio`) and [`AsyncIoNet`] (feature
-//! `runtime-async-io`, for both smol and async-std).
+//! `futures::io` traits and runs on any runtime: it takes the one runtime seam,
+//! [`paxos_runtime::Runtime`] (tokio, smol, async-std, or your own), for its sockets,
+//! tasks and timers, and has no runtime features of its own.
 //!
 //! What it does **not** do: no TLS and no authentication (the handshake's cluster id
 //! catches misconfiguration, not attackers; run it on a trusted network), no delivery
@@ -13,20 +13,20 @@
 //! backoff, timeouts and log rate limiting.
 //!
 //! ```no_run
-//! # #[cfg(feature = "runtime-tokio")]
 //! # async fn example() -> Result<(), paxos_net_tcp::StartError> {
 //! use std::collections::BTreeMap;
 //! use std::sync::Arc;
 //! use paxos_core::{Envelope, Message, NodeId, Transport, message::Decide, Ballot, Slot};
-//! use paxos_net_tcp::{TcpConfig, TcpTransport, TokioNet};
+//! use paxos_net_tcp::{TcpConfig, TcpTransport};
+//! use paxos_runtime::Runtime;
 //!
 //! let peers = BTreeMap::from([
 //!     (NodeId(1), "10.0.0.1:7000".parse().unwrap()),
 //!     (NodeId(2), "10.0.0.2:7000".parse().unwrap()),
 //! ]);
 //! let config = TcpConfig::new(42, NodeId(1), "0.0.0.0:7000".parse().unwrap(), peers);
-//! let net = Arc::new(TokioNet::current().expect("inside a tokio runtime"));
-//! let mut transport = TcpTransport::start(config, net)?;
+//! let runtime: Arc<dyn Runtime> = paxos_runtime::default_runtime().expect("a runtime");
+//! let mut transport = TcpTransport::start(config, runtime)?;
 //! let decide = Message::Decide(Decide { ballot: Ballot::new(1, NodeId(1)), commit: Slot(5) });
 //! transport.send(vec![Envelope { to: NodeId(2), message: decide }]);
 //! let mut inbound = Vec::new();
@@ -102,14 +102,9 @@ pub mod handshake;
 mod inbound;
 mod limit;
 mod outbound;
-pub mod runtime;
 mod transport;
 
 pub use config::{ConfigError, TcpConfig};
 pub use handshake::{HELLO_MAX_BYTES, Hello};
-#[cfg(feature = "runtime-async-io")]
-pub use runtime::AsyncIoNet;
-#[cfg(feature = "runtime-tokio")]
-pub use runtime::TokioNet;
-pub use runtime::{BoxConn, Conn, Listener, Net};
+pub use paxos_runtime::{BoxConn, Conn, Listener, Runtime};
 pub use transport::{StartError, TcpStats, TcpTransport};

@@ -17,8 +17,8 @@ use paxos_core::{Message, NodeId};
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
 use crate::limit::{Backoff, WarnKey};
-use crate::runtime::BoxConn;
 use crate::transport::Shared;
+use paxos_runtime::BoxConn;
 
 /// Keeps a connection to `peer` and writes `queue` to it, until the queue is closed (peer
 /// removed) or the transport stops.
@@ -58,7 +58,7 @@ pub(crate) async fn dial_loop(
 async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> Result<BoxConn, ConnError> {
     let config = &shared.config;
     let handshake = async {
-        let mut conn = shared.net.connect(addr).await?;
+        let mut conn = shared.net.connect_tcp(addr).await?;
         let mut hello = BytesMut::new();
         let ours = Hello::new(config.cluster_id, config.node_id, peer);
         encode_frame(&ours, &mut hello, HELLO_MAX_BYTES)?;

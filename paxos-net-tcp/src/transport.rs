@@ -19,7 +19,7 @@ use crate::config::{ConfigError, TcpConfig};
 use crate::inbound::{self, ListenerGuard};
 use crate::limit::{WarnKey, WarnLimiter};
 use crate::outbound;
-use crate::runtime::Net;
+use paxos_runtime::Runtime;
 
 /// A TCP [`Transport`]: one listener, one dialing task per peer, one reader task per
 /// inbound connection. See the [crate docs](crate) for the wire layout and queueing policy.
@@ -87,7 +87,7 @@ pub struct TcpStats {
 /// State shared by the transport handle and its tasks.
 pub(crate) struct Shared {
     pub(crate) config: TcpConfig,
-    pub(crate) net: Arc<dyn Net>,
+    pub(crate) net: Arc<dyn Runtime>,
     pub(crate) counters: Counters,
     /// Closed when the transport is dropped; every task ends when it closes.
     stop: Receiver<()>,
@@ -123,15 +123,15 @@ pub(crate) struct Counters {
 impl TcpTransport {
     /// Validates `config`, binds the listener, and starts dialing every peer in
     /// `config.peers`. Must be called where `net` can spawn (for tokio: with a runtime
-    /// handle; see [`TokioNet`](crate::TokioNet)).
-    pub fn start(config: TcpConfig, net: Arc<dyn Net>) -> Result<Self, StartError> {
+    /// handle; see `paxos_runtime::TokioRuntime`).
+    pub fn start(config: TcpConfig, net: Arc<dyn Runtime>) -> Result<Self, StartError> {
         config.validate()?;
         let bind_error = |e: io::Error| StartError::Bind {
             addr: config.listen,
             kind: e.kind(),
             reason: e.to_string(),
         };
-        let listener = net.bind(config.listen).map_err(bind_error)?;
+        let listener = net.bind_tcp(config.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let (stop, stop_rx) = async_channel::bounded(1);
         let (inbound_tx, inbound) = async_channel::bounded(config.max_inbound_queue);

@@ -1,5 +1,4 @@
 //! End-to-end tests over loopback; every test runs on tokio and on smol.
-#![cfg(any(feature = "runtime-tokio", feature = "runtime-async-io"))]
 
 mod common;
 
@@ -8,7 +7,7 @@ use std::sync::Arc;
 
 use futures::io::AsyncWriteExt;
 use paxos_core::{Inbound, NodeId, Transport};
-use paxos_net_tcp::{Net, StartError, TcpTransport};
+use paxos_net_tcp::{Runtime, StartError, TcpTransport};
 
 use common::*;
 
@@ -26,7 +25,7 @@ on_both_runtimes!(
 );
 
 /// Every ordered pair of three nodes carries 100 messages, in order.
-async fn three_nodes_exchange_in_all_directions(net: Arc<dyn Net>) {
+async fn three_nodes_exchange_in_all_directions(net: Arc<dyn Runtime>) {
     const PER_PAIR: u64 = 100;
     let mut nodes = cluster(&net, 3);
     for seq in 0..PER_PAIR {
@@ -68,7 +67,7 @@ async fn three_nodes_exchange_in_all_directions(net: Arc<dyn Net>) {
 }
 
 /// A node is stopped and restarted on the same port; the others reconnect to it.
-async fn peer_restart_reconnects(net: Arc<dyn Net>) {
+async fn peer_restart_reconnects(net: Arc<dyn Runtime>) {
     let mut nodes = cluster(&net, 3);
     let (a, rest) = nodes.split_at_mut(1);
     deliver_eventually(&net, &a[0], &mut rest[1], 1).await;
@@ -98,12 +97,12 @@ async fn peer_restart_reconnects(net: Arc<dyn Net>) {
 }
 
 /// Random bytes on the port close that connection; the node keeps serving.
-async fn random_bytes_are_refused(net: Arc<dyn Net>) {
+async fn random_bytes_are_refused(net: Arc<dyn Runtime>) {
     let mut nodes = cluster(&net, 2);
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..3 {
         let garbage: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
-        let mut conn = net.connect(nodes[0].local_addr()).await.unwrap();
+        let mut conn = net.connect_tcp(nodes[0].local_addr()).await.unwrap();
         let _ = conn.write_all(&garbage).await;
         assert_eq!(expect_closed(&net, &mut conn).await, 0, "round {round}");
     }
@@ -118,9 +117,9 @@ async fn random_bytes_are_refused(net: Arc<dyn Net>) {
 }
 
 /// A handshake naming another cluster is refused without an answer.
-async fn wrong_cluster_is_refused(net: Arc<dyn Net>) {
+async fn wrong_cluster_is_refused(net: Arc<dyn Runtime>) {
     let mut nodes = cluster(&net, 2);
-    let mut conn = net.connect(nodes[0].local_addr()).await.unwrap();
+    let mut conn = net.connect_tcp(nodes[0].local_addr()).await.unwrap();
     conn.write_all(&hello_frame(CLUSTER + 1, 1, 0))
         .await
         .unwrap();
@@ -130,7 +129,7 @@ async fn wrong_cluster_is_refused(net: Arc<dyn Net>) {
         "no hello in answer"
     );
     // An unknown node id in the right cluster is refused the same way.
-    let mut conn = net.connect(nodes[0].local_addr()).await.unwrap();
+    let mut conn = net.connect_tcp(nodes[0].local_addr()).await.unwrap();
     conn.write_all(&hello_frame(CLUSTER, 99, 0)).await.unwrap();
     assert_eq!(
         expect_closed(&net, &mut conn).await,
@@ -149,13 +148,13 @@ async fn wrong_cluster_is_refused(net: Arc<dyn Net>) {
 }
 
 /// A frame declaring 1 GiB closes the connection, before and after the handshake.
-async fn gigabyte_frame_closes_the_connection(net: Arc<dyn Net>) {
+async fn gigabyte_frame_closes_the_connection(net: Arc<dyn Runtime>) {
     let mut nodes = cluster(&net, 2);
     // Node 9 is a peer only so that a raw socket may handshake as it.
     nodes[0].set_peer(NodeId(9), unused_addr(&net));
     let gib = (1u32 << 30).to_le_bytes();
 
-    let mut conn = net.connect(nodes[0].local_addr()).await.unwrap();
+    let mut conn = net.connect_tcp(nodes[0].local_addr()).await.unwrap();
     conn.write_all(&gib).await.unwrap();
     assert_eq!(expect_closed(&net, &mut conn).await, 0);
 
@@ -176,7 +175,7 @@ async fn gigabyte_frame_closes_the_connection(net: Arc<dyn Net>) {
 
 /// A peer that handshakes and then never reads: sending to it heavily fills only its
 /// own queue, and messages to the other peer keep flowing.
-async fn stuck_peer_does_not_block_others(net: Arc<dyn Net>) {
+async fn stuck_peer_does_not_block_others(net: Arc<dyn Runtime>) {
     const STUCK: u64 = 9;
     let mut config0 = config(0);
     config0.max_outbound_queue = 64;
@@ -187,7 +186,7 @@ async fn stuck_peer_does_not_block_others(net: Arc<dyn Net>) {
 
     // The stuck peer: listens, answers n0's handshake, then never reads. It also dials
     // n0 with a valid handshake and stays silent.
-    let listener = net.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = net.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     n0.set_peer(NodeId(STUCK), listener.local_addr().unwrap());
     let (mut stuck_in, _) = within(&net, "n0 to dial the stuck peer", listener.accept())
         .await
@@ -233,7 +232,7 @@ async fn stuck_peer_does_not_block_others(net: Arc<dyn Net>) {
 }
 
 /// `recv` dropped mid-wait, thousands of times, loses nothing.
-async fn recv_is_cancel_safe(net: Arc<dyn Net>) {
+async fn recv_is_cancel_safe(net: Arc<dyn Runtime>) {
     const COUNT: u64 = 2_000;
     let mut config1 = config(1);
     config1.max_outbound_queue = COUNT as usize;
@@ -263,7 +262,7 @@ async fn recv_is_cancel_safe(net: Arc<dyn Net>) {
 
 /// Messages to unknown peers and messages too large for a frame are dropped and counted;
 /// the rest of the queue still goes out.
-async fn drops_are_counted(net: Arc<dyn Net>) {
+async fn drops_are_counted(net: Arc<dyn Runtime>) {
     let mut config0 = config(0);
     config0.max_frame_bytes = 1024;
     let n0 = TcpTransport::start(config0, net.clone()).unwrap();
@@ -289,7 +288,7 @@ async fn drops_are_counted(net: Arc<dyn Net>) {
 }
 
 /// Binding a port in use fails with the kind of the error; an invalid config is refused.
-async fn bind_conflict_is_reported(net: Arc<dyn Net>) {
+async fn bind_conflict_is_reported(net: Arc<dyn Runtime>) {
     let n0 = TcpTransport::start(config(0), net.clone()).unwrap();
     let mut clash = config(1);
     clash.listen = n0.local_addr();
@@ -314,14 +313,14 @@ async fn bind_conflict_is_reported(net: Arc<dyn Net>) {
 
 /// `close` stops the listener (the port is free again at once) and every connection (the
 /// peer's reader sees its inbound connection end and the peer redials in vain).
-async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Net>) {
+async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Runtime>) {
     let mut nodes = cluster(&net, 2);
     let (a, b) = nodes.split_at_mut(1);
     deliver_eventually(&net, &a[0], &mut b[0], 1).await;
     let n1 = nodes.pop().unwrap();
     let addr = n1.local_addr();
     n1.close().await;
-    assert!(net.connect(addr).await.is_err(), "listener still open");
+    assert!(net.connect_tcp(addr).await.is_err(), "listener still open");
     // n0 keeps serving: a message to the closed peer is queued (not blocking), and a new
     // node on the old port gets it once n0 has reconnected.
     nodes[0].send(vec![to(1, msg(2))]);

@@ -191,7 +191,7 @@ async fn start_cluster(rt: &Arc<dyn Runtime>) -> Vec<NodeHandle> {
                 "127.0.0.1:0".parse().expect("addr"),
                 BTreeMap::new(),
             );
-            TcpTransport::start(config, rt.tcp_net()).expect("transport")
+            TcpTransport::start(config, rt.clone()).expect("transport")
         })
         .collect();
     for t in &transports {

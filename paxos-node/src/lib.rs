@@ -86,10 +86,12 @@
 //!
 //! # Runtimes
 //!
-//! [`runtime::Runtime`] is a small object-safe trait (spawn, a resettable timer, `now`)
-//! with one implementation for tokio (`runtime-tokio`) and one for the async-io family
-//! (`runtime-async-std`, `runtime-smol`). Each also yields the matching `paxos-net-tcp`
-//! adapter ([`Runtime::tcp_net`]). Everything else uses runtime-neutral primitives.
+//! The node takes the one runtime seam of the paxos crates,
+//! [`paxos_runtime::Runtime`] (spawn, a resettable timer, `now`), re-exported here with
+//! its implementations: [`TokioRuntime`] (`runtime-tokio`) and [`AsyncIoRuntime`]
+//! (`runtime-smol` or `runtime-async-std`: both run on async-io, one implementation).
+//! The transports take the same trait, and the simulator implements it with simulated
+//! time. Everything else uses runtime-neutral primitives.
 #![forbid(unsafe_code)]
 
 mod builder;
@@ -100,8 +102,16 @@ mod handle;
 pub mod kv;
 mod options;
 pub mod resp;
-pub mod runtime;
 mod waiters;
+
+/// The runtime seam: [`paxos_runtime`], re-exported.
+pub mod runtime {
+    #[cfg(any(feature = "runtime-smol", feature = "runtime-async-std"))]
+    pub use paxos_runtime::AsyncIoRuntime;
+    #[cfg(feature = "runtime-tokio")]
+    pub use paxos_runtime::TokioRuntime;
+    pub use paxos_runtime::{AsyncTimer, Runtime, default_runtime, timeout_at};
+}
 
 pub use builder::NodeBuilder;
 pub use error::{FatalError, ProposeError, ReadError, StartError};
@@ -109,7 +119,7 @@ pub use handle::{
     LATENCY_BOUNDS_US, LatencyHistogram, NodeHandle, NodeMetrics, NodeStatus, PeerContact,
 };
 pub use options::NodeOptions;
-#[cfg(feature = "runtime-async-io")]
+#[cfg(any(feature = "runtime-smol", feature = "runtime-async-std"))]
 pub use runtime::AsyncIoRuntime;
 #[cfg(feature = "runtime-tokio")]
 pub use runtime::TokioRuntime;

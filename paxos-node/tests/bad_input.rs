@@ -83,7 +83,7 @@ fn garbage_wrong_cluster_and_huge_frames_leave_the_node_serving() {
         let l = cluster.leader().await;
         let (leader_id, leader_addr) = (cluster.ids[l], cluster.addrs[l]);
         let follower_id = cluster.ids[(l + 1) % 3];
-        let net = rt.tcp_net();
+        let net = rt.clone();
         still_serving(&cluster, 1).await;
 
         // Random bytes: the connection is closed, with nothing sent back.
@@ -97,14 +97,14 @@ fn garbage_wrong_cluster_and_huge_frames_leave_the_node_serving() {
                     seed as u8
                 })
                 .collect();
-            let mut conn = net.connect(leader_addr).await.unwrap();
+            let mut conn = net.connect_tcp(leader_addr).await.unwrap();
             let _ = conn.write_all(&garbage).await;
             assert_eq!(expect_closed(&*rt, &mut conn).await, 0);
         }
         still_serving(&cluster, 2).await;
 
         // A handshake naming another cluster (from a real member's id) is refused.
-        let mut conn = net.connect(leader_addr).await.unwrap();
+        let mut conn = net.connect_tcp(leader_addr).await.unwrap();
         conn.write_all(&hello_frame(CLUSTER + 1, follower_id, leader_id))
             .await
             .unwrap();
@@ -119,10 +119,10 @@ fn garbage_wrong_cluster_and_huge_frames_leave_the_node_serving() {
         // follower's name (which also replaces that follower's real connection for a
         // moment).
         let gib = (1u32 << 30).to_le_bytes();
-        let mut conn = net.connect(leader_addr).await.unwrap();
+        let mut conn = net.connect_tcp(leader_addr).await.unwrap();
         conn.write_all(&gib).await.unwrap();
         assert_eq!(expect_closed(&*rt, &mut conn).await, 0);
-        let mut conn = net.connect(leader_addr).await.unwrap();
+        let mut conn = net.connect_tcp(leader_addr).await.unwrap();
         conn.write_all(&hello_frame(CLUSTER, follower_id, leader_id))
             .await
             .unwrap();
@@ -145,8 +145,8 @@ fn a_member_that_never_reads_does_not_stop_the_others() {
     on_tokio(|rt| async move {
         // Member 3 is a fake: it answers every handshake, then never reads. Members 1 and
         // 2 form a quorum without it, and keep sending it Accepts and heartbeats.
-        let net = rt.tcp_net();
-        let listener = net.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let net = rt.clone();
+        let listener = net.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let stuck_addr = listener.local_addr().unwrap();
         let held: Arc<Mutex<Vec<BoxConn>>> = Arc::default();
         let conns = held.clone();

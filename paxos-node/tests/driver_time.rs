@@ -20,7 +20,6 @@ use paxos_core::message::{Accept, Nack, Prepare};
 use paxos_core::{
     Ballot, Config, Envelope, Inbound, Message, NodeId, Slot, Transport, TransportError,
 };
-use paxos_net_tcp::Net;
 use paxos_node::{AsyncTimer, NodeBuilder, Runtime};
 use paxos_storage::MemoryStorage;
 
@@ -123,8 +122,18 @@ impl Runtime for ManualRuntime {
         self.clock.read()
     }
 
-    fn tcp_net(&self) -> Arc<dyn Net> {
-        self.tokio.tcp_net()
+    fn connect_tcp(
+        &self,
+        _addr: std::net::SocketAddr,
+    ) -> BoxFuture<'static, std::io::Result<paxos_runtime::BoxConn>> {
+        Box::pin(async { Err(paxos_runtime::no_sockets()) })
+    }
+
+    fn bind_tcp(
+        &self,
+        _addr: std::net::SocketAddr,
+    ) -> std::io::Result<Box<dyn paxos_runtime::Listener>> {
+        Err(paxos_runtime::no_sockets())
     }
 }
 

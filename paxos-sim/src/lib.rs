@@ -20,6 +20,7 @@ pub mod invariants;
 pub mod kv;
 pub mod network;
 pub mod rng;
+pub mod whole;
 mod world;
 
 pub use bugs::Bug;

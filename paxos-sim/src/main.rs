@@ -48,10 +48,30 @@ struct Args {
     /// Print one line per seed.
     #[arg(long)]
     verbose: bool,
+    /// `core`: the protocol core alone (fast). `node`: whole nodes (the paxos-node driver,
+    /// client API and KV state machine on a simulated runtime, network and disk).
+    #[arg(long, default_value = "core")]
+    mode: String,
+    /// Whole-node mode: storm/calm episodes per seed.
+    #[arg(long)]
+    episodes: Option<usize>,
+    /// Whole-node mode: pipelined clients.
+    #[arg(long)]
+    pipelined: Option<usize>,
+    /// Whole-node mode: operations in flight per pipelined client.
+    #[arg(long)]
+    depth: Option<usize>,
 }
 
 fn main() {
     let args = Args::parse();
+    if args.mode == "node" {
+        return run_nodes(&args);
+    }
+    if args.mode != "core" {
+        eprintln!("unknown mode {:?} (core or node)", args.mode);
+        std::process::exit(2);
+    }
     let bug = match args.bug.as_deref().map(|b| (b, parse_bug(b))) {
         None => None,
         Some((_, Some(bug))) => Some(bug),
@@ -118,6 +138,76 @@ fn main() {
     println!(
         "seeds={} violations={violations} ops={ops} unknown={unknown} lease_reads={lease_reads} \
          read_index_reads={index_reads} events={events} sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.1}",
+        configs.len(),
+        sim_ms as f64 / 1000.0,
+        configs.len() as f64 / secs
+    );
+    if violations > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Whole-node mode: seeds alternate 3, 5 and 7 replicas.
+fn run_nodes(args: &Args) {
+    use paxos_sim::whole::{NodeBug, NodeSimConfig, run};
+    let bug = match args.bug.as_deref().map(|b| (b, NodeBug::parse(b))) {
+        None => None,
+        Some((_, Some(bug))) => Some(bug),
+        Some((name, None)) => {
+            eprintln!("unknown bug {name:?} for --mode node");
+            std::process::exit(2);
+        }
+    };
+    let make = |seed: u64, nodes: usize| {
+        let base = NodeSimConfig::new(seed, nodes);
+        NodeSimConfig {
+            clients: if args.clients == 5 {
+                base.clients
+            } else {
+                args.clients
+            },
+            pipelined: args.pipelined.unwrap_or(base.pipelined),
+            depth: args.depth.unwrap_or(base.depth),
+            episodes: args.episodes.unwrap_or(base.episodes),
+            keys: if args.keys == 8 { base.keys } else { args.keys },
+            faults: !args.no_faults,
+            leases: !args.no_leases,
+            bug,
+            ..base
+        }
+    };
+    let configs: Vec<NodeSimConfig> = match args.seed {
+        Some(seed) => vec![make(seed, args.nodes)],
+        None => (args.start..args.start + args.seeds)
+            .map(|seed| make(seed, [3, 5, 7][(seed % 3) as usize]))
+            .collect(),
+    };
+    let started = Instant::now();
+    let (mut violations, mut writes, mut reads, mut sim_ms, mut polls) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    for cfg in &configs {
+        let r = run(cfg);
+        writes += r.clients.writes_ok;
+        reads += r.clients.reads_ok;
+        sim_ms += r.sim_time_ms;
+        polls += r.polls;
+        if args.verbose || args.seed.is_some() {
+            println!("{r:?}");
+        }
+        if let Some(v) = &r.violation {
+            violations += 1;
+            println!(
+                "VIOLATION seed={} nodes={}: {v}\n  replay: {}",
+                cfg.seed,
+                cfg.nodes,
+                cfg.replay_command()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "mode=node seeds={} violations={violations} writes={writes} reads={reads} polls={polls} \
+         sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.2}",
         configs.len(),
         sim_ms as f64 / 1000.0,
         configs.len() as f64 / secs

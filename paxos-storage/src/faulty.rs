@@ -49,6 +49,15 @@ impl FaultPlan {
         plan
     }
 
+    /// Changes the probability of a random fault to `per_million / 1_000_000` per write
+    /// (0 switches random faults off), keeping the generator's state: a simulator's calm
+    /// spells set it to 0, its storms back up.
+    pub fn set_rate(&self, per_million: u32) {
+        let mut state = self.state();
+        let seed = state.random.map_or(0x5eed, |(rng, _)| rng);
+        state.random = Some((seed, per_million.min(1_000_000)));
+    }
+
     /// Makes the next write fail with `fault` (after any already queued).
     pub fn fail_next_write(&self, fault: Fault) {
         self.state().queued.push_back(fault);

@@ -38,6 +38,14 @@ struct Window {
 }
 
 impl Dedup {
+    /// The highest epoch of `origin` seen in the applied log (forgotten ones included).
+    pub(crate) fn max_epoch(&self, origin: NodeId) -> Option<u64> {
+        let o = self.origins.get(&origin)?;
+        let kept = o.epochs.back().map(|(e, _)| *e);
+        let forgotten = o.floor.checked_sub(1);
+        kept.max(forgotten)
+    }
+
     /// Records `id` as applied; false if it already was (or is too old to tell).
     pub(crate) fn first_time(&mut self, id: ProposalId) -> bool {
         let origin = self.origins.entry(id.origin).or_default();

@@ -63,13 +63,13 @@ impl Replica {
 
     /// The election timeout fired: ask for a pre-vote (or, alone, campaign at once).
     pub(super) fn start_pre_vote(&mut self) {
+        self.reset_election_deadline();
         let Some(ballot) = self.next_ballot() else {
             return;
         };
         // The leader we followed is silent: stop forwarding into the void.
         self.leader = None;
         self.metrics.pre_votes += 1;
-        self.reset_election_deadline();
         let me = self.member_bit(self.cfg.id);
         self.pre_vote = Some(PreVoteRound {
             ballot,

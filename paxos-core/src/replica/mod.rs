@@ -60,6 +60,10 @@ pub struct Replica {
     /// This incarnation: the recovered [`HardState::epoch`] plus one, persisted with the
     /// first Ready. Distinguishes this incarnation's proposal ids from earlier ones.
     epoch: u64,
+    /// A replica back with an empty disk does not know the epochs its earlier
+    /// incarnations used: it proposes nothing until it has caught up, then takes an epoch
+    /// above every one of its own in the chosen log (see `settle_epoch`).
+    epoch_unknown: bool,
     next_seq: u64,
 
     // Acceptor state (durable).
@@ -163,8 +167,15 @@ impl Replica {
             entries,
         } = recovered;
         // A fresh incarnation whatever the seed: written with the first Ready, before any
-        // proposal of this incarnation can leave.
-        let epoch = hard_state.epoch.saturating_add(1);
+        // proposal of this incarnation can leave. A replica back with an empty disk writes
+        // epoch 0 ("unknown") until it has caught up and can choose one (`settle_epoch`),
+        // so a restart before then still knows it must not propose.
+        let epoch_unknown = !voter && hard_state.epoch == 0;
+        let epoch = if epoch_unknown {
+            0
+        } else {
+            hard_state.epoch.saturating_add(1)
+        };
         let mut log = BTreeMap::new();
         let mut max_round_seen = hard_state.promised.round;
         for e in entries {
@@ -196,6 +207,7 @@ impl Replica {
             now,
             epoch,
             next_seq: 0,
+            epoch_unknown,
             voter,
             promised: hard_state.promised,
             log,
@@ -291,7 +303,8 @@ impl Replica {
                 max: self.cfg.max_batch_bytes,
             });
         }
-        if self.role == Role::Follower && self.leader.is_none() {
+        if self.epoch_unknown || (self.role == Role::Follower && self.leader.is_none()) {
+            // (A replica back with an empty disk proposes nothing until it has caught up.)
             return Err(ProposeError::NoLeader);
         }
         if !self.pending_has_room(payload.len()) {
@@ -342,17 +355,19 @@ impl Replica {
         self.learner_timers();
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called; `None` when
+    /// nothing is timed (a replica without a vote that is not catching up).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = match self.role {
-            Role::Leader => self.leader_deadline(),
-            Role::Candidate => self.candidate_deadline().min(self.election_deadline),
-            Role::Follower => self.election_deadline,
+        let own = match self.role {
+            Role::Leader => Some(self.leader_deadline()),
+            Role::Candidate => Some(self.candidate_deadline().min(self.election_deadline)),
+            // A replica without a vote never campaigns: no election timer.
+            Role::Follower => self.voter.then_some(self.election_deadline),
         };
-        if let Some(t) = self.learner_deadline() {
-            next = next.min(t);
+        match (own, self.learner_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        Some(next)
     }
 
     /// The next batch of work, or `None` if there is none or the previous one is not yet
@@ -372,6 +387,7 @@ impl Replica {
             self.flush_proposals();
         }
         let committed = self.take_committed();
+        self.settle_epoch();
         self.release_reads();
         let persist = self.take_persist();
         let out = std::mem::take(&mut self.out);
@@ -560,6 +576,22 @@ impl Replica {
             }),
             entries,
         }
+    }
+
+    /// A replica back with an empty disk may propose once it has applied every slot it
+    /// heard was chosen: its epoch then goes above every epoch of its id in the chosen log,
+    /// with a margin for proposals of a lost incarnation still in flight, and is written
+    /// with the next Ready like any epoch.
+    fn settle_epoch(&mut self) {
+        if !self.epoch_unknown || self.commit_hint == Slot(0) || self.applied < self.commit_hint {
+            return;
+        }
+        /// Incarnations a lost disk may have run since its last command was chosen.
+        const MARGIN: u64 = 1 << 16;
+        let seen = self.dedup.max_epoch(self.cfg.id).unwrap_or(0);
+        self.epoch = self.epoch.max(seen.saturating_add(MARGIN));
+        self.epoch_unknown = false;
+        self.out.hard_state_dirty = true;
     }
 
     fn take_committed(&mut self) -> Vec<Committed> {

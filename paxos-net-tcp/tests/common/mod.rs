@@ -15,11 +15,9 @@ use paxos_core::message::{Decide, Forward};
 use paxos_core::{
     Ballot, Command, Envelope, Inbound, Message, NodeId, ProposalId, Slot, Transport,
 };
-#[cfg(feature = "runtime-async-io")]
-use paxos_net_tcp::AsyncIoNet;
-#[cfg(feature = "runtime-tokio")]
-use paxos_net_tcp::TokioNet;
-use paxos_net_tcp::{BoxConn, HELLO_MAX_BYTES, Hello, Net, TcpConfig, TcpTransport};
+use paxos_net_tcp::{BoxConn, HELLO_MAX_BYTES, Hello, Runtime, TcpConfig, TcpTransport};
+use paxos_runtime::AsyncIoRuntime;
+use paxos_runtime::TokioRuntime;
 
 /// The cluster id every test node uses.
 pub(crate) const CLUSTER: u64 = 0xC0FFEE;
@@ -28,21 +26,19 @@ pub(crate) const CLUSTER: u64 = 0xC0FFEE;
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// Runs `test` on a two-worker tokio runtime.
-#[cfg(feature = "runtime-tokio")]
-pub(crate) fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Net>) -> Fut) {
+pub(crate) fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let net: Arc<dyn Net> = Arc::new(TokioNet::new(rt.handle().clone()));
+    let net: Arc<dyn Runtime> = Arc::new(TokioRuntime::new(rt.handle().clone()));
     rt.block_on(test(net));
 }
 
 /// Runs `test` on smol (async-io reactor, smol's global executor).
-#[cfg(feature = "runtime-async-io")]
-pub(crate) fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Net>) -> Fut) {
-    smol::block_on(test(Arc::new(AsyncIoNet::new())));
+pub(crate) fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
+    smol::block_on(test(Arc::new(AsyncIoRuntime::new())));
 }
 
 /// Declares `<name>::tokio` and `<name>::smol` tests running `async fn <name>(net)`.
@@ -50,12 +46,10 @@ pub(crate) fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Net>) 
 macro_rules! on_both_runtimes {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[cfg(feature = "runtime-tokio")]
             #[test]
             fn tokio() {
                 $crate::common::on_tokio(super::$name);
             }
-            #[cfg(feature = "runtime-async-io")]
             #[test]
             fn smol() {
                 $crate::common::on_smol(super::$name);
@@ -79,7 +73,7 @@ pub(crate) fn config(id: u64) -> TcpConfig {
 }
 
 /// Starts `n` transports (ids 0..n) on port 0 and tells each about all the others.
-pub(crate) fn cluster(net: &Arc<dyn Net>, n: u64) -> Vec<TcpTransport> {
+pub(crate) fn cluster(net: &Arc<dyn Runtime>, n: u64) -> Vec<TcpTransport> {
     let nodes: Vec<_> = (0..n)
         .map(|id| TcpTransport::start(config(id), net.clone()).unwrap())
         .collect();
@@ -128,7 +122,7 @@ pub(crate) fn to(to: u64, message: Message) -> Envelope {
 
 /// Runs `fut` for at most `limit`; `None` if it did not finish.
 pub(crate) async fn timeout<T>(
-    net: &Arc<dyn Net>,
+    net: &Arc<dyn Runtime>,
     limit: Duration,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
@@ -139,7 +133,11 @@ pub(crate) async fn timeout<T>(
 }
 
 /// Runs `fut`, failing the test with `what` if it takes longer than [`WAIT`].
-pub(crate) async fn within<T>(net: &Arc<dyn Net>, what: &str, fut: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(
+    net: &Arc<dyn Runtime>,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> T {
     match timeout(net, WAIT, fut).await {
         Some(value) => value,
         None => panic!("timed out after {WAIT:?} waiting for {what}"),
@@ -148,7 +146,7 @@ pub(crate) async fn within<T>(net: &Arc<dyn Net>, what: &str, fut: impl Future<O
 
 /// Receives until `count` messages have arrived (bounded by [`WAIT`]).
 pub(crate) async fn recv_n(
-    net: &Arc<dyn Net>,
+    net: &Arc<dyn Runtime>,
     node: &mut TcpTransport,
     count: usize,
 ) -> Vec<Inbound> {
@@ -170,7 +168,7 @@ pub(crate) async fn recv_n(
 /// Resends `msg(tag)` from `from` to `dest` every 20 ms until `dest` receives it: for
 /// paths that may lose messages while connections come up, like the core's retransmits.
 pub(crate) async fn deliver_eventually(
-    net: &Arc<dyn Net>,
+    net: &Arc<dyn Runtime>,
     from: &TcpTransport,
     dest: &mut TcpTransport,
     tag: u64,
@@ -221,8 +219,13 @@ pub(crate) async fn read_hello(conn: &mut BoxConn) -> Hello {
 }
 
 /// Dials `addr` and completes a valid handshake as node `from`.
-pub(crate) async fn raw_peer(net: &Arc<dyn Net>, addr: SocketAddr, from: u64, to: u64) -> BoxConn {
-    let mut conn = net.connect(addr).await.unwrap();
+pub(crate) async fn raw_peer(
+    net: &Arc<dyn Runtime>,
+    addr: SocketAddr,
+    from: u64,
+    to: u64,
+) -> BoxConn {
+    let mut conn = net.connect_tcp(addr).await.unwrap();
     conn.write_all(&hello_frame(CLUSTER, from, to))
         .await
         .unwrap();
@@ -232,7 +235,7 @@ pub(crate) async fn raw_peer(net: &Arc<dyn Net>, addr: SocketAddr, from: u64, to
 }
 
 /// Waits until the transport closes `conn`; returns the bytes it sent before closing.
-pub(crate) async fn expect_closed(net: &Arc<dyn Net>, conn: &mut BoxConn) -> usize {
+pub(crate) async fn expect_closed(net: &Arc<dyn Runtime>, conn: &mut BoxConn) -> usize {
     within(net, "the transport to close the connection", async {
         let mut total = 0;
         let mut chunk = [0u8; 1024];
@@ -247,7 +250,7 @@ pub(crate) async fn expect_closed(net: &Arc<dyn Net>, conn: &mut BoxConn) -> usi
 }
 
 /// A free loopback address: nothing listens there (a dialer gets "connection refused").
-pub(crate) fn unused_addr(net: &Arc<dyn Net>) -> SocketAddr {
-    let listener = net.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+pub(crate) fn unused_addr(net: &Arc<dyn Runtime>) -> SocketAddr {
+    let listener = net.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     listener.local_addr().unwrap()
 }

@@ -436,7 +436,7 @@ impl Cluster {
         let mut addrs = addrs;
         for i in 0..n {
             if real[i] {
-                let t = TcpTransport::start(tcp_config(ids[i], addrs[i]), rt.tcp_net()).unwrap();
+                let t = TcpTransport::start(tcp_config(ids[i], addrs[i]), rt.clone()).unwrap();
                 addrs[i] = t.local_addr();
                 transports.push(Some(t));
             } else {
@@ -556,7 +556,7 @@ impl Cluster {
     /// machine.
     pub async fn restart(&mut self, i: usize) {
         let t =
-            TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.tcp_net()).unwrap();
+            TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.clone()).unwrap();
         for (j, &addr) in self.addrs.iter().enumerate() {
             t.set_peer(NodeId(self.ids[j]), addr);
         }

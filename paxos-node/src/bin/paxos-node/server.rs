@@ -153,7 +153,7 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
     let transport: Box<dyn paxos_core::Transport> = match config.transport {
         TransportKind::Tcp => {
             let tcp = TcpConfig::new(config.cluster_id, NodeId(config.id), config.listen(), peers);
-            Box::new(TcpTransport::start(tcp, runtime.tcp_net()).map_err(|e| e.to_string())?)
+            Box::new(TcpTransport::start(tcp, runtime.clone()).map_err(|e| e.to_string())?)
         }
     };
     let storage: Box<dyn Storage> = match config.storage {

@@ -1,0 +1,153 @@
+//! Simulated disks.
+//!
+//! [`SimDisk`] is a [`Storage`] over a [`MemoryStorage`] "platter" that takes simulated
+//! time to sync. A batch is durable only once its `persist` returns; a crash while it is
+//! in flight (the node's tasks dropped mid-await) either loses the batch or keeps it
+//! whole, by a seeded coin: an unsynced write is lost, and a torn last record is detected
+//! and dropped as the file store drops it, never half applied. In the simulator a
+//! `SimDisk` is wrapped in [`FaultyStorage`](paxos_storage::FaultyStorage), whose seeded
+//! fsync errors poison the store and stop the node.
+//!
+//! [`AckBeforeSync`] is a deliberately broken store for the checker's teeth: it answers
+//! before it syncs.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_runtime::Runtime;
+use paxos_storage::MemoryStorage;
+
+/// A coin shared by a run's disks (seeded).
+pub(crate) type Coin = Arc<Mutex<rand_chacha::ChaCha8Rng>>;
+
+fn flip(coin: &Coin) -> bool {
+    use rand_chacha::rand_core::RngCore;
+    coin.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .next_u32()
+        % 2
+        == 0
+}
+
+/// A disk that takes `sync` of simulated time per batch.
+pub(crate) struct SimDisk {
+    pub(crate) platter: MemoryStorage,
+    pub(crate) rt: Arc<dyn Runtime>,
+    pub(crate) sync: std::time::Duration,
+    pub(crate) coin: Coin,
+}
+
+/// A batch being synced: if dropped before it completes (a crash), the coin says whether
+/// it reached the platter.
+struct InFlight<'a> {
+    platter: &'a MemoryStorage,
+    batch: Option<&'a PersistBatch>,
+    coin: &'a Coin,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            if flip(self.coin) {
+                let mut platter = self.platter.clone();
+                let _ = futures::executor::block_on(platter.persist(batch));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for SimDisk {
+    async fn load(&mut self) -> Result<RecoveredState, StorageError> {
+        self.platter.load().await
+    }
+
+    async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let mut guard = InFlight {
+            platter: &self.platter,
+            batch: Some(batch),
+            coin: &self.coin,
+        };
+        self.rt.sleep(self.sync).await;
+        guard.batch = None;
+        drop(guard);
+        self.platter.persist(batch).await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.platter.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.platter.load_snapshot().await
+    }
+
+    async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
+        self.platter.compact(before).await
+    }
+}
+
+/// A broken store: `persist` returns at once and a background task writes the batches to
+/// the platter, in order, each after the sync time. A crash drops the task and whatever it
+/// had not written yet: batches the core was told are durable.
+pub(crate) struct AckBeforeSync {
+    pub(crate) disk: SimDisk,
+    queue: Arc<Mutex<std::collections::VecDeque<PersistBatch>>>,
+    flushing: bool,
+}
+
+impl AckBeforeSync {
+    pub(crate) fn new(disk: SimDisk) -> Self {
+        Self {
+            disk,
+            queue: Arc::default(),
+            flushing: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for AckBeforeSync {
+    async fn load(&mut self) -> Result<RecoveredState, StorageError> {
+        self.disk.load().await
+    }
+
+    async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(batch.clone());
+        if !self.flushing {
+            self.flushing = true;
+            let (queue, rt, sync) = (self.queue.clone(), self.disk.rt.clone(), self.disk.sync);
+            let mut platter = self.disk.platter.clone();
+            // Spawned on the node, so a crash drops it with what it had not written.
+            self.disk.rt.spawn(Box::pin(async move {
+                loop {
+                    rt.sleep(sync).await;
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop_front();
+                    if let Some(batch) = next {
+                        let _ = platter.persist(&batch).await;
+                    }
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.disk.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.disk.load_snapshot().await
+    }
+
+    async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
+        self.disk.compact(before).await
+    }
+}

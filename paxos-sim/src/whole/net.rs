@@ -1,0 +1,304 @@
+//! The simulated network and the [`Transport`] each node gets on it.
+//!
+//! It behaves as the TCP transport does where the protocol can tell: every message is
+//! framed with the core's codec under the same frame limit (a message that cannot be
+//! framed is dropped, and counted, as TCP drops it), each directed link queues a bounded
+//! number of messages in flight (beyond it, messages are dropped, as TCP's full per-peer
+//! queue drops them), and a message to a node that is down is lost. Beyond TCP it also
+//! loses, duplicates and reorders, which the protocol must tolerate anyway. Latency grows
+//! with the frame's size.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use paxos_core::codec::{decode_frame, encode_frame};
+use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
+
+use super::executor::{Executor, SimTime};
+
+/// Counters of what the network did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Messages handed to `send`.
+    pub sent: u64,
+    /// Messages delivered (duplicates included).
+    pub delivered: u64,
+    /// Dropped by random loss.
+    pub lost: u64,
+    /// Dropped by a partition or because the destination was down.
+    pub cut: u64,
+    /// Dropped because the link's queue was full.
+    pub queue_full: u64,
+    /// Dropped because the message could not be framed under the limit. The core must
+    /// never produce one: a violation.
+    pub oversized: u64,
+    /// Frames that failed to decode (a codec bug): a violation.
+    pub undecodable: u64,
+    /// Largest frame sent, in bytes.
+    pub largest_frame: u64,
+    /// Most messages ever in flight on one link.
+    pub deepest_queue: u64,
+}
+
+/// Knobs for one run's network.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NetConfig {
+    /// The frame limit the transport enforces (length prefix excluded), as TCP's.
+    pub(crate) max_frame_bytes: usize,
+    /// The limit the transport *reports* through `Transport::max_frame_bytes`. Equal to
+    /// `max_frame_bytes`, unless a run lies on purpose (a teeth test).
+    pub(crate) reported_frame_bytes: usize,
+    /// Messages in flight per directed link, as TCP's per-peer queue.
+    pub(crate) max_queue: usize,
+    /// Per-million chances per message.
+    pub(crate) loss_ppm: u32,
+    pub(crate) dup_ppm: u32,
+    /// Base latency range, nanoseconds.
+    pub(crate) latency_min: u64,
+    pub(crate) latency_max: u64,
+    /// Nanoseconds per byte (bandwidth).
+    pub(crate) ns_per_byte: u64,
+}
+
+struct Inbox {
+    queue: VecDeque<Inbound>,
+    waker: Option<Waker>,
+    up: bool,
+}
+
+struct State {
+    cfg: NetConfig,
+    inboxes: Vec<Inbox>,
+    /// Deliveries by time: (at, seq) -> (from, to, frame).
+    flight: BTreeMap<(SimTime, u64), (usize, usize, BytesMut)>,
+    /// Messages in flight per directed link.
+    depth: BTreeMap<(usize, usize), u64>,
+    next_seq: u64,
+    /// Directed links that drop everything: (from, to).
+    blocked: BTreeSet<(usize, usize)>,
+    stats: NetStats,
+    /// Recent violations (oversized or undecodable frames), for the report.
+    violations: Vec<String>,
+}
+
+/// The network. Clones share it.
+#[derive(Clone)]
+pub(crate) struct SimNet {
+    state: Arc<Mutex<State>>,
+    exec: Executor,
+    ids: Vec<NodeId>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SimNet {
+    pub(crate) fn new(exec: Executor, ids: Vec<NodeId>, cfg: NetConfig) -> Self {
+        let inboxes = ids
+            .iter()
+            .map(|_| Inbox {
+                queue: VecDeque::new(),
+                waker: None,
+                up: false,
+            })
+            .collect();
+        Self {
+            state: Arc::new(Mutex::new(State {
+                cfg,
+                inboxes,
+                flight: BTreeMap::new(),
+                depth: BTreeMap::new(),
+                next_seq: 0,
+                blocked: BTreeSet::new(),
+                stats: NetStats::default(),
+                violations: Vec::new(),
+            })),
+            exec,
+            ids,
+        }
+    }
+
+    fn index(&self, id: NodeId) -> Option<usize> {
+        self.ids.iter().position(|&n| n == id)
+    }
+
+    /// A transport for node `i`'s new incarnation. Its inbox starts empty.
+    pub(crate) fn attach(&self, i: usize) -> SimTransport {
+        let mut s = lock(&self.state);
+        s.inboxes[i] = Inbox {
+            queue: VecDeque::new(),
+            waker: None,
+            up: true,
+        };
+        SimTransport {
+            net: self.clone(),
+            me: i,
+        }
+    }
+
+    /// Node `i` is down: what it had received and what is sent to it is lost.
+    pub(crate) fn detach(&self, i: usize) {
+        let mut s = lock(&self.state);
+        s.inboxes[i].up = false;
+        s.inboxes[i].queue.clear();
+        s.inboxes[i].waker = None;
+    }
+
+    pub(crate) fn set_blocked(&self, blocked: BTreeSet<(usize, usize)>) {
+        lock(&self.state).blocked = blocked;
+    }
+
+    pub(crate) fn set_loss(&self, loss_ppm: u32, dup_ppm: u32) {
+        let mut s = lock(&self.state);
+        s.cfg.loss_ppm = loss_ppm;
+        s.cfg.dup_ppm = dup_ppm;
+    }
+
+    pub(crate) fn stats(&self) -> NetStats {
+        lock(&self.state).stats
+    }
+
+    pub(crate) fn violations(&self) -> Vec<String> {
+        lock(&self.state).violations.clone()
+    }
+
+    /// When the next delivery is due.
+    pub(crate) fn next_delivery(&self) -> Option<SimTime> {
+        lock(&self.state).flight.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Delivers everything due by now.
+    pub(crate) fn deliver_due(&self) {
+        let now = self.exec.now();
+        let mut wake = Vec::new();
+        {
+            let mut s = lock(&self.state);
+            let later = s.flight.split_off(&(now + 1, 0));
+            let due = std::mem::replace(&mut s.flight, later);
+            for (_, (from, to, frame)) in due {
+                if let Some(d) = s.depth.get_mut(&(from, to)) {
+                    *d = d.saturating_sub(1);
+                }
+                let max = s.cfg.max_frame_bytes;
+                let message: Message = match decode_frame(&frame, max) {
+                    Ok(Some((m, _))) => m,
+                    other => {
+                        s.stats.undecodable += 1;
+                        s.violations
+                            .push(format!("undecodable frame {from}->{to}: {other:?}"));
+                        continue;
+                    }
+                };
+                if s.blocked.contains(&(from, to)) || !s.inboxes[to].up {
+                    s.stats.cut += 1;
+                    continue;
+                }
+                s.stats.delivered += 1;
+                let inbox = &mut s.inboxes[to];
+                inbox.queue.push_back(Inbound {
+                    from: self.ids[from],
+                    message,
+                });
+                wake.extend(inbox.waker.take());
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    fn send_one(&self, from: usize, to: usize, message: &Message) {
+        let mut s = lock(&self.state);
+        s.stats.sent += 1;
+        let mut frame = BytesMut::new();
+        if let Err(e) = encode_frame(message, &mut frame, s.cfg.max_frame_bytes) {
+            s.stats.oversized += 1;
+            if s.violations.len() < 8 {
+                s.violations.push(format!(
+                    "{} from n{} to n{} cannot be framed: {e}",
+                    message.kind(),
+                    self.ids[from].0,
+                    self.ids[to].0
+                ));
+            }
+            return;
+        }
+        s.stats.largest_frame = s.stats.largest_frame.max(frame.len() as u64);
+        if s.blocked.contains(&(from, to)) || !s.inboxes[to].up {
+            s.stats.cut += 1;
+            return;
+        }
+        let depth = s.depth.get(&(from, to)).copied().unwrap_or(0);
+        if depth >= s.cfg.max_queue as u64 {
+            s.stats.queue_full += 1;
+            return;
+        }
+        let roll = self.exec.random();
+        if roll % 1_000_000 < u64::from(s.cfg.loss_ppm) {
+            s.stats.lost += 1;
+            return;
+        }
+        let copies = if (roll >> 20) % 1_000_000 < u64::from(s.cfg.dup_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let span = s.cfg.latency_max.saturating_sub(s.cfg.latency_min).max(1);
+            let at = self.exec.now()
+                + s.cfg.latency_min
+                + self.exec.random() % span
+                + s.cfg.ns_per_byte * frame.len() as u64;
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            *s.depth.entry((from, to)).or_default() += 1;
+            let deepest = s.depth[&(from, to)];
+            s.stats.deepest_queue = s.stats.deepest_queue.max(deepest);
+            s.flight.insert((at, seq), (from, to, frame.clone()));
+        }
+    }
+}
+
+/// One node's end of the network.
+pub(crate) struct SimTransport {
+    net: SimNet,
+    me: usize,
+}
+
+#[async_trait]
+impl Transport for SimTransport {
+    fn send(&self, batch: Vec<Envelope>) {
+        for Envelope { to, message } in batch {
+            match self.net.index(to) {
+                Some(to) => self.net.send_one(self.me, to, &message),
+                None => lock(&self.net.state).stats.cut += 1,
+            }
+        }
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
+        let (net, me) = (&self.net, self.me);
+        futures::future::poll_fn(|cx| {
+            let mut s = lock(&net.state);
+            let inbox = &mut s.inboxes[me];
+            if inbox.queue.is_empty() {
+                inbox.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = inbox.queue.len().min(max.max(1));
+            out.extend(inbox.queue.drain(..n));
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        // What the transport claims; it enforces `cfg.max_frame_bytes` (they differ only
+        // when a teeth run lies on purpose).
+        #[allow(clippy::misnamed_getters)]
+        let reported = lock(&self.net.state).cfg.reported_frame_bytes;
+        reported
+    }
+}
