@@ -9,6 +9,10 @@ use paxos_core::codec::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::handshake::HELLO_MAX_BYTES;
 
+/// Default of [`TcpConfig::max_outbound_queue_bytes`] and
+/// [`TcpConfig::max_inbound_queue_bytes`]: 64 MiB, four default frames.
+const DEFAULT_MAX_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Settings for one [`TcpTransport`](crate::TcpTransport). Build with [`TcpConfig::new`],
 /// adjust fields, then [`TcpTransport::start`](crate::TcpTransport::start) validates it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +36,21 @@ pub struct TcpConfig {
     /// Messages queued for one peer. [`send`](paxos_core::Transport::send) drops what does
     /// not fit (counted).
     pub max_outbound_queue: usize,
+    /// Bytes (encoded frames) queued for one peer. A message that would take the queue
+    /// past it is dropped like one that finds the queue full, except that a message is
+    /// always admitted to an empty queue, so one larger than the bound still goes out
+    /// (alone). The writer's current batch is not counted: per peer, at most this plus one
+    /// frame plus one write batch is held.
+    pub max_outbound_queue_bytes: usize,
     /// Messages received but not yet taken by [`recv`](paxos_core::Transport::recv). When
     /// full, reader tasks stop reading, and TCP flow control pushes back on the senders.
     pub max_inbound_queue: usize,
+    /// Bytes (as framed on the wire) received but not yet taken by
+    /// [`recv`](paxos_core::Transport::recv), over all peers. Like
+    /// [`max_inbound_queue`](Self::max_inbound_queue), a full queue stops the readers
+    /// (nothing is dropped); a message is always admitted to an empty queue. Each reader
+    /// may hold one more decoded message while it waits.
+    pub max_inbound_queue_bytes: usize,
     /// Bytes encoded into one write before it is issued (one frame may exceed it).
     pub max_write_batch_bytes: usize,
     /// Inbound connections open at once, including those still in the handshake. More are
@@ -64,8 +80,9 @@ pub enum ConfigError {
 }
 
 impl TcpConfig {
-    /// A config with defaults suited to a LAN cluster: 16 MiB frames, 1024 queued
-    /// messages per peer, reconnect backoff 50 ms to 2 s.
+    /// A config with defaults suited to a LAN cluster: 16 MiB frames; per peer, 1024 queued
+    /// messages and 64 MiB queued outbound; 4096 messages and 64 MiB queued inbound;
+    /// reconnect backoff 50 ms to 2 s.
     pub fn new(
         cluster_id: u64,
         node_id: NodeId,
@@ -79,7 +96,9 @@ impl TcpConfig {
             peers,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_outbound_queue: 1024,
+            max_outbound_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_inbound_queue: 4096,
+            max_inbound_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_write_batch_bytes: 256 * 1024,
             max_inbound_connections: 256,
             reconnect_backoff_min: Duration::from_millis(50),
@@ -101,7 +120,9 @@ impl TcpConfig {
             ));
         }
         if self.max_outbound_queue == 0
+            || self.max_outbound_queue_bytes == 0
             || self.max_inbound_queue == 0
+            || self.max_inbound_queue_bytes == 0
             || self.max_write_batch_bytes == 0
             || self.max_inbound_connections == 0
         {
@@ -146,7 +167,9 @@ mod tests {
             |c| c.max_frame_bytes = 1,
             |c| c.max_frame_bytes = u32::MAX as usize + 1,
             |c| c.max_outbound_queue = 0,
+            |c| c.max_outbound_queue_bytes = 0,
             |c| c.max_inbound_queue = 0,
+            |c| c.max_inbound_queue_bytes = 0,
             |c| c.max_write_batch_bytes = 0,
             |c| c.max_inbound_connections = 0,
             |c| c.reconnect_backoff_min = Duration::ZERO,

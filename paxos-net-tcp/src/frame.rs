@@ -63,10 +63,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads the next frame, decoding it as `T`. A declared length above `max` fails as
     /// soon as the four prefix bytes are in, before the body is read.
     pub(crate) async fn next<T: DeserializeOwned>(&mut self, max: usize) -> Result<T, ConnError> {
+        self.next_sized(max).await.map(|(value, _)| value)
+    }
+
+    /// Like [`next`](Self::next), also returning the frame's size, prefix included.
+    pub(crate) async fn next_sized<T: DeserializeOwned>(
+        &mut self,
+        max: usize,
+    ) -> Result<(T, usize), ConnError> {
         loop {
             if let Some((value, used)) = decode_frame(&self.buf, max)? {
                 self.buf.advance(used);
-                return Ok(value);
+                return Ok((value, used));
             }
             let start = self.buf.len();
             self.buf.resize(start + READ_CHUNK_BYTES, 0);

@@ -13,6 +13,7 @@ use futures::io::AsyncWriteExt;
 use paxos_core::codec::encode_frame;
 use paxos_core::{Inbound, Message, NodeId};
 
+use crate::budget::ByteBudget;
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
 use crate::limit::WarnKey;
@@ -56,7 +57,7 @@ impl Drop for OpenSlot {
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     guard: ListenerGuard,
-    inbound: Sender<Inbound>,
+    inbound: Sender<(Inbound, usize)>,
 ) {
     let Some(listener) = guard.listener.as_deref() else {
         return;
@@ -92,7 +93,7 @@ async fn serve(
     shared: Arc<Shared>,
     conn: BoxConn,
     addr: SocketAddr,
-    inbound: Sender<Inbound>,
+    inbound: Sender<(Inbound, usize)>,
     _slot: OpenSlot,
 ) {
     let mut reader = FrameReader::new(conn);
@@ -155,22 +156,48 @@ async fn handshake(
         .unwrap_or(Err(ConnError::Timeout("handshake")))
 }
 
-/// Decodes frames into the inbound queue until the connection fails. A full queue stops
-/// the reading (TCP pushes back on the sender) rather than dropping.
+/// Decodes frames into the inbound queue until the connection fails. A full queue (in
+/// messages or in bytes) stops the reading (TCP pushes back on the sender) rather than
+/// dropping.
 async fn read_loop(
     shared: &Shared,
     from: NodeId,
     reader: &mut FrameReader<BoxConn>,
-    inbound: &Sender<Inbound>,
+    inbound: &Sender<(Inbound, usize)>,
 ) -> ConnError {
     loop {
-        let message: Message = match reader.next(shared.config.max_frame_bytes).await {
-            Ok(message) => message,
-            Err(error) => return error,
+        let (message, bytes): (Message, usize) =
+            match reader.next_sized(shared.config.max_frame_bytes).await {
+                Ok(frame) => frame,
+                Err(error) => return error,
+            };
+        shared.inbound_bytes.acquire(bytes).await;
+        // Gives the bytes back if this task is dropped (aborted) before the message is
+        // queued; `recv` gives them back once it is taken.
+        let held = Held {
+            budget: &shared.inbound_bytes,
+            bytes,
         };
         shared.count(&shared.counters.received_frames);
-        if inbound.send(Inbound { from, message }).await.is_err() {
+        if inbound
+            .send((Inbound { from, message }, bytes))
+            .await
+            .is_err()
+        {
             return ConnError::Stopped;
         }
+        std::mem::forget(held);
+    }
+}
+
+/// Bytes taken from a budget, given back on drop.
+struct Held<'a> {
+    budget: &'a ByteBudget,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
     }
 }

@@ -67,21 +67,31 @@
 //!
 //! # Queueing and drop policy
 //!
-//! * **Outbound**: each peer has a queue of at most [`TcpConfig::max_outbound_queue`]
-//!   messages. [`send`](paxos_core::Transport::send) never blocks: a message that does not
-//!   fit is dropped and counted ([`TcpStats::dropped_queue_full`]); so is a message for an
-//!   unknown peer (this node itself included), or one too large for a frame. Messages queue while a peer is
-//!   unreachable and go out after it reconnects; a write that fails loses its batch. A
-//!   slow or stuck peer fills only its own queue: other peers are served by their own
-//!   tasks. A write that makes no progress for [`TcpConfig::write_timeout`] drops the
-//!   connection.
-//! * **Writes** are batched: the writer takes every queued message (up to
-//!   [`TcpConfig::max_write_batch_bytes`]), encodes them into one buffer and issues one
-//!   `write_all`; `TCP_NODELAY` is set on every socket.
+//! * **Outbound**: [`send`](paxos_core::Transport::send) encodes each message into its
+//!   frame at once and queues the frame for its peer. Each peer's queue holds at most
+//!   [`TcpConfig::max_outbound_queue`] messages and
+//!   [`TcpConfig::max_outbound_queue_bytes`] bytes, except that a message is always
+//!   admitted to an empty queue (so one larger than the byte bound still goes out, alone).
+//!   `send` never blocks: a message that does not fit is dropped and counted
+//!   ([`TcpStats::dropped_queue_full`]); so is a message for an unknown peer (this node
+//!   itself included), or one too large for a frame ([`TcpStats::dropped_too_large`]).
+//!   Messages queue while a peer is unreachable and go out after it reconnects; a write
+//!   that fails loses its batch. A slow or stuck peer fills only its own queue: other
+//!   peers are served by their own tasks. A write that makes no progress for
+//!   [`TcpConfig::write_timeout`] drops the connection.
+//! * **Writes** are batched: the writer takes every queued frame (up to
+//!   [`TcpConfig::max_write_batch_bytes`]) into one buffer and issues one `write_all`;
+//!   `TCP_NODELAY` is set on every socket.
 //! * **Inbound**: reader tasks put decoded messages in one queue of at most
-//!   [`TcpConfig::max_inbound_queue`] messages. When it is full, readers stop reading and
-//!   TCP flow control pushes back on the senders (whose queues then drop).
+//!   [`TcpConfig::max_inbound_queue`] messages and
+//!   [`TcpConfig::max_inbound_queue_bytes`] bytes (counted as framed; a message is always
+//!   admitted to an empty queue). When it is full, readers stop reading and TCP flow
+//!   control pushes back on the senders (whose queues then drop).
 //!   [`recv`](paxos_core::Transport::recv) is cancel-safe.
+//!
+//! So the memory the transport holds for messages is bounded in bytes: per peer, the
+//! outbound queue bound plus one frame plus one write batch; inbound, the queue bound plus
+//! one frame per reader.
 //!
 //! # Errors
 //!
@@ -96,6 +106,7 @@
 //! connection; [`TcpTransport::close`] also waits for the listener to be closed.
 #![forbid(unsafe_code)]
 
+mod budget;
 mod config;
 mod frame;
 pub mod handshake;

@@ -8,39 +8,46 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use async_channel::Receiver;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::future::{Either, select};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use paxos_core::NodeId;
 use paxos_core::codec::encode_frame;
-use paxos_core::{Message, NodeId};
 
+use crate::budget::ByteBudget;
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
 use crate::limit::{Backoff, WarnKey};
 use crate::transport::Shared;
 use paxos_runtime::BoxConn;
 
-/// Keeps a connection to `peer` and writes `queue` to it, until the queue is closed (peer
-/// removed) or the transport stops.
+/// Keeps a connection to `peer` and writes `queue` (encoded frames, whose bytes
+/// `queued_bytes` counts) to it, until the queue is closed (peer removed) or the transport
+/// stops.
 pub(crate) async fn dial_loop(
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
-    queue: Receiver<Message>,
+    queue: Receiver<Bytes>,
+    queued_bytes: Arc<ByteBudget>,
 ) {
+    let queue = Queue {
+        frames: queue,
+        bytes: queued_bytes,
+    };
     let config = &shared.config;
     let mut backoff = Backoff::new(
         config.reconnect_backoff_min,
         config.reconnect_backoff_max,
         fastrand::Rng::new(),
     );
-    while !queue.is_closed() {
+    while !queue.frames.is_closed() {
         let error = match dial(&shared, peer, addr).await {
             Ok(conn) => {
                 shared.count(&shared.counters.connections_opened);
                 tracing::debug!(%peer, %addr, "connected");
                 backoff.reset();
-                pump(&shared, peer, conn, &queue).await
+                pump(&shared, conn, &queue).await
             }
             Err(error) => error,
         };
@@ -51,6 +58,28 @@ pub(crate) async fn dial_loop(
             tracing::warn!(%peer, %addr, %error, suppressed, "connection to peer failed; reconnecting");
         });
         shared.net.sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One peer's outbound queue: frames, and their bytes.
+struct Queue {
+    frames: Receiver<Bytes>,
+    bytes: Arc<ByteBudget>,
+}
+
+impl Queue {
+    /// Waits for the next frame; `None` once the queue is closed.
+    async fn next(&self) -> Option<Bytes> {
+        let frame = self.frames.recv().await.ok()?;
+        self.bytes.release(frame.len());
+        Some(frame)
+    }
+
+    /// The next frame if one is queued.
+    fn try_next(&self) -> Option<Bytes> {
+        let frame = self.frames.try_recv().ok()?;
+        self.bytes.release(frame.len());
+        Some(frame)
     }
 }
 
@@ -83,12 +112,7 @@ async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> Result<BoxConn
 /// Writes the queue to `conn` until the connection fails or the queue closes. Watches the
 /// read side too: the acceptor never writes after the handshake, so any read completing
 /// means the connection is closed or the peer misbehaves.
-async fn pump(
-    shared: &Shared,
-    peer: NodeId,
-    conn: BoxConn,
-    queue: &Receiver<Message>,
-) -> ConnError {
+async fn pump(shared: &Shared, conn: BoxConn, queue: &Queue) -> ConnError {
     let (mut rd, mut wr) = conn.split();
     let watch = async move {
         let mut byte = [0u8; 1];
@@ -102,16 +126,15 @@ async fn pump(
         let config = &shared.config;
         let mut buf = BytesMut::new();
         loop {
-            let Ok(first) = queue.recv().await else {
+            let Some(first) = queue.next().await else {
                 return ConnError::Stopped;
             };
-            let mut frames = u64::from(encode(shared, peer, &first, &mut buf));
+            buf.extend_from_slice(&first);
+            let mut frames = 1u64;
             while buf.len() < config.max_write_batch_bytes {
-                let Ok(next) = queue.try_recv() else { break };
-                frames += u64::from(encode(shared, peer, &next, &mut buf));
-            }
-            if frames == 0 {
-                continue;
+                let Some(next) = queue.try_next() else { break };
+                buf.extend_from_slice(&next);
+                frames += 1;
             }
             let mut io = pin!(async {
                 wr.write_all(&buf).await?;
@@ -139,19 +162,5 @@ async fn pump(
     };
     match select(pin!(watch), pin!(write)).await {
         Either::Left((error, _)) | Either::Right((error, _)) => error,
-    }
-}
-
-/// Appends `message`'s frame to `buf`; a message too large for a frame is dropped.
-fn encode(shared: &Shared, peer: NodeId, message: &Message, buf: &mut BytesMut) -> bool {
-    match encode_frame(message, buf, shared.config.max_frame_bytes) {
-        Ok(()) => true,
-        Err(error) => {
-            shared.count(&shared.counters.dropped_too_large);
-            shared.warn(WarnKey::Peer(peer), |suppressed| {
-                tracing::warn!(%peer, kind = message.kind(), %error, suppressed, "dropping message that cannot be framed");
-            });
-            false
-        }
     }
 }

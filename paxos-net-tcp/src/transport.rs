@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use async_channel::{Receiver, Sender, TrySendError};
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures::future::{AbortHandle, select};
+use paxos_core::codec::encode_frame;
 use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
 
+use crate::budget::ByteBudget;
 use crate::config::{ConfigError, TcpConfig};
 use crate::inbound::{self, ListenerGuard};
 use crate::limit::{WarnKey, WarnLimiter};
@@ -29,7 +32,8 @@ use paxos_runtime::Runtime;
 /// until the listening socket is closed, so the port can be bound again at once.
 pub struct TcpTransport {
     shared: Arc<Shared>,
-    inbound: Receiver<Inbound>,
+    /// Each message with its frame's size, held against `Shared::inbound_bytes`.
+    inbound: Receiver<(Inbound, usize)>,
     local_addr: SocketAddr,
     /// Never sent on: dropping it closes the channel, which every task watches.
     stop: Sender<()>,
@@ -65,7 +69,8 @@ pub struct TcpStats {
     pub sent_frames: u64,
     /// Frames read from peers and queued for [`recv`](Transport::recv).
     pub received_frames: u64,
-    /// Messages dropped by `send` because the peer's outbound queue was full.
+    /// Messages dropped by `send` because the peer's outbound queue was full, in messages
+    /// or in bytes.
     pub dropped_queue_full: u64,
     /// Messages dropped by `send` because the destination is not a configured peer.
     pub dropped_unknown_peer: u64,
@@ -82,6 +87,9 @@ pub struct TcpStats {
     pub connections_bad_frame: u64,
     /// Warnings not logged because of rate limiting.
     pub warnings_suppressed: u64,
+    /// The most bytes the inbound queue has held at once (see
+    /// [`TcpConfig::max_inbound_queue_bytes`]).
+    pub peak_inbound_queue_bytes: u64,
 }
 
 /// State shared by the transport handle and its tasks.
@@ -98,13 +106,17 @@ pub(crate) struct Shared {
     readers: Mutex<HashMap<NodeId, (u64, AbortHandle)>>,
     next_reader: AtomicU64,
     pub(crate) inbound_open: AtomicUsize,
+    /// Bytes in the inbound queue.
+    pub(crate) inbound_bytes: ByteBudget,
 }
 
 struct Peer {
     addr: SocketAddr,
     /// The only sender: replacing or removing the peer closes the queue, which ends its
-    /// dialing task.
-    queue: Sender<Message>,
+    /// dialing task. Holds encoded frames.
+    queue: Sender<Bytes>,
+    /// Bytes in `queue`; the dialing task releases what it takes.
+    queued_bytes: Arc<ByteBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +147,7 @@ impl TcpTransport {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let (stop, stop_rx) = async_channel::bounded(1);
         let (inbound_tx, inbound) = async_channel::bounded(config.max_inbound_queue);
+        let config_inbound_bytes = config.max_inbound_queue_bytes;
         let (closed_tx, listener_closed) = oneshot::channel();
         let shared = Arc::new(Shared {
             warn: WarnLimiter::new(config.warn_interval),
@@ -146,6 +159,7 @@ impl TcpTransport {
             readers: Mutex::new(HashMap::new()),
             next_reader: AtomicU64::new(0),
             inbound_open: AtomicUsize::new(0),
+            inbound_bytes: ByteBudget::new(config_inbound_bytes),
         });
         for (&id, &addr) in &shared.config.peers {
             shared.set_peer(id, addr);
@@ -209,6 +223,8 @@ impl TcpTransport {
             connections_refused: get(&c.connections_refused),
             connections_bad_frame: get(&c.connections_bad_frame),
             warnings_suppressed: self.shared.warn.suppressed(),
+            peak_inbound_queue_bytes: u64::try_from(self.shared.inbound_bytes.peak())
+                .unwrap_or(u64::MAX),
         }
     }
 
@@ -232,9 +248,13 @@ impl Transport for TcpTransport {
     }
 
     fn send(&self, batch: Vec<Envelope>) {
-        let peers = self.shared.lock_peers();
         for Envelope { to, message } in batch {
-            let Some(peer) = peers.get(&to) else {
+            let target = self
+                .shared
+                .lock_peers()
+                .get(&to)
+                .map(|peer| (peer.queue.clone(), peer.queued_bytes.clone()));
+            let Some((queue, queued_bytes)) = target else {
                 self.shared
                     .count(&self.shared.counters.dropped_unknown_peer);
                 self.shared.warn(WarnKey::Peer(to), |suppressed| {
@@ -242,14 +262,23 @@ impl Transport for TcpTransport {
                 });
                 continue;
             };
-            match peer.queue.try_send(message) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                    self.shared.count(&self.shared.counters.dropped_queue_full);
-                    self.shared.warn(WarnKey::QueueFull(to), |suppressed| {
-                        tracing::warn!(peer = %to, suppressed, "outbound queue full, dropping");
-                    });
-                }
+            let Some(frame) = self.shared.encode(to, &message) else {
+                continue;
+            };
+            let len = frame.len();
+            let queued = queued_bytes.try_acquire(len)
+                && match queue.try_send(frame) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                        queued_bytes.release(len);
+                        false
+                    }
+                };
+            if !queued {
+                self.shared.count(&self.shared.counters.dropped_queue_full);
+                self.shared.warn(WarnKey::QueueFull(to), |suppressed| {
+                    tracing::warn!(peer = %to, suppressed, "outbound queue full, dropping");
+                });
             }
         }
     }
@@ -259,15 +288,19 @@ impl Transport for TcpTransport {
             return Ok(());
         }
         // Cancel-safe: a message leaves the channel only when this await completes.
-        let first = self
+        let (first, bytes) = self
             .inbound
             .recv()
             .await
             .map_err(|_| TransportError::Closed)?;
+        self.shared.inbound_bytes.release(bytes);
         out.push(first);
         for _ in 1..max {
             match self.inbound.try_recv() {
-                Ok(message) => out.push(message),
+                Ok((message, bytes)) => {
+                    self.shared.inbound_bytes.release(bytes);
+                    out.push(message);
+                }
                 Err(_) => break,
             }
         }
@@ -297,6 +330,21 @@ impl Shared {
     pub(crate) fn warn(&self, key: WarnKey, log: impl FnOnce(u64)) {
         if let Some(suppressed) = self.warn.allow(key, Instant::now()) {
             log(suppressed);
+        }
+    }
+
+    /// `message`'s frame, or `None` (counted, warned) if it is too large for one.
+    pub(crate) fn encode(&self, peer: NodeId, message: &Message) -> Option<Bytes> {
+        let mut frame = BytesMut::new();
+        match encode_frame(message, &mut frame, self.config.max_frame_bytes) {
+            Ok(()) => Some(frame.freeze()),
+            Err(error) => {
+                self.count(&self.counters.dropped_too_large);
+                self.warn(WarnKey::Peer(peer), |suppressed| {
+                    tracing::warn!(%peer, kind = message.kind(), %error, suppressed, "dropping message that cannot be framed");
+                });
+                None
+            }
         }
     }
 
@@ -334,9 +382,23 @@ impl Shared {
             return;
         }
         let (queue, queued) = async_channel::bounded(self.config.max_outbound_queue);
-        peers.insert(id, Peer { addr, queue });
+        let queued_bytes = Arc::new(ByteBudget::new(self.config.max_outbound_queue_bytes));
+        peers.insert(
+            id,
+            Peer {
+                addr,
+                queue,
+                queued_bytes: queued_bytes.clone(),
+            },
+        );
         drop(peers);
-        self.spawn(outbound::dial_loop(self.clone(), id, addr, queued));
+        self.spawn(outbound::dial_loop(
+            self.clone(),
+            id,
+            addr,
+            queued,
+            queued_bytes,
+        ));
     }
 
     fn lock_peers(&self) -> MutexGuard<'_, HashMap<NodeId, Peer>> {

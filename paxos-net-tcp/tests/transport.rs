@@ -22,6 +22,9 @@ on_both_runtimes!(
     drops_are_counted,
     bind_conflict_is_reported,
     close_releases_the_port_and_the_peers_notice,
+    outbound_queue_is_bounded_in_bytes,
+    one_large_message_passes_a_small_byte_bound,
+    inbound_queue_is_bounded_in_bytes,
 );
 
 /// Every ordered pair of three nodes carries 100 messages, in order.
@@ -329,4 +332,71 @@ async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Runtime>) {
     again.peers = BTreeMap::from([(NodeId(0), nodes[0].local_addr())]);
     let mut n1 = TcpTransport::start(again, net.clone()).unwrap();
     deliver_eventually(&net, &nodes[0], &mut n1, 3).await;
+}
+
+/// Frames queued for a peer that cannot be reached stay queued: past the byte bound, more
+/// are dropped and counted, though the message bound is far away.
+async fn outbound_queue_is_bounded_in_bytes(net: Arc<dyn Net>) {
+    let mut config0 = config(0);
+    config0.max_outbound_queue_bytes = 256 * 1024;
+    let n0 = TcpTransport::start(config0, net.clone()).unwrap();
+    n0.set_peer(NodeId(1), unused_addr(&net));
+    // Each frame is a little over 100 KiB: two fit in 256 KiB, the third does not.
+    n0.send((0..10).map(|_| to(1, big(100 * 1024))).collect());
+    let stats = n0.stats();
+    assert_eq!(stats.dropped_queue_full, 8, "{stats:?}");
+    // Small messages still fit beside them.
+    n0.send(vec![to(1, msg(1))]);
+    assert_eq!(n0.stats().dropped_queue_full, 8);
+}
+
+/// A message larger than the byte bounds is admitted to an empty queue, alone, so that
+/// progress is possible: every one is delivered when they are sent one at a time.
+async fn one_large_message_passes_a_small_byte_bound(net: Arc<dyn Net>) {
+    let mut config0 = config(0);
+    config0.max_outbound_queue_bytes = 1024;
+    let mut config1 = config(1);
+    config1.max_inbound_queue_bytes = 1024;
+    let mut nodes = vec![
+        TcpTransport::start(config0, net.clone()).unwrap(),
+        TcpTransport::start(config1, net.clone()).unwrap(),
+    ];
+    connect_all(&nodes);
+    let (n0, n1) = nodes.split_at_mut(1);
+    for _ in 0..5 {
+        n0[0].send(vec![to(1, big(100 * 1024))]);
+        let got = recv_n(&net, &mut n1[0], 1).await;
+        assert_eq!(got[0].message, big(100 * 1024));
+    }
+    assert_eq!(n0[0].stats().dropped_queue_full, 0);
+}
+
+/// Readers stop at the inbound byte bound (nothing is dropped): with 200 KiB, three
+/// frames of 64 KiB are queued and the fourth waits until `recv` takes some.
+async fn inbound_queue_is_bounded_in_bytes(net: Arc<dyn Net>) {
+    const COUNT: usize = 8;
+    let mut config1 = config(1);
+    config1.max_inbound_queue_bytes = 200 * 1024;
+    let mut nodes = vec![
+        TcpTransport::start(config(0), net.clone()).unwrap(),
+        TcpTransport::start(config1, net.clone()).unwrap(),
+    ];
+    connect_all(&nodes);
+    let (n0, n1) = nodes.split_at_mut(1);
+    n0[0].send((0..COUNT).map(|_| to(1, big(64 * 1024))).collect());
+    within(&net, "three frames queued", async {
+        while n1[0].stats().received_frames < 3 {
+            net.sleep(std::time::Duration::from_millis(1)).await; // polling
+        }
+    })
+    .await;
+    let got = recv_n(&net, &mut n1[0], COUNT).await;
+    assert!(got.iter().all(|m| m.message == big(64 * 1024)));
+    let stats = n1[0].stats();
+    assert_eq!(stats.received_frames, COUNT as u64, "{stats:?}");
+    assert!(
+        (3 * 64 * 1024..=200 * 1024).contains(&stats.peak_inbound_queue_bytes),
+        "{stats:?}"
+    );
+    assert_eq!(n0[0].stats().dropped_queue_full, 0);
 }
