@@ -336,7 +336,7 @@ async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Runtime>) {
 
 /// Frames queued for a peer that cannot be reached stay queued: past the byte bound, more
 /// are dropped and counted, though the message bound is far away.
-async fn outbound_queue_is_bounded_in_bytes(net: Arc<dyn Net>) {
+async fn outbound_queue_is_bounded_in_bytes(net: Arc<dyn Runtime>) {
     let mut config0 = config(0);
     config0.max_outbound_queue_bytes = 256 * 1024;
     let n0 = TcpTransport::start(config0, net.clone()).unwrap();
@@ -352,7 +352,7 @@ async fn outbound_queue_is_bounded_in_bytes(net: Arc<dyn Net>) {
 
 /// A message larger than the byte bounds is admitted to an empty queue, alone, so that
 /// progress is possible: every one is delivered when they are sent one at a time.
-async fn one_large_message_passes_a_small_byte_bound(net: Arc<dyn Net>) {
+async fn one_large_message_passes_a_small_byte_bound(net: Arc<dyn Runtime>) {
     let mut config0 = config(0);
     config0.max_outbound_queue_bytes = 1024;
     let mut config1 = config(1);
@@ -373,7 +373,7 @@ async fn one_large_message_passes_a_small_byte_bound(net: Arc<dyn Net>) {
 
 /// Readers stop at the inbound byte bound (nothing is dropped): with 200 KiB, three
 /// frames of 64 KiB are queued and the fourth waits until `recv` takes some.
-async fn inbound_queue_is_bounded_in_bytes(net: Arc<dyn Net>) {
+async fn inbound_queue_is_bounded_in_bytes(net: Arc<dyn Runtime>) {
     const COUNT: usize = 8;
     let mut config1 = config(1);
     config1.max_inbound_queue_bytes = 200 * 1024;
