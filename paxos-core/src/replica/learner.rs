@@ -147,7 +147,7 @@ impl Replica {
         let Some(target) = self.catch_up_from else {
             return;
         };
-        self.catch_up_sent = Some(self.now);
+        self.catch_up_sent = Some((self.now, target));
         self.send(target, Message::CatchUp(CatchUp { from: self.commit }));
     }
 
@@ -158,9 +158,12 @@ impl Replica {
         }
         match self.catch_up_sent {
             None => self.request_catch_up(),
-            Some(t) if self.now >= t + self.cfg.resend_interval => {
-                // Unanswered: the peer may be down.
-                self.rotate_catch_up();
+            Some((t, to)) if self.now >= t + self.cfg.resend_interval => {
+                if self.catch_up_from == Some(to) {
+                    // Unanswered: the peer may be down. (If a better peer was learned of
+                    // meanwhile, ask that one instead.)
+                    self.rotate_catch_up();
+                }
                 self.request_catch_up();
             }
             Some(_) => {}
@@ -173,7 +176,7 @@ impl Replica {
         }
         Some(
             self.catch_up_sent
-                .map_or(self.now, |t| t + self.cfg.resend_interval),
+                .map_or(self.now, |(t, _)| t + self.cfg.resend_interval),
         )
     }
 }

@@ -81,7 +81,8 @@ pub struct Replica {
     applied: Slot,
     /// Highest commit point any peer told us of.
     commit_hint: Slot,
-    catch_up_sent: Option<Instant>,
+    /// The CatchUp in flight: when, and to whom.
+    catch_up_sent: Option<(Instant, NodeId)>,
     /// The peer to ask for missing chosen values.
     catch_up_from: Option<NodeId>,
 

@@ -825,3 +825,125 @@ fn a_replica_back_with_an_empty_disk_never_votes() {
     let r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
     assert!(!r.status().voter);
 }
+
+#[test]
+fn a_replica_back_with_an_empty_disk_proposes_only_above_its_old_epochs() {
+    // Found by the whole-node simulator: a wiped node started over at epoch 1, and its
+    // waiters got the outputs of its first incarnation's commands.
+    let mut cfg = config(N2);
+    cfg.bootstrap = false;
+    let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
+    let first = step(&mut r).persist.hard_state.unwrap();
+    assert_eq!(
+        (first.epoch, first.non_voting),
+        (0, true),
+        "epoch unknown, written"
+    );
+    // Restarted before it caught up (and with `bootstrap` on): still unknown.
+    let recovered = RecoveredState {
+        hard_state: first,
+        entries: vec![],
+    };
+    let mut r = Replica::new(config(N2), recovered, Instant::ZERO).unwrap();
+    let _ = r.poll_ready().map(|ready| r.advance(ready.id));
+    r.handle_message(
+        at(1),
+        N1,
+        Message::Accept(Accept {
+            ballot: b(3, N1),
+            first: Slot(2),
+            values: vec![],
+            commit: Slot(2),
+            stamp: at(1),
+        }),
+    );
+    assert_eq!(r.status().leader, Some(N1));
+    assert_eq!(
+        r.propose(at(1), Bytes::from_static(b"x")),
+        Err(ProposeError::NoLeader),
+        "no proposal before it caught up"
+    );
+    let _ = step(&mut r);
+    // The chosen log holds commands of its lost incarnation 7.
+    let old = |seq| Command {
+        id: crate::ProposalId {
+            origin: N2,
+            seq,
+            epoch: 7,
+        },
+        payload: Bytes::from_static(b"old"),
+    };
+    r.handle_message(
+        at(2),
+        N1,
+        Message::CatchUpReply(crate::message::CatchUpReply {
+            first: Slot(0),
+            values: vec![
+                (b(1, N1), Value::Batch(vec![old(0)])),
+                (b(1, N1), Value::Batch(vec![old(1)])),
+            ],
+            commit: Slot(2),
+        }),
+    );
+    let ready = step(&mut r);
+    assert_eq!(ready.committed.len(), 2);
+    let written = ready.persist.hard_state.unwrap();
+    let id = r.propose(at(3), Bytes::from_static(b"x")).unwrap();
+    assert!(
+        id.epoch > 7,
+        "epoch {} reuses the lost incarnation's",
+        id.epoch
+    );
+    assert_eq!(
+        written.epoch, id.epoch,
+        "the chosen epoch is made durable with the Ready that chose it, before any proposal"
+    );
+}
+
+#[test]
+fn catch_up_follows_the_best_peer_rather_than_circling_back_to_a_dead_one() {
+    // Found by the whole-node simulator: a lagging replica's target was reset to the live
+    // leader by every heartbeat, then rotated on from there, to the same dead peer.
+    let mut r = replica(N3);
+    // N2 reports a commit point (it dies right after): the first CatchUp goes to N2.
+    r.handle_message(
+        at(1),
+        N2,
+        Message::Decide(crate::message::Decide {
+            ballot: b(1, N2),
+            commit: Slot(5),
+        }),
+    );
+    let ready = step(&mut r);
+    let catch_ups = |ready: &Ready| -> Vec<NodeId> {
+        ready
+            .messages
+            .iter()
+            .filter(|e| matches!(e.message, Message::CatchUp(_)))
+            .map(|e| e.to)
+            .collect()
+    };
+    assert_eq!(catch_ups(&ready), vec![N2]);
+    // N1 leads now and heartbeats with the same commit point; N2 never answers.
+    let mut asked = vec![];
+    for i in 0..6 {
+        let t = 2 + i * 60;
+        r.handle_message(
+            at(t),
+            N1,
+            Message::Accept(Accept {
+                ballot: b(2, N1),
+                first: Slot(5),
+                values: vec![],
+                commit: Slot(5),
+                stamp: at(t),
+            }),
+        );
+        r.handle_timeout(at(t + 1));
+        while let Some(ready) = r.poll_ready() {
+            asked.extend(catch_ups(&ready));
+            r.advance(ready.id);
+        }
+    }
+    assert!(asked.contains(&N1), "only asked {asked:?}");
+}
