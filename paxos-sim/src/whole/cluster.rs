@@ -268,8 +268,13 @@ impl Cluster {
             coin: self.coin.clone(),
         };
         let storage: Box<dyn Storage> = if self.bug == Some(NodeBug::AckBeforeSync) {
+            // It syncs lazily, every 20 ms, like a store that fsyncs "every so often".
+            let lazy = SimDisk {
+                sync: Duration::from_millis(20),
+                ..disk
+            };
             Box::new(FaultyStorage::new(
-                AckBeforeSync::new(disk),
+                AckBeforeSync::new(lazy),
                 slot.plan.clone(),
             ))
         } else {
@@ -307,6 +312,8 @@ impl Cluster {
 
     /// Kills node `i`'s process: every task it owns is dropped, unsynced writes may be lost.
     pub(crate) fn crash(&mut self, i: usize) {
+        let now = self.exec.now();
+        lock(&self.slots[i].clock).thaw(now);
         if std::env::var_os("SIM_TRACE").is_some() {
             eprintln!("t={} crash n{}", self.exec.now() / 1_000_000, i + 1);
         }
@@ -339,13 +346,15 @@ impl Cluster {
         self.slots[i].paused = true;
         if let Some(until) = freeze_until {
             let now = self.exec.now();
-            lock(&self.slots[i].clock).frozen.push((now, until));
+            lock(&self.slots[i].clock).freeze(now, until);
         }
     }
 
     pub(crate) fn resume(&mut self, i: usize) {
         self.exec.resume(Owner::Node(i));
         self.slots[i].paused = false;
+        let now = self.exec.now();
+        lock(&self.slots[i].clock).thaw(now);
     }
 
     /// Random fsync failures on (a storm) or off (a calm), on every disk.

@@ -148,7 +148,15 @@ pub(crate) async fn storm(
             break;
         }
         reap(&shared, &faults);
-        let action = shared.exec.random() % 100;
+        let bug = lock(&faults).bug;
+        let mut action = shared.exec.random() % 100;
+        // A teeth run makes the fault its bug needs common: crashes for a store that acks
+        // before it syncs, wipes for empty disks that vote.
+        match bug {
+            Some(NodeBug::AckBeforeSync) if action >= 40 && action % 2 == 0 => action = 0,
+            Some(NodeBug::EmptyDiskVotes) if action >= 40 && action % 3 == 0 => action = 20,
+            _ => {}
+        }
         let target = (shared.exec.random() % n as u64) as usize;
         let d = duration(&shared, long_ok);
         let generation = lock(&faults).generation;
@@ -197,10 +205,18 @@ pub(crate) async fn storm(
             // Down for good, or back with an empty disk (no vote): within the minority.
             20..=22 => {
                 let mut f = lock(&faults);
-                if f.impaired_for_good.len() < minority && !f.impaired_for_good.contains(&target) {
-                    f.impaired_for_good.insert(target);
+                // With its bug, a wiped node votes: it is not impaired, and may be wiped
+                // again.
+                let votes = bug == Some(NodeBug::EmptyDiskVotes);
+                if votes
+                    || (f.impaired_for_good.len() < minority
+                        && !f.impaired_for_good.contains(&target))
+                {
+                    if !votes {
+                        f.impaired_for_good.insert(target);
+                    }
                     let mut cluster = lock(&shared.cluster);
-                    if shared.exec.random() % 2 == 0 {
+                    if !votes && shared.exec.random() % 2 == 0 {
                         f.stats.down_for_good += 1;
                         if cluster.slots[target].up {
                             cluster.crash(target);

@@ -341,10 +341,14 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
     let cluster = lock(&cluster);
     let agreement = lock(&cluster.agreement).violation.clone();
     let mut violation = outcome.as_ref().err().cloned();
-    violation = violation
+    // Root causes first: a message the network could not frame explains a stall.
+    violation = net
+        .violations()
+        .first()
+        .map(|v| format!("limits: {v}"))
         .or(agreement)
         .or_else(|| cluster.bad_stops.first().cloned())
-        .or_else(|| net.violations().first().cloned());
+        .or(violation);
     NodeReport {
         seed: cfg.seed,
         nodes: cfg.nodes,

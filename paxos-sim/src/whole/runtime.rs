@@ -39,6 +39,23 @@ impl NodeClock {
         }
     }
 
+    /// The clock stands still from `from` until `until` (or until thawed).
+    pub(crate) fn freeze(&mut self, from: SimTime, until: SimTime) {
+        match self.frozen.last_mut() {
+            Some((_, b)) if *b >= from => *b = (*b).max(until),
+            _ => self.frozen.push((from, until)),
+        }
+    }
+
+    /// The clock runs again from `at`, whatever its freeze said.
+    pub(crate) fn thaw(&mut self, at: SimTime) {
+        if let Some((a, b)) = self.frozen.last_mut() {
+            if *b > at {
+                *b = at.max(*a);
+            }
+        }
+    }
+
     /// Simulated time during which the clock ran, up to `sim`.
     fn running(&self, sim: SimTime) -> u64 {
         let stood: u64 = self
