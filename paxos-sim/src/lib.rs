@@ -1,19 +1,34 @@
-//! A seeded, deterministic simulator for `paxos-core`.
+//! A seeded, deterministic simulator, in two modes.
 //!
-//! It runs 3 or 5 replicas over the core directly, in simulated time, from one seed:
-//! a network that drops, duplicates, delays and reorders messages and makes full, partial
-//! and one-way partitions; replicas that crash and restart, losing every write not yet
-//! persisted; and clients running reads, writes and compare-and-set on a small key-value
-//! store. It checks the invariants in [`invariants`] at every step that could break them,
-//! then checks the whole history for linearizability with `paxos-lincheck`.
+//! **Core mode** (the crate root: [`run`], [`SimConfig`]) runs 3 or 5 replicas over
+//! `paxos-core` directly, in simulated time, from one seed: a network that drops,
+//! duplicates, delays and reorders messages and makes full, partial and one-way
+//! partitions; replicas that crash and restart, losing every write not yet persisted; and
+//! clients running reads, writes and compare-and-set on a small key-value store. It
+//! checks the invariants in [`invariants`] at every step that could break them (it sees
+//! every acceptance, so it checks "one value chosen per slot" directly), then checks the
+//! whole history for linearizability with `paxos-lincheck`. It is fast (about 20 seeds a
+//! second on one core) and finds protocol bugs.
 //!
-//! It is not a benchmark (simulated time says nothing about real speed) and does not
-//! exercise transports, real storage or runtimes: those have their own tests.
+//! **Whole-node mode** ([`whole`]) runs the unchanged `paxos-node` driver, its client API
+//! and the binary's KV state machine on a simulated runtime (the one runtime seam,
+//! `paxos_runtime::Runtime`, over a seeded single-threaded executor), a simulated network
+//! with TCP's frame limit and queues, and simulated disks under `FaultyStorage`, over 3, 5
+//! and 7 replicas, with values up to the largest the node accepts, read-only and
+//! write-only phases, pipelined clients, retries with the same request id, partitions from
+//! milliseconds to minutes, nodes down for good or back with an empty disk. It finds the
+//! bugs that live above the core (about 10 seeds a second).
+//!
+//! Neither is a benchmark: simulated time says nothing about real speed.
 //!
 //! ```text
-//! cargo run -p paxos-sim --release -- --seeds 500            # many seeds
-//! cargo run -p paxos-sim --release -- --seed 42 --nodes 5     # replay one
+//! cargo run -p paxos-sim --release -- --seeds 500                      # core mode
+//! cargo run -p paxos-sim --release -- --seed 42 --nodes 5              # replay one
+//! cargo run -p paxos-sim --release -- --mode node --seeds 500          # whole nodes
+//! cargo run -p paxos-sim --release -- --mode node --seed 7 --nodes 7   # replay one
 //! ```
+//!
+//! A failing seed prints the command that replays it exactly, in its mode.
 
 pub mod bugs;
 pub mod invariants;

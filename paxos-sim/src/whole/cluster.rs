@@ -242,7 +242,7 @@ impl Cluster {
 
     /// Starts node `i` from its disk (a new incarnation).
     pub(crate) fn start(&mut self, i: usize) {
-        if std::env::var_os("SIM_TRACE").is_some() {
+        if super::trace_on() {
             eprintln!(
                 "t={} start n{} wiped={}",
                 self.exec.now() / 1_000_000,
@@ -314,7 +314,7 @@ impl Cluster {
     pub(crate) fn crash(&mut self, i: usize) {
         let now = self.exec.now();
         lock(&self.slots[i].clock).thaw(now);
-        if std::env::var_os("SIM_TRACE").is_some() {
+        if super::trace_on() {
             eprintln!("t={} crash n{}", self.exec.now() / 1_000_000, i + 1);
         }
         self.exec.resume(Owner::Node(i));

@@ -1,19 +1,19 @@
 //! Whole-node mode: the unchanged `paxos-node` driver, its client API (`NodeHandle`) and
 //! the binary's KV state machine, run on a simulated runtime, network and disk.
 //!
-//! * [`executor`]: a single-threaded executor with simulated time and seeded scheduling
+//! * `executor`: a single-threaded executor with simulated time and seeded scheduling
 //!   of ready tasks; one seed is one schedule.
-//! * [`runtime`]: the one runtime seam (`paxos_runtime::Runtime`) over it, a clock per
+//! * `runtime`: the one runtime seam (`paxos_runtime::Runtime`) over it, a clock per
 //!   node (drift within the bound; suspensions).
-//! * [`net`]: the network and each node's `Transport`: TCP's frame limit and bounded
+//! * `net`: the network and each node's `Transport`: TCP's frame limit and bounded
 //!   queues, plus loss, duplication, delay and partitions.
-//! * [`disk`]: a disk that takes time to sync and loses (or keeps whole) the batch in
+//! * `disk`: a disk that takes time to sync and loses (or keeps whole) the batch in
 //!   flight at a crash, under `FaultyStorage`'s seeded fsync errors.
-//! * [`cluster`]: node lifecycle (start, crash, wipe, suspend) and the agreement check.
-//! * [`workload`]: clients (register operations with values up to the largest accepted,
+//! * `cluster`: node lifecycle (start, crash, wipe, suspend) and the agreement check.
+//! * `workload`: clients (register operations with values up to the largest accepted,
 //!   counters for exactly-once, pipelining, retries with the same request id, reads on
 //!   followers, read-only and write-only phases) and the history.
-//! * [`faults`]: storms of faults, and the calms in between.
+//! * `faults`: storms of faults, and the calms in between.
 //!
 //! A run alternates storms and calms. In every calm, once every temporary fault is
 //! undone and a majority has had a bounded time to settle, a write and a read must
@@ -54,6 +54,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const MS: u64 = 1_000_000;
+
+/// `SIM_TRACE=1` prints a trace of a run to stderr (node starts and crashes, probes,
+/// counter requests, time): the first thing to look at when replaying a failing seed.
+fn trace_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SIM_TRACE").is_some())
+}
 
 /// A bug to inject in whole-node mode, from outside the production code, for the
 /// checkers' teeth.
@@ -311,7 +318,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
                 break;
             }
         }
-        if std::env::var_os("SIM_TRACE").is_some() && exec.now() / (100 * MS) != last.0 {
+        if trace_on() && exec.now() / (100 * MS) != last.0 {
             last = (exec.now() / (100 * MS), exec.polls());
             eprintln!("t={}ms polls={}", exec.now() / MS, exec.polls());
         }
@@ -477,7 +484,7 @@ async fn probe(shared: &Shared, bound: Duration, when: &str) -> Result<(), Strin
         if let Some(node) = nodes.get(pick) {
             if !wrote {
                 let r = node.propose(request.clone()).await;
-                if std::env::var_os("SIM_TRACE").is_some() {
+                if trace_on() {
                     eprintln!(
                         "probe t={}ms via {} -> {:?}",
                         shared.exec.now() / MS,

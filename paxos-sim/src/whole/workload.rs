@@ -174,9 +174,7 @@ impl Shared {
                 continue;
             };
             let r = node.propose(bytes.clone()).await;
-            if std::env::var_os("SIM_TRACE").is_some()
-                && matches!(request.command, KvCommand::Incr { .. })
-            {
+            if super::trace_on() && matches!(request.command, KvCommand::Incr { .. }) {
                 eprintln!(
                     "t={} {:?} via {} -> {:?}",
                     self.now() / 1_000_000,
@@ -358,7 +356,7 @@ async fn lane_loop(shared: Arc<Shared>, id: u64) {
                 let answer = match out {
                     Some(KvOutput::Integer(n)) => Some(n),
                     other => {
-                        if std::env::var_os("SIM_TRACE").is_some() {
+                        if super::trace_on() {
                             eprintln!("client {id} INCR seq {seq}: {other:?} at {}", shared.now());
                         }
                         None
