@@ -10,6 +10,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -421,9 +422,7 @@ impl Driver {
         for c in committed.iter() {
             let n = c.value.commands().len() as u64;
             commands += n;
-            counters
-                .largest_batch
-                .fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+            counters.largest_batch.fetch_max(n, Ordering::Relaxed);
         }
         Counters::add(&counters.committed_slots, committed.len() as u64);
         Counters::add(&counters.committed_commands, commands);
@@ -445,6 +444,13 @@ impl Driver {
     /// Publishes the replica's view, and fails every waiter if the leader they went
     /// through is no longer the leader (see [`Waiters`]).
     fn observe(&mut self) {
+        let counters = &self.shared.counters;
+        counters
+            .peak_pending_proposals
+            .fetch_max(self.replica.pending_proposals() as u64, Ordering::Relaxed);
+        counters
+            .peak_waiters
+            .fetch_max(self.waiters.len() as u64, Ordering::Relaxed);
         // Published first, so that a caller failed below already sees the new view.
         let status = self.publish_status();
         if status.leader != self.leader {

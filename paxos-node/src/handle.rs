@@ -59,6 +59,12 @@ pub struct NodeMetrics {
     pub committed_commands: u64,
     /// The most commands applied from one slot: the largest batch seen.
     pub largest_batch: u64,
+    /// The most proposals ever queued in the core at once (bounded by
+    /// `max_pending_proposals`).
+    pub peak_pending_proposals: u64,
+    /// The most requests ever waiting for their outcome at once (bounded by
+    /// [`NodeOptions::max_waiters`](crate::NodeOptions::max_waiters)).
+    pub peak_waiters: u64,
     /// `Storage::persist` calls: one per `Ready` with something to persist.
     pub persists: u64,
     /// Entries written by those calls.
@@ -137,6 +143,8 @@ pub(crate) struct Counters {
     pub(crate) committed_slots: AtomicU64,
     pub(crate) committed_commands: AtomicU64,
     pub(crate) largest_batch: AtomicU64,
+    pub(crate) peak_pending_proposals: AtomicU64,
+    pub(crate) peak_waiters: AtomicU64,
     pub(crate) persists: AtomicU64,
     pub(crate) persisted_entries: AtomicU64,
     pub(crate) cycles: AtomicU64,
@@ -317,6 +325,8 @@ impl NodeHandle {
             committed_slots: get(&c.committed_slots),
             committed_commands: get(&c.committed_commands),
             largest_batch: get(&c.largest_batch),
+            peak_pending_proposals: get(&c.peak_pending_proposals),
+            peak_waiters: get(&c.peak_waiters),
             persists: get(&c.persists),
             persisted_entries: get(&c.persisted_entries),
             cycles: get(&c.cycles),

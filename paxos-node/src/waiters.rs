@@ -69,6 +69,11 @@ impl Waiters {
         }
     }
 
+    /// Requests waiting now.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Room for `n` more waiters.
     pub(crate) fn has_room(&self, n: usize) -> bool {
         self.len + n <= self.cap

@@ -30,6 +30,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The core's `max_pending_proposals`, and so the driver's waiter bound.
+const PENDING_BOUND: usize = 512;
+
 /// What every replica applied, by slot, across the run: the agreement check.
 #[derive(Debug, Default)]
 pub(crate) struct Agreement {
@@ -149,6 +152,8 @@ pub(crate) struct Cluster {
     pub(crate) storage_stops: u64,
     /// Stops that no fault explains (a panic, a state machine error): violations.
     pub(crate) bad_stops: Vec<String>,
+    /// Bounds a node's queues went over: violations.
+    pub(crate) over_bounds: Vec<String>,
 }
 
 impl Cluster {
@@ -197,6 +202,7 @@ impl Cluster {
             wipes: 0,
             storage_stops: 0,
             bad_stops: Vec::new(),
+            over_bounds: Vec::new(),
         }
     }
 
@@ -227,7 +233,7 @@ impl Cluster {
         c.max_message_bytes = t.max_message_bytes;
         c.max_inflight_slots = 64;
         c.max_slots_per_message = 16;
-        c.max_pending_proposals = 512;
+        c.max_pending_proposals = PENDING_BOUND;
         c.max_pending_bytes = 4 * t.max_message_bytes;
         c.max_inflight_bytes = 4 * t.max_message_bytes;
         let slot = &self.slots[i];
@@ -310,8 +316,26 @@ impl Cluster {
         });
     }
 
+    /// **Limits**: node `i`'s queues stayed within their configured bounds (the core's
+    /// pending proposals, the driver's waiters).
+    pub(crate) fn check_bounds(&mut self, i: usize) {
+        let Some(m) = self.handle(i).map(|h| h.metrics()) else {
+            return;
+        };
+        let bound = PENDING_BOUND as u64;
+        if m.peak_pending_proposals > bound || m.peak_waiters > bound {
+            self.over_bounds.push(format!(
+                "limits: n{} queued {} proposals and {} waiters, over the bound of {bound}",
+                i + 1,
+                m.peak_pending_proposals,
+                m.peak_waiters
+            ));
+        }
+    }
+
     /// Kills node `i`'s process: every task it owns is dropped, unsynced writes may be lost.
     pub(crate) fn crash(&mut self, i: usize) {
+        self.check_bounds(i);
         let now = self.exec.now();
         lock(&self.slots[i].clock).thaw(now);
         if super::trace_on() {

@@ -48,6 +48,15 @@ struct State {
     paused: BTreeSet<Owner>,
     rng: ChaCha8Rng,
     polls: u64,
+    /// Called whenever time moves, after timers are woken (the network's deliveries).
+    on_advance: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Per million clock reads by a node: the node is preempted right after the read.
+    preempt_ppm: u64,
+    preemptions: u64,
+    /// When each owner was last paused, resumed, killed or preempted.
+    disturbed: BTreeMap<Owner, SimTime>,
+    /// The owner of the task being polled.
+    current: Option<Owner>,
 }
 
 /// Shared by every [`Waker`] the executor hands out.
@@ -107,6 +116,11 @@ impl Executor {
                 paused: BTreeSet::new(),
                 rng: ChaCha8Rng::from_seed(bytes),
                 polls: 0,
+                on_advance: None,
+                preempt_ppm: 0,
+                preemptions: 0,
+                disturbed: BTreeMap::new(),
+                current: None,
             })),
             ready: Arc::default(),
         }
@@ -147,6 +161,7 @@ impl Executor {
     pub(crate) fn kill(&self, owner: Owner) {
         let doomed: Vec<BoxFuture<'static, ()>> = {
             let mut s = lock(&self.state);
+            Self::disturb(&mut s, owner);
             let ids: Vec<TaskId> = s
                 .tasks
                 .iter()
@@ -161,11 +176,15 @@ impl Executor {
     }
 
     pub(crate) fn pause(&self, owner: Owner) {
-        lock(&self.state).paused.insert(owner);
+        let mut s = lock(&self.state);
+        s.paused.insert(owner);
+        Self::disturb(&mut s, owner);
     }
 
     pub(crate) fn resume(&self, owner: Owner) {
-        lock(&self.state).paused.remove(&owner);
+        let mut s = lock(&self.state);
+        s.paused.remove(&owner);
+        Self::disturb(&mut s, owner);
     }
 
     /// Registers `waker` to be woken at `deadline`, replacing `previous` if given.
@@ -196,15 +215,77 @@ impl Executor {
 
     /// Moves time to `to` (never back) and wakes every timer due by then.
     pub(crate) fn advance_to(&self, to: SimTime) {
-        let due: Vec<Waker> = {
+        let (due, hook): (Vec<Waker>, _) = {
             let mut s = lock(&self.state);
             s.now = s.now.max(to);
             let now = s.now;
             let later = s.timers.split_off(&(now + 1, 0));
             let due = std::mem::replace(&mut s.timers, later);
-            due.into_values().collect()
+            (due.into_values().collect(), s.on_advance.clone())
         };
         due.into_iter().for_each(Waker::wake);
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Runs `hook` whenever time moves.
+    pub(crate) fn on_advance(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        lock(&self.state).on_advance = Some(hook);
+    }
+
+    /// Makes a node's task lose the processor, now and then, right after it reads its
+    /// clock (`per_million` of the reads): time moves on while it is stopped mid-poll, and
+    /// what arrives meanwhile waits in its inbox, as when the OS deschedules a thread.
+    pub(crate) fn set_preemption(&self, per_million: u64) {
+        lock(&self.state).preempt_ppm = per_million;
+    }
+
+    /// Called by a node's clock read: maybe lose the processor for a while.
+    pub(crate) fn maybe_preempt(&self) {
+        let jump = {
+            let mut s = lock(&self.state);
+            if s.preempt_ppm == 0 || s.rng.next_u64() % 1_000_000 >= s.preempt_ppm {
+                return;
+            }
+            s.preemptions += 1;
+            let (now, owner) = (s.now, s.current);
+            if let Some(owner) = owner {
+                s.disturbed.insert(owner, now);
+            }
+            // 0.1 to 30 ms.
+            100_000 + s.rng.next_u64() % 30_000_000
+        };
+        let to = self.now() + jump;
+        self.advance_to(to);
+    }
+
+    /// When `owner` was last paused, resumed, killed or preempted.
+    pub(crate) fn last_disturbed(&self, owner: Owner) -> Option<SimTime> {
+        lock(&self.state).disturbed.get(&owner).copied()
+    }
+
+    fn disturb(s: &mut State, owner: Owner) {
+        let now = s.now;
+        s.disturbed.insert(owner, now);
+    }
+
+    /// Drops every task (the end of a run), and the hook, so nothing keeps the run alive.
+    pub(crate) fn shut_down(&self) {
+        let doomed: Vec<BoxFuture<'static, ()>> = {
+            let mut s = lock(&self.state);
+            s.on_advance = None;
+            std::mem::take(&mut s.tasks)
+                .into_values()
+                .filter_map(|t| t.future)
+                .collect()
+        };
+        drop(doomed);
+    }
+
+    /// Preemptions so far.
+    pub(crate) fn preemptions(&self) -> u64 {
+        lock(&self.state).preemptions
     }
 
     /// A seeded random number, for whoever needs one (the world's choices).
@@ -231,6 +312,7 @@ impl Executor {
             let pick = runnable[(s.rng.next_u64() % runnable.len() as u64) as usize];
             ready.remove(&pick);
             s.polls += 1;
+            s.current = Some(s.tasks[&pick].owner);
             let Some(future) = s.tasks.get_mut(&pick).and_then(|t| t.future.take()) else {
                 return true;
             };
@@ -243,6 +325,7 @@ impl Executor {
         let mut cx = Context::from_waker(&waker);
         let done = Pin::new(&mut future).poll(&mut cx).is_ready();
         let mut s = lock(&self.state);
+        s.current = None;
         if done {
             s.tasks.remove(&id);
             drop(s);

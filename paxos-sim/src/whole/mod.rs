@@ -196,8 +196,10 @@ pub struct NodeReport {
     pub faults: FaultStats,
     /// Nodes stopped by an injected fsync error (and restarted).
     pub storage_stops: u64,
-    /// Probes (a write and a read in a calm) that completed.
+    /// Probes (a read, a write and a read, in a calm) that completed.
     pub probes: u64,
+    /// Times a node lost the processor right after reading its clock.
+    pub preemptions: u64,
     /// The first violation found, if any.
     pub violation: Option<String>,
 }
@@ -262,8 +264,17 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
             latency_min: 50_000,
             latency_max: 1_500_000,
             ns_per_byte: 1,
+            election_min: t.election_min.as_nanos() as u64,
         },
     );
+    {
+        let net = net.clone();
+        exec.on_advance(Arc::new(move || net.deliver_due()));
+    }
+    if cfg.faults {
+        // One clock read in 2,000 by a node loses the processor for up to 30 ms.
+        exec.set_preemption(500);
+    }
     let clocks = (0..cfg.nodes)
         .map(|_| {
             let drift = i64::from(t.drift_ppm);
@@ -345,7 +356,12 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         }
     }
     let outcome = lock(&result).take().unwrap_or(Ok(0));
-    let cluster = lock(&cluster);
+    let preemptions = exec.preemptions();
+    exec.shut_down();
+    let mut cluster = lock(&cluster);
+    for i in 0..cluster.len() {
+        cluster.check_bounds(i);
+    }
     let agreement = lock(&cluster.agreement).violation.clone();
     let mut violation = outcome.as_ref().err().cloned();
     // Root causes first: a message the network could not frame explains a stall.
@@ -355,6 +371,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         .map(|v| format!("limits: {v}"))
         .or(agreement)
         .or_else(|| cluster.bad_stops.first().cloned())
+        .or_else(|| cluster.over_bounds.first().cloned())
         .or(violation);
     NodeReport {
         seed: cfg.seed,
@@ -366,6 +383,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         faults: lock(&faults).stats,
         storage_stops: cluster.storage_stops,
         probes: *outcome.as_ref().unwrap_or(&0),
+        preemptions,
         violation,
     }
 }
@@ -472,6 +490,8 @@ async fn probe(shared: &Shared, bound: Duration, when: &str) -> Result<(), Strin
         },
     }
     .encode();
+    // A read first (no write has refreshed anything), then a write, then a read.
+    let mut read_first = false;
     let mut wrote = false;
     while shared.exec.now() < deadline {
         let nodes: Vec<_> = {
@@ -482,7 +502,17 @@ async fn probe(shared: &Shared, bound: Duration, when: &str) -> Result<(), Strin
         };
         let pick = (shared.exec.random() % nodes.len().max(1) as u64) as usize;
         if let Some(node) = nodes.get(pick) {
-            if !wrote {
+            if !read_first {
+                read_first = node
+                    .read(
+                        KvQuery::Get {
+                            key: b"probe".to_vec(),
+                        }
+                        .encode(),
+                    )
+                    .await
+                    .is_ok();
+            } else if !wrote {
                 let r = node.propose(request.clone()).await;
                 if trace_on() {
                     eprintln!(
@@ -528,7 +558,13 @@ async fn probe(shared: &Shared, bound: Duration, when: &str) -> Result<(), Strin
     };
     Err(format!(
         "liveness: {} not done {} ms into {when} (statuses: {statuses:?})",
-        if wrote { "a read" } else { "a write" },
+        if !read_first {
+            "a first read"
+        } else if wrote {
+            "a read"
+        } else {
+            "a write"
+        },
         bound.as_millis()
     ))
 }

@@ -15,9 +15,9 @@ use std::task::{Poll, Waker};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use paxos_core::codec::{decode_frame, encode_frame};
-use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
+use paxos_core::{Ballot, Envelope, Inbound, Message, NodeId, Transport, TransportError};
 
-use super::executor::{Executor, SimTime};
+use super::executor::{Executor, Owner, SimTime};
 
 /// Counters of what the network did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub(crate) struct NetConfig {
     pub(crate) latency_max: u64,
     /// Nanoseconds per byte (bandwidth).
     pub(crate) ns_per_byte: u64,
+    /// The replicas' `election_timeout_min`, for the election check.
+    pub(crate) election_min: u64,
 }
 
 struct Inbox {
@@ -80,8 +82,14 @@ struct State {
     /// Directed links that drop everything: (from, to).
     blocked: BTreeSet<(usize, usize)>,
     stats: NetStats,
-    /// Recent violations (oversized or undecodable frames), for the report.
+    /// Recent violations (oversized or undecodable frames, disruptive elections).
     violations: Vec<String>,
+    /// Per receiver, its latest Accepts from their ballot's owner: (when, from, ballot).
+    accepts: Vec<VecDeque<(SimTime, usize, Ballot)>>,
+    /// (sender, ballot) of every Prepare seen, to check only the first of a ballot.
+    prepared: BTreeSet<(usize, Ballot)>,
+    /// Disruptive elections seen (violations).
+    disruptions: u64,
 }
 
 /// The network. Clones share it.
@@ -116,6 +124,9 @@ impl SimNet {
                 blocked: BTreeSet::new(),
                 stats: NetStats::default(),
                 violations: Vec::new(),
+                accepts: vec![VecDeque::new(); ids.len()],
+                prepared: BTreeSet::new(),
+                disruptions: 0,
             })),
             exec,
             ids,
@@ -198,6 +209,15 @@ impl SimNet {
                     continue;
                 }
                 s.stats.delivered += 1;
+                if let Message::Accept(a) = &message {
+                    if a.ballot.node == self.ids[from] {
+                        let seen = &mut s.accepts[to];
+                        seen.push_back((now, from, a.ballot));
+                        if seen.len() > 32 {
+                            seen.pop_front();
+                        }
+                    }
+                }
                 let inbox = &mut s.inboxes[to];
                 inbox.queue.push_back(Inbound {
                     from: self.ids[from],
@@ -209,9 +229,68 @@ impl SimNet {
         wake.into_iter().for_each(Waker::wake);
     }
 
+    /// **Elections**: a replica must not start phase 1 while a leader is in steady contact
+    /// with a majority (a node that was cut off must not depose a healthy leader when it
+    /// comes back; pre-vote's job). Steady contact: every member of the majority received
+    /// the leader's Accept in each half of the last `election_timeout_min`. Skipped for a
+    /// candidate that was itself paused, preempted or restarted within that time (its
+    /// pre-vote may be that old).
+    fn check_election(&self, s: &mut State, from: usize, ballot: Ballot) {
+        if !s.prepared.insert((from, ballot)) {
+            return;
+        }
+        let now = self.exec.now();
+        let e = s.cfg.election_min;
+        if now < e
+            || self
+                .exec
+                .last_disturbed(Owner::Node(from))
+                .is_some_and(|t| t + e > now)
+        {
+            return;
+        }
+        let (early, late) = (now - e, now - e / 2);
+        let n = self.ids.len();
+        let quorum = n / 2 + 1;
+        let mut leaders: BTreeSet<(usize, Ballot)> = BTreeSet::new();
+        for r in 0..n {
+            for &(_, l, b) in &s.accepts[r] {
+                if l != from && b < ballot {
+                    leaders.insert((l, b));
+                }
+            }
+        }
+        for (l, b) in leaders {
+            let steady = |r: usize| {
+                let seen = &s.accepts[r];
+                let heard = |lo: SimTime, hi: SimTime| {
+                    seen.iter()
+                        .any(|&(t, x, y)| x == l && y == b && t >= lo && t < hi)
+                };
+                heard(early, late) && heard(late, now + 1)
+            };
+            let contact = 1 + (0..n).filter(|&r| r != from && r != l && steady(r)).count();
+            if contact >= quorum {
+                s.disruptions += 1;
+                if s.violations.len() < 8 {
+                    s.violations.push(format!(
+                        "elections: n{} started phase 1 at ballot {ballot} while n{}, leading at {b}, \
+                         was in steady contact with a majority ({contact} of {n})",
+                        self.ids[from].0,
+                        self.ids[l].0
+                    ));
+                }
+                return;
+            }
+        }
+    }
+
     fn send_one(&self, from: usize, to: usize, message: &Message) {
         let mut s = lock(&self.state);
         s.stats.sent += 1;
+        if let Message::Prepare(p) = message {
+            self.check_election(&mut s, from, p.ballot);
+        }
         let mut frame = BytesMut::new();
         if let Err(e) = encode_frame(message, &mut frame, s.cfg.max_frame_bytes) {
             s.stats.oversized += 1;

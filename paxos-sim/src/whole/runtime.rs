@@ -146,7 +146,12 @@ impl Runtime for SimRuntime {
     }
 
     fn now(&self) -> Instant {
-        self.base + Duration::from_nanos(self.local_now())
+        let now = self.base + Duration::from_nanos(self.local_now());
+        if self.owner != Owner::World {
+            // Descheduled right after reading the clock, now and then.
+            self.exec.maybe_preempt();
+        }
+        now
     }
 
     fn connect_tcp(&self, _addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxConn>> {

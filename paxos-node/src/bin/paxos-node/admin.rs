@@ -294,6 +294,18 @@ fn metrics_text(ctx: &Ctx) -> String {
         m.largest_batch,
     );
     metric(
+        "peak_pending_proposals",
+        "gauge",
+        "Most proposals queued in the core at once.",
+        m.peak_pending_proposals,
+    );
+    metric(
+        "peak_waiters",
+        "gauge",
+        "Most requests waiting for their outcome at once.",
+        m.peak_waiters,
+    );
+    metric(
         "persists_total",
         "counter",
         "Storage persist calls.",
