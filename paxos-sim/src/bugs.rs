@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use paxos_core::storage::Snapshot;
-use paxos_core::{Ballot, PersistBatch, RecoveredState, Slot, Storage, StorageError};
+use paxos_core::{Ballot, HardState, PersistBatch, RecoveredState, Slot, Storage, StorageError};
 
 /// A bug to inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +22,8 @@ pub enum Bug {
 }
 
 /// Storage that never makes the promised ballot durable: after a restart the acceptor
-/// has forgotten every promise it made (its accepted entries survive).
+/// has forgotten every promise it made (its accepted entries and the rest of its hard
+/// state survive).
 #[derive(Debug)]
 pub struct ForgetfulStorage<S> {
     inner: S,
@@ -44,8 +45,13 @@ impl<S: Storage> Storage for ForgetfulStorage<S> {
     }
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        // Everything but the promise is kept (the epoch, the commit point), so that the
+        // bug breaks exactly one thing.
         let forgetful = PersistBatch {
-            hard_state: None,
+            hard_state: batch.hard_state.map(|h| HardState {
+                promised: Ballot::ZERO,
+                ..h
+            }),
             entries: batch.entries.clone(),
         };
         self.inner.persist(&forgetful).await

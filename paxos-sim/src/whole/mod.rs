@@ -368,7 +368,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
     violation = net
         .violations()
         .first()
-        .map(|v| format!("limits: {v}"))
+        .cloned()
         .or(agreement)
         .or_else(|| cluster.bad_stops.first().cloned())
         .or_else(|| cluster.over_bounds.first().cloned())
@@ -501,7 +501,17 @@ async fn probe(shared: &Shared, bound: Duration, when: &str) -> Result<(), Strin
                 .collect()
         };
         let pick = (shared.exec.random() % nodes.len().max(1) as u64) as usize;
-        if let Some(node) = nodes.get(pick) {
+        // The first read goes to the leader, if one is known: a leader must serve reads
+        // with no write at all (the lease or a read-index round), whatever is down.
+        let leader = nodes
+            .iter()
+            .find(|n| n.status().role == paxos_core::Role::Leader);
+        let node = if read_first {
+            nodes.get(pick)
+        } else {
+            leader.or(nodes.get(pick))
+        };
+        if let Some(node) = node {
             if !read_first {
                 read_first = node
                     .read(

@@ -296,7 +296,7 @@ impl SimNet {
             s.stats.oversized += 1;
             if s.violations.len() < 8 {
                 s.violations.push(format!(
-                    "{} from n{} to n{} cannot be framed: {e}",
+                    "limits: {} from n{} to n{} cannot be framed: {e}",
                     message.kind(),
                     self.ids[from].0,
                     self.ids[to].0

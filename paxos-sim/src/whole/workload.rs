@@ -129,6 +129,14 @@ impl Shared {
             .find_map(|i| cluster.handle(i))
     }
 
+    /// The node that believes it leads, if any.
+    fn leader(&self) -> Option<paxos_node::NodeHandle> {
+        let cluster = lock(&self.cluster);
+        (0..cluster.len())
+            .filter_map(|i| cluster.handle(i))
+            .find(|h| h.status().role == paxos_core::Role::Leader)
+    }
+
     /// The bytes of register value `v`: its number in the first 8 bytes, padded to a size
     /// that is a function of `v` (so a CAS can name the exact bytes): mostly small,
     /// sometimes up to the largest accepted. Value 0 is the empty value.
@@ -197,7 +205,13 @@ impl Shared {
     }
 
     async fn read(&self, key: u64) -> Option<Option<u64>> {
-        let node = self.pick()?;
+        // In a read-only phase, reads go to the leader (when known), as users send GETs:
+        // then nothing at all is written, not even a read marker.
+        let node = if self.phase() == Phase::ReadOnly {
+            self.leader().or_else(|| self.pick())?
+        } else {
+            self.pick()?
+        };
         let query = KvQuery::Get {
             key: key_bytes(key),
         }
