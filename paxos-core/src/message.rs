@@ -210,8 +210,11 @@ pub struct CatchUpReply {
 /// comes back from a partition. See the election rules in `election.rs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreVote {
-    /// The ballot the asker would use; it identifies the round of pre-voting.
+    /// The ballot the asker would use.
     pub ballot: Ballot,
+    /// Identifies this round of pre-voting among the asker's rounds (a retry may reuse the
+    /// ballot): only replies to this round count, never a late grant from an older one.
+    pub round: u64,
     /// The asker's commit point: a voter refuses an asker that knows less of the chosen
     /// log than it does, so the replica that leads next has the chosen prefix.
     pub commit: Slot,
@@ -222,6 +225,8 @@ pub struct PreVote {
 pub struct PreVoteReply {
     /// The [`PreVote::ballot`] this answers.
     pub ballot: Ballot,
+    /// The [`PreVote::round`] this answers.
+    pub round: u64,
     /// The voter would join: it heard from no leader for an election timeout, holds no
     /// lease for another ballot, and the asker's commit point is at least its own.
     pub granted: bool,

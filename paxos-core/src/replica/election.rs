@@ -14,6 +14,9 @@
 //!   chosen prefix, and phase 1 collects only the open tail; an asker refused for this
 //!   catches up from the voter first).
 //!
+//! Grants count for half an election timeout from the round's start, so a grant given
+//! before a new leader appeared cannot start phase 1 long after it.
+//!
 //! A pre-vote changes nothing durable at the voter: no promise (a voter that says yes only
 //! restarts its own election timer, to give the asker time to finish). So a replica that was
 //! cut off, and cannot win, never raises any acceptor's promise, its own included; when
@@ -32,8 +35,13 @@ use super::Replica;
 /// A pre-vote under way.
 #[derive(Debug)]
 pub(crate) struct PreVoteRound {
-    /// Identifies the round; phase 1 will use a ballot at least this high.
+    /// Phase 1 will use a ballot at least this high.
     ballot: Ballot,
+    /// Which of our rounds this is ([`Metrics::pre_votes`](crate::Metrics) at its start).
+    round: u64,
+    /// When it started: grants count for half an election timeout only, so that a grant
+    /// given before a new leader appeared cannot start phase 1 long after it.
+    started: crate::types::Instant,
     /// Members that said yes, as a bitmask over `members` indexes.
     granted: u64,
 }
@@ -71,8 +79,11 @@ impl Replica {
         self.leader = None;
         self.metrics.pre_votes += 1;
         let me = self.member_bit(self.cfg.id);
+        let round = self.metrics.pre_votes;
         self.pre_vote = Some(PreVoteRound {
             ballot,
+            round,
+            started: self.now,
             granted: me,
         });
         if self.quorum <= 1 {
@@ -81,6 +92,7 @@ impl Replica {
         }
         let ask = PreVote {
             ballot,
+            round,
             commit: self.commit,
         };
         self.send_to_peers(&Message::PreVote(ask));
@@ -106,6 +118,7 @@ impl Replica {
         }
         let reply = PreVoteReply {
             ballot: m.ballot,
+            round: m.round,
             granted,
             promised: self.promised,
             commit: self.commit,
@@ -122,10 +135,21 @@ impl Replica {
             self.request_catch_up();
         }
         let bit = self.member_bit(from);
+        let window = self.cfg.election_timeout_min / 2;
+        let now = self.now;
         let Some(round) = self.pre_vote.as_mut() else {
             return;
         };
-        if round.ballot != m.ballot || !m.granted || self.role != Role::Follower {
+        if now > round.started + window {
+            // Too late: the grants may predate a leader that appeared meanwhile. The next
+            // timeout asks again.
+            return;
+        }
+        if round.ballot != m.ballot
+            || round.round != m.round
+            || !m.granted
+            || self.role != Role::Follower
+        {
             return;
         }
         round.granted |= bit;

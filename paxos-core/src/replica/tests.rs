@@ -51,6 +51,7 @@ fn campaign(r: &mut Replica, now: Instant) -> Ballot {
     };
     let reply = PreVoteReply {
         ballot: ask.ballot,
+        round: ask.round,
         granted: true,
         promised: Ballot::ZERO,
         commit: ask.commit,

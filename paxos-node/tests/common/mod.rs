@@ -247,6 +247,7 @@ impl Transport for PreVoteOnly {
             if let paxos_core::Message::PreVote(ask) = message {
                 let reply = paxos_core::message::PreVoteReply {
                     ballot: ask.ballot,
+                    round: ask.round,
                     granted: true,
                     promised: paxos_core::Ballot::ZERO,
                     commit: ask.commit,
