@@ -48,6 +48,8 @@ pub(crate) struct Recording {
     agreement: Arc<Mutex<Agreement>>,
     /// The next slot this incarnation must apply (slots come contiguous from 0).
     next: Slot,
+    /// Every proposal this incarnation applied, and where: **at most once**.
+    applied: BTreeMap<ProposalId, Slot>,
 }
 
 #[async_trait]
@@ -69,6 +71,18 @@ impl StateMachine for Recording {
                     ));
                 }
                 self.next = c.slot.next();
+                for cmd in c.value.commands() {
+                    if let Some(first) = self.applied.insert(cmd.id, c.slot) {
+                        if a.violation.is_none() {
+                            a.violation = Some(format!(
+                                "at most once: n{} applied proposal {:?} at {first} and again at {}",
+                                self.node + 1,
+                                cmd.id,
+                                c.slot
+                            ));
+                        }
+                    }
+                }
                 let mut h = DefaultHasher::new();
                 c.value.hash(&mut h);
                 let hash = h.finish();
@@ -120,6 +134,9 @@ pub(crate) struct Timing {
     pub(crate) max_message_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) sync: Duration,
+    /// The core's `max_inflight_slots` (varied by seed): a leader's Accepts stay below its
+    /// commit point plus this (checked by the network).
+    pub(crate) window: u64,
 }
 
 pub(crate) struct NodeSlot {
@@ -231,7 +248,7 @@ impl Cluster {
         c.max_clock_drift_ppm = t.drift_ppm;
         c.max_batch_bytes = t.max_batch_bytes;
         c.max_message_bytes = t.max_message_bytes;
-        c.max_inflight_slots = 64;
+        c.max_inflight_slots = t.window;
         c.max_slots_per_message = 16;
         c.max_pending_proposals = PENDING_BOUND;
         c.max_pending_bytes = 4 * t.max_message_bytes;
@@ -291,6 +308,7 @@ impl Cluster {
             node: i,
             agreement: self.agreement.clone(),
             next: Slot(0),
+            applied: BTreeMap::new(),
         };
         let mut options = NodeOptions::default();
         options.request_timeout = self.timing.request_timeout;

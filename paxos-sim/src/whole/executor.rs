@@ -8,9 +8,17 @@
 //!
 //! Crashing a node drops every task it owns, at once: exactly what killing a process does
 //! to its futures.
+//!
+//! A node can also lose the processor **in the middle of a poll**, right after it reads its
+//! clock (a thread descheduled, a SIGSTOP or a VM pause landing between two statements).
+//! The executor then runs every other owner's tasks, moving time on, from inside that
+//! poll, until the node's turn comes back; then the poll goes on with the clock value it
+//! read before. One node at a time is descheduled. If the node is crashed meanwhile, the
+//! rest of its poll never runs: it unwinds, as a killed process stops mid-statement.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Wake, Waker};
@@ -50,6 +58,13 @@ struct State {
     polls: u64,
     /// Called whenever time moves, after timers are woken (the network's deliveries).
     on_advance: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The next event of the world that is not a timer (the network's next delivery).
+    next_event: Option<Arc<dyn Fn() -> Option<SimTime> + Send + Sync>>,
+    /// The node descheduled in the middle of a poll, if any.
+    descheduled: Option<Descheduled>,
+    /// Stops armed by the world (a SIGSTOP that lands mid-poll): the owner's next clock
+    /// read deschedules it for this long: (clock reads to let pass first, the stop).
+    armed: BTreeMap<Owner, (u64, SimTime)>,
     /// Per million clock reads by a node: the node is preempted right after the read.
     preempt_ppm: u64,
     preemptions: u64,
@@ -58,6 +73,19 @@ struct State {
     /// The owner of the task being polled.
     current: Option<Owner>,
 }
+
+/// A node that lost the processor in the middle of a poll.
+#[derive(Clone, Copy, Debug)]
+struct Descheduled {
+    owner: Owner,
+    /// When its turn comes back (it waits longer if it is paused by then).
+    until: SimTime,
+    /// Crashed meanwhile: the rest of its poll must not run.
+    killed: bool,
+}
+
+/// The payload that unwinds the poll of a node crashed while descheduled.
+struct Killed;
 
 /// Shared by every [`Waker`] the executor hands out.
 #[derive(Default)]
@@ -117,6 +145,9 @@ impl Executor {
                 rng: ChaCha8Rng::from_seed(bytes),
                 polls: 0,
                 on_advance: None,
+                next_event: None,
+                descheduled: None,
+                armed: BTreeMap::new(),
                 preempt_ppm: 0,
                 preemptions: 0,
                 disturbed: BTreeMap::new(),
@@ -162,6 +193,10 @@ impl Executor {
         let doomed: Vec<BoxFuture<'static, ()>> = {
             let mut s = lock(&self.state);
             Self::disturb(&mut s, owner);
+            if let Some(d) = s.descheduled.as_mut().filter(|d| d.owner == owner) {
+                d.killed = true;
+            }
+            s.armed.remove(&owner);
             let ids: Vec<TaskId> = s
                 .tasks
                 .iter()
@@ -234,30 +269,129 @@ impl Executor {
         lock(&self.state).on_advance = Some(hook);
     }
 
+    /// Runs `hook` to learn the world's next event that is not a timer.
+    pub(crate) fn on_next_event(&self, hook: Arc<dyn Fn() -> Option<SimTime> + Send + Sync>) {
+        lock(&self.state).next_event = Some(hook);
+    }
+
     /// Makes a node's task lose the processor, now and then, right after it reads its
-    /// clock (`per_million` of the reads): time moves on while it is stopped mid-poll, and
-    /// what arrives meanwhile waits in its inbox, as when the OS deschedules a thread.
+    /// clock (`per_million` of the reads): every other owner runs and time moves on while
+    /// it is stopped mid-poll, and what arrives meanwhile waits in its inbox, as when the
+    /// OS deschedules a thread. Most stops last up to 30 ms; one in ten lasts up to 2 s (a
+    /// SIGSTOP or a VM pause that lands between two statements).
     pub(crate) fn set_preemption(&self, per_million: u64) {
         lock(&self.state).preempt_ppm = per_million;
     }
 
-    /// Called by a node's clock read: maybe lose the processor for a while.
-    pub(crate) fn maybe_preempt(&self) {
-        let jump = {
+    /// Arms a stop of `owner` for `stop` nanoseconds at one of its next few clock reads (a
+    /// SIGSTOP that lands between two statements, right after the clock was read).
+    pub(crate) fn arm_stop(&self, owner: Owner, stop: SimTime) {
+        let mut s = lock(&self.state);
+        let skip = s.rng.next_u64() % 8;
+        s.armed.insert(owner, (skip, stop));
+    }
+
+    /// Ends every stop, armed or under way (a calm begins).
+    pub(crate) fn end_stops(&self) {
+        let mut s = lock(&self.state);
+        s.armed.clear();
+        let now = s.now;
+        if let Some(d) = s.descheduled.as_mut() {
+            d.until = d.until.min(now);
+        }
+    }
+
+    /// Called by `owner`'s clock read: maybe lose the processor for a while. Only in a
+    /// poll of `owner`'s own task, and only one node at a time.
+    pub(crate) fn maybe_preempt(&self, owner: Owner) {
+        {
             let mut s = lock(&self.state);
-            if s.preempt_ppm == 0 || s.rng.next_u64() % 1_000_000 >= s.preempt_ppm {
+            if s.current != Some(owner) || s.descheduled.is_some() {
+                return;
+            }
+            let armed = match s.armed.get_mut(&owner) {
+                Some((0, stop)) => {
+                    let stop = *stop;
+                    s.armed.remove(&owner);
+                    Some(stop)
+                }
+                Some((skip, _)) => {
+                    *skip -= 1;
+                    None
+                }
+                None => None,
+            };
+            if armed.is_none()
+                && (s.preempt_ppm == 0 || s.rng.next_u64() % 1_000_000 >= s.preempt_ppm)
+            {
                 return;
             }
             s.preemptions += 1;
-            let (now, owner) = (s.now, s.current);
-            if let Some(owner) = owner {
-                s.disturbed.insert(owner, now);
+            Self::disturb(&mut s, owner);
+            let stop = if let Some(stop) = armed {
+                stop
+            } else if s.rng.next_u64() % 10 == 0 {
+                // 30 ms to 2 s.
+                30_000_000 + s.rng.next_u64() % 1_970_000_000
+            } else {
+                // 0.1 to 30 ms.
+                100_000 + s.rng.next_u64() % 30_000_000
+            };
+            let until = s.now + stop;
+            s.descheduled = Some(Descheduled {
+                owner,
+                until,
+                killed: false,
+            });
+        }
+        let killed = self.run_others(owner);
+        {
+            let mut s = lock(&self.state);
+            s.descheduled = None;
+            s.current = Some(owner);
+            Self::disturb(&mut s, owner);
+        }
+        if killed {
+            // Not a panic: no hook runs. The poll that read the clock catches it.
+            std::panic::resume_unwind(Box::new(Killed));
+        }
+    }
+
+    /// Runs everyone but `owner` until its stop ends (later, if `owner` is paused then), or
+    /// until `owner` is crashed (returns true) or nothing is left to do.
+    fn run_others(&self, owner: Owner) -> bool {
+        let mut spins = 0u64;
+        loop {
+            let (killed, until, paused, now, hook) = {
+                let s = lock(&self.state);
+                let d = s.descheduled.expect("descheduled while others run");
+                let paused = s.paused.contains(&owner);
+                (d.killed, d.until, paused, s.now, s.next_event.clone())
+            };
+            if killed {
+                return true;
             }
-            // 0.1 to 30 ms.
-            100_000 + s.rng.next_u64() % 30_000_000
-        };
-        let to = self.now() + jump;
-        self.advance_to(to);
+            if self.poll_one() {
+                spins += 1;
+                // A livelock: let the node go on, so the outer loop reports it.
+                if spins > 1_000_000 {
+                    return false;
+                }
+                continue;
+            }
+            if now >= until && !paused {
+                return false;
+            }
+            let resume = (!paused).then_some(until);
+            let next = [self.next_timer(), hook.and_then(|h| h()), resume]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) => self.advance_to(t.max(now)),
+                None => return false,
+            }
+        }
     }
 
     /// When `owner` was last paused, resumed, killed or preempted.
@@ -270,11 +404,12 @@ impl Executor {
         s.disturbed.insert(owner, now);
     }
 
-    /// Drops every task (the end of a run), and the hook, so nothing keeps the run alive.
+    /// Drops every task (the end of a run), and the hooks, so nothing keeps the run alive.
     pub(crate) fn shut_down(&self) {
         let doomed: Vec<BoxFuture<'static, ()>> = {
             let mut s = lock(&self.state);
             s.on_advance = None;
+            s.next_event = None;
             std::mem::take(&mut s.tasks)
                 .into_values()
                 .filter_map(|t| t.future)
@@ -304,7 +439,10 @@ impl Executor {
             let runnable: Vec<TaskId> = ready
                 .iter()
                 .copied()
-                .filter(|id| !s.paused.contains(&s.tasks[id].owner))
+                .filter(|id| {
+                    let owner = s.tasks[id].owner;
+                    !s.paused.contains(&owner) && s.descheduled.is_none_or(|d| d.owner != owner)
+                })
                 .collect();
             if runnable.is_empty() {
                 return false;
@@ -323,7 +461,14 @@ impl Executor {
             ready: self.ready.clone(),
         }));
         let mut cx = Context::from_waker(&waker);
-        let done = Pin::new(&mut future).poll(&mut cx).is_ready();
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut future).poll(&mut cx)));
+        let done = match polled {
+            Ok(poll) => poll.is_ready(),
+            // Crashed while descheduled mid-poll: what is left of it is dropped below.
+            Err(payload) if payload.is::<Killed>() => true,
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
         let mut s = lock(&self.state);
         s.current = None;
         if done {
@@ -338,6 +483,12 @@ impl Executor {
             drop(future);
         }
         true
+    }
+
+    /// The node descheduled mid-poll, if any.
+    #[cfg(test)]
+    pub(crate) fn descheduled(&self) -> Option<Owner> {
+        lock(&self.state).descheduled.map(|d| d.owner)
     }
 
     /// Tasks alive, per owner.
@@ -413,6 +564,82 @@ mod tests {
         assert_eq!(trace(1), trace(1));
         assert_ne!(trace(1), trace(2), "the seed picks among ready tasks");
         assert_eq!(trace(1).len(), 60);
+    }
+
+    /// Polls a node task that "reads its clock" (calls `maybe_preempt`) in a loop, with a
+    /// stop armed: the stop lands mid-poll, the world runs meanwhile, and a crash during
+    /// the stop unwinds the rest of the poll.
+    #[test]
+    fn a_stop_mid_poll_lets_others_run_and_a_crash_unwinds_it() {
+        for kill in [false, true] {
+            let exec = Executor::new(5);
+            let world_ticks = Arc::new(AtomicU64::new(0));
+            // (time before the clock read, after it, world ticks seen across it)
+            let reads = Arc::new(Mutex::new(Vec::<(u64, u64, u64)>::new()));
+            {
+                let (exec2, ticks, reads) = (exec.clone(), world_ticks.clone(), reads.clone());
+                exec.spawn(Owner::Node(0), async move {
+                    for _ in 0..20 {
+                        let (t0, w0) = (exec2.now(), ticks.load(Ordering::SeqCst));
+                        exec2.maybe_preempt(Owner::Node(0));
+                        let (t1, w1) = (exec2.now(), ticks.load(Ordering::SeqCst));
+                        lock(&reads).push((t0, t1, w1 - w0));
+                        let deadline = exec2.now() + 1_000;
+                        Sleep {
+                            exec: exec2.clone(),
+                            deadline,
+                            key: None,
+                        }
+                        .await;
+                    }
+                });
+            }
+            let killed = Arc::new(AtomicU64::new(0));
+            {
+                let (exec2, ticks, killed) = (exec.clone(), world_ticks.clone(), killed.clone());
+                exec.spawn(Owner::World, async move {
+                    for _ in 0..1_000u64 {
+                        let deadline = exec2.now() + 100;
+                        Sleep {
+                            exec: exec2.clone(),
+                            deadline,
+                            key: None,
+                        }
+                        .await;
+                        ticks.fetch_add(1, Ordering::SeqCst);
+                        if kill
+                            && killed.load(Ordering::SeqCst) == 0
+                            && exec2.descheduled() == Some(Owner::Node(0))
+                        {
+                            exec2.kill(Owner::Node(0));
+                            killed.store(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+            exec.arm_stop(Owner::Node(0), 50_000);
+            run(&exec);
+            let reads = lock(&reads).clone();
+            if kill {
+                // Killed during its stop (armed within its first 8 reads): the read that
+                // stopped never returned, nor did any after it.
+                assert_eq!(killed.load(Ordering::SeqCst), 1, "killed while stopped");
+                assert!(
+                    reads.len() < 8,
+                    "the poll went on after the crash: {reads:?}"
+                );
+                assert!(reads.iter().all(|r| r.1 - r.0 < 50_000), "{reads:?}");
+                assert_eq!(exec.tasks_of(Owner::Node(0)), 0);
+            } else {
+                assert_eq!(reads.len(), 20);
+                let stopped: Vec<_> = reads.iter().filter(|r| r.1 - r.0 >= 50_000).collect();
+                assert_eq!(stopped.len(), 1, "one stop: {reads:?}");
+                assert!(
+                    stopped[0].2 >= 400,
+                    "the world ran during the stop: {stopped:?}"
+                );
+            }
+        }
     }
 
     #[test]

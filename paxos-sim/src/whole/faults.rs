@@ -2,10 +2,13 @@
 //!
 //! A storm injects, at random moments: crashes (some while the node is a candidate paging
 //! through phase 1, some of the node furthest behind, in the middle of its catch-up),
-//! restarts, suspensions (the process stops; its clock keeps counting, as the runtime
-//! contract requires), partitions (one node cut off, one-way links, a bridge node between
-//! two halves, a split) lasting from a millisecond to minutes, and bursts of loss and
-//! duplication. A node may go down for good, and one may come back with an empty disk
+//! restarts, crash loops (several short lives in a row), suspensions (the process stops;
+//! its clock keeps counting, as the runtime contract requires) between two polls or in the
+//! middle of one, right after the node read its clock (the leader half the time, and half
+//! of those with its inbound links cut too), partitions (one node cut off, one-way links,
+//! a bridge node between two halves, a split) lasting from a millisecond to minutes, bursts
+//! of loss and duplication, and late echoes (a message delivered again up to 20 s later;
+//! Forwards most often). A node may go down for good, and one may come back with an empty disk
 //! (then it never votes): together at most a minority, so a majority can always serve
 //! once the storm ends.
 
@@ -16,7 +19,7 @@ use std::time::Duration;
 use paxos_core::Role;
 
 use super::NodeBug;
-use super::executor::SimTime;
+use super::executor::{Owner, SimTime};
 use super::net::SimNet;
 use super::workload::Shared;
 
@@ -33,12 +36,16 @@ pub struct FaultStats {
     pub crashes_in_phase1: u64,
     /// Crashes of a node catching up (far behind the leader).
     pub crashes_catching_up: u64,
-    /// Suspensions (SIGSTOP-like).
+    /// Suspensions (SIGSTOP-like) between two polls.
     pub pauses: u64,
+    /// Suspensions that land in the middle of a poll, right after a clock read.
+    pub mid_poll_stops: u64,
     /// Partitions made.
     pub partitions: u64,
     /// Partitions that lasted more than ten seconds.
     pub long_partitions: u64,
+    /// Crash loops (a node restarted several times in a row).
+    pub crash_loops: u64,
     /// Nodes that went down for good.
     pub down_for_good: u64,
     /// Nodes that came back with an empty disk.
@@ -104,6 +111,8 @@ impl Faults {
         self.partitions.clear();
         self.apply_partitions();
         self.net.set_loss(0, 0);
+        self.net.set_echo(0);
+        shared.exec.end_stops();
         let mut cluster = lock(&shared.cluster);
         cluster.set_fsync_faults(false);
         for i in 0..cluster.len() {
@@ -141,6 +150,8 @@ pub(crate) async fn storm(
     let n = lock(&shared.cluster).len();
     let minority = (n - 1) / 2;
     lock(&shared.cluster).set_fsync_faults(true);
+    // One message in 5,000 comes again, much later.
+    lock(&faults).net.set_echo(200);
     while shared.exec.now() < until {
         let gap = Duration::from_millis(1 + shared.exec.random() % 400);
         shared.rt.sleep(gap).await;
@@ -236,8 +247,34 @@ pub(crate) async fn storm(
                     }
                 }
             }
-            // Suspend (SIGSTOP, VM suspend).
+            // Suspend (SIGSTOP, VM suspend), the leader half the time: between two polls,
+            // or in the middle of one, right after the node reads its clock.
             23..=39 => {
+                let leader = leader_of(&shared);
+                let target = match leader {
+                    Some(l) if shared.exec.random() % 2 == 0 => l,
+                    _ => target,
+                };
+                if shared.exec.random() % 2 == 0 {
+                    let up = lock(&shared.cluster).slots[target].up;
+                    if up {
+                        // Long enough, mostly, for the others to elect a new leader.
+                        let d = Duration::from_millis(50 + shared.exec.random() % 3_000);
+                        shared
+                            .exec
+                            .arm_stop(Owner::Node(target), d.as_nanos() as u64);
+                        lock(&faults).stats.mid_poll_stops += 1;
+                        // Mostly, a stopped leader's inbound links fail as well (a paused
+                        // VM's network): it will not hear of a new leader when it wakes.
+                        if Some(target) == leader && shared.exec.random() % 3 != 0 {
+                            let links = (0..n).filter(|&j| j != target).map(|j| (j, target));
+                            let id = lock(&faults).add_partition(links.collect());
+                            let faults2 = faults.clone();
+                            spawn_later(&shared, d, move || lock(&faults2).remove_partition(id));
+                        }
+                    }
+                    continue;
+                }
                 let freeze = lock(&faults).bug == Some(NodeBug::ClockStopsWhenSuspended);
                 let paused = {
                     let mut cluster = lock(&shared.cluster);
@@ -273,6 +310,21 @@ pub(crate) async fn storm(
                 let faults2 = faults.clone();
                 spawn_later(&shared, d, move || lock(&faults2).remove_partition(id));
             }
+            // A crash loop (a supervisor restarting a node that keeps dying): a few short
+            // lives in a row, each long enough for some of its clients' writes.
+            85..=89 => {
+                let skip = {
+                    let f = lock(&faults);
+                    f.impaired_for_good.contains(&target)
+                };
+                if !skip {
+                    lock(&faults).stats.crash_loops += 1;
+                    let (shared2, faults2) = (shared.clone(), faults.clone());
+                    shared.exec.spawn(Owner::World, async move {
+                        crash_loop(shared2, faults2, target, generation).await;
+                    });
+                }
+            }
             // Loss and duplication burst.
             _ => {
                 let loss = (shared.exec.random() % 200_000) as u32;
@@ -285,20 +337,87 @@ pub(crate) async fn storm(
     }
 }
 
-/// Prefer a candidate (crash during phase 1), or the node furthest behind (crash during
-/// catch-up), half the time.
+/// Crashes and restarts `target` 6 to 15 times, each life 50 to 450 ms, until a calm
+/// begins (then it is left up).
+async fn crash_loop(
+    shared: Arc<Shared>,
+    faults: Arc<Mutex<Faults>>,
+    target: usize,
+    generation: u64,
+) {
+    let lives = 6 + shared.exec.random() % 10;
+    for _ in 0..lives {
+        {
+            let f = lock(&faults);
+            if f.generation != generation || f.impaired_for_good.contains(&target) {
+                return;
+            }
+            let mut cluster = lock(&shared.cluster);
+            if cluster.slots[target].up {
+                drop(f);
+                lock(&faults).stats.crashes += 1;
+                cluster.crash(target);
+            }
+        }
+        let down = Duration::from_millis(5 + shared.exec.random() % 50);
+        shared.rt.sleep(down).await;
+        {
+            let f = lock(&faults);
+            if f.generation != generation || f.impaired_for_good.contains(&target) {
+                return;
+            }
+            let mut cluster = lock(&shared.cluster);
+            if !cluster.slots[target].up {
+                cluster.start(target);
+            }
+        }
+        let life = Duration::from_millis(50 + shared.exec.random() % 400);
+        shared.rt.sleep(life).await;
+    }
+}
+
+/// The node that believes it leads, if any (the first one, if two do).
+fn leader_of(shared: &Shared) -> Option<usize> {
+    let cluster = lock(&shared.cluster);
+    (0..cluster.len()).find(|&i| {
+        cluster
+            .handle(i)
+            .is_some_and(|h| h.status().role == Role::Leader)
+    })
+}
+
+/// Prefer a candidate (crash during phase 1) or the node furthest behind (crash during
+/// catch-up) a quarter of the time each; a quarter, the leader while some node is far
+/// behind (the laggard may then run for leader with a stale log).
 fn pick_crash_target(shared: &Shared, fallback: usize) -> usize {
     let cluster = lock(&shared.cluster);
     let statuses: Vec<(usize, paxos_node::NodeStatus)> = (0..cluster.len())
         .filter_map(|i| cluster.handle(i).map(|h| (i, h.status())))
         .collect();
-    if shared.exec.random() % 2 == 0 {
-        if let Some((i, _)) = statuses.iter().find(|(_, s)| s.role == Role::Candidate) {
-            return *i;
+    let behind = statuses.iter().min_by_key(|(_, s)| s.commit);
+    let leader = statuses.iter().find(|(_, s)| s.role == Role::Leader);
+    match shared.exec.random() % 4 {
+        0 => {
+            if let Some((i, _)) = statuses.iter().find(|(_, s)| s.role == Role::Candidate) {
+                return *i;
+            }
+            if let Some((i, _)) = behind {
+                return *i;
+            }
         }
-        if let Some((i, _)) = statuses.iter().min_by_key(|(_, s)| s.commit) {
-            return *i;
+        1 => {
+            if let Some((i, _)) = behind {
+                return *i;
+            }
         }
+        2 => {
+            if let (Some((l, ls)), Some((_, bs))) = (leader, behind) {
+                if ls.commit.0 > bs.commit.0 + 16 {
+                    return *l;
+                }
+            }
+        }
+        _ => {}
     }
     fallback
 }
@@ -351,12 +470,10 @@ fn partition_links(shared: &Shared, n: usize, target: usize) -> BTreeSet<(usize,
 /// Runs `undo` after `d`, on a world task.
 fn spawn_later(shared: &Shared, d: Duration, undo: impl FnOnce() + Send + 'static) {
     let rt = shared.rt.clone();
-    shared
-        .exec
-        .spawn(super::executor::Owner::World, async move {
-            rt.sleep(d).await;
-            undo();
-        });
+    shared.exec.spawn(Owner::World, async move {
+        rt.sleep(d).await;
+        undo();
+    });
 }
 
 /// Nodes that stopped on an injected fsync error restart after a while (a supervisor).

@@ -18,10 +18,11 @@
 //! A run alternates storms and calms. In every calm, once every temporary fault is
 //! undone and a majority has had a bounded time to settle, a write and a read must
 //! complete within a bound (**liveness**). At the end every live node must converge, every
-//! node's applied log must agree slot by slot (checked as they apply), no message may have
-//! exceeded the frame limit (**limits**), each counter must have counted each request once
-//! (**exactly once**), and the history must be linearizable (an `Unknown` verdict fails
-//! the seed).
+//! node's applied log must agree slot by slot (checked as they apply) and hold each
+//! proposal at most once (**at most once**, per incarnation), no message may have exceeded
+//! the frame limit and no Accept the leader's pipelining window (**limits**), each counter
+//! must have counted each request once (**exactly once**), and the history must be
+//! linearizable (an `Unknown` verdict fails the seed).
 
 pub(crate) mod cluster;
 pub(crate) mod disk;
@@ -240,6 +241,12 @@ fn timing(cfg: &NodeSimConfig) -> Timing {
         },
         request_timeout: Duration::from_millis(800),
         sync: Duration::from_micros(200),
+        // A small window now and then: a new leader's re-proposals must respect it too.
+        window: match cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62 {
+            0 => 8,
+            1 => 16,
+            _ => 64,
+        },
     }
 }
 
@@ -261,18 +268,24 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
             max_queue: 1024,
             loss_ppm: 0,
             dup_ppm: 0,
+            echo_ppm: 0,
             latency_min: 50_000,
             latency_max: 1_500_000,
             ns_per_byte: 1,
             election_min: t.election_min.as_nanos() as u64,
+            window: t.window,
         },
     );
     {
         let net = net.clone();
         exec.on_advance(Arc::new(move || net.deliver_due()));
     }
+    {
+        let net = net.clone();
+        exec.on_next_event(Arc::new(move || net.next_delivery()));
+    }
     if cfg.faults {
-        // One clock read in 2,000 by a node loses the processor for up to 30 ms.
+        // One clock read in 2,000 by a node loses the processor mid-poll (up to 2 s).
         exec.set_preemption(500);
     }
     let clocks = (0..cfg.nodes)

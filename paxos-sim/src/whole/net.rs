@@ -37,6 +37,10 @@ pub struct NetStats {
     pub oversized: u64,
     /// Frames that failed to decode (a codec bug): a violation.
     pub undecodable: u64,
+    /// Accepts beyond the sender's pipelining window: a violation.
+    pub over_window: u64,
+    /// Messages delivered again much later (late echoes).
+    pub echoes: u64,
     /// Largest frame sent, in bytes.
     pub largest_frame: u64,
     /// Most messages ever in flight on one link.
@@ -56,6 +60,10 @@ pub(crate) struct NetConfig {
     /// Per-million chances per message.
     pub(crate) loss_ppm: u32,
     pub(crate) dup_ppm: u32,
+    /// Per-million chance that a message is also delivered again, much later (0.5 s to
+    /// 20 s): the late echo an asynchronous network may produce, which the core must
+    /// ignore or handle (a late duplicate Forward must not apply twice).
+    pub(crate) echo_ppm: u32,
     /// Base latency range, nanoseconds.
     pub(crate) latency_min: u64,
     pub(crate) latency_max: u64,
@@ -63,6 +71,8 @@ pub(crate) struct NetConfig {
     pub(crate) ns_per_byte: u64,
     /// The replicas' `election_timeout_min`, for the election check.
     pub(crate) election_min: u64,
+    /// The replicas' `max_inflight_slots`, for the pipelining window check.
+    pub(crate) window: u64,
 }
 
 struct Inbox {
@@ -74,8 +84,8 @@ struct Inbox {
 struct State {
     cfg: NetConfig,
     inboxes: Vec<Inbox>,
-    /// Deliveries by time: (at, seq) -> (from, to, frame).
-    flight: BTreeMap<(SimTime, u64), (usize, usize, BytesMut)>,
+    /// Deliveries by time: (at, seq) -> (from, to, frame, a late echo).
+    flight: BTreeMap<(SimTime, u64), (usize, usize, BytesMut, bool)>,
     /// Messages in flight per directed link.
     depth: BTreeMap<(usize, usize), u64>,
     next_seq: u64,
@@ -169,6 +179,11 @@ impl SimNet {
         s.cfg.dup_ppm = dup_ppm;
     }
 
+    /// Late echoes on (a storm) or off (a calm). Echoes already on their way still arrive.
+    pub(crate) fn set_echo(&self, echo_ppm: u32) {
+        lock(&self.state).cfg.echo_ppm = echo_ppm;
+    }
+
     pub(crate) fn stats(&self) -> NetStats {
         lock(&self.state).stats
     }
@@ -190,9 +205,11 @@ impl SimNet {
             let mut s = lock(&self.state);
             let later = s.flight.split_off(&(now + 1, 0));
             let due = std::mem::replace(&mut s.flight, later);
-            for (_, (from, to, frame)) in due {
-                if let Some(d) = s.depth.get_mut(&(from, to)) {
-                    *d = d.saturating_sub(1);
+            for (_, (from, to, frame, echo)) in due {
+                if !echo {
+                    if let Some(d) = s.depth.get_mut(&(from, to)) {
+                        *d = d.saturating_sub(1);
+                    }
                 }
                 let max = s.cfg.max_frame_bytes;
                 let message: Message = match decode_frame(&frame, max) {
@@ -285,11 +302,32 @@ impl SimNet {
         }
     }
 
+    /// **Limits**: a leader proposes only within its pipelining window: every slot of its
+    /// Accept lies below the commit point it carries plus `max_inflight_slots` (also for
+    /// the re-proposals of a new leader, however long the tail it found).
+    fn check_window(&self, s: &mut State, from: usize, a: &paxos_core::message::Accept) {
+        let end = a.first.0.saturating_add(a.values.len() as u64);
+        let limit = a.commit.0.saturating_add(s.cfg.window);
+        if a.values.is_empty() || end <= limit {
+            return;
+        }
+        s.stats.over_window += 1;
+        if s.violations.len() < 8 {
+            s.violations.push(format!(
+                "limits: n{} sent an Accept for slots {}..{end} at ballot {} with its commit \
+                 point at {}: beyond its pipelining window of {} slots",
+                self.ids[from].0, a.first.0, a.ballot, a.commit.0, s.cfg.window
+            ));
+        }
+    }
+
     fn send_one(&self, from: usize, to: usize, message: &Message) {
         let mut s = lock(&self.state);
         s.stats.sent += 1;
-        if let Message::Prepare(p) = message {
-            self.check_election(&mut s, from, p.ballot);
+        match message {
+            Message::Prepare(p) => self.check_election(&mut s, from, p.ballot),
+            Message::Accept(a) => self.check_window(&mut s, from, a),
+            _ => {}
         }
         let mut frame = BytesMut::new();
         if let Err(e) = encode_frame(message, &mut frame, s.cfg.max_frame_bytes) {
@@ -335,7 +373,21 @@ impl SimNet {
             *s.depth.entry((from, to)).or_default() += 1;
             let deepest = s.depth[&(from, to)];
             s.stats.deepest_queue = s.stats.deepest_queue.max(deepest);
-            s.flight.insert((at, seq), (from, to, frame.clone()));
+            s.flight.insert((at, seq), (from, to, frame.clone(), false));
+        }
+        // Forwards echo 250 times as often (one in 20): a late duplicate of a client's
+        // command is what at-most-once must survive.
+        let weight = if matches!(message, Message::Forward(_)) {
+            250
+        } else {
+            1
+        };
+        if (roll >> 40) % 1_000_000 < weight * u64::from(s.cfg.echo_ppm) {
+            let at = self.exec.now() + 500_000_000 + self.exec.random() % 19_500_000_000;
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            s.stats.echoes += 1;
+            s.flight.insert((at, seq), (from, to, frame, true));
         }
     }
 }

@@ -148,8 +148,9 @@ impl Runtime for SimRuntime {
     fn now(&self) -> Instant {
         let now = self.base + Duration::from_nanos(self.local_now());
         if self.owner != Owner::World {
-            // Descheduled right after reading the clock, now and then.
-            self.exec.maybe_preempt();
+            // Descheduled right after reading the clock, now and then (only when the node
+            // itself reads it, not a client through its handle).
+            self.exec.maybe_preempt(self.owner);
         }
         now
     }
