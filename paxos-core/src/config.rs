@@ -231,56 +231,248 @@ mod tests {
         }
     }
 
+    /// Each bad config with the exact error it must get, so that every case is refused
+    /// by the rule its name says (not by some other rule that happens to run first), and
+    /// deleting or reordering a check fails a case. Each case breaks one rule only, where
+    /// it can: "heartbeat too slow" turns leases off, or the lease rule (2 heartbeats)
+    /// would refuse it too and deleting the heartbeat rule would go unnoticed. Boundary
+    /// cases sit one step past the value [`accepts_exact_boundaries`] accepts.
     #[test]
-    fn refuses_bad_configs() {
+    fn refuses_bad_configs_with_the_rule_they_break() {
         type Mutation = Box<dyn Fn(&mut Config)>;
-        let cases: Vec<(&str, Mutation)> = vec![
-            ("not a member", Box::new(|c| c.id = NodeId(9))),
-            ("duplicates", Box::new(|c| c.members.push(NodeId(2)))),
-            ("empty", Box::new(|c| c.members.clear())),
+        let ns = Duration::from_nanos(1);
+        let zero_bound = "every max_* bound must be at least 1".to_string();
+        let zero_interval = "heartbeat_interval and resend_interval must be non-zero".to_string();
+        let inverted = "election_timeout_min must be below election_timeout_max".to_string();
+        let min_message = three().min_message_bytes();
+        let cases: Vec<(&str, Mutation, String)> = vec![
             (
-                "inverted election range",
-                Box::new(|c| c.election_timeout_max = c.election_timeout_min),
+                "not a member",
+                Box::new(|c| c.id = NodeId(9)),
+                "id n9 is not in members".into(),
             ),
             (
-                "heartbeat too slow",
-                Box::new(|c| c.heartbeat_interval = c.election_timeout_min),
+                "duplicates",
+                Box::new(|c| c.members.push(NodeId(2))),
+                "members contains duplicates".into(),
             ),
-            ("zero window", Box::new(|c| c.max_inflight_slots = 0)),
-            ("zero batch", Box::new(|c| c.max_batch_commands = 0)),
-            ("zero bytes", Box::new(|c| c.max_batch_bytes = 0)),
-            ("zero queue", Box::new(|c| c.max_pending_proposals = 0)),
-            ("zero page", Box::new(|c| c.max_slots_per_message = 0)),
             (
-                "zero inflight bytes",
-                Box::new(|c| c.max_inflight_bytes = 0),
+                "empty",
+                Box::new(|c| c.members.clear()),
+                "members must number 1 to 64, got 0".into(),
             ),
-            ("zero pending bytes", Box::new(|c| c.max_pending_bytes = 0)),
             (
-                "message cannot hold a batch",
-                Box::new(|c| c.max_message_bytes = c.max_batch_bytes),
+                "65 members (phase 1 counts votes in a u64 bitmask)",
+                Box::new(|c| c.members = (1..=65).map(NodeId).collect()),
+                "members must number 1 to 64, got 65".into(),
             ),
             (
                 "reserved id",
                 Box::new(|c| c.members.push(NodeId(u64::MAX))),
+                format!("node id {} is reserved", NodeId(u64::MAX)),
             ),
             (
-                "drift out of range",
-                Box::new(|c| c.max_clock_drift_ppm = 200_000),
+                "zero heartbeat",
+                Box::new(|c| c.heartbeat_interval = Duration::ZERO),
+                zero_interval.clone(),
             ),
             (
-                "lease too long",
-                Box::new(|c| c.lease_duration = Some(c.election_timeout_min)),
+                "zero resend",
+                Box::new(|c| c.resend_interval = Duration::ZERO),
+                zero_interval,
             ),
             (
-                "lease shorter than renewals",
-                Box::new(|c| c.lease_duration = Some(c.heartbeat_interval)),
+                "inverted election range",
+                Box::new(|c| c.election_timeout_max = c.election_timeout_min),
+                inverted.clone(),
+            ),
+            (
+                "zero election_timeout_max",
+                Box::new(|c| c.election_timeout_max = Duration::ZERO),
+                inverted,
+            ),
+            (
+                "zero election_timeout_min (below 3 heartbeats)",
+                Box::new(|c| {
+                    c.lease_duration = None;
+                    c.election_timeout_min = Duration::ZERO;
+                }),
+                "election_timeout_min (0ns) must be at least 3 heartbeat intervals (50ms)".into(),
+            ),
+            (
+                "heartbeat too slow: election_timeout_min one past 3 heartbeats",
+                Box::new(move |c| {
+                    c.lease_duration = None;
+                    c.heartbeat_interval = Duration::from_millis(100) + ns;
+                }),
+                "election_timeout_min (300ms) must be at least 3 heartbeat intervals \
+                 (100.000001ms)"
+                    .into(),
+            ),
+            (
+                "drift one past 10%",
+                Box::new(|c| c.max_clock_drift_ppm = 100_001),
+                "max_clock_drift_ppm must be at most 100000 (10%), got 100001".into(),
+            ),
+            (
+                "lease too long: one past half of election_timeout_min",
+                Box::new(move |c| c.lease_duration = Some(Duration::from_millis(150) + ns)),
+                "lease_duration (150.000001ms) must be at most half of election_timeout_min \
+                 (300ms): followers would time out while the lease still blocks a new leader"
+                    .into(),
+            ),
+            (
+                "lease shorter than renewals: one below 2 heartbeats",
+                Box::new(move |c| c.lease_duration = Some(Duration::from_millis(100) - ns)),
+                "lease_duration (99.999999ms) must be at least 2 heartbeat intervals (50ms), or \
+                 the lease lapses between renewals"
+                    .into(),
+            ),
+            (
+                "zero lease",
+                Box::new(|c| c.lease_duration = Some(Duration::ZERO)),
+                "lease_duration (0ns) must be at least 2 heartbeat intervals (50ms), or the \
+                 lease lapses between renewals"
+                    .into(),
+            ),
+            (
+                "zero window",
+                Box::new(|c| c.max_inflight_slots = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero batch",
+                Box::new(|c| c.max_batch_commands = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero bytes",
+                Box::new(|c| c.max_batch_bytes = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero queue",
+                Box::new(|c| c.max_pending_proposals = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero page",
+                Box::new(|c| c.max_slots_per_message = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero inflight bytes",
+                Box::new(|c| c.max_inflight_bytes = 0),
+                zero_bound.clone(),
+            ),
+            (
+                "zero pending bytes",
+                Box::new(|c| c.max_pending_bytes = 0),
+                zero_bound,
+            ),
+            (
+                "message one byte short of a full batch",
+                Box::new(move |c| c.max_message_bytes = min_message - 1),
+                format!(
+                    "max_message_bytes ({}) must hold one full batch of max_batch_commands (512) \
+                     and max_batch_bytes (1048576): at least {min_message}",
+                    min_message - 1
+                ),
+            ),
+        ];
+        for (name, mutate, expected) in cases {
+            let mut c = three();
+            mutate(&mut c);
+            assert_eq!(
+                c.validate(),
+                Err(ConfigError::Invalid(expected)),
+                "{name}: refused by the wrong rule, or not at all"
+            );
+        }
+    }
+
+    /// Every bound at its exact limit is accepted; the refused table holds the value one
+    /// step past each.
+    #[test]
+    fn accepts_exact_boundaries() {
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("one member", Box::new(|c| c.members = vec![c.id])),
+            (
+                "64 members, this one the last (bit 63 of the vote masks)",
+                Box::new(|c| {
+                    c.members = (1..=64).map(NodeId).collect();
+                    c.id = NodeId(64);
+                }),
+            ),
+            (
+                "election_timeout_min == 3 heartbeats",
+                Box::new(|c| {
+                    c.lease_duration = None;
+                    c.heartbeat_interval = Duration::from_millis(100);
+                }),
+            ),
+            (
+                "lease == 2 heartbeats",
+                Box::new(|c| c.lease_duration = Some(c.heartbeat_interval * 2)),
+            ),
+            (
+                "lease == election_timeout_min / 2",
+                Box::new(|c| c.lease_duration = Some(c.election_timeout_min / 2)),
+            ),
+            (
+                "lease == 2 heartbeats == election_timeout_min / 2",
+                Box::new(|c| {
+                    c.heartbeat_interval = Duration::from_millis(75);
+                    c.lease_duration = Some(Duration::from_millis(150));
+                }),
+            ),
+            (
+                "election range one nanosecond wide",
+                Box::new(|c| {
+                    c.election_timeout_max = c.election_timeout_min + Duration::from_nanos(1);
+                }),
+            ),
+            (
+                "drift == 10%",
+                Box::new(|c| c.max_clock_drift_ppm = 100_000),
+            ),
+            ("no drift", Box::new(|c| c.max_clock_drift_ppm = 0)),
+            (
+                "max_message_bytes == min_message_bytes",
+                Box::new(|c| c.max_message_bytes = c.min_message_bytes()),
+            ),
+            (
+                "every max_* bound at 1",
+                Box::new(|c| {
+                    c.max_inflight_slots = 1;
+                    c.max_batch_commands = 1;
+                    c.max_batch_bytes = 1;
+                    c.max_inflight_bytes = 1;
+                    c.max_pending_proposals = 1;
+                    c.max_pending_bytes = 1;
+                    c.max_slots_per_message = 1;
+                    c.max_message_bytes = c.min_message_bytes();
+                }),
             ),
         ];
         for (name, mutate) in cases {
             let mut c = three();
             mutate(&mut c);
-            assert!(c.validate().is_err(), "{name} should be refused");
+            assert_eq!(c.validate(), Ok(()), "{name} should be accepted");
         }
+    }
+
+    #[test]
+    fn a_replica_is_not_built_from_an_invalid_config() {
+        let mut c = three();
+        c.members = (1..=65).map(NodeId).collect();
+        let built = crate::Replica::new(c, crate::RecoveredState::default(), crate::Instant::ZERO);
+        assert_eq!(
+            built.err(),
+            Some(ConfigError::Invalid(
+                "members must number 1 to 64, got 65".into()
+            ))
+        );
     }
 }
