@@ -123,6 +123,9 @@ pub fn decode_frame<T: DeserializeOwned>(
 }
 
 #[cfg(test)]
+mod wire_format_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::{Accept, Message, Prepare};
