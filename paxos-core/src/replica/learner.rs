@@ -104,13 +104,16 @@ impl Replica {
     }
 
     pub(super) fn handle_catch_up_reply(&mut self, from: NodeId, m: CatchUpReply) {
-        self.note_peer_commit(from, m.commit);
-        let before = self.commit;
         let claimed = Slot(m.first.0.saturating_add(m.values.len() as u64));
         if claimed > m.commit {
-            // The sender claims chosen values beyond its own commit point: malformed.
+            // The sender claims chosen values beyond its own commit point: malformed, so
+            // its commit point is not taken either (a correct sender that is behind us
+            // replies with no values from our `from`, and its commit point tells us
+            // nothing new).
             return;
         }
+        self.note_peer_commit(from, m.commit);
+        let before = self.commit;
         // Well formed: `first + values.len()` does not overflow.
         let skip = self.commit.0.saturating_sub(m.first.0);
         if m.first > self.commit {

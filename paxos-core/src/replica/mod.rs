@@ -654,4 +654,6 @@ impl Outbox {
 #[cfg(test)]
 mod defect_tests;
 #[cfg(test)]
+mod learner_tests;
+#[cfg(test)]
 mod tests;

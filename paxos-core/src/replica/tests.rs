@@ -12,32 +12,32 @@ use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Ro
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
 use crate::{Config, ProposeError};
 
-const N1: NodeId = NodeId(1);
-const N2: NodeId = NodeId(2);
-const N3: NodeId = NodeId(3);
+pub(super) const N1: NodeId = NodeId(1);
+pub(super) const N2: NodeId = NodeId(2);
+pub(super) const N3: NodeId = NodeId(3);
 
-fn config(id: NodeId) -> Config {
+pub(super) fn config(id: NodeId) -> Config {
     let mut c = Config::new(id, vec![N1, N2, N3]);
     c.rng_seed = Some([7; 32]);
     c
 }
 
-fn replica(id: NodeId) -> Replica {
+pub(super) fn replica(id: NodeId) -> Replica {
     Replica::new(config(id), RecoveredState::default(), Instant::ZERO).unwrap()
 }
 
-fn at(ms: u64) -> Instant {
+pub(super) fn at(ms: u64) -> Instant {
     Instant::ZERO + Duration::from_millis(ms)
 }
 
 /// Takes the next Ready and advances it, as a driver would after persisting and sending.
-fn step(r: &mut Replica) -> Ready {
+pub(super) fn step(r: &mut Replica) -> Ready {
     let ready = r.poll_ready().expect("a Ready");
     r.advance(ready.id);
     ready
 }
 
-fn b(round: u64, node: NodeId) -> Ballot {
+pub(super) fn b(round: u64, node: NodeId) -> Ballot {
     Ballot::new(round, node)
 }
 
@@ -265,7 +265,7 @@ fn commit_from_another_ballot_is_fetched_not_assumed() {
     );
 }
 
-fn cmd(seq: u64) -> Command {
+pub(super) fn cmd(seq: u64) -> Command {
     Command {
         id: crate::ProposalId {
             origin: N9,
