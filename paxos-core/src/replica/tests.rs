@@ -948,3 +948,71 @@ fn catch_up_follows_the_best_peer_rather_than_circling_back_to_a_dead_one() {
     }
     assert!(asked.contains(&N1), "only asked {asked:?}");
 }
+
+#[test]
+fn sixty_four_members_elect_and_commit_through_the_last_bit_of_the_vote_masks() {
+    // Pre-vote grants, phase 1 promises and phase 2 acks are counted in u64 bitmasks
+    // indexed by member position; the config allows 64 members, so the last one's bit is
+    // bit 63. Here the last member campaigns: without its own bit, 32 peers are one short
+    // of the quorum of 33.
+    let members: Vec<NodeId> = (1..=64).map(NodeId).collect();
+    let me = NodeId(64);
+    let mut cfg = Config::new(me, members);
+    cfg.rng_seed = Some([7; 32]);
+    let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
+    let drain = |r: &mut Replica| {
+        let mut sent = vec![];
+        while let Some(ready) = r.poll_ready() {
+            sent.extend(ready.messages);
+            r.advance(ready.id);
+        }
+        sent
+    };
+    let _ = drain(&mut r);
+    let now = at(1000);
+    r.handle_timeout(now);
+    let sent = drain(&mut r);
+    assert_eq!(sent.len(), 63, "a pre-vote to every peer");
+    let Message::PreVote(ask) = sent[0].message.clone() else {
+        panic!("expected a pre-vote, got {:?}", sent[0]);
+    };
+    let voters: Vec<NodeId> = (32..=63).map(NodeId).collect();
+    for &from in &voters {
+        let grant = PreVoteReply {
+            ballot: ask.ballot,
+            round: ask.round,
+            granted: true,
+            promised: Ballot::ZERO,
+            commit: Slot(0),
+        };
+        r.handle_message(now, from, Message::PreVoteReply(grant));
+    }
+    assert_eq!(r.status().role, Role::Candidate);
+    let _ = drain(&mut r); // Prepares out, our own promise persisted and counted
+    for &from in &voters {
+        let promise = Promise {
+            ballot: ask.ballot,
+            from: Slot(0),
+            accepted: vec![],
+            next: None,
+            commit: Slot(0),
+        };
+        r.handle_message(now, from, Message::Promise(promise));
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let sent = drain(&mut r);
+    let Some(Message::Accept(accept)) = sent.first().map(|e| e.message.clone()) else {
+        panic!("expected the new leader's no-op, got {sent:?}");
+    };
+    assert_eq!((accept.first, accept.values.len()), (Slot(0), 1));
+    for &from in &voters {
+        let ack = Accepted {
+            ballot: ask.ballot,
+            first: Slot(0),
+            count: 1,
+            stamp: accept.stamp,
+        };
+        r.handle_message(now, from, Message::Accepted(ack));
+    }
+    assert_eq!(r.status().commit, Slot(1));
+}
