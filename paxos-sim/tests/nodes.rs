@@ -135,3 +135,16 @@ chunks! {
     chunk_8 = 8;
     chunk_9 = 9;
 }
+
+/// Leases off while the faults run (whole-node): leader reads take read-index rounds.
+#[test]
+fn leases_off_under_faults() {
+    for seed in 0..15 {
+        let cfg = NodeSimConfig {
+            leases: false,
+            ..NodeSimConfig::new(seed, nodes_for(seed))
+        };
+        let report = run(&cfg);
+        check(&cfg, &report);
+    }
+}

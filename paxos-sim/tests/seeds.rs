@@ -103,3 +103,35 @@ chunks! {
     seeds_400_449 = 8;
     seeds_450_499 = 9;
 }
+
+/// Leases off while the faults run: every read on the leader takes a read-index round, and
+/// the same invariants hold (a lease bug cannot hide a read-index one).
+#[test]
+fn leases_off_under_faults() {
+    let mut index_reads = 0;
+    for seed in 0..30 {
+        let cfg = SimConfig {
+            leases: false,
+            ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
+        };
+        let report = run(&cfg);
+        if let Some(v) = &report.violation {
+            panic!("seed {seed}: {v}\nreplay: {}", cfg.replay_command());
+        }
+        assert_eq!(
+            report.lease_reads, 0,
+            "seed {seed}: a lease read with leases off"
+        );
+        assert!(
+            report.ok * 10 >= report.issued as u64 * 7,
+            "seed {seed}: only {} of {} operations completed",
+            report.ok,
+            report.issued
+        );
+        index_reads += report.read_index_reads;
+    }
+    assert!(
+        index_reads > 1_000,
+        "reads went through read-index rounds: {index_reads}"
+    );
+}
