@@ -72,6 +72,36 @@ fn counting_the_lease_from_the_reply_is_caught() {
 }
 
 #[test]
+fn clock_drift_beyond_the_bound_is_caught() {
+    // The replicas are configured for 2% drift; their clocks run 50% fast or slow. Lease
+    // safety rests on the bound, so a lease overlap (or a stale read) must be found.
+    let found: Vec<String> = (0..30)
+        .filter_map(|seed| {
+            let cfg = SimConfig {
+                actual_drift_ppm: 500_000,
+                ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
+            };
+            assert!(cfg.actual_drift_ppm > 10 * cfg.drift_ppm);
+            run(&cfg)
+                .violation
+                .map(|v| format!("seed {seed}: {v} (replay: {})", cfg.replay_command()))
+        })
+        .collect();
+    assert!(!found.is_empty(), "no violation in 30 seeds");
+    eprintln!(
+        "drift beyond the bound: {} of 30 seeds violated; first: {}",
+        found.len(),
+        found[0]
+    );
+    assert!(
+        found
+            .iter()
+            .any(|v| v.contains("two lease holders") || v.contains("not linearizable")),
+        "the violation is a lease overlap or a stale read: {found:?}"
+    );
+}
+
+#[test]
 fn a_clean_run_reports_no_violation_and_replays_identically() {
     let cfg = SimConfig::new(7, 5);
     let a = run(&cfg);
