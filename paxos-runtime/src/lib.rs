@@ -56,6 +56,14 @@ pub use self::tokio::TokioRuntime;
 ///
 /// * [`now`](Self::now) never goes backwards. Lease safety rests on it: the core asserts
 ///   it, and a clock that jumps back would stop the node.
+/// * [`now`](Self::now) keeps counting while the process is stopped (SIGSTOP, a long GC
+///   or scheduling pause): a leader must see its lease run out while it was not running.
+///   Both adapters use `std::time::Instant` (`CLOCK_MONOTONIC` on Linux), which does. It
+///   does **not** count a system suspend, and a paused VM's guest clock may stall too: a
+///   clock that stops while others run is drift beyond any bound, and a leader lease is
+///   then unsafe (`paxos-sim --mode node --bug clock-stops-when-suspended` finds the
+///   stale read it causes, at seed 104). Where machines can be suspended, run with leases off
+///   (`Config::lease_duration = None`): reads then take a read-index round.
 /// * A timer from [`new_timer`](Self::new_timer) fires no earlier than its deadline, as
 ///   measured by [`now`](Self::now). Late is fine; early is not.
 /// * Spawned tasks run to completion or until every handle to their work is dropped; the
