@@ -574,25 +574,42 @@ impl Cluster {
 }
 
 /// Proposes `command` through `nodes`, starting at `first`, until one applies it; retries
-/// on errors that leave the outcome unknown or mean "try elsewhere".
-pub async fn propose_until_applied(nodes: &[NodeHandle], first: usize, command: Bytes) -> Bytes {
-    let mut at = first;
-    for _ in 0..200 {
-        let node = &nodes[at % nodes.len()];
-        match node.propose(command.clone()).await {
-            Ok(out) => return out,
-            Err(ProposeError::NoLeader) => {
-                // An election is under way: wait for it, then retry here.
-                let _ = node
-                    .wait_for(Duration::from_secs(1), |s| s.leader.is_some())
-                    .await;
+/// on errors that leave the outcome unknown or mean "try elsewhere". Gives up (panics)
+/// after [`WAIT`] in all, however many attempts that is.
+pub async fn propose_until_applied(
+    rt: &dyn Runtime,
+    nodes: &[NodeHandle],
+    first: usize,
+    command: Bytes,
+) -> Bytes {
+    let attempts = async {
+        let mut at = first;
+        let mut stopped = 0;
+        // Bounded by the deadline around this loop. Every arm that can answer at once
+        // either waits or moves on, so the loop always yields to that deadline.
+        loop {
+            let node = &nodes[at % nodes.len()];
+            match node.propose(command.clone()).await {
+                Ok(out) => return out,
+                Err(ProposeError::NoLeader) => {
+                    // An election is under way: wait for it, then retry here.
+                    let _ = node
+                        .wait_for(Duration::from_secs(1), |s| s.leader.is_some())
+                        .await;
+                }
+                Err(ProposeError::LeadershipChanged | ProposeError::Timeout) => {}
+                // Back off: the queues drain at their own pace.
+                Err(ProposeError::Overloaded) => rt.sleep(Duration::from_millis(10)).await,
+                Err(ProposeError::Fatal(e)) => {
+                    stopped += 1;
+                    assert!(stopped < nodes.len(), "every node stopped; the last: {e}");
+                    at += 1;
+                    continue;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
             }
-            Err(
-                ProposeError::LeadershipChanged | ProposeError::Timeout | ProposeError::Overloaded,
-            ) => {}
-            Err(ProposeError::Fatal(_)) => at += 1,
-            Err(e) => panic!("unexpected error: {e}"),
+            stopped = 0;
         }
-    }
-    panic!("no node applied the command after 200 attempts");
+    };
+    within(rt, "a node to apply the command", attempts).await
 }
