@@ -6,13 +6,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::NodeId;
 use paxos_core::codec::{decode_frame, encode_frame};
 use paxos_net_tcp::{BoxConn, HELLO_MAX_BYTES, Hello};
-use paxos_node::Runtime;
+use paxos_node::{Runtime, timeout_at};
 
 use common::{CLUSTER, Cluster, Kv, on_tokio, propose_until_applied, within};
 
@@ -30,14 +31,23 @@ fn hello_frame(cluster: u64, from: u64, to: u64) -> BytesMut {
 
 /// Reads one `Hello` frame from a raw connection.
 async fn read_hello(conn: &mut BoxConn) -> Hello {
+    try_read_hello(conn)
+        .await
+        .expect("a hello before the connection closes")
+}
+
+/// Reads one `Hello` frame from a raw connection; `None` if it fails or closes first.
+async fn try_read_hello(conn: &mut BoxConn) -> Option<Hello> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64];
     loop {
-        if let Some((hello, _)) = decode_frame::<Hello>(&buf, HELLO_MAX_BYTES).unwrap() {
-            return hello;
+        if let Some((hello, _)) = decode_frame::<Hello>(&buf, HELLO_MAX_BYTES).ok()? {
+            return Some(hello);
         }
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before the hello");
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -65,7 +75,7 @@ async fn still_serving(cluster: &Cluster, round: u64) {
         let out = within(
             &*cluster.rt,
             "a commit",
-            propose_until_applied(&handles, i, Kv::set(key, key)),
+            propose_until_applied(&*cluster.rt, &handles, i, Kv::set(key, key)),
         )
         .await;
         // Empty for a fresh key; the key itself if a retry applied it twice.
@@ -150,13 +160,24 @@ fn a_member_that_never_reads_does_not_stop_the_others() {
         let stuck_addr = listener.local_addr().unwrap();
         let held: Arc<Mutex<Vec<BoxConn>>> = Arc::default();
         let conns = held.clone();
+        let accepting = rt.clone();
         rt.spawn(Box::pin(async move {
+            let rt = accepting;
             // Ends when the test's runtime is dropped.
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else {
+                    // Out of descriptors, say: back off rather than spin.
+                    rt.sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                let hello = read_hello(&mut conn).await;
+                // A dialer that never finishes its hello must not stall this loop.
+                let deadline = rt.now() + common::WAIT;
+                let Some(hello) = timeout_at(&*rt, deadline, try_read_hello(&mut conn))
+                    .await
+                    .flatten()
+                else {
+                    continue;
+                };
                 if conn
                     .write_all(&hello_frame(CLUSTER, 3, hello.from.0))
                     .await
@@ -177,7 +198,7 @@ fn a_member_that_never_reads_does_not_stop_the_others() {
         for round in 0..8u64 {
             let proposals = (0..32u64).map(|k| {
                 let filler = Bytes::from(vec![(round + k) as u8; 32 * 1024]);
-                propose_until_applied(&handles, k as usize, filler)
+                propose_until_applied(&*rt, &handles, k as usize, filler)
             });
             within(
                 &*rt,

@@ -29,7 +29,15 @@ async fn leader_failover_and_restart(rt: Arc<dyn Runtime>) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let (ack_tx, ack_rx) = async_channel::unbounded::<()>();
     let handles = cluster.handles();
-    let clients = (0..CLIENTS).map(|c| client(handles.clone(), c, acked.clone(), ack_tx.clone()));
+    let clients = (0..CLIENTS).map(|c| {
+        client(
+            rt.clone(),
+            handles.clone(),
+            c,
+            acked.clone(),
+            ack_tx.clone(),
+        )
+    });
     let killer = async {
         for _ in 0..KILL_AFTER {
             ack_rx.recv().await.unwrap();
@@ -68,7 +76,7 @@ async fn leader_failover_and_restart(rt: Arc<dyn Runtime>) {
     // log and catches up with what was written while it was down.
     cluster.restart(old).await;
     let handles = cluster.handles();
-    propose_until_applied(&handles, 0, Kv::set(u64::MAX, 1)).await;
+    propose_until_applied(&*rt, &handles, 0, Kv::set(u64::MAX, 1)).await;
     // Applied on the node that answered; every node must get there.
     let target = handles.iter().map(|h| h.status().applied).max().unwrap();
     for i in 0..3 {
@@ -104,6 +112,7 @@ async fn leader_failover_and_restart(rt: Arc<dyn Runtime>) {
 /// Writes `OPS_PER_CLIENT` unique keys, each through a different node, retrying until
 /// applied; records each acknowledged write.
 async fn client(
+    rt: Arc<dyn Runtime>,
     nodes: Vec<NodeHandle>,
     c: u64,
     acked: Arc<Mutex<Vec<(u64, u64)>>>,
@@ -111,7 +120,7 @@ async fn client(
 ) {
     for k in 0..OPS_PER_CLIENT {
         let (key, value) = (c * 1000 + k, c * 1_000_000 + k);
-        propose_until_applied(&nodes, (c + k) as usize, Kv::set(key, value)).await;
+        propose_until_applied(&*rt, &nodes, (c + k) as usize, Kv::set(key, value)).await;
         acked.lock().unwrap().push((key, value));
         let _ = ack.try_send(());
     }

@@ -1,7 +1,9 @@
 //! Process-level faults: three `paxos-node serve` processes with file storage, clients on
 //! every node issuing GET, SET and CAS over RESP while, in each of several rounds, a
 //! follower is killed with SIGKILL and restarted and the leader is paused with SIGSTOP and
-//! resumed. Every client's history, plus a final read of every key on every node, is
+//! resumed. Each fault is checked to hit what it claims: the paused node was the leader
+//! every live node followed (per `/status`), and during the pause another node was elected
+//! at a higher ballot; the killed node was one of its followers. Every client's history, plus a final read of every key on every node, is
 //! checked for linearizability (writes that failed in any way count as unknown outcomes):
 //! an acknowledged write that was lost, or a node that diverged, fails the check. The
 //! nodes then converge to the same applied slot.
@@ -30,15 +32,55 @@ const EXTRA: &[&str] = &[
     "3000",
 ];
 
-fn leader(nodes: &[NodeAddrs], live: &[bool]) -> usize {
-    poll("a leader", WAIT, || {
-        (0..nodes.len()).find(|&i| {
-            live[i]
-                && http_get(nodes[i].admin, "/status").is_ok_and(|(_, body)| {
-                    serde_json::from_str::<serde_json::Value>(&body)
-                        .is_ok_and(|s| s["role"] == "leader")
-                })
-        })
+/// A node's `/status`, if it answers. Never asked of a paused node: it would not answer.
+fn status(node: &NodeAddrs) -> Option<serde_json::Value> {
+    let (code, body) = http_get(node.admin, "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// The ballot a `/status` reports, as (round, node): ordered as ballots are.
+fn ballot(status: &serde_json::Value) -> Option<(u64, u64)> {
+    let b = &status["ballot"];
+    Some((b["round"].as_u64()?, b["node"].as_u64()?))
+}
+
+/// The leader: a live node whose `/status` says it leads and which every live node names
+/// as the leader. Its index and ballot.
+fn leader(nodes: &[NodeAddrs], live: &[bool]) -> (usize, (u64, u64)) {
+    poll("a leader every live node follows", WAIT, || {
+        let statuses: Vec<Option<serde_json::Value>> = (0..nodes.len())
+            .map(|i| if live[i] { status(&nodes[i]) } else { None })
+            .collect();
+        let l = (0..nodes.len())
+            .find(|&i| statuses[i].as_ref().is_some_and(|s| s["role"] == "leader"))?;
+        let followed = (0..nodes.len()).filter(|&i| live[i]).all(|i| {
+            statuses[i]
+                .as_ref()
+                .is_some_and(|s| s["leader"].as_u64() == Some(nodes[l].id))
+        });
+        followed.then_some((l, ballot(statuses[l].as_ref()?)?))
+    })
+}
+
+/// A live node other than `old` that leads at a ballot above `above`: a new election.
+fn new_leader(
+    nodes: &[NodeAddrs],
+    live: &[bool],
+    old: usize,
+    above: (u64, u64),
+) -> (usize, (u64, u64)) {
+    let what = format!(
+        "a new leader above ballot {above:?} while node {} is paused",
+        nodes[old].id
+    );
+    poll(&what, WAIT, || {
+        (0..nodes.len())
+            .filter(|&i| live[i] && i != old)
+            .find_map(|i| {
+                let s = status(&nodes[i])?;
+                let b = ballot(&s)?;
+                (s["role"] == "leader" && b > above).then_some((i, b))
+            })
     })
 }
 
@@ -182,7 +224,8 @@ fn linearizable_under_sigkill_and_sigstop() {
         let t0 = Duration::from_millis(1000) + ROUND * round;
         // A follower dies without warning, and comes back from its files.
         at(t0);
-        let l = leader(&nodes, &live);
+        let (l, _) = leader(&nodes, &live);
+        // Not the leader: `leader` saw it follow `l`.
         let victim = (l + 1 + round as usize % 2) % 3;
         procs[victim].signal(Signal::SIGKILL);
         procs[victim].wait_exit(WAIT).expect("killed");
@@ -193,10 +236,19 @@ fn linearizable_under_sigkill_and_sigstop() {
 
         // The leader freezes, long enough for the others to elect a new one, then resumes.
         at(t0 + Duration::from_millis(1200));
-        let l = leader(&nodes, &live);
+        let (l, old_ballot) = leader(&nodes, &live);
         procs[l].signal(Signal::SIGSTOP);
+        live[l] = false;
+        // The pause hit the leader: while it is frozen the others elect one of them, at a
+        // higher ballot (this waits past the timetable if the election is slow).
+        let (new, new_ballot) = new_leader(&nodes, &live, l, old_ballot);
+        eprintln!(
+            "round {round}: node {} paused as leader at {old_ballot:?}; node {} elected at {new_ballot:?}",
+            nodes[l].id, nodes[new].id
+        );
         at(t0 + Duration::from_millis(2200));
         procs[l].signal(Signal::SIGCONT);
+        live[l] = true;
     }
 
     at(RUN);

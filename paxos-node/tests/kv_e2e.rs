@@ -1,14 +1,18 @@
 //! End to end: `paxos-node cluster --nodes 3` driven by a real Redis client (the `redis`
 //! crate): writes and reads on every node, pipelining, the admin port, a clean stop on
-//! SIGTERM, and a restart on the same directory that keeps the data.
+//! SIGTERM, and a restart on the same directory that keeps the data. The supervisor: a
+//! node killed with SIGKILL is started again, and when the supervisor itself is killed
+//! with SIGKILL every node exits.
 
 mod proc;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proc::{Proc, WAIT, http_get, poll, wait_writable};
 
 /// A running `cluster` command and the ports it printed.
@@ -205,7 +209,7 @@ fn cluster_serves_redis_clients_on_every_node() {
             held = true;
             break;
         }
-        std::thread::park_timeout(std::time::Duration::from_millis(20));
+        std::thread::park_timeout(Duration::from_millis(20));
     }
     assert!(held, "the leader reports its lease");
 
@@ -221,4 +225,108 @@ fn cluster_serves_redis_clients_on_every_node() {
     assert_eq!(n, 4);
     drop(con);
     stop_cluster(again);
+}
+
+/// A node's `/status`, if it answers.
+fn status(admin: u16) -> Option<serde_json::Value> {
+    let (code, body) = http_get(admin, "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// A process's state (`R`, `S`, `Z`...) and parent, from `/proc/<pid>/stat`; `None` once
+/// it is gone.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": the name may hold spaces, so split after the last ')'.
+    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Alive: neither gone nor a zombie (an orphan's reaper may never reap it).
+fn alive(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
+}
+
+/// Kills the node processes still alive if the test fails, so that a failure of "nodes
+/// die with their supervisor" leaves nothing running.
+struct KillOnPanic(Vec<i32>);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in self.0.iter().filter(|&&pid| alive(pid)) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn supervisor_restarts_a_killed_node_and_its_nodes_die_with_it() {
+    let dir = proc::tempdir();
+    let mut cluster = start_cluster(dir.path());
+    let supervisor = cluster.proc.pid().as_raw();
+    let pid_of = |admin: u16| {
+        poll("a node's /status", WAIT, || {
+            i32::try_from(status(admin)?["pid"].as_u64()?).ok()
+        })
+    };
+    let mut pids = KillOnPanic(cluster.admin.iter().map(|&a| pid_of(a)).collect());
+    for &pid in &pids.0 {
+        assert_eq!(
+            proc_stat(pid).map(|(_, parent)| parent),
+            Some(supervisor),
+            "node process {pid} is a child of the supervisor"
+        );
+    }
+
+    // A node killed without warning is started again: a new process, on the same ports,
+    // healthy (it follows a leader).
+    let (victim, admin) = (1, cluster.admin[1]);
+    let old = pids.0[victim];
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    pids.0[victim] = poll("the killed node to come back", WAIT, || {
+        let pid = i32::try_from(status(admin)?["pid"].as_u64()?).ok()?;
+        (pid != old && http_get(admin, "/health").ok()?.0 == 200).then_some(pid)
+    });
+    assert_eq!(proc_stat(pids.0[victim]).map(|(_, p)| p), Some(supervisor));
+    assert!(!alive(old), "the killed process {old} is gone");
+
+    // The supervisor dies without warning: every node exits, none is left orphaned.
+    cluster.proc.signal(Signal::SIGKILL);
+    cluster
+        .proc
+        .wait_exit(WAIT)
+        .expect("the supervisor dies of SIGKILL");
+    for &pid in &pids.0 {
+        poll(
+            &format!("node process {pid} to exit after its supervisor died"),
+            Duration::from_secs(10),
+            || (!alive(pid)).then_some(()),
+        );
+    }
+}
+
+#[test]
+fn test_ports_are_outside_the_ephemeral_range_and_distinct() {
+    use proc::ports::{FIRST, ephemeral_range, free_ports, outside_ephemeral};
+    let (low, high) = ephemeral_range();
+    let ports = free_ports(8);
+    if outside_ephemeral((low, high)).is_some() {
+        for p in ports.iter().map(|&p| u32::from(p)) {
+            assert!(
+                (FIRST..low).contains(&p) || p > high,
+                "{p} is in {low}-{high}"
+            );
+        }
+    }
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    let stretch = |range| outside_ephemeral(range).map(|s| (s.start, s.len));
+    assert_eq!(stretch((32768, 60999)), Some((1024, 31744)));
+    assert_eq!(stretch((1024, 10000)), Some((10001, 55535)));
+    assert_eq!(stretch((1024, 65535)), None);
 }

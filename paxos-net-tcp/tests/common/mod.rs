@@ -218,20 +218,23 @@ pub(crate) async fn read_hello(conn: &mut BoxConn) -> Hello {
     }
 }
 
-/// Dials `addr` and completes a valid handshake as node `from`.
+/// Dials `addr` and completes a valid handshake as node `from`, within [`WAIT`].
 pub(crate) async fn raw_peer(
     net: &Arc<dyn Runtime>,
     addr: SocketAddr,
     from: u64,
     to: u64,
 ) -> BoxConn {
-    let mut conn = net.connect_tcp(addr).await.unwrap();
-    conn.write_all(&hello_frame(CLUSTER, from, to))
-        .await
-        .unwrap();
-    let reply = read_hello(&mut conn).await;
-    assert_eq!(reply, Hello::new(CLUSTER, NodeId(to), NodeId(from)));
-    conn
+    within(net, "a raw handshake with the transport", async {
+        let mut conn = net.connect_tcp(addr).await.unwrap();
+        conn.write_all(&hello_frame(CLUSTER, from, to))
+            .await
+            .unwrap();
+        let reply = read_hello(&mut conn).await;
+        assert_eq!(reply, Hello::new(CLUSTER, NodeId(to), NodeId(from)));
+        conn
+    })
+    .await
 }
 
 /// Waits until the transport closes `conn`; returns the bytes it sent before closing.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -20,7 +21,12 @@ use paxos_core::{
 };
 use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, Runtime, timeout_at};
-use paxos_storage::MemoryStorage;
+use paxos_storage::{FileStorage, FileStorageOptions, IoFaults, MemoryStorage, RecoveryReport};
+
+/// Ports outside the ephemeral range, so that a restarted member finds its port free (see
+/// the module's docs).
+#[path = "../ports/mod.rs"]
+pub mod ports;
 
 /// The cluster id every test node uses.
 pub const CLUSTER: u64 = 0x5EED;
@@ -410,15 +416,32 @@ pub struct Member {
     transport_back: oneshot::Receiver<TcpTransport>,
 }
 
-/// Nodes `1..=n` over loopback TCP with [`MemoryStorage`] and [`Kv`]. Members that are
-/// not started (`real < n`) are left to the test (e.g. a fake peer on `addrs[i]`).
+/// Where a member keeps its promises and accepted values, across its restarts.
+#[derive(Clone, Debug)]
+pub enum Disk {
+    /// A [`MemoryStorage`]: each start gets a clone of the same store.
+    Memory(MemoryStorage),
+    /// A [`FileStorage`] directory, opened (so recovered) on each start, with every write
+    /// and fsync routed through `faults`.
+    File { dir: PathBuf, faults: IoFaults },
+}
+
+/// Nodes `1..=n` over loopback TCP with [`Kv`], on [`MemoryStorage`] unless the test
+/// gives [`Disk`]s. Members that are not started (`real < n`) are left to the test (e.g. a
+/// fake peer on `addrs[i]`).
 pub struct Cluster {
     pub rt: Arc<dyn Runtime>,
     pub ids: Vec<u64>,
     pub addrs: Vec<SocketAddr>,
-    pub disks: Vec<MemoryStorage>,
+    pub disks: Vec<Disk>,
+    /// What the last open of each member's [`Disk::File`] recovered.
+    pub recoveries: Vec<Option<RecoveryReport>>,
     pub members: Vec<Option<Member>>,
 }
+
+/// Attempts at a fresh port for a member's first start: a port checked free can still be
+/// bound by another process before the member binds it.
+const BIND_ATTEMPTS: usize = 5;
 
 impl Cluster {
     /// Starts every node of a cluster of `n` on free loopback ports.
@@ -428,16 +451,44 @@ impl Cluster {
         Self::start_with(rt, ids, addrs).await
     }
 
+    /// Starts every node of a cluster of `disks.len()` on free loopback ports, member `i`
+    /// on `disks[i]`.
+    pub async fn start_on(rt: Arc<dyn Runtime>, disks: Vec<Disk>) -> Self {
+        let n = disks.len();
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
+        Self::start_full(rt, ids, addrs, disks).await
+    }
+
     /// Starts a node for every address that is port 0 (on a fresh port); the others are
     /// members the test runs itself.
     pub async fn start_with(rt: Arc<dyn Runtime>, ids: Vec<u64>, addrs: Vec<SocketAddr>) -> Self {
+        let disks = ids
+            .iter()
+            .map(|_| Disk::Memory(MemoryStorage::new()))
+            .collect();
+        Self::start_full(rt, ids, addrs, disks).await
+    }
+
+    async fn start_full(
+        rt: Arc<dyn Runtime>,
+        ids: Vec<u64>,
+        addrs: Vec<SocketAddr>,
+        disks: Vec<Disk>,
+    ) -> Self {
         let n = ids.len();
         let real: Vec<bool> = addrs.iter().map(|a| a.port() == 0).collect();
         let mut transports = Vec::new();
         let mut addrs = addrs;
         for i in 0..n {
             if real[i] {
-                let t = TcpTransport::start(tcp_config(ids[i], addrs[i]), rt.clone()).unwrap();
+                // A port outside the ephemeral range (not the kernel's pick for port 0), so
+                // that a restart on it cannot find it taken by some socket's source port.
+                let t = (0..BIND_ATTEMPTS)
+                    .find_map(|_| {
+                        TcpTransport::start(tcp_config(ids[i], ports::free_addr()), rt.clone()).ok()
+                    })
+                    .expect("a transport on a free port");
                 addrs[i] = t.local_addr();
                 transports.push(Some(t));
             } else {
@@ -453,7 +504,8 @@ impl Cluster {
             rt,
             ids,
             addrs,
-            disks: (0..n).map(|_| MemoryStorage::new()).collect(),
+            disks,
+            recoveries: vec![None; n],
             members: (0..n).map(|_| None).collect(),
         };
         for (i, t) in transports.into_iter().enumerate() {
@@ -467,10 +519,22 @@ impl Cluster {
     async fn launch(&mut self, i: usize, transport: TcpTransport) {
         let (transport, transport_back) = Returning::new(transport);
         let kv = Kv::default();
+        let storage: Box<dyn Storage> = match &self.disks[i] {
+            Disk::Memory(disk) => Box::new(disk.clone()),
+            Disk::File { dir, faults } => {
+                let options = FileStorageOptions::default()
+                    .segment_bytes(1 << 20)
+                    .faults(faults.clone());
+                let store = FileStorage::open(dir, options)
+                    .unwrap_or_else(|e| panic!("member {i} cannot open {}: {e}", dir.display()));
+                self.recoveries[i] = Some(store.recovery().clone());
+                Box::new(store)
+            }
+        };
         let handle = NodeBuilder::new(core_config(self.ids[i], &self.ids))
             .options(options())
             .transport(Box::new(transport))
-            .storage(Box::new(self.disks[i].clone()))
+            .storage(storage)
             .state_machine(Box::new(kv.clone()))
             .runtime(self.rt.clone())
             .start()
@@ -556,8 +620,10 @@ impl Cluster {
     /// Restarts member `i` on its old address, over the same disk, with a fresh state
     /// machine.
     pub async fn restart(&mut self, i: usize) {
-        let t =
-            TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.clone()).unwrap();
+        // The port is outside the ephemeral range: no peer's redial or other outbound
+        // socket can have taken it as a source port since `kill` freed it.
+        let t = TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.clone())
+            .unwrap_or_else(|e| panic!("member {i} cannot bind {} again: {e}", self.addrs[i]));
         for (j, &addr) in self.addrs.iter().enumerate() {
             t.set_peer(NodeId(self.ids[j]), addr);
         }
@@ -574,25 +640,42 @@ impl Cluster {
 }
 
 /// Proposes `command` through `nodes`, starting at `first`, until one applies it; retries
-/// on errors that leave the outcome unknown or mean "try elsewhere".
-pub async fn propose_until_applied(nodes: &[NodeHandle], first: usize, command: Bytes) -> Bytes {
-    let mut at = first;
-    for _ in 0..200 {
-        let node = &nodes[at % nodes.len()];
-        match node.propose(command.clone()).await {
-            Ok(out) => return out,
-            Err(ProposeError::NoLeader) => {
-                // An election is under way: wait for it, then retry here.
-                let _ = node
-                    .wait_for(Duration::from_secs(1), |s| s.leader.is_some())
-                    .await;
+/// on errors that leave the outcome unknown or mean "try elsewhere". Gives up (panics)
+/// after [`WAIT`] in all, however many attempts that is.
+pub async fn propose_until_applied(
+    rt: &dyn Runtime,
+    nodes: &[NodeHandle],
+    first: usize,
+    command: Bytes,
+) -> Bytes {
+    let attempts = async {
+        let mut at = first;
+        let mut stopped = 0;
+        // Bounded by the deadline around this loop. Every arm that can answer at once
+        // either waits or moves on, so the loop always yields to that deadline.
+        loop {
+            let node = &nodes[at % nodes.len()];
+            match node.propose(command.clone()).await {
+                Ok(out) => return out,
+                Err(ProposeError::NoLeader) => {
+                    // An election is under way: wait for it, then retry here.
+                    let _ = node
+                        .wait_for(Duration::from_secs(1), |s| s.leader.is_some())
+                        .await;
+                }
+                Err(ProposeError::LeadershipChanged | ProposeError::Timeout) => {}
+                // Back off: the queues drain at their own pace.
+                Err(ProposeError::Overloaded) => rt.sleep(Duration::from_millis(10)).await,
+                Err(ProposeError::Fatal(e)) => {
+                    stopped += 1;
+                    assert!(stopped < nodes.len(), "every node stopped; the last: {e}");
+                    at += 1;
+                    continue;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
             }
-            Err(
-                ProposeError::LeadershipChanged | ProposeError::Timeout | ProposeError::Overloaded,
-            ) => {}
-            Err(ProposeError::Fatal(_)) => at += 1,
-            Err(e) => panic!("unexpected error: {e}"),
+            stopped = 0;
         }
-    }
-    panic!("no node applied the command after 200 attempts");
+    };
+    within(rt, "a node to apply the command", attempts).await
 }

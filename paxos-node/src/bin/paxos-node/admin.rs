@@ -192,6 +192,7 @@ fn status_json(ctx: &Ctx) -> String {
         .collect();
     let value = serde_json::json!({
         "id": s.id.0,
+        "pid": std::process::id(),
         "role": role_name(s.role),
         "ballot": { "round": s.ballot.round, "node": s.ballot.node.0 },
         "leader": s.leader.map(|l| l.0),

@@ -1,14 +1,24 @@
 //! `paxos-node cluster`: a local cluster in one command.
 //!
-//! Picks free loopback ports (bind port 0, read it, release it), writes one config file and
-//! one data directory per node under the cluster directory, starts `paxos-node serve` for
-//! each as a child process, restarts a child that exits (with backoff; it gives up on a
-//! node that keeps crashing at once), and on SIGINT/SIGTERM stops every child with SIGTERM,
-//! waits for it, and exits. Running it again on the same directory reuses the saved ports
-//! and data.
+//! Picks free loopback ports (outside the ephemeral range: see [`pick_ports`]), writes one
+//! config file and one data directory per node under the cluster directory, starts
+//! `paxos-node serve` for each as a child process, restarts a child that exits (with
+//! backoff; it gives up on a node that keeps crashing at once: see [`RestartPolicy`]), and
+//! on SIGINT/SIGTERM stops every child with SIGTERM, waits for it (SIGKILL after
+//! [`STOP_GRACE`]), and exits. Running it again on the same directory reuses the saved
+//! ports and data.
+//!
+//! **Children die with the supervisor.** Each child asks the kernel for SIGTERM when its
+//! parent dies (`PR_SET_PDEATHSIG`, in `server::watch_supervisor`). The kernel's "parent"
+//! there is the *thread* that forked the child, not the process: the signal fires when that
+//! thread exits, even while the rest of the supervisor runs. So every child is forked by
+//! the main thread, whose exit is the process's exit: the supervisors run inside the future
+//! `main` blocks on, never on a tokio worker (workers are threads the runtime may retire,
+//! e.g. after `block_in_place`, and a child forked by one would be killed with it).
+//! `spawn_child` asserts it.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -45,6 +55,45 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Quick crashes in a row after which a node is given up.
 const MAX_QUICK_CRASHES: u32 = 10;
 
+/// When to restart a child that exited: a pure function of how long each run lasted.
+///
+/// A run shorter than [`HEALTHY_AFTER`] is a quick crash. Quick crashes in a row wait
+/// [`BACKOFF_MIN`], then twice as long each time, up to [`BACKOFF_MAX`]; the
+/// [`MAX_QUICK_CRASHES`]th in a row gives the node up. The exit of a healthy run forgets
+/// them all: it waits [`BACKOFF_MIN`] again, and the count starts over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RestartPolicy {
+    /// The wait after the next quick crash.
+    backoff: Duration,
+    /// Quick crashes since the last healthy run.
+    quick_crashes: u32,
+}
+
+impl RestartPolicy {
+    fn new() -> Self {
+        Self {
+            backoff: BACKOFF_MIN,
+            quick_crashes: 0,
+        }
+    }
+
+    /// A child exited after running for `ran`: how long to wait before starting it again,
+    /// or `None` to give it up.
+    fn on_exit(&mut self, ran: Duration) -> Option<Duration> {
+        if ran >= HEALTHY_AFTER {
+            *self = Self::new();
+        } else {
+            self.quick_crashes += 1;
+            if self.quick_crashes >= MAX_QUICK_CRASHES {
+                return None;
+            }
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        Some(wait)
+    }
+}
+
 fn node_config_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("node-{id}")).join("node.toml")
 }
@@ -74,17 +123,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
         info!(dir = %dir.display(), "reusing the saved cluster");
         return Ok(configs);
     }
-    // Hold every listener until all ports are read, so they are distinct.
-    let listeners = (0..3 * ids.len())
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("picking ports: {e}"))?;
-    let ports = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    drop(listeners);
+    let ports = pick_ports(3 * ids.len())?;
     let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let peers: Vec<Peer> = ids
         .iter()
@@ -113,6 +152,68 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
     Ok(configs)
 }
 
+/// The lowest port [`pick_ports`] hands out (below it: well-known services).
+const PORT_FIRST: u32 = 1024;
+/// Fewer free ports than this outside the ephemeral range: [`pick_ports`] uses `bind(0)`.
+const PORT_ROOM_MIN: u32 = 1000;
+
+/// `n` distinct free ports on 127.0.0.1, outside the ephemeral range
+/// (`net.ipv4.ip_local_port_range`) where it leaves room.
+///
+/// Why not `bind(0)`: a node that is restarted binds its saved ports again while its peers
+/// keep redialling it. `bind(0)` takes ports from the ephemeral range, the range the kernel
+/// also draws the source port of every outbound connection from; once a node's port is
+/// free, a peer's redial (which can even connect to itself, by TCP simultaneous open) or
+/// any other outbound socket may get it, and the node's bind fails for as long as that
+/// connection lives. The kernel never assigns a port outside the range by itself: only an
+/// explicit bind takes one. Each candidate is checked by binding it, and all are held until
+/// every one is chosen, so they are distinct. The scan starts at an offset taken from the
+/// process id, so two clusters started at once rarely try the same ports.
+fn pick_ports(n: usize) -> Result<Vec<u16>, String> {
+    let (low, high) = ephemeral_range();
+    let below = (PORT_FIRST, low.saturating_sub(PORT_FIRST));
+    let above = (high + 1, 65535u32.saturating_sub(high));
+    let (start, len) = if below.1 >= above.1 { below } else { above };
+    let mut held = Vec::with_capacity(n);
+    if len >= PORT_ROOM_MIN {
+        let offset = std::process::id().wrapping_mul(7919) % len;
+        // Bounded: one pass over the stretch.
+        for i in 0..len {
+            if held.len() == n {
+                break;
+            }
+            let port = (start + (offset + i) % len) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+            }
+        }
+    }
+    if held.len() < n {
+        warn!("no free ports outside the ephemeral range {low}-{high}; using bind(0)");
+    }
+    while held.len() < n {
+        held.push(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| format!("picking ports: {e}"))?,
+        );
+    }
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("picking ports: {e}"))
+}
+
+/// `net.ipv4.ip_local_port_range`; Linux's default where it cannot be read.
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut words = text.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some((words.next()??, words.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
 /// Runs the cluster until SIGINT or SIGTERM.
 pub(crate) async fn run(args: ClusterArgs) -> Result<(), String> {
     let dir = match &args.dir {
@@ -136,32 +237,39 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), String> {
     }
     println!("Ctrl-C stops the cluster.");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisors: Vec<_> = configs
-        .iter()
-        .map(|c| {
-            tokio::spawn(supervise(
-                exe.clone(),
-                c.id,
-                node_config_path(&dir, c.id),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    // Polled by this future, so on the thread `main` blocks on: every child is forked by
+    // the main thread (see the module docs). Never `tokio::spawn` these.
+    let supervisors = futures::future::join_all(configs.iter().map(|c| {
+        supervise(
+            exe.clone(),
+            c.id,
+            node_config_path(&dir, c.id),
+            stop_rx.clone(),
+            STOP_GRACE,
+        )
+    }));
+    let mut supervisors = std::pin::pin!(supervisors);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping the cluster"),
         _ = sigterm.recv() => info!("SIGTERM: stopping the cluster"),
+        _ = &mut supervisors => return Err("every node was given up".into()),
     }
     let _ = stop_tx.send(true);
-    for s in supervisors {
-        let _ = s.await;
-    }
+    supervisors.await;
     println!("cluster stopped");
     Ok(())
 }
 
 fn spawn_child(exe: &Path, id: u64, config: &Path) -> Result<Child, String> {
+    // The child's PR_SET_PDEATHSIG fires when the thread that forks it exits: only the
+    // main thread lives exactly as long as this process.
+    assert_eq!(
+        nix::unistd::gettid(),
+        nix::unistd::getpid(),
+        "children are forked by the main thread only"
+    );
     let log_path = config.with_file_name("node.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -184,27 +292,34 @@ fn spawn_child(exe: &Path, id: u64, config: &Path) -> Result<Child, String> {
     Ok(child)
 }
 
-/// Stops a child: SIGTERM, wait, SIGKILL if it does not exit in time.
-async fn stop_child(id: u64, child: &mut Child) {
+/// Stops a child: SIGTERM, wait, SIGKILL if it does not exit within `grace`.
+async fn stop_child(id: u64, child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(status) => info!(node = id, ?status, "node stopped"),
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => {
+            info!(node = id, ?status, "node stopped");
+            status
+        }
         Err(_) => {
-            warn!(
-                node = id,
-                "node ignored SIGTERM for {STOP_GRACE:?}; killing it"
-            );
-            let _ = child.kill().await;
+            warn!(node = id, "node ignored SIGTERM for {grace:?}; killing it");
+            child.kill().await?;
+            child.wait().await
         }
     }
 }
 
-/// Keeps node `id` running until `stop` turns true.
-async fn supervise(exe: PathBuf, id: u64, config: PathBuf, mut stop: watch::Receiver<bool>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut quick_crashes = 0;
+/// Keeps node `id` running until `stop` turns true; on stop, stops it within `grace`
+/// (then SIGKILL).
+async fn supervise(
+    exe: PathBuf,
+    id: u64,
+    config: PathBuf,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut policy = RestartPolicy::new();
     while !*stop.borrow() {
         let mut child = match spawn_child(&exe, id, &config) {
             Ok(c) => c,
@@ -216,26 +331,138 @@ async fn supervise(exe: PathBuf, id: u64, config: PathBuf, mut stop: watch::Rece
         let started = Instant::now();
         tokio::select! {
             status = child.wait() => {
-                warn!(node = id, ?status, "node exited; restarting in {backoff:?}");
-                if started.elapsed() >= HEALTHY_AFTER {
-                    backoff = BACKOFF_MIN;
-                    quick_crashes = 0;
-                } else {
-                    quick_crashes += 1;
-                    if quick_crashes >= MAX_QUICK_CRASHES {
-                        error!(node = id, "node crashed {quick_crashes} times in a row; giving up on it");
-                        return;
-                    }
-                }
+                let Some(wait) = policy.on_exit(started.elapsed()) else {
+                    error!(
+                        node = id,
+                        ?status,
+                        "node exited after {MAX_QUICK_CRASHES} quick crashes in a row; giving up on it"
+                    );
+                    return;
+                };
+                warn!(node = id, ?status, "node exited; restarting in {wait:?}");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             _ = stop.changed() => {
-                stop_child(id, &mut child).await;
+                let _ = stop_child(id, &mut child, grace).await;
                 return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use tokio::io::AsyncBufReadExt;
+
+    use super::*;
+
+    const QUICK: Duration = Duration::from_millis(50);
+
+    fn ms(ms: u64) -> Option<Duration> {
+        Some(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn quick_crashes_back_off_from_200_ms_to_5_s_then_give_up() {
+        let mut policy = RestartPolicy::new();
+        let waits: Vec<_> = (1..MAX_QUICK_CRASHES)
+            .map(|_| policy.on_exit(QUICK))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000),
+                ms(5000),
+                ms(5000)
+            ]
+        );
+        // The tenth quick crash in a row gives the node up.
+        assert_eq!(policy.on_exit(QUICK), None);
+    }
+
+    #[test]
+    fn a_healthy_run_resets_the_backoff_and_the_count() {
+        let mut policy = RestartPolicy::new();
+        for _ in 0..6 {
+            assert!(policy.on_exit(QUICK).is_some());
+        }
+        // Just short of healthy is still quick.
+        assert_eq!(policy.on_exit(HEALTHY_AFTER - QUICK), ms(5000));
+        assert_eq!(policy.on_exit(HEALTHY_AFTER), ms(200));
+        assert_eq!(policy, {
+            let mut fresh = RestartPolicy::new();
+            fresh.on_exit(HEALTHY_AFTER);
+            fresh
+        });
+        assert_eq!(policy.on_exit(QUICK), ms(400));
+        // The count started over: nine quick crashes after the healthy run are retried.
+        for _ in 1..MAX_QUICK_CRASHES - 1 {
+            assert!(policy.on_exit(QUICK).is_some());
+        }
+        assert_eq!(policy.on_exit(QUICK), None);
+    }
+
+    /// Starts `sh -c script` and waits until it printed its first line.
+    async fn shell(script: &str) -> Child {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), out.read_line(&mut line))
+            .await
+            .expect("the child to start")
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        child
+    }
+
+    #[tokio::test]
+    async fn stop_kills_a_child_that_ignores_sigterm_after_the_grace() {
+        // `trap '' TERM` ignores SIGTERM, and `exec` keeps it ignored in `sleep`.
+        let mut child = shell("trap '' TERM; echo ready; exec sleep 30").await;
+        let grace = Duration::from_millis(300);
+        let started = Instant::now();
+        let status = stop_child(1, &mut child, grace).await.unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32), "{status:?}");
+        assert!(started.elapsed() >= grace, "killed before the grace ended");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_a_child_with_sigterm_within_the_grace() {
+        let mut child = shell("echo ready; exec sleep 30").await;
+        let status = stop_child(1, &mut child, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    }
+
+    #[test]
+    fn ports_are_picked_outside_the_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        let ports = pick_ports(9).unwrap();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 9, "{ports:?}");
+        if low.saturating_sub(PORT_FIRST).max(65535 - high) >= PORT_ROOM_MIN {
+            for p in ports.iter().map(|&p| u32::from(p)) {
+                assert!(!(low..=high).contains(&p), "{p} is in {low}-{high}");
             }
         }
     }

@@ -241,6 +241,11 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
 
 /// When started by `paxos-node cluster`, die with the supervisor: without this, a
 /// supervisor killed with SIGKILL would leave its nodes running.
+///
+/// The kernel sends the signal when the *thread* that forked this process exits, which is
+/// why the supervisor forks from its main thread only (see `cluster`'s module docs). On
+/// this side the setting belongs to the calling thread, and is checked for as long as that
+/// thread lives: call it from the main thread (`serve` runs in the future `main` blocks on).
 fn watch_supervisor() {
     let Some(parent) = std::env::var("PAXOS_NODE_SUPERVISOR_PID")
         .ok()
