@@ -489,7 +489,7 @@ async fn handshake_timeout_closes_a_silent_connection(net: Arc<dyn Runtime>) {
         .await
         .unwrap();
     for (what, conn) in [("silent", &mut silent), ("partial hello", &mut partial)] {
-        let answered = expect_closed_within(&net, conn, HANDSHAKE_TIMEOUT + SLACK).await;
+        let answered = expect_closed_within(&net, what, conn, HANDSHAKE_TIMEOUT + SLACK).await;
         let elapsed = started.elapsed();
         assert_eq!(answered, 0, "{what}: answered");
         assert!(
@@ -526,11 +526,9 @@ async fn inbound_connections_beyond_the_bound_are_closed(net: Arc<dyn Runtime>) 
     let _silent_b = net.connect_tcp(addr).await.unwrap();
     let mut third = net.connect_tcp(addr).await.unwrap();
     let _ = third.write_all(&hello_frame(CLUSTER, PEER, 0)).await;
-    assert_eq!(
-        expect_closed(&net, &mut third).await,
-        0,
-        "over the bound: answered"
-    );
+    let answered =
+        expect_closed_within(&net, "the connection over the bound", &mut third, WAIT).await;
+    assert_eq!(answered, 0, "the connection over the bound: answered");
     assert_eq!(n0.stats().connections_refused, 1, "{:?}", n0.stats());
 
     // One closes (its handshake fails: counted): a slot is free again.
@@ -556,10 +554,16 @@ async fn inbound_connections_beyond_the_bound_are_closed(net: Arc<dyn Runtime>) 
     // An established connection counts too: the bound is full again.
     let mut over = net.connect_tcp(addr).await.unwrap();
     let _ = over.write_all(&hello_frame(CLUSTER, PEER, 0)).await;
+    let answered = expect_closed_within(
+        &net,
+        "the connection over the bound, an established one counted",
+        &mut over,
+        WAIT,
+    )
+    .await;
     assert_eq!(
-        expect_closed(&net, &mut over).await,
-        0,
-        "over the bound: answered"
+        answered, 0,
+        "the connection over the bound, an established one counted: answered"
     );
     // And the established one carries messages.
     peer.write_all(&message_frame(&msg(1))).await.unwrap();
@@ -648,7 +652,7 @@ async fn write_timeout_gives_up_on_a_peer_that_never_reads(net: Arc<dyn Runtime>
         last_ping - started
     );
     // The old connection was closed: what n0 had written, then the end.
-    let written = expect_closed(&net, &mut stuck).await;
+    let written = expect_closed_within(&net, "the stuck connection", &mut stuck, WAIT).await;
     assert!(
         written > 0 && written < FLOOD * 64 * 1024,
         "{written} bytes"
@@ -673,11 +677,8 @@ async fn a_second_connection_from_a_peer_replaces_the_first(net: Arc<dyn Runtime
     assert_eq!(recv_n(&net, &mut n0, 1).await, vec![from_peer(1)]);
 
     let mut second = within(&net, "the second handshake", raw_peer(&net, addr, PEER, 0)).await;
-    assert_eq!(
-        expect_closed(&net, &mut first).await,
-        0,
-        "the first connection"
-    );
+    let answered = expect_closed_within(&net, "the replaced connection", &mut first, WAIT).await;
+    assert_eq!(answered, 0, "the replaced connection: answered");
     second.write_all(&message_frame(&msg(2))).await.unwrap();
     assert_eq!(recv_n(&net, &mut n0, 1).await, vec![from_peer(2)]);
     // Nothing else arrived (from the first connection or twice).

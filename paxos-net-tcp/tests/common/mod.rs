@@ -342,12 +342,14 @@ pub(crate) async fn try_handshake(
 
 /// Waits until the transport closes `conn`; returns the bytes it sent before closing.
 pub(crate) async fn expect_closed(net: &Arc<dyn Runtime>, conn: &mut BoxConn) -> usize {
-    expect_closed_within(net, conn, WAIT).await
+    expect_closed_within(net, "the connection", conn, WAIT).await
 }
 
-/// [`expect_closed`], failing the test if the connection is still open after `limit`.
+/// [`expect_closed`], failing the test (naming the connection `what`) if it is still open
+/// after `limit`.
 pub(crate) async fn expect_closed_within(
     net: &Arc<dyn Runtime>,
+    what: &str,
     conn: &mut BoxConn,
     limit: Duration,
 ) -> usize {
@@ -363,7 +365,7 @@ pub(crate) async fn expect_closed_within(
     };
     match timeout(net, limit, read_to_end).await {
         Some(total) => total,
-        None => panic!("the transport did not close the connection within {limit:?}"),
+        None => panic!("the transport did not close {what} within {limit:?}"),
     }
 }
 
