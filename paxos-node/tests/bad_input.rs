@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,12 +151,19 @@ fn a_member_that_never_reads_does_not_stop_the_others() {
         let stuck_addr = listener.local_addr().unwrap();
         let held: Arc<Mutex<Vec<BoxConn>>> = Arc::default();
         let conns = held.clone();
+        let pauses = rt.clone();
         rt.spawn(Box::pin(async move {
+            // After a failed accept (out of file descriptors, say), a pause that doubles
+            // up to 100 ms, rather than a spin.
+            let mut pause = Duration::from_millis(1);
             // Ends when the test's runtime is dropped.
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else {
+                    pauses.sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
                     continue;
                 };
+                pause = Duration::from_millis(1);
                 let hello = read_hello(&mut conn).await;
                 if conn
                     .write_all(&hello_frame(CLUSTER, 3, hello.from.0))
