@@ -2,9 +2,21 @@
 //! in `expected.tsv` must come out exactly, none may be `Unknown`.
 //!
 //! The corpus is not in this repository. It is read from `$PAXOS_JEPSEN_DIR` if set, else from
-//! `shared/testdata/jepsen-etcd` beside the workspace. Without it the test fails on CI
-//! (`CI=true`) and is skipped with a note elsewhere.
+//! `shared/testdata/jepsen-etcd` beside the workspace.
+//!
+//! Without the corpus:
+//! * **On CI** the test fails. "On CI" means `CI` is set to anything but empty, `false` or
+//!   `0` (any case): CI services set `CI=true`, `CI=1` or their own name, and a run there
+//!   must never pass by checking nothing.
+//! * **Elsewhere** the test passes, and says `SKIPPED` on the terminal. libtest captures
+//!   what `println!`/`eprintln!` print in a passing test, so a note printed that way would
+//!   only show with `--nocapture`; the note is written to the process's stderr directly
+//!   (`std::io::stderr()`, which libtest does not capture), so a plain `cargo test` shows
+//!   it next to the `ok`. There is no way to mark a test as skipped in stable libtest, and
+//!   `#[ignore]` would hide it on CI too.
 
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,15 +34,44 @@ fn corpus_dir() -> PathBuf {
     )
 }
 
+/// Whether a `CI` variable with this value (or none) means a CI run, which must have the
+/// corpus.
+fn is_ci(value: Option<&OsStr>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.to_string_lossy();
+        let v = v.trim();
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+    })
+}
+
+#[test]
+fn ci_values_that_demand_the_corpus() {
+    for value in ["true", "TRUE", "1", "yes", "github-actions", "woodpecker"] {
+        assert!(is_ci(Some(OsStr::new(value))), "CI={value}");
+    }
+    for value in ["", " ", "0", "false", "False", "FALSE"] {
+        assert!(!is_ci(Some(OsStr::new(value))), "CI={value:?}");
+    }
+    assert!(!is_ci(None), "CI unset");
+}
+
 #[test]
 fn jepsen_etcd_verdicts() {
     let dir = corpus_dir();
     let expected_path = dir.join("expected.tsv");
     let Ok(expected) = std::fs::read_to_string(&expected_path) else {
-        let on_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!on_ci, "jepsen-etcd corpus missing at {}", dir.display());
-        eprintln!(
-            "jepsen-etcd: corpus not found at {} (set PAXOS_JEPSEN_DIR); skipping",
+        let ci = std::env::var_os("CI");
+        assert!(
+            !is_ci(ci.as_deref()),
+            "jepsen-etcd corpus missing at {} on CI (CI={:?}); set PAXOS_JEPSEN_DIR",
+            dir.display(),
+            ci.unwrap_or_default(),
+        );
+        // Not `eprintln!`: libtest would swallow it in a passing test (see the file docs).
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "jepsen_etcd_verdicts SKIPPED: corpus not found at {} (set PAXOS_JEPSEN_DIR; \
+             on CI a missing corpus fails)",
             dir.display()
         );
         return;

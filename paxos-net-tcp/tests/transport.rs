@@ -3,8 +3,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
 
+use futures::future::{Either, select};
 use futures::io::AsyncWriteExt;
 use paxos_core::{Inbound, NodeId, Transport};
 use paxos_net_tcp::{Runtime, StartError, TcpTransport};
@@ -25,6 +29,10 @@ on_both_runtimes!(
     outbound_queue_is_bounded_in_bytes,
     one_large_message_passes_a_small_byte_bound,
     inbound_queue_is_bounded_in_bytes,
+    handshake_timeout_closes_a_silent_connection,
+    inbound_connections_beyond_the_bound_are_closed,
+    write_timeout_gives_up_on_a_peer_that_never_reads,
+    a_second_connection_from_a_peer_replaces_the_first,
 );
 
 /// Every ordered pair of three nodes carries 100 messages, in order.
@@ -71,7 +79,13 @@ async fn three_nodes_exchange_in_all_directions(net: Arc<dyn Runtime>) {
 
 /// A node is stopped and restarted on the same port; the others reconnect to it.
 async fn peer_restart_reconnects(net: Arc<dyn Runtime>) {
-    let mut nodes = cluster(&net, 3);
+    // Node 2 is restarted on its port while the others redial it: see `start_restartable`.
+    let mut nodes = vec![
+        TcpTransport::start(config(0), net.clone()).unwrap(),
+        TcpTransport::start(config(1), net.clone()).unwrap(),
+        start_restartable(&net, config(2)),
+    ];
+    connect_all(&nodes);
     let (a, rest) = nodes.split_at_mut(1);
     deliver_eventually(&net, &a[0], &mut rest[1], 1).await;
     deliver_eventually(&net, &rest[1], &mut a[0], 2).await;
@@ -85,7 +99,7 @@ async fn peer_restart_reconnects(net: Arc<dyn Runtime>) {
         .iter()
         .map(|n| (n.node_id(), n.local_addr()))
         .collect();
-    let mut new = TcpTransport::start(restarted, net.clone()).unwrap();
+    let mut new = start_retrying(&net, restarted).await;
     assert_eq!(new.local_addr(), addr);
 
     for (tag, node) in nodes.iter_mut().enumerate() {
@@ -229,8 +243,12 @@ async fn stuck_peer_does_not_block_others(net: Arc<dyn Runtime>) {
     drop(stuck_in);
 }
 
-/// `recv` dropped mid-wait, thousands of times, loses nothing.
+/// `recv` cancelled while it waits loses nothing and duplicates nothing. Each round drops
+/// one `recv` while it waits with nothing queued, and one after a message arrived and woke
+/// it but before it was polled again; a later `recv` must get that message, once. Then
+/// thousands of `recv`s are cut short at arbitrary points of a stream of messages.
 async fn recv_is_cancel_safe(net: Arc<dyn Runtime>) {
+    const ROUNDS: u64 = 20;
     const COUNT: u64 = 2_000;
     let mut config1 = config(1);
     config1.max_outbound_queue = COUNT as usize;
@@ -239,18 +257,60 @@ async fn recv_is_cancel_safe(net: Arc<dyn Runtime>) {
         TcpTransport::start(config1, net.clone()).unwrap(),
     ];
     connect_all(&nodes);
-    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(100) {
-        nodes[1].send(chunk.iter().map(|&i| to(0, msg(i))).collect());
-    }
+    let [n0, n1] = &mut nodes[..] else {
+        unreachable!()
+    };
+    // Sent once: queued until the connection is up, then delivered.
+    n1.send(vec![to(0, msg(u64::MAX))]);
+    let first = recv_n(&net, n0, 1).await;
+    assert_eq!(first[0].message, msg(u64::MAX));
+
     let mut got = Vec::new();
+    for round in 0..ROUNDS {
+        // Nothing is queued: the recv waits, and is dropped while it waits.
+        let waited = timeout(&net, Duration::from_millis(5), n0.recv(&mut got, 8)).await;
+        assert!(
+            waited.is_none() && got.is_empty(),
+            "round {round}: recv returned with nothing sent: {got:?}"
+        );
+        // Polled once, so that it waits; the message arrives and wakes it; dropped unpolled.
+        let woken = Arc::new(WakeFlag::default());
+        let mut pending = n0.recv(&mut got, 8);
+        let waker = Waker::from(woken.clone());
+        let polled = pending.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending(), "round {round}: recv did not wait");
+        n1.send(vec![to(0, msg(round))]);
+        within(&net, "the message to wake the waiting recv", async {
+            while !woken.is_set() {
+                net.sleep(Duration::from_millis(1)).await; // polling
+            }
+        })
+        .await;
+        drop(pending);
+        assert!(
+            got.is_empty(),
+            "round {round}: the dropped recv returned {got:?}"
+        );
+        let later = recv_n(&net, n0, 1).await;
+        assert_eq!(
+            later,
+            vec![Inbound {
+                from: NodeId(1),
+                message: msg(round)
+            }],
+            "round {round}: a later recv"
+        );
+    }
+    // Nothing was delivered twice: no message is left.
+    let extra = timeout(&net, Duration::from_millis(50), n0.recv(&mut got, 8)).await;
+    assert!(extra.is_none() && got.is_empty(), "left over: {got:?}");
+
+    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(100) {
+        n1.send(chunk.iter().map(|&i| to(0, msg(i))).collect());
+    }
     within(&net, "all messages through a cancelled recv", async {
         while got.len() < COUNT as usize {
-            let _ = timeout(
-                &net,
-                std::time::Duration::from_micros(50),
-                nodes[0].recv(&mut got, 7),
-            )
-            .await;
+            let _ = timeout(&net, Duration::from_micros(50), n0.recv(&mut got, 7)).await;
         }
     })
     .await;
@@ -312,7 +372,12 @@ async fn bind_conflict_is_reported(net: Arc<dyn Runtime>) {
 /// `close` stops the listener (the port is free again at once) and every connection (the
 /// peer's reader sees its inbound connection end and the peer redials in vain).
 async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Runtime>) {
-    let mut nodes = cluster(&net, 2);
+    // Node 1's port is bound again while node 0 redials it: see `start_restartable`.
+    let mut nodes = vec![
+        TcpTransport::start(config(0), net.clone()).unwrap(),
+        start_restartable(&net, config(1)),
+    ];
+    connect_all(&nodes);
     let (a, b) = nodes.split_at_mut(1);
     deliver_eventually(&net, &a[0], &mut b[0], 1).await;
     let n1 = nodes.pop().unwrap();
@@ -325,7 +390,8 @@ async fn close_releases_the_port_and_the_peers_notice(net: Arc<dyn Runtime>) {
     let mut again = config(1);
     again.listen = addr;
     again.peers = BTreeMap::from([(NodeId(0), nodes[0].local_addr())]);
-    let mut n1 = TcpTransport::start(again, net.clone()).unwrap();
+    let mut n1 = start_retrying(&net, again).await;
+    assert_eq!(n1.local_addr(), addr);
     deliver_eventually(&net, &nodes[0], &mut n1, 3).await;
 }
 
@@ -381,7 +447,7 @@ async fn inbound_queue_is_bounded_in_bytes(net: Arc<dyn Runtime>) {
     n0[0].send((0..COUNT).map(|_| to(1, big(64 * 1024))).collect());
     within(&net, "three frames queued", async {
         while n1[0].stats().received_frames < 3 {
-            net.sleep(std::time::Duration::from_millis(1)).await; // polling
+            net.sleep(Duration::from_millis(1)).await; // polling
         }
     })
     .await;
@@ -394,4 +460,230 @@ async fn inbound_queue_is_bounded_in_bytes(net: Arc<dyn Runtime>) {
         "{stats:?}"
     );
     assert_eq!(n0[0].stats().dropped_queue_full, 0);
+}
+
+/// A connection that sends nothing, or only part of a hello, is closed once
+/// `handshake_timeout` has passed (not before), and the node keeps serving.
+async fn handshake_timeout_closes_a_silent_connection(net: Arc<dyn Runtime>) {
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(300);
+    // Scheduling slack on a loaded machine.
+    const SLACK: Duration = Duration::from_millis(1_500);
+    let mut config0 = config(0);
+    config0.handshake_timeout = HANDSHAKE_TIMEOUT;
+    let mut nodes = vec![
+        TcpTransport::start(config0, net.clone()).unwrap(),
+        TcpTransport::start(config(1), net.clone()).unwrap(),
+    ];
+    connect_all(&nodes);
+    let addr = nodes[0].local_addr();
+    let started = Instant::now();
+    let mut silent = net.connect_tcp(addr).await.unwrap();
+    let mut partial = net.connect_tcp(addr).await.unwrap();
+    partial
+        .write_all(&hello_frame(CLUSTER, 1, 0)[..3])
+        .await
+        .unwrap();
+    for (what, conn) in [("silent", &mut silent), ("partial hello", &mut partial)] {
+        let answered = expect_closed_within(&net, what, conn, HANDSHAKE_TIMEOUT + SLACK).await;
+        let elapsed = started.elapsed();
+        assert_eq!(answered, 0, "{what}: answered");
+        assert!(
+            elapsed >= HANDSHAKE_TIMEOUT,
+            "{what}: closed after {elapsed:?}, before the handshake timeout"
+        );
+    }
+    let (a, b) = nodes.split_at_mut(1);
+    deliver_eventually(&net, &b[0], &mut a[0], 1).await;
+    let stats = nodes[0].stats();
+    assert_eq!(
+        (stats.connections_refused, stats.connections_accepted),
+        (2, 1),
+        "{stats:?}"
+    );
+}
+
+/// `max_inbound_connections` counts connections in the handshake and established ones:
+/// past it, a new connection is closed on accept without an answer to its (valid) hello;
+/// once one closes, a new one is served again.
+async fn inbound_connections_beyond_the_bound_are_closed(net: Arc<dyn Runtime>) {
+    const PEER: u64 = 9;
+    let mut config0 = config(0);
+    config0.max_inbound_connections = 2;
+    // Longer than the test: the silent connections stay open until dropped.
+    config0.handshake_timeout = Duration::from_secs(60);
+    let mut n0 = TcpTransport::start(config0, net.clone()).unwrap();
+    // A peer only so that a raw socket may handshake as it.
+    n0.set_peer(NodeId(PEER), unused_addr(&net));
+    let addr = n0.local_addr();
+
+    // Two connections in the handshake fill the bound (accepted in order, before the third).
+    let silent_a = net.connect_tcp(addr).await.unwrap();
+    let _silent_b = net.connect_tcp(addr).await.unwrap();
+    let mut third = net.connect_tcp(addr).await.unwrap();
+    let _ = third.write_all(&hello_frame(CLUSTER, PEER, 0)).await;
+    let answered =
+        expect_closed_within(&net, "the connection over the bound", &mut third, WAIT).await;
+    assert_eq!(answered, 0, "the connection over the bound: answered");
+    assert_eq!(n0.stats().connections_refused, 1, "{:?}", n0.stats());
+
+    // One closes (its handshake fails: counted): a slot is free again.
+    drop(silent_a);
+    within(&net, "the closed connection to be counted", async {
+        while n0.stats().connections_refused < 2 {
+            net.sleep(Duration::from_millis(1)).await; // polling
+        }
+    })
+    .await;
+    let mut peer = within(&net, "a handshake once a slot is free", async {
+        // The slot is given back a moment after the count: retry, a bounded number of times.
+        for _ in 0..100 {
+            if let Some(conn) = try_handshake(&net, addr, PEER, 0).await {
+                return conn;
+            }
+            net.sleep(Duration::from_millis(10)).await;
+        }
+        panic!("every handshake refused with a slot free: {:?}", n0.stats());
+    })
+    .await;
+
+    // An established connection counts too: the bound is full again.
+    let mut over = net.connect_tcp(addr).await.unwrap();
+    let _ = over.write_all(&hello_frame(CLUSTER, PEER, 0)).await;
+    let answered = expect_closed_within(
+        &net,
+        "the connection over the bound, an established one counted",
+        &mut over,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        answered, 0,
+        "the connection over the bound, an established one counted: answered"
+    );
+    // And the established one carries messages.
+    peer.write_all(&message_frame(&msg(1))).await.unwrap();
+    let got = recv_n(&net, &mut n0, 1).await;
+    assert_eq!(
+        got,
+        vec![Inbound {
+            from: NodeId(PEER),
+            message: msg(1)
+        }]
+    );
+    assert_eq!(n0.stats().connections_accepted, 1, "{:?}", n0.stats());
+}
+
+/// A peer that handshakes and then never reads: once the socket buffers are full, the
+/// write waits `write_timeout` and gives up (the connection is closed and redialled), not
+/// sooner and not much later; meanwhile another peer keeps getting messages.
+async fn write_timeout_gives_up_on_a_peer_that_never_reads(net: Arc<dyn Runtime>) {
+    const STUCK: u64 = 9;
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+    // Scheduling slack on a loaded machine.
+    const SLACK: Duration = Duration::from_millis(2_000);
+    // 512 x 64 KiB = 32 MiB: far more than loopback socket buffers take.
+    const FLOOD: usize = 512;
+    let mut config0 = config(0);
+    config0.write_timeout = WRITE_TIMEOUT;
+    config0.max_outbound_queue = FLOOD + 1;
+    let n0 = TcpTransport::start(config0, net.clone()).unwrap();
+    let mut n1 = TcpTransport::start(config(1), net.clone()).unwrap();
+    n0.set_peer(NodeId(1), n1.local_addr());
+    n1.set_peer(NodeId(0), n0.local_addr());
+    n0.send(vec![to(1, msg(u64::MAX))]);
+    assert_eq!(recv_n(&net, &mut n1, 1).await[0].message, msg(u64::MAX));
+
+    let listener = net.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    n0.set_peer(NodeId(STUCK), listener.local_addr().unwrap());
+    let (mut stuck, _) = within(&net, "n0 to dial the stuck peer", listener.accept())
+        .await
+        .unwrap();
+    let hello = within(&net, "n0's hello", read_hello(&mut stuck)).await;
+    assert_eq!(hello.from, NodeId(0));
+    stuck
+        .write_all(&hello_frame(CLUSTER, STUCK, 0))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    n0.send((0..FLOOD).map(|_| to(STUCK, big(64 * 1024))).collect());
+    // Ping n1 until n0 gives up on the stuck connection and dials again.
+    let mut pings = 0;
+    let mut last_ping = started;
+    let pinging = async {
+        loop {
+            n0.send(vec![to(1, msg(pings))]);
+            let got = recv_n(&net, &mut n1, 1).await;
+            assert_eq!(got[0].message, msg(pings), "ping {pings}");
+            pings += 1;
+            last_ping = Instant::now();
+        }
+    };
+    let (accepted, elapsed) = {
+        let (accepting, pinging) = (pin!(listener.accept()), pin!(pinging));
+        let redialled = within(
+            &net,
+            "n0 to give up on the stuck peer and dial it again",
+            select(accepting, pinging),
+        )
+        .await;
+        // Pinging never ends.
+        let Either::Left((accepted, _)) = redialled;
+        (accepted, started.elapsed())
+    };
+    accepted.unwrap();
+    assert!(
+        elapsed >= WRITE_TIMEOUT,
+        "gave up after {elapsed:?}, before the write timeout"
+    );
+    assert!(
+        elapsed <= WRITE_TIMEOUT + SLACK,
+        "gave up only after {elapsed:?}"
+    );
+    assert!(
+        pings > 0 && last_ping - started >= WRITE_TIMEOUT / 2,
+        "n1 was not served while the write to the stuck peer waited: {pings} pings, the \
+         last {:?} in",
+        last_ping - started
+    );
+    // The old connection was closed: what n0 had written, then the end.
+    let written = expect_closed_within(&net, "the stuck connection", &mut stuck, WAIT).await;
+    assert!(
+        written > 0 && written < FLOOD * 64 * 1024,
+        "{written} bytes"
+    );
+}
+
+/// A second connection that completes the handshake as the same peer replaces the first:
+/// the transport closes the first, and messages flow on the second.
+async fn a_second_connection_from_a_peer_replaces_the_first(net: Arc<dyn Runtime>) {
+    const PEER: u64 = 9;
+    let mut n0 = TcpTransport::start(config(0), net.clone()).unwrap();
+    // A peer only so that a raw socket may handshake as it.
+    n0.set_peer(NodeId(PEER), unused_addr(&net));
+    let addr = n0.local_addr();
+    let from_peer = |tag| Inbound {
+        from: NodeId(PEER),
+        message: msg(tag),
+    };
+
+    let mut first = within(&net, "the first handshake", raw_peer(&net, addr, PEER, 0)).await;
+    first.write_all(&message_frame(&msg(1))).await.unwrap();
+    assert_eq!(recv_n(&net, &mut n0, 1).await, vec![from_peer(1)]);
+
+    let mut second = within(&net, "the second handshake", raw_peer(&net, addr, PEER, 0)).await;
+    let answered = expect_closed_within(&net, "the replaced connection", &mut first, WAIT).await;
+    assert_eq!(answered, 0, "the replaced connection: answered");
+    second.write_all(&message_frame(&msg(2))).await.unwrap();
+    assert_eq!(recv_n(&net, &mut n0, 1).await, vec![from_peer(2)]);
+    // Nothing else arrived (from the first connection or twice).
+    let mut extra = Vec::new();
+    let waited = timeout(&net, Duration::from_millis(50), n0.recv(&mut extra, 8)).await;
+    assert!(waited.is_none() && extra.is_empty(), "{extra:?}");
+    let stats = n0.stats();
+    assert_eq!(
+        (stats.connections_accepted, stats.connections_bad_frame),
+        (2, 0),
+        "{stats:?}"
+    );
 }

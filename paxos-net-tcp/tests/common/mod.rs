@@ -2,9 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Wake;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,7 +19,9 @@ use paxos_core::message::{Decide, Forward};
 use paxos_core::{
     Ballot, Command, Envelope, Inbound, Message, NodeId, ProposalId, Slot, Transport,
 };
-use paxos_net_tcp::{BoxConn, HELLO_MAX_BYTES, Hello, Runtime, TcpConfig, TcpTransport};
+use paxos_net_tcp::{
+    BoxConn, HELLO_MAX_BYTES, Hello, Runtime, StartError, TcpConfig, TcpTransport,
+};
 use paxos_runtime::AsyncIoRuntime;
 use paxos_runtime::TokioRuntime;
 
@@ -70,6 +76,75 @@ pub(crate) fn config(id: u64) -> TcpConfig {
     config.reconnect_backoff_max = Duration::from_millis(100);
     config.handshake_timeout = Duration::from_secs(2);
     config
+}
+
+/// Attempts at binding a port that may be taken for a moment (see [`start_restartable`]).
+const BIND_ATTEMPTS: u32 = 50;
+
+/// Loopback ports outside the kernel's ephemeral range, read from
+/// `/proc/sys/net/ipv4/ip_local_port_range` (`None` where there is no such file, or no
+/// room beside the range).
+///
+/// A port in the ephemeral range can be given to any outbound socket as its source port,
+/// including a peer's redial of that very port while nothing listens there: such a dial
+/// connects to itself (TCP simultaneous open), and then the socket, and after it its
+/// `TIME_WAIT`, holds the port for up to a minute. Ports outside the range are never
+/// handed out that way (nor to `bind` on port 0), so a test can release one and bind it
+/// again.
+fn non_ephemeral_ports() -> Option<Range<u16>> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = range.split_whitespace().map(str::parse::<u16>);
+    let (low, high) = (bounds.next()?.ok()?, bounds.next()?.ok()?);
+    if low >= 11_024 {
+        Some(low - 10_000..low)
+    } else if high <= 55_000 {
+        Some(high + 1..high + 10_001)
+    } else {
+        None
+    }
+}
+
+/// Starts `config` on a loopback port that can be released and bound again by a restart
+/// ([`start_retrying`]) while the peers keep redialling it: one outside the ephemeral
+/// range (see [`non_ephemeral_ports`]), tried at random until one is free. Falls back to
+/// port 0 where that range is unknown.
+pub(crate) fn start_restartable(net: &Arc<dyn Runtime>, mut config: TcpConfig) -> TcpTransport {
+    let Some(ports) = non_ephemeral_ports() else {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        return TcpTransport::start(config, net.clone()).unwrap();
+    };
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..BIND_ATTEMPTS {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], rng.u16(ports.clone())));
+        match TcpTransport::start(config.clone(), net.clone()) {
+            Ok(transport) => return transport,
+            Err(StartError::Bind {
+                kind: ErrorKind::AddrInUse,
+                ..
+            }) => {}
+            Err(error) => panic!("start on {}: {error}", config.listen),
+        }
+    }
+    panic!("no free port in {ports:?} after {BIND_ATTEMPTS} attempts");
+}
+
+/// Starts `config` on its fixed `listen` address, retrying (at most [`BIND_ATTEMPTS`]
+/// times, 20 ms apart) while the port is in use: another process may hold it for a
+/// moment. For restarts on a port from [`start_restartable`].
+pub(crate) async fn start_retrying(net: &Arc<dyn Runtime>, config: TcpConfig) -> TcpTransport {
+    for _ in 1..BIND_ATTEMPTS {
+        match TcpTransport::start(config.clone(), net.clone()) {
+            Ok(transport) => return transport,
+            Err(StartError::Bind {
+                kind: ErrorKind::AddrInUse,
+                ..
+            }) => net.sleep(Duration::from_millis(20)).await,
+            Err(error) => panic!("restart on {}: {error}", config.listen),
+        }
+    }
+    let listen = config.listen;
+    TcpTransport::start(config, net.clone())
+        .unwrap_or_else(|e| panic!("restart on {listen}, {BIND_ATTEMPTS} attempts: {e}"))
 }
 
 /// Starts `n` transports (ids 0..n) on port 0 and tells each about all the others.
@@ -192,6 +267,13 @@ pub(crate) async fn deliver_eventually(
     .await;
 }
 
+/// The frame of `message`, as a dialer writes it after the handshake.
+pub(crate) fn message_frame(message: &Message) -> BytesMut {
+    let mut buf = BytesMut::new();
+    encode_frame(message, &mut buf, 1 << 20).unwrap();
+    buf
+}
+
 /// The frame of a `Hello` from `from` to `to` in `cluster`.
 pub(crate) fn hello_frame(cluster: u64, from: u64, to: u64) -> BytesMut {
     let mut buf = BytesMut::new();
@@ -237,19 +319,73 @@ pub(crate) async fn raw_peer(
     .await
 }
 
+/// Dials `addr` and tries a valid handshake as node `from`: the connection if the
+/// transport answered, `None` if it closed the connection instead.
+pub(crate) async fn try_handshake(
+    net: &Arc<dyn Runtime>,
+    addr: SocketAddr,
+    from: u64,
+    to: u64,
+) -> Option<BoxConn> {
+    let mut conn = net.connect_tcp(addr).await.unwrap();
+    conn.write_all(&hello_frame(CLUSTER, from, to)).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        if let Some((hello, _)) = decode_frame::<Hello>(&buf, HELLO_MAX_BYTES).unwrap() {
+            assert_eq!(hello, Hello::new(CLUSTER, NodeId(to), NodeId(from)));
+            return Some(conn);
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// Waits until the transport closes `conn`; returns the bytes it sent before closing.
 pub(crate) async fn expect_closed(net: &Arc<dyn Runtime>, conn: &mut BoxConn) -> usize {
-    within(net, "the transport to close the connection", async {
+    expect_closed_within(net, "the connection", conn, WAIT).await
+}
+
+/// [`expect_closed`], failing the test (naming the connection `what`) if it is still open
+/// after `limit`.
+pub(crate) async fn expect_closed_within(
+    net: &Arc<dyn Runtime>,
+    what: &str,
+    conn: &mut BoxConn,
+    limit: Duration,
+) -> usize {
+    let read_to_end = async {
         let mut total = 0;
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             match conn.read(&mut chunk).await {
                 Ok(0) | Err(_) => return total,
                 Ok(n) => total += n,
             }
         }
-    })
-    .await
+    };
+    match timeout(net, limit, read_to_end).await {
+        Some(total) => total,
+        None => panic!("the transport did not close {what} within {limit:?}"),
+    }
+}
+
+/// A waker that records that it was woken.
+#[derive(Debug, Default)]
+pub(crate) struct WakeFlag(AtomicBool);
+
+impl WakeFlag {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A free loopback address: nothing listens there (a dialer gets "connection refused").
