@@ -337,8 +337,13 @@ impl Gate {
                 self.blocked.store(false, Ordering::SeqCst);
                 return;
             }
-            self.blocked.store(true, Ordering::SeqCst);
-            self.changed.notify(usize::MAX);
+            if !self.blocked.swap(true, Ordering::SeqCst) {
+                // Tell `blocked` waiters, then listen anew: the listener taken above hears
+                // this notification too, and awaiting it would spin (on tokio, with the
+                // woken test task stuck in this worker's LIFO slot: a hang).
+                self.changed.notify(usize::MAX);
+                continue;
+            }
             listener.await;
         }
     }
