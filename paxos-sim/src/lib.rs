@@ -206,6 +206,19 @@ pub fn run(cfg: &SimConfig) -> Report {
     }
 }
 
+/// The day that picks the CI tests' fresh seed windows: `PAXOS_SIM_DAY` if set (`.ci/run`
+/// fixes it and prints the windows), else days since the Unix epoch.
+pub fn seed_day() -> u64 {
+    std::env::var("PAXOS_SIM_DAY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / 86_400)
+        })
+}
+
 /// Parses a bug name as used by `--bug`.
 pub fn parse_bug(name: &str) -> Option<Bug> {
     match name {

@@ -18,15 +18,7 @@ fn fresh_start() -> u64 {
     {
         return start;
     }
-    // `.ci/run` fixes the day (and prints the windows) before the tests start.
-    let day = std::env::var("PAXOS_SIM_DAY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() / 86_400)
-        });
+    let day = paxos_sim::seed_day();
     10_000_000 + day * FRESH
 }
 
