@@ -12,15 +12,12 @@
 //! (those are the transport's and the storage's), no snapshots, log compaction or
 //! membership change yet (the core has none), and no exactly-once semantics in the driver
 //! (a retried command can be applied twice unless the state machine deduplicates it, as
-//! [`kv::KvStateMachine`] does).
+//! the Redis-protocol sample application's state machine does: `paxos-kv`), and no
+//! application: this crate has no command-line, no client protocol and no config files.
 //!
-//! # The `paxos-node` binary
-//!
-//! With the `cli` feature (on by default) the crate also builds `paxos-node`, a replicated
-//! key-value store that speaks the Redis protocol: `paxos-node serve` runs one replica,
-//! `paxos-node cluster --nodes 3` starts and supervises a local cluster. Its state machine
-//! ([`kv`]) and its request parser ([`resp`]) are library modules, so they can be tested
-//! and reused; the server itself lives in `src/bin/paxos-node/`. It runs on tokio only.
+//! The sample application, `paxos-kv`, is a separate crate: a replicated key-value store
+//! that speaks the Redis protocol, with the `paxos-node` binary (`paxos-node serve`,
+//! `paxos-node cluster --nodes 3`). It uses only this crate's public API.
 //!
 //! # The driver
 //!
@@ -99,9 +96,7 @@ mod command;
 mod driver;
 mod error;
 mod handle;
-pub mod kv;
 mod options;
-pub mod resp;
 mod waiters;
 
 /// The runtime seam: [`paxos_runtime`], re-exported.

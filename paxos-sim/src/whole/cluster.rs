@@ -15,7 +15,7 @@ use bytes::Bytes;
 use paxos_core::{
     Committed, Config, NodeId, ProposalId, Slot, StateMachine, StateMachineError, Storage,
 };
-use paxos_node::kv::KvStateMachine;
+use paxos_kv::kv::KvStateMachine;
 use paxos_node::{FatalError, NodeBuilder, NodeHandle, NodeOptions};
 use paxos_runtime::Runtime;
 use paxos_storage::{FaultPlan, FaultyStorage, MemoryStorage};
@@ -304,7 +304,7 @@ impl Cluster {
             Box::new(FaultyStorage::new(disk, slot.plan.clone()))
         };
         let state_machine = Recording {
-            inner: KvStateMachine::new(paxos_node::kv::DEFAULT_MAX_SESSIONS),
+            inner: KvStateMachine::new(paxos_kv::kv::DEFAULT_MAX_SESSIONS),
             node: i,
             agreement: self.agreement.clone(),
             next: Slot(0),

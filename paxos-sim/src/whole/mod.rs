@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use paxos_core::NodeId;
+use paxos_kv::kv::{KvCommand, KvQuery, KvRequest, RequestId};
 use paxos_lincheck::{CheckOptions, Verdict, check};
-use paxos_node::kv::{KvCommand, KvQuery, KvRequest, RequestId};
 
 pub use self::faults::FaultStats;
 pub use self::net::NetStats;

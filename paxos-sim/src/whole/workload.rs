@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use paxos_kv::kv::{KvCommand, KvOutput, KvQuery, KvRequest, RequestId, decode_get_answer};
 use paxos_lincheck::{Input, Operation, Output};
-use paxos_node::kv::{KvCommand, KvOutput, KvQuery, KvRequest, RequestId, decode_get_answer};
 use paxos_node::{ProposeError, ReadError};
 use paxos_runtime::Runtime;
 

@@ -33,11 +33,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use paxos_core::{Config, NodeId, StateMachine, Storage};
-use paxos_net_tcp::{TcpConfig, TcpTransport};
-use paxos_node::kv::{
+use paxos_kv::kv::{
     KvCommand, KvOutput, KvQuery, KvRequest, KvStateMachine, RequestId, decode_get_answer,
 };
-use paxos_node::resp::{self, Limits};
+use paxos_kv::resp::{self, Limits};
+use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime};
 use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,7 +125,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// A fresh client: an id random per process and distinct per connection, born at the
-    /// slot this node has applied (see `paxos_node::kv`, "Exactly once").
+    /// slot this node has applied (see `paxos_kv::kv`, "Exactly once").
     fn new_client(&self) -> Client {
         let n = self.next_client.fetch_add(1, Ordering::Relaxed);
         Client {
@@ -469,7 +469,7 @@ async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
 /// it is applied, the attempts run out or the deadline passes. Returns whether to close.
 ///
 /// If the state machine refuses the request because the client's session expired (see
-/// `paxos_node::kv`, "Exactly once"), the connection goes on as a new client. When no
+/// `paxos_kv::kv`, "Exactly once"), the connection goes on as a new client. When no
 /// earlier attempt can have been applied, the command is then retried once as that new
 /// client's first request; otherwise its outcome is unknown and the reply says so.
 async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec<u8>) -> bool {

@@ -188,7 +188,7 @@ impl NodeConfig {
             max_sessions: args
                 .max_sessions
                 .or(file.max_sessions)
-                .unwrap_or(paxos_node::kv::DEFAULT_MAX_SESSIONS),
+                .unwrap_or(paxos_kv::kv::DEFAULT_MAX_SESSIONS),
             request_timeout_ms: args
                 .request_timeout_ms
                 .or(file.request_timeout_ms)

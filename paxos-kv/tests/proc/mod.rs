@@ -54,7 +54,7 @@ impl Drop for Proc {
 
 /// Ports outside the ephemeral range, so that a restarted node finds its ports free (see
 /// the module's docs).
-#[path = "../ports/mod.rs"]
+#[path = "../../../paxos-node/tests/ports/mod.rs"]
 pub mod ports;
 
 pub use ports::free_ports;

@@ -3,7 +3,7 @@
 //! Keys and values are byte strings. Writes ([`KvCommand`]: `SET`, `DEL`, `INCR`, `CAS`)
 //! go through the log wrapped in a [`KvRequest`] that carries a [`RequestId`] (client id and
 //! sequence number); reads ([`KvQuery`]: `GET`) go through
-//! [`NodeHandle::read`](crate::NodeHandle::read) and never touch the log's state.
+//! [`NodeHandle::read`](paxos_node::NodeHandle::read) and never touch the log's state.
 //!
 //! # Exactly once
 //!
@@ -144,7 +144,7 @@ impl KvCommand {
     /// whatever its request id: [`REQUEST_OVERHEAD_BYTES`] + [`ARGUMENT_OVERHEAD_BYTES`]
     /// per key or value + their total length. For `SET key value` that is `key + value +
     /// 50` bytes. The `paxos-node` server refuses a write whose bound exceeds the node's
-    /// [`max_command_bytes`](crate::NodeHandle::max_command_bytes), so the rule users see
+    /// [`max_command_bytes`](paxos_node::NodeHandle::max_command_bytes), so the rule users see
     /// does not depend on the size of the (random) client id.
     pub fn max_request_bytes(&self) -> usize {
         let (count, bytes) = self.arguments();
@@ -164,7 +164,7 @@ pub struct KvRequest {
 }
 
 impl KvRequest {
-    /// The bytes to [`propose`](crate::NodeHandle::propose).
+    /// The bytes to [`propose`](paxos_node::NodeHandle::propose).
     pub fn encode(&self) -> Bytes {
         Bytes::from(postcard::to_allocvec(self).expect("encoding to a Vec cannot fail"))
     }
@@ -194,7 +194,7 @@ impl KvOutput {
         Bytes::from(postcard::to_allocvec(self).expect("encoding to a Vec cannot fail"))
     }
 
-    /// Decodes the output of [`NodeHandle::propose`](crate::NodeHandle::propose); `None` if
+    /// Decodes the output of [`NodeHandle::propose`](paxos_node::NodeHandle::propose); `None` if
     /// malformed.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         postcard::from_bytes(bytes).ok()
@@ -212,7 +212,7 @@ pub enum KvQuery {
 }
 
 impl KvQuery {
-    /// The bytes to [`read`](crate::NodeHandle::read).
+    /// The bytes to [`read`](paxos_node::NodeHandle::read).
     pub fn encode(&self) -> Bytes {
         Bytes::from(postcard::to_allocvec(self).expect("encoding to a Vec cannot fail"))
     }

@@ -1,7 +1,7 @@
 //! Sessions at the client port: a node keeping a single session, two connections writing
 //! in turn, so every write of one evicts the other's session. Each write must still apply
 //! exactly once and answer normally: a connection whose session was evicted goes on as a
-//! new client (see `paxos_node::kv`, "Exactly once").
+//! new client (see `paxos_kv::kv`, "Exactly once").
 
 mod proc;
 
