@@ -7,6 +7,8 @@
 //! checked for linearizability (writes that failed in any way count as unknown outcomes):
 //! an acknowledged write that was lost, or a node that diverged, fails the check. The
 //! nodes then converge to the same applied slot.
+//!
+//! The test runs once with the nodes on tokio and once on smol (`serve --runtime`).
 
 mod proc;
 
@@ -31,6 +33,13 @@ const EXTRA: &[&str] = &[
     "--client-deadline-ms",
     "3000",
 ];
+
+/// The flags of every node: [`EXTRA`] and the runtime.
+fn extra(runtime: &'static str) -> Vec<&'static str> {
+    let mut flags = EXTRA.to_vec();
+    flags.extend(["--runtime", runtime]);
+    flags
+}
 
 /// A node's `/status`, if it answers. Never asked of a paused node: it would not answer.
 fn status(node: &NodeAddrs) -> Option<serde_json::Value> {
@@ -190,14 +199,29 @@ fn client(
 }
 
 #[test]
-fn linearizable_under_sigkill_and_sigstop() {
+fn linearizable_under_sigkill_and_sigstop_on_tokio() {
+    linearizable_under_sigkill_and_sigstop("tokio");
+}
+
+#[test]
+fn linearizable_under_sigkill_and_sigstop_on_smol() {
+    linearizable_under_sigkill_and_sigstop("smol");
+}
+
+fn linearizable_under_sigkill_and_sigstop(runtime: &'static str) {
     let dir = proc::tempdir();
     let nodes = layout(3);
+    let flags = extra(runtime);
     let mut procs: Vec<Proc> = (0..3)
-        .map(|i| serve(&nodes, i, dir.path(), EXTRA))
+        .map(|i| serve(&nodes, i, dir.path(), &flags))
         .collect();
     for n in &nodes {
         drop(wait_writable(n.resp));
+    }
+    // Each node runs on the runtime asked for.
+    for n in &nodes {
+        let status = poll("a node's /status", WAIT, || status(n));
+        assert_eq!(status["runtime"], runtime, "{status}");
     }
     let mut live = vec![true; 3];
 
@@ -231,7 +255,7 @@ fn linearizable_under_sigkill_and_sigstop() {
         procs[victim].wait_exit(WAIT).expect("killed");
         live[victim] = false;
         at(t0 + Duration::from_millis(800));
-        procs[victim] = serve(&nodes, victim, dir.path(), EXTRA);
+        procs[victim] = serve(&nodes, victim, dir.path(), &flags);
         live[victim] = true;
 
         // The leader freezes, long enough for the others to elect a new one, then resumes.

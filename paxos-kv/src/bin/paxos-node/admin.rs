@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::Role;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use paxos_node::Runtime;
+use paxos_runtime::{BoxConn, Listener, timeout_at};
 use tracing::{debug, warn};
 
 use crate::server::Ctx;
@@ -22,14 +23,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ADMIN_CONNECTIONS: u64 = 64;
 
 /// Serves the admin port until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+pub(crate) async fn serve(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
     let open = Arc::new(AtomicU64::new(0));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 warn!("admin accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                ctx.runtime.sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -37,13 +38,13 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
-        let (ctx, open) = (ctx.clone(), open.clone());
-        tokio::spawn(async move {
-            if let Err(e) = respond(stream, &ctx).await {
+        let (task_ctx, open) = (ctx.clone(), open.clone());
+        ctx.runtime.spawn(Box::pin(async move {
+            if let Err(e) = respond(stream, &task_ctx).await {
                 debug!("admin connection: {e}");
             }
             open.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
     }
 }
 
@@ -101,14 +102,18 @@ impl Response {
     }
 }
 
-async fn respond(stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
-    exchange(stream, |method, path| route(method, path, ctx)).await
+async fn respond(stream: BoxConn, ctx: &Ctx) -> std::io::Result<()> {
+    exchange(&*ctx.runtime, stream, |method, path| {
+        route(method, path, ctx)
+    })
+    .await
 }
 
 /// The HTTP layer: reads one request head (bounded in bytes and time), answers it with
 /// `route(method, path)` and closes the connection.
 async fn exchange(
-    mut stream: TcpStream,
+    runtime: &dyn Runtime,
+    mut stream: BoxConn,
     route: impl FnOnce(&str, &str) -> Response,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
@@ -127,8 +132,8 @@ async fn exchange(
         Ok::<_, std::io::Error>(true)
     };
     let complete = matches!(
-        tokio::time::timeout(HEAD_TIMEOUT, read_head).await,
-        Ok(Ok(true))
+        timeout_at(runtime, runtime.now() + HEAD_TIMEOUT, read_head).await,
+        Some(Ok(true))
     );
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
@@ -141,7 +146,7 @@ async fn exchange(
         _ => (Response::text(400, "bad request\n"), false),
     };
     stream.write_all(&response.render(head_only)).await?;
-    crate::server::lingering_close(stream).await;
+    crate::server::lingering_close(runtime, stream).await;
     Ok(())
 }
 
@@ -202,6 +207,8 @@ fn status_json(ctx: &Ctx) -> String {
         "stopped": s.stopped.map(|e| e.to_string()),
         "peers": peers,
         "resp": ctx.config.resp.to_string(),
+        "runtime": ctx.config.runtime,
+        "storage": ctx.config.storage,
         "max_command_bytes": ctx.node.max_command_bytes(),
         "max_set_bytes": crate::server::max_set_bytes(ctx.node.max_command_bytes()),
     });
@@ -472,11 +479,13 @@ mod tests {
     /// Sends `request` to an `exchange` over a real socket on 127.0.0.1 and returns
     /// everything written back before the close.
     async fn over_http(request: &[u8]) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let runtime: Arc<dyn Runtime> = Arc::new(paxos_node::TokioRuntime::current().unwrap());
+        let listener = runtime.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
+        let server_runtime = runtime.clone();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            exchange(stream, |method, path| {
+            exchange(&*server_runtime, stream, |method, path| {
                 if method != "GET" && method != "HEAD" {
                     return Response::text(405, "only GET and HEAD\n");
                 }
@@ -485,10 +494,11 @@ mod tests {
             .await
             .unwrap();
         });
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut client = runtime.connect_tcp(addr).await.unwrap();
         client.write_all(request).await.unwrap();
         let mut reply = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut reply))
+        let deadline = runtime.now() + Duration::from_secs(10);
+        timeout_at(&*runtime, deadline, client.read_to_end(&mut reply))
             .await
             .expect("the server closes the connection")
             .unwrap();

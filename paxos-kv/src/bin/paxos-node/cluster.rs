@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, NodeConfig, Peer, StorageKind};
+use crate::config::{self, NodeConfig, Peer, RuntimeKind, StorageKind};
 
 /// `paxos-node cluster`.
 #[derive(Clone, Debug, Args)]
@@ -43,6 +43,10 @@ pub(crate) struct ClusterArgs {
     /// Storage backend of every node.
     #[arg(long, value_enum, default_value_t = StorageKind::File)]
     pub(crate) storage: StorageKind,
+    /// Async runtime of every node (the supervisor itself runs on tokio). Used when the
+    /// cluster is created; a reused cluster keeps the runtime saved in its configs.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
+    pub(crate) runtime: RuntimeKind,
 }
 
 /// Stop a child: SIGTERM, then SIGKILL after this long.
@@ -144,6 +148,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
             admin: Some(addr(ports[3 * i + 2])),
             data_dir: Some(node_dir.join("data")),
             storage: Some(args.storage),
+            runtime: Some(args.runtime),
             ..config::ServeArgs::default()
         })?;
         config::write_file(&node_config_path(dir, id), &config.to_file())?;

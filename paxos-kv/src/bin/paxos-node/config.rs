@@ -26,13 +26,23 @@ pub(crate) enum StorageKind {
     Memory,
 }
 
-/// The async runtime. The binary runs on tokio only; the library supports more.
+/// The async runtime `serve` runs on, through the library's one runtime seam
+/// (`paxos_node::Runtime`): the node, the transport, the RESP front end and the admin port
+/// all use it, and nothing else.
+///
+/// async-std is not offered: it is discontinued upstream in favour of smol, and it runs on
+/// the same async-io implementation as smol in the library (`AsyncIoRuntime`), so it would
+/// only be another name for `smol` here. The library keeps its `runtime-async-std` feature
+/// because it costs nothing there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RuntimeKind {
-    /// A multi-threaded tokio runtime.
+    /// A multi-threaded tokio runtime, one worker per CPU.
     #[default]
     Tokio,
+    /// smol: async-io's reactor and smol's global executor, with one executor thread per
+    /// CPU unless `SMOL_THREADS` says otherwise.
+    Smol,
 }
 
 /// One member of the cluster.
@@ -96,7 +106,7 @@ pub(crate) struct ServeArgs {
     /// Transport between replicas. Default tcp.
     #[arg(long, value_enum)]
     pub(crate) transport: Option<TransportKind>,
-    /// Async runtime. Default tokio (the only one the binary offers).
+    /// Async runtime. Default tokio.
     #[arg(long, value_enum)]
     pub(crate) runtime: Option<RuntimeKind>,
     /// Client sessions kept for exactly-once writes. Default 16384.

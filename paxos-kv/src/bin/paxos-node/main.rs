@@ -18,15 +18,19 @@
 //! `-TIMEOUT` (the outcome is unknown). The largest command and value: see
 //! `server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575 by default).
 //!
-//! Runtime: tokio only (`--runtime tokio`); the library also runs on async-std and smol.
-//! Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
+//! Runtime: `serve --runtime tokio|smol` (tokio by default), through the library's one
+//! runtime seam; `cluster --runtime` passes it to every node. The `cluster` supervisor
+//! itself runs on tokio. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
 
 mod admin;
 mod cluster;
 mod config;
 mod server;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+use paxos_node::Runtime;
 use tracing_subscriber::EnvFilter;
 
 /// A replicated key-value store over Multi-Paxos, speaking the Redis protocol.
@@ -56,16 +60,80 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Cmd::Serve(args) => {
-            config::NodeConfig::resolve(&args).and_then(|config| match config.runtime {
-                config::RuntimeKind::Tokio => tokio_runtime()?.block_on(server::serve(config)),
-            })
-        }
+        Cmd::Serve(args) => config::NodeConfig::resolve(&args).and_then(serve),
         Cmd::Cluster(args) => tokio_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
     };
     if let Err(e) = result {
         eprintln!("paxos-node: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `serve` on the runtime its configuration names.
+///
+/// Called by `main` on its thread before any other thread is started.
+fn serve(config: config::NodeConfig) -> Result<(), String> {
+    if config.runtime == config::RuntimeKind::Smol {
+        smol_threads();
+    }
+    let signals = Signals::install()?;
+    match config.runtime {
+        config::RuntimeKind::Tokio => {
+            let rt = tokio_runtime()?;
+            let runtime: Arc<dyn Runtime> =
+                Arc::new(paxos_node::TokioRuntime::new(rt.handle().clone()));
+            rt.block_on(server::serve(config, runtime, signals))
+        }
+        config::RuntimeKind::Smol => {
+            let runtime: Arc<dyn Runtime> = Arc::new(paxos_node::AsyncIoRuntime::new());
+            smol::block_on(server::serve(config, runtime, signals))
+        }
+    }
+}
+
+/// Gives smol's global executor one thread per CPU (smol's own default is one thread for
+/// every task), unless `SMOL_THREADS` is already set.
+fn smol_threads() {
+    if std::env::var_os("SMOL_THREADS").is_some() {
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: `serve` calls this before any thread of the process is started (smol's
+    // executor threads start on first use, after this), so no other thread can read or
+    // write the environment at the same time.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SMOL_THREADS", threads.to_string());
+    }
+}
+
+/// SIGINT and SIGTERM, on any runtime: a signal-hook thread hands the first one over.
+pub(crate) struct Signals(futures::channel::oneshot::Receiver<&'static str>);
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| format!("installing signal handlers: {e}"))?;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let _ = tx.send(if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    });
+                }
+            })
+            .map_err(|e| format!("starting the signal thread: {e}"))?;
+        Ok(Self(rx))
+    }
+
+    /// The name of the first signal received.
+    pub(crate) async fn recv(self) -> &'static str {
+        self.0.await.unwrap_or("signal thread gone")
     }
 }
 

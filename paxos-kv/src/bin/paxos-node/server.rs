@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::future::{AbortHandle, Abortable};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::{Config, NodeId, StateMachine, Storage};
 use paxos_kv::kv::{
     KvCommand, KvOutput, KvQuery, KvRequest, KvStateMachine, RequestId, decode_get_answer,
@@ -39,9 +41,8 @@ use paxos_kv::kv::{
 use paxos_kv::resp::{self, Limits};
 use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime};
+use paxos_runtime::{BoxConn, Listener, timeout_at};
 use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::config::{NodeConfig, StorageKind, TransportKind};
@@ -116,6 +117,8 @@ fn bump(counter: &AtomicU64) {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) node: NodeHandle,
+    /// The runtime everything runs on (the one seam: tasks, timers, sockets).
+    pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) config: NodeConfig,
     pub(crate) stats: ServerStats,
     pub(crate) limits: Limits,
@@ -140,11 +143,17 @@ impl Ctx {
     }
 }
 
-/// Runs the replica until SIGINT/SIGTERM or a fatal error.
-pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
+/// Runs the replica on `runtime` until SIGINT/SIGTERM or a fatal error.
+///
+/// Everything goes through `runtime`: the node, the transport, the RESP and admin
+/// listeners, every connection's task and timer. Signals come from `signals`, which works
+/// on any runtime.
+pub(crate) async fn serve(
+    config: NodeConfig,
+    runtime: Arc<dyn Runtime>,
+    signals: crate::Signals,
+) -> Result<(), String> {
     watch_supervisor();
-    let runtime: Arc<dyn Runtime> =
-        Arc::new(paxos_node::TokioRuntime::current().ok_or("not inside a tokio runtime")?);
     let peers: BTreeMap<NodeId, std::net::SocketAddr> = config
         .peers
         .iter()
@@ -173,20 +182,20 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
     options.request_timeout = Duration::from_millis(config.request_timeout_ms);
     let node = NodeBuilder::new(Config::new(NodeId(config.id), members))
         .options(options)
-        .runtime(runtime)
+        .runtime(runtime.clone())
         .transport(transport)
         .storage(storage)
         .state_machine(state_machine)
         .start()
         .await
         .map_err(|e| e.to_string())?;
-    let resp_listener = TcpListener::bind(config.resp)
-        .await
+    let resp_listener = runtime
+        .bind_tcp(config.resp)
         .map_err(|e| format!("RESP {}: {e}", config.resp))?;
     let admin_listener = match config.admin {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            runtime
+                .bind_tcp(addr)
                 .map_err(|e| format!("admin {addr}: {e}"))?,
         ),
         None => None,
@@ -197,20 +206,33 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
         resp = %config.resp,
         admin = ?config.admin,
         storage = ?config.storage,
+        runtime = ?config.runtime,
         max_command_bytes = node.max_command_bytes(),
         max_set_bytes = max_set_bytes(node.max_command_bytes()),
         "node started"
     );
     let ctx = Arc::new(Ctx {
         node: node.clone(),
+        runtime: runtime.clone(),
         config,
         stats: ServerStats::default(),
         limits: client_limits(node.max_command_bytes()),
         client_ids: RandomState::new(),
         next_client: AtomicU64::new(0),
     });
-    let resp_task = tokio::spawn(accept_loop(resp_listener, ctx.clone()));
-    let admin_task = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, ctx.clone())));
+    let (resp_stop, resp_stopped) = AbortHandle::new_pair();
+    let accept = Abortable::new(accept_loop(resp_listener, ctx.clone()), resp_stopped);
+    runtime.spawn(Box::pin(async move {
+        let _ = accept.await;
+    }));
+    let admin_stop = admin_listener.map(|l| {
+        let (stop, stopped) = AbortHandle::new_pair();
+        let admin = Abortable::new(crate::admin::serve(l, ctx.clone()), stopped);
+        runtime.spawn(Box::pin(async move {
+            let _ = admin.await;
+        }));
+        stop
+    });
 
     let stopped = async {
         // A server runs until told to stop: re-arm the (bounded) wait while the node is up.
@@ -223,16 +245,21 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
             }
         }
     };
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); Ok(()) }
-        _ = sigterm.recv() => { info!("SIGTERM: shutting down"); Ok(()) }
-        fatal = stopped => Err(format!("node stopped: {fatal:?}")),
+    let outcome = match futures::future::select(
+        std::pin::pin!(signals.recv()),
+        std::pin::pin!(stopped),
+    )
+    .await
+    {
+        futures::future::Either::Left((signal, _)) => {
+            info!("{signal}: shutting down");
+            Ok(())
+        }
+        futures::future::Either::Right((fatal, _)) => Err(format!("node stopped: {fatal:?}")),
     };
-    resp_task.abort();
-    if let Some(t) = admin_task {
-        t.abort();
+    resp_stop.abort();
+    if let Some(stop) = admin_stop {
+        stop.abort();
     }
     node.shutdown().await;
     info!("node stopped");
@@ -263,14 +290,14 @@ fn watch_supervisor() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+async fn accept_loop(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors, say: back off rather than spin.
                 warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                ctx.runtime.sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -280,13 +307,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         }
         bump(&ctx.stats.connections_total);
         ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, &ctx).await {
+        let task_ctx = ctx.clone();
+        ctx.runtime.spawn(Box::pin(async move {
+            if let Err(e) = connection(stream, &task_ctx).await {
                 debug!(%peer, "connection closed: {e}");
             }
-            ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-        });
+            task_ctx
+                .stats
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }));
     }
 }
 
@@ -311,9 +341,10 @@ impl Client {
 
 /// Serves one connection: requests are taken in order and answered in order; the replies
 /// to a pipeline are written together.
-async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn connection(mut stream: BoxConn, ctx: &Ctx) -> std::io::Result<()> {
+    // The runtime's sockets are accepted with TCP_NODELAY set.
     let mut client = ctx.new_client();
+    let mut chunk = vec![0u8; READ_CHUNK];
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -337,7 +368,7 @@ async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
                     bump(&ctx.stats.protocol_errors);
                     resp::error(&mut out, &format!("ERR {e}"));
                     stream.write_all(&out).await?;
-                    lingering_close(stream).await;
+                    lingering_close(&*ctx.runtime, stream).await;
                     return Ok(());
                 }
             }
@@ -346,18 +377,19 @@ async fn connection(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
             stream.write_all(&out).await?;
             out.clear();
         }
-        buf.reserve(READ_CHUNK);
-        if stream.read_buf(&mut buf).await? == 0 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
             return Ok(());
         }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
 /// Closes a connection whose client may still be sending: shuts down the write side, then
 /// discards input (at most 4 MiB, for at most 1 s) so that the reply is not lost to a reset
 /// caused by closing with unread data.
-pub(crate) async fn lingering_close(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
+pub(crate) async fn lingering_close(runtime: &dyn Runtime, mut stream: BoxConn) {
+    let _ = stream.close().await;
     let drain = async {
         let mut sink = [0u8; 16 << 10];
         let mut total = 0usize;
@@ -368,7 +400,7 @@ pub(crate) async fn lingering_close(mut stream: TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    let _ = timeout_at(runtime, runtime.now() + Duration::from_secs(1), drain).await;
 }
 
 fn arity(out: &mut Vec<u8>, name: &str) {
@@ -454,14 +486,14 @@ async fn execute(ctx: &Ctx, client: &mut Client, words: &[Bytes], out: &mut Vec<
 /// short growing pause (the node refused or lost the request).
 async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
     bump(&ctx.stats.retries);
-    let left = deadline.saturating_duration_since(Instant::now());
+    let left = deadline.saturating_duration_since(ctx.runtime.now());
     let pause = Duration::from_millis(5u64 << attempt.min(5)).min(left);
     if ctx.node.status().leader.is_none() {
         ctx.node
             .wait_for(left.min(Duration::from_secs(1)), |s| s.leader.is_some())
             .await;
     } else {
-        tokio::time::sleep(pause).await;
+        ctx.runtime.sleep(pause).await;
     }
 }
 
@@ -483,7 +515,7 @@ async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec
         command,
     };
     let mut encoded = request.encode();
-    let deadline = Instant::now() + ctx.client_deadline();
+    let deadline = ctx.runtime.now() + ctx.client_deadline();
     let mut unknown = false;
     let mut renewed = false;
     let mut last = ProposeError::NoLeader;
@@ -536,7 +568,7 @@ async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec
                 last = e;
             }
         }
-        if Instant::now() >= deadline {
+        if ctx.runtime.now() >= deadline {
             break;
         }
         back_off(ctx, attempt, deadline).await;
@@ -575,7 +607,7 @@ fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option<String> {
 async fn read(ctx: &Ctx, key: Vec<u8>, out: &mut Vec<u8>) -> bool {
     bump(&ctx.stats.reads);
     let query = KvQuery::Get { key }.encode();
-    let deadline = Instant::now() + ctx.client_deadline();
+    let deadline = ctx.runtime.now() + ctx.client_deadline();
     let mut last = ReadError::NoLeader;
     for attempt in 0..MAX_ATTEMPTS {
         match ctx.node.read(query.clone()).await {
@@ -592,7 +624,7 @@ async fn read(ctx: &Ctx, key: Vec<u8>, out: &mut Vec<u8>) -> bool {
             }
             Err(e) => last = e,
         }
-        if Instant::now() >= deadline {
+        if ctx.runtime.now() >= deadline {
             break;
         }
         back_off(ctx, attempt, deadline).await;
