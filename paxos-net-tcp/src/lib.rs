@@ -12,26 +12,52 @@
 //! retransmits), no ordering across reconnects, and no use of the clock for anything but
 //! backoff, timeouts and log rate limiting.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), paxos_net_tcp::StartError> {
+//! Two transports on loopback, each on a port the kernel picks (port 0), each told the
+//! other's address; node 1 sends node 2 a message. In a deployment every node gets the
+//! same `peers` map of real addresses in [`TcpConfig::new`] (an entry for the node itself
+//! is ignored) and listens on a fixed port.
+//!
+//! ```
 //! use std::collections::BTreeMap;
 //! use std::sync::Arc;
-//! use paxos_core::{Envelope, Message, NodeId, Transport, message::Decide, Ballot, Slot};
-//! use paxos_net_tcp::{TcpConfig, TcpTransport};
-//! use paxos_runtime::Runtime;
+//! use std::time::Duration;
 //!
-//! let peers = BTreeMap::from([
-//!     (NodeId(1), "10.0.0.1:7000".parse().unwrap()),
-//!     (NodeId(2), "10.0.0.2:7000".parse().unwrap()),
-//! ]);
-//! let config = TcpConfig::new(42, NodeId(1), "0.0.0.0:7000".parse().unwrap(), peers);
-//! let runtime: Arc<dyn Runtime> = paxos_runtime::default_runtime().expect("a runtime");
-//! let mut transport = TcpTransport::start(config, runtime)?;
-//! let decide = Message::Decide(Decide { ballot: Ballot::new(1, NodeId(1)), commit: Slot(5) });
-//! transport.send(vec![Envelope { to: NodeId(2), message: decide }]);
-//! let mut inbound = Vec::new();
-//! transport.recv(&mut inbound, 64).await.ok();
-//! # Ok(()) }
+//! use paxos_core::message::Decide;
+//! use paxos_core::{Ballot, Envelope, Message, NodeId, Slot, Transport};
+//! use paxos_net_tcp::{Runtime, TcpConfig, TcpTransport};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Any runtime through the one seam: here async-io under smol; `TokioRuntime` inside a
+//! // tokio runtime works the same.
+//! let runtime: Arc<dyn Runtime> = Arc::new(paxos_runtime::AsyncIoRuntime::new());
+//! smol::block_on(async {
+//!     let start = |id| {
+//!         let listen = "127.0.0.1:0".parse()?;
+//!         let config = TcpConfig::new(42, NodeId(id), listen, BTreeMap::new());
+//!         Ok::<_, Box<dyn std::error::Error>>(TcpTransport::start(config, runtime.clone())?)
+//!     };
+//!     let one = start(1)?;
+//!     let mut two = start(2)?;
+//!     one.set_peer(NodeId(2), two.local_addr());
+//!     two.set_peer(NodeId(1), one.local_addr()); // the only ids `two` accepts
+//!
+//!     let ballot = Ballot::new(1, NodeId(1));
+//!     let decide = Message::Decide(Decide { ballot, commit: Slot(5) });
+//!     one.send(vec![Envelope { to: NodeId(2), message: decide.clone() }]); // never blocks
+//!
+//!     let mut inbound = Vec::new();
+//!     let deadline = runtime.now() + Duration::from_secs(10);
+//!     paxos_runtime::timeout_at(&*runtime, deadline, two.recv(&mut inbound, 64))
+//!         .await
+//!         .ok_or("no message within 10 s")??;
+//!     assert_eq!(inbound[0].from, NodeId(1)); // from the handshake, not the message
+//!     assert_eq!(inbound[0].message, decide);
+//!
+//!     one.close().await;
+//!     two.close().await;
+//!     Ok(())
+//! })
+//! # }
 //! ```
 //!
 //! # Connections

@@ -20,6 +20,38 @@
 //! single-threaded executor; its sockets are refused, since it brings its own transport.
 //! A runtime of your own needs one more implementation of [`Runtime`], about 100 lines.
 //!
+//! Code that takes an `Arc<dyn Runtime>` runs on whichever one it is given:
+//!
+//! ```
+//! # #[cfg(feature = "async-io-impl")]
+//! # fn main() {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use paxos_runtime::{AsyncIoRuntime, Runtime, timeout_at};
+//!
+//! // With `runtime-tokio`, inside a tokio runtime: `TokioRuntime::current()` (an Option).
+//! let rt: Arc<dyn Runtime> = Arc::new(AsyncIoRuntime::new());
+//! futures::executor::block_on(async {
+//!     let start = rt.now();
+//!     rt.sleep(Duration::from_millis(5)).await;
+//!     assert!(rt.now() >= start + Duration::from_millis(5)); // late is fine, early is not
+//!
+//!     let (tx, rx) = futures::channel::oneshot::channel();
+//!     rt.spawn(Box::pin(async move {
+//!         let _ = tx.send(7);
+//!     }));
+//!     let deadline = rt.now() + Duration::from_secs(10);
+//!     assert_eq!(timeout_at(&*rt, deadline, rx).await, Some(Ok(7)));
+//!
+//!     let never = futures::future::pending::<()>();
+//!     assert_eq!(timeout_at(&*rt, rt.now() + Duration::from_millis(5), never).await, None);
+//! });
+//! # }
+//! # #[cfg(not(feature = "async-io-impl"))]
+//! # fn main() {}
+//! ```
+//!
 //! What it does not do: no channels, no I/O beyond TCP (QUIC's UDP sockets go through
 //! quinn's own runtime support), no blocking-task pool.
 
