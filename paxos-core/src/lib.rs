@@ -19,7 +19,8 @@
 //! the `paxos-node` crate: its `NodeBuilder` wires a `Replica` to a transport
 //! (`paxos-net-tcp`), a storage backend (`paxos-storage`), your [`StateMachine`] and the
 //! runtime of your choice (`paxos-runtime`), and its `NodeHandle` gives you `propose`
-//! and `read` as `async fn`s. This page is for those who write such a driver, or want to
+//! and `read` as `async fn`s (the repository's `examples/lock-service` is a complete
+//! service built that way). This page is for those who write such a driver, or want to
 //! know what one does.
 //!
 //! # Building a replica
