@@ -24,6 +24,7 @@
 mod admin;
 mod cluster;
 mod config;
+mod metrics;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -45,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::config::{NodeConfig, StorageKind, TransportKind};
+use crate::metrics::{Counter, ServerStats};
 
 /// Attempts of one client command (all with the same request id) before giving up.
 const MAX_ATTEMPTS: u32 = 32;
@@ -93,23 +94,8 @@ Exactly once: a write that the server retries for you (after a timeout or a lead
 change) is applied at most once. A new connection is a new client: a command your client
 library resends on a new connection is a new command.";
 
-/// Counters of the front end, for /metrics.
-#[derive(Debug, Default)]
-pub(crate) struct ServerStats {
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) connections_refused: AtomicU64,
-    pub(crate) commands: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) error_replies: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
-    pub(crate) sessions_renewed: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+fn bump(counter: &Counter) {
+    counter.inc();
 }
 
 /// What every connection shares.
@@ -173,7 +159,7 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
     options.request_timeout = Duration::from_millis(config.request_timeout_ms);
     let node = NodeBuilder::new(Config::new(NodeId(config.id), members))
         .options(options)
-        .runtime(runtime)
+        .runtime(runtime.clone())
         .transport(transport)
         .storage(storage)
         .state_machine(state_machine)
@@ -185,8 +171,8 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("RESP {}: {e}", config.resp))?;
     let admin_listener = match config.admin {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            runtime
+                .bind_tcp(addr)
                 .map_err(|e| format!("admin {addr}: {e}"))?,
         ),
         None => None,
@@ -210,7 +196,8 @@ pub(crate) async fn serve(config: NodeConfig) -> Result<(), String> {
         next_client: AtomicU64::new(0),
     });
     let resp_task = tokio::spawn(accept_loop(resp_listener, ctx.clone()));
-    let admin_task = admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, ctx.clone())));
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(crate::admin::serve(l, runtime.clone(), ctx.clone())));
 
     let stopped = async {
         // A server runs until told to stop: re-arm the (bounded) wait while the node is up.
@@ -274,18 +261,18 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        if ctx.stats.connections_open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if ctx.stats.connections_open.get() >= MAX_CONNECTIONS {
             bump(&ctx.stats.connections_refused);
             continue;
         }
         bump(&ctx.stats.connections_total);
-        ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.connections_open.inc();
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, &ctx).await {
                 debug!(%peer, "connection closed: {e}");
             }
-            ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            ctx.stats.connections_open.dec();
         });
     }
 }
