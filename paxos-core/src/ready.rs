@@ -83,7 +83,8 @@ pub struct Committed {
 pub struct ReadId(pub u64);
 
 /// Declares [`Metrics`]: one line per counter, its doc comment and its name. The sum and
-/// the name/value listing follow from the list, so a new counter is one line here.
+/// the name/help/value listing follow from the list, so a new counter is one line here (and
+/// exporters, which loop over [`Metrics::fields`], need no line at all).
 macro_rules! metrics {
     ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
         /// Counters, for metrics and for tests that prove what did (not) happen.
@@ -94,9 +95,14 @@ macro_rules! metrics {
         }
 
         impl Metrics {
-            /// Every counter with its name, in declaration order (for exporters).
-            pub fn fields(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name)),+]
+            /// Every counter as `(name, help, value)`, in declaration order, for exporters.
+            /// The name is the field's; the help is its doc comment, on one line.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((
+                    stringify!($name),
+                    concat!($($doc),+).trim_ascii_start(),
+                    self.$name,
+                )),+]
             }
         }
 

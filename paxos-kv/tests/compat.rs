@@ -95,6 +95,7 @@ fn real_clients_with_default_settings() {
         .arg("bash")
         .arg(compat_dir().join("run_all.sh"))
         .arg(&deps)
+        .env("COMPAT_LOGS", dir.path().join("compat-logs"))
         .args(["--follower", &format!("127.0.0.1:{follower_port}")])
         .args(["--leader", &format!("127.0.0.1:{leader_port}")])
         .status()
@@ -136,6 +137,7 @@ fn the_scripts_hold_against_redis_server() {
         .arg("bash")
         .arg(compat_dir().join("run_all.sh"))
         .arg(&deps)
+        .env("COMPAT_LOGS", dir.path().join("compat-logs"))
         .args(["--follower", &address, "--leader", &address])
         .status()
         .expect("run run_all.sh");

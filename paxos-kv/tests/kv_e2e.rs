@@ -190,9 +190,17 @@ fn cluster_serves_redis_clients_on_every_node() {
             "paxos_read_index_reads_total",
             "paxos_elections_started_total",
             "paxos_messages_sent_total{",
+            "paxos_is_leader{",
+            "paxos_driver_cycles_total{",
         ] {
             assert!(body.contains(name), "/metrics lacks {name}: {body}");
         }
+        // Each family once, whichever source it comes from.
+        let mut families: Vec<_> = body.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let all = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), all, "a family shows twice: {body}");
         assert_eq!(http_get(port, "/health").unwrap().0, 200);
     }
     assert!(leaders.iter().all(|&l| l == leaders[0]), "{leaders:?}");

@@ -25,7 +25,8 @@ use paxos_core::{
 
 use crate::command;
 use crate::error::{FatalError, ProposeError, ReadError};
-use crate::handle::{Counters, PeerContact, Request, Shared};
+use crate::handle::{PeerContact, Request, Shared};
+use crate::metrics::Counters;
 use crate::options::NodeOptions;
 use crate::runtime::{AsyncTimer, Runtime};
 use crate::waiters::{ReadKey, ReadWaiter, Waiters};
@@ -134,7 +135,7 @@ impl Driver {
     /// One cycle: drain inputs, fire due timers, handle at most one `Ready`. Returns
     /// whether another cycle should follow at once.
     async fn cycle(&mut self) -> Result<bool, FatalError> {
-        Counters::add(&self.shared.counters.cycles, 1);
+        Counters::add(&self.shared.counters.driver_cycles, 1);
         // Time is read as each input is handed to the core, never before it arrived: a
         // lease granted from an earlier clock would end too soon, and a read checked
         // against a clock from before a pause (a SIGSTOP between the two) could be stale.

@@ -1,7 +1,7 @@
 //! [`NodeHandle`]: the client API of a running node, and the state it shares with the
 //! driver.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -9,10 +9,11 @@ use async_channel::{Sender, TrySendError};
 use bytes::Bytes;
 use event_listener::Event;
 use futures::channel::oneshot;
-use paxos_core::{Ballot, Message, Metrics, NodeId, Role, Slot};
+use paxos_core::{Ballot, Metrics, NodeId, Role, Slot};
 
 use crate::command;
 use crate::error::{FatalError, ProposeError, ReadError};
+use crate::metrics::{Counters, NodeMetrics};
 use crate::runtime::{Runtime, timeout_at};
 
 /// How long after a request's deadline the handle gives up by itself. The driver answers
@@ -41,58 +42,6 @@ pub struct NodeStatus {
     /// Why the node stopped, once it has.
     pub stopped: Option<FatalError>,
 }
-
-/// Counters since the node started, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NodeMetrics {
-    /// Proposals taken by the core (client writes on this node).
-    pub proposals: u64,
-    /// Reads answered on this node.
-    pub reads: u64,
-    /// Read markers proposed (reads started away from the leader go through the log; reads
-    /// of one cycle share a marker).
-    pub read_markers: u64,
-    /// Slots applied to the state machine.
-    pub committed_slots: u64,
-    /// Client commands applied (from every node's clients).
-    pub committed_commands: u64,
-    /// The most commands applied from one slot: the largest batch seen.
-    pub largest_batch: u64,
-    /// The most proposals ever queued in the core at once (bounded by
-    /// `max_pending_proposals`).
-    pub peak_pending_proposals: u64,
-    /// The most requests ever waiting for their outcome at once (bounded by
-    /// [`NodeOptions::max_waiters`](crate::NodeOptions::max_waiters)).
-    pub peak_waiters: u64,
-    /// `Storage::persist` calls: one per `Ready` with something to persist.
-    pub persists: u64,
-    /// Entries written by those calls.
-    pub persisted_entries: u64,
-    /// Driver cycles run.
-    pub cycles: u64,
-    /// The core's own counters (elections, Prepares, lease and read-index reads).
-    pub core: Metrics,
-    /// Messages handed to the transport, by kind, indexed like [`Message::KINDS`].
-    pub messages_sent: [u64; Message::KINDS.len()],
-    /// How long `Storage::persist` took.
-    pub persist_latency: LatencyHistogram,
-}
-
-/// A latency histogram with fixed buckets, for Prometheus.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LatencyHistogram {
-    /// Observations per bucket: `counts[i]` took at most `LATENCY_BOUNDS_US[i]` µs and
-    /// more than the bound before it; the last counts everything slower.
-    pub counts: [u64; LATENCY_BOUNDS_US.len() + 1],
-    /// Sum of all observations, µs.
-    pub sum_us: u64,
-}
-
-/// Upper bounds of the [`LatencyHistogram`] buckets, µs.
-pub const LATENCY_BOUNDS_US: [u64; 12] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
-];
 
 /// When a peer was last heard from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,41 +82,6 @@ pub(crate) struct Shared {
     pub(crate) core_metrics: Mutex<Metrics>,
     /// Per peer, when it was last heard from.
     pub(crate) contacts: Mutex<Vec<PeerContact>>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) proposals: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) read_markers: AtomicU64,
-    pub(crate) committed_slots: AtomicU64,
-    pub(crate) committed_commands: AtomicU64,
-    pub(crate) largest_batch: AtomicU64,
-    pub(crate) peak_pending_proposals: AtomicU64,
-    pub(crate) peak_waiters: AtomicU64,
-    pub(crate) persists: AtomicU64,
-    pub(crate) persisted_entries: AtomicU64,
-    pub(crate) cycles: AtomicU64,
-    pub(crate) sent: [AtomicU64; Message::KINDS.len()],
-    pub(crate) persist_buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
-    pub(crate) persist_sum_us: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Records one persist that took `took`.
-    pub(crate) fn observe_persist(&self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BOUNDS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
-        Self::add(&self.persist_buckets[bucket], 1);
-        Self::add(&self.persist_sum_us, us);
-    }
 }
 
 impl Shared {
@@ -316,31 +230,12 @@ impl NodeHandle {
 
     /// Counters since the node started.
     pub fn metrics(&self) -> NodeMetrics {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        NodeMetrics {
-            proposals: get(&c.proposals),
-            reads: get(&c.reads),
-            read_markers: get(&c.read_markers),
-            committed_slots: get(&c.committed_slots),
-            committed_commands: get(&c.committed_commands),
-            largest_batch: get(&c.largest_batch),
-            peak_pending_proposals: get(&c.peak_pending_proposals),
-            peak_waiters: get(&c.peak_waiters),
-            persists: get(&c.persists),
-            persisted_entries: get(&c.persisted_entries),
-            cycles: get(&c.cycles),
-            core: *self
-                .shared
-                .core_metrics
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-            messages_sent: std::array::from_fn(|i| get(&c.sent[i])),
-            persist_latency: LatencyHistogram {
-                counts: std::array::from_fn(|i| get(&c.persist_buckets[i])),
-                sum_us: get(&c.persist_sum_us),
-            },
-        }
+        let core = *self
+            .shared
+            .core_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shared.counters.snapshot(core)
     }
 
     /// When each peer was last heard from.

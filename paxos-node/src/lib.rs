@@ -96,6 +96,7 @@ mod command;
 mod driver;
 mod error;
 mod handle;
+mod metrics;
 mod options;
 mod waiters;
 
@@ -110,9 +111,8 @@ pub mod runtime {
 
 pub use builder::NodeBuilder;
 pub use error::{FatalError, ProposeError, ReadError, StartError};
-pub use handle::{
-    LATENCY_BOUNDS_US, LatencyHistogram, NodeHandle, NodeMetrics, NodeStatus, PeerContact,
-};
+pub use handle::{NodeHandle, NodeStatus, PeerContact};
+pub use metrics::{LATENCY_BOUNDS_US, LatencyHistogram, Metric, MetricValue, NodeMetrics};
 pub use options::NodeOptions;
 #[cfg(any(feature = "runtime-smol", feature = "runtime-async-std"))]
 pub use runtime::AsyncIoRuntime;

@@ -49,7 +49,7 @@ impl Runtime for AsyncIoRuntime {
         Box::pin(async move {
             let stream = Async::<TcpStream>::connect(addr).await?;
             stream.get_ref().set_nodelay(true)?;
-            Ok(Box::new(stream) as BoxConn)
+            Ok(conn(stream))
         })
     }
 
@@ -79,6 +79,12 @@ impl AsyncTimer for AsyncIoTimer {
     }
 }
 
+/// A connected stream as a [`BoxConn`]. Through async-net's `TcpStream`, whose `close`
+/// shuts down the write side as the contract asks: a bare `Async<TcpStream>` only flushes.
+fn conn(stream: Async<TcpStream>) -> BoxConn {
+    Box::new(smol::net::TcpStream::from(stream))
+}
+
 struct AsyncIoListener(Async<TcpListener>);
 
 impl Listener for AsyncIoListener {
@@ -90,7 +96,7 @@ impl Listener for AsyncIoListener {
         Box::pin(async move {
             let (stream, from) = self.0.accept().await?;
             stream.get_ref().set_nodelay(true)?;
-            Ok((Box::new(stream) as BoxConn, from))
+            Ok((conn(stream), from))
         })
     }
 }

@@ -143,6 +143,9 @@ pub trait AsyncTimer: Send + fmt::Debug + 'static {
 /// A connected byte stream, as a transport sees it.
 ///
 /// Blanket-implemented for every `futures::io` stream that is `Send + Unpin + 'static`.
+/// The streams of [`Runtime::connect_tcp`] and [`Listener::accept`] shut down their write
+/// side on `close` (the peer reads the end of the stream, and can still send), on every
+/// runtime.
 pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}

@@ -1,5 +1,5 @@
 //! Each runtime keeps the trait's contract: timers fire no earlier than their deadline and
-//! can be moved, spawned tasks run, loopback TCP connects both ways.
+//! can be moved, spawned tasks run, loopback TCP connects both ways and half-closes.
 
 #![cfg(all(feature = "runtime-tokio", feature = "async-io-impl"))]
 
@@ -53,6 +53,17 @@ async fn contract(rt: Arc<dyn Runtime>) {
     server.write_all(b"pong").await.unwrap();
     client.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"pong");
+
+    // `close` shuts down the write side only: the peer reads the end of the stream, and
+    // can still be heard.
+    server.close().await.unwrap();
+    let deadline = rt.now() + Duration::from_secs(10);
+    let mut rest = Vec::new();
+    let read = timeout_at(&*rt, deadline, client.read_to_end(&mut rest)).await;
+    assert_eq!(read.expect("close sends the end of the stream").unwrap(), 0);
+    client.write_all(b"bye!").await.unwrap();
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"bye!");
 }
 
 #[test]

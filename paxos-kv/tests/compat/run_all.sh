@@ -5,7 +5,7 @@
 #   run_all.sh DEPS_DIR FOLLOWER LEADER            (the same, positionally)
 #
 # DEPS_DIR is the directory install.sh installed into. Each script runs under `timeout 60`,
-# with its output in DEPS_DIR/logs/NAME.log. Prints one PASS/FAIL line per client with the
+# with its output in DEPS_DIR/logs/NAME.log (or $COMPAT_LOGS/NAME.log). Prints one PASS/FAIL line per client with the
 # count of checks passed (and for a FAIL the failed checks, from the log), then the closing
 # line `compat: N passed, N failed` over all checks. Exits 0 only when every client passed.
 set -uo pipefail
@@ -30,7 +30,7 @@ fi
 [[ -d $DEPS/py/redis && -d $DEPS/node/node_modules/ioredis ]] ||
     { echo "run_all.sh: $DEPS has no redis-py or ioredis: run install.sh $DEPS first" >&2; exit 2; }
 DEPS=$(cd "$DEPS" && pwd)
-LOGS=$DEPS/logs
+LOGS=${COMPAT_LOGS:-$DEPS/logs}
 mkdir -p "$LOGS"
 TIMEOUT=${COMPAT_TIMEOUT:-60}
 

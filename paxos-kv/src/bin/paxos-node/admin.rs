@@ -1,533 +1,503 @@
 //! The admin port: `GET /status` (JSON), `GET /metrics` (Prometheus text), `GET /health`.
 //!
-//! A minimal HTTP/1.0-style responder: one request per connection, the request head bounded
-//! to 8 KiB and 5 s, the body ignored, `Connection: close`. `HEAD` gets the headers `GET`
-//! would (its `Content-Length` included) and no body; other methods get 405 with `Allow`. Enough for curl, a browser and
-//! a Prometheus scraper, without an HTTP stack in the dependency tree.
+//! # HTTP
+//!
+//! hyper's HTTP/1 server, on the sockets of the runtime seam: the listener and the
+//! connections come from [`Runtime`] (futures-io streams, handed to hyper through
+//! `smol-hyper`'s adapter), tasks and timeouts go through it too, so the port runs
+//! unchanged on tokio and on smol. hyper's HTTP/1 needs no executor of its own.
+//!
+//! One request per connection (keep-alive off, `Connection: close`). `HEAD` gets the
+//! headers `GET` would, its `Content-Length` included (RFC 9110 §9.3.2), and no body;
+//! other methods get 405 with `Allow: GET, HEAD`; unknown paths 404; a malformed request
+//! head 400, one over 8 KiB 431 (hyper's answers). A connection that sends only empty
+//! lines is closed without a reply, as RFC 9112 §2.2 lets a server ignore them. Header
+//! names go out in title case (`Content-Length`), as before.
+//!
+//! # Bounds
+//!
+//! * The request head: 8 KiB (hyper's `max_buf_size`, its smallest).
+//! * Connections: 64 open at once; more are closed on accept.
+//! * Time: 5 s per connection in all, request, reply and lingering close included
+//!   ([`timeout_at`] on the runtime's timer). One bound on the whole connection covers a
+//!   slow head and a slow reader alike, and needs no hyper `Timer` (hyper's own header
+//!   timeout is off).
+//!
+//! After the reply the connection is closed in the lingering way (shut down the write side,
+//! discard what the client still sends, within the time left), so that the reply is not
+//! lost to a reset caused by closing with unread data.
+//!
+//! # What the pages show
+//!
+//! `/status` is [`Status`], serialized with serde: its fields are an interface (the tests,
+//! the README and scripts read them). `/metrics` is [`crate::metrics`]. `/health` is 200
+//! while the node runs and knows a leader, else 503.
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode};
 use paxos_core::Role;
-use paxos_node::Runtime;
-use paxos_runtime::{BoxConn, Listener, timeout_at};
+use paxos_runtime::{BoxConn, Listener, Runtime, timeout_at};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use smol_hyper::rt::FuturesIo;
 use tracing::{debug, warn};
 
 use crate::server::Ctx;
 
+/// Largest request head, bytes.
 const MAX_HEAD_BYTES: usize = 8 << 10;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_ADMIN_CONNECTIONS: u64 = 64;
+/// Most of a connection's time the lingering close may take.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+/// Most bytes the lingering close discards.
+const LINGER_BYTES: usize = 1 << 20;
 
-/// Serves the admin port until the task is aborted.
-pub(crate) async fn serve(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
-    let open = Arc::new(AtomicU64::new(0));
+/// How many connections, and for how long each.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// Connections open at once; more are closed on accept.
+    max_connections: usize,
+    /// Time for one connection in all.
+    connection_time: Duration,
+}
+
+impl Bounds {
+    const DEFAULT: Self = Self {
+        max_connections: 64,
+        connection_time: Duration::from_secs(5),
+    };
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Answers a `GET` (or `HEAD`) of a path.
+type Route = dyn Fn(&str) -> Reply + Send + Sync;
+
+/// Serves the admin port until the task is dropped.
+pub(crate) async fn serve(listener: Box<dyn Listener>, rt: Arc<dyn Runtime>, ctx: Arc<Ctx>) {
+    let registry = crate::metrics::registry(&ctx.node, &ctx.stats);
+    let route = move |path: &str| route(path, &ctx, &registry);
+    serve_http(listener, rt, Bounds::DEFAULT, Arc::new(route)).await;
+}
+
+/// The HTTP layer: accepts connections within `bounds` and answers each with `route`.
+async fn serve_http(
+    listener: Box<dyn Listener>,
+    rt: Arc<dyn Runtime>,
+    bounds: Bounds,
+    route: Arc<Route>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
             Err(e) => {
+                // Out of file descriptors, say: back off rather than spin.
                 warn!("admin accept failed: {e}");
-                ctx.runtime.sleep(Duration::from_millis(50)).await;
+                rt.sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= MAX_ADMIN_CONNECTIONS {
+        let Some(slot) = Slot::take(&open, bounds.max_connections) else {
+            debug!(
+                "admin: {} connections open, closing a new one",
+                bounds.max_connections
+            );
             continue;
-        }
-        open.fetch_add(1, Ordering::Relaxed);
-        let (task_ctx, open) = (ctx.clone(), open.clone());
-        ctx.runtime.spawn(Box::pin(async move {
-            if let Err(e) = respond(stream, &task_ctx).await {
-                debug!("admin connection: {e}");
-            }
-            open.fetch_sub(1, Ordering::Relaxed);
+        };
+        let (task_rt, route) = (rt.clone(), route.clone());
+        rt.spawn(Box::pin(async move {
+            connection(conn, &*task_rt, bounds.connection_time, &*route).await;
+            drop(slot);
         }));
     }
 }
 
-/// One response, before it is written.
-#[derive(Debug, PartialEq, Eq)]
-struct Response {
-    code: u16,
-    content_type: &'static str,
-    body: String,
-}
+/// One of the bounded connection slots, given back on drop.
+struct Slot(Arc<AtomicUsize>);
 
-impl Response {
-    fn new(code: u16, content_type: &'static str, body: impl Into<String>) -> Self {
-        Self {
-            code,
-            content_type,
-            body: body.into(),
-        }
-    }
-
-    fn text(code: u16, body: &str) -> Self {
-        Self::new(code, "text/plain", body)
-    }
-
-    /// The bytes to send: the head, then the body unless the request was `HEAD` (whose
-    /// head still announces the `Content-Length` a `GET` would get, as RFC 9110 §9.3.2
-    /// asks).
-    fn render(&self, head_only: bool) -> Vec<u8> {
-        let Self {
-            code,
-            content_type,
-            body,
-        } = self;
-        let reason = match code {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            _ => "Service Unavailable",
-        };
-        let allow = if *code == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        if !head_only {
-            out.extend_from_slice(body.as_bytes());
-        }
-        out
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
     }
 }
 
-async fn respond(stream: BoxConn, ctx: &Ctx) -> std::io::Result<()> {
-    exchange(&*ctx.runtime, stream, |method, path| {
-        route(method, path, ctx)
-    })
-    .await
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// The HTTP layer: reads one request head (bounded in bytes and time), answers it with
-/// `route(method, path)` and closes the connection.
-async fn exchange(
-    runtime: &dyn Runtime,
-    mut stream: BoxConn,
-    route: impl FnOnce(&str, &str) -> Response,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let read_head = async {
-        let mut chunk = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-            if head.len() >= MAX_HEAD_BYTES {
-                return Ok(false);
+/// Serves one request on `conn`, then closes it; all within `time`.
+async fn connection(conn: BoxConn, rt: &dyn Runtime, time: Duration, route: &Route) {
+    let deadline = rt.now() + time;
+    let service = hyper::service::service_fn(|request: Request<Incoming>| {
+        let reply = match *request.method() {
+            Method::GET | Method::HEAD => route(request.uri().path()),
+            _ => {
+                let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+                let allow = HeaderValue::from_static("GET, HEAD");
+                reply.headers_mut().insert(ALLOW, allow);
+                reply
             }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(false);
-            }
-            head.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<_, std::io::Error>(true)
-    };
-    let complete = matches!(
-        timeout_at(runtime, runtime.now() + HEAD_TIMEOUT, read_head).await,
-        Some(Ok(true))
-    );
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_ascii_whitespace();
-    let (response, head_only) = match (complete, parts.next(), parts.next()) {
-        (true, Some(method), Some(target)) => {
-            let path = target.split('?').next().unwrap_or_default();
-            (route(method, path), method == "HEAD")
-        }
-        _ => (Response::text(400, "bad request\n"), false),
-    };
-    stream.write_all(&response.render(head_only)).await?;
-    crate::server::lingering_close(runtime, stream).await;
-    Ok(())
+        };
+        std::future::ready(Ok::<_, Infallible>(reply))
+    });
+    let mut http = http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .title_case_headers(true)
+        .header_read_timeout(None)
+        .serve_connection(FuturesIo::new(conn), service);
+    // Without shutdown, to take the connection back for the lingering close.
+    let served = futures::future::poll_fn(|cx| http.poll_without_shutdown(cx));
+    match timeout_at(rt, deadline, served).await {
+        None => return debug!("admin connection: out of time"),
+        Some(Err(e)) => debug!("admin connection: {e}"),
+        Some(Ok(())) => {}
+    }
+    let conn = http.into_parts().io.into_inner();
+    let linger_until = deadline.min(rt.now() + LINGER_TIME);
+    timeout_at(rt, linger_until, lingering_close(conn)).await;
 }
 
-fn route(method: &str, path: &str, ctx: &Ctx) -> Response {
-    if method != "GET" && method != "HEAD" {
-        return Response::text(405, "only GET and HEAD\n");
+/// Shuts down the write side, then discards what the client still sends (at most
+/// [`LINGER_BYTES`]) until it closes.
+async fn lingering_close(mut conn: BoxConn) {
+    if conn.close().await.is_err() {
+        return;
     }
+    let mut sink = [0u8; 16 << 10];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match conn.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut reply = Response::new(Full::new(body.into()));
+    *reply.status_mut() = status;
+    let headers = reply.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    reply
+}
+
+fn text(status: StatusCode, body: &'static str) -> Reply {
+    reply(status, "text/plain", body)
+}
+
+fn route(path: &str, ctx: &Ctx, registry: &Registry) -> Reply {
     match path {
-        "/status" => Response::new(200, "application/json", status_json(ctx)),
-        "/metrics" => Response::new(200, "text/plain; version=0.0.4", metrics_text(ctx)),
+        "/status" => {
+            let mut json = serde_json::to_string(&Status::of(ctx)).unwrap_or_default();
+            json.push('\n');
+            reply(StatusCode::OK, "application/json", json)
+        }
+        "/metrics" => {
+            let mut metrics = String::new();
+            match prometheus_text::encode(&mut metrics, registry) {
+                Ok(()) => reply(StatusCode::OK, prometheus_text::CONTENT_TYPE, metrics),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+            }
+        }
         "/health" => {
             let status = ctx.node.status();
             if status.stopped.is_some() {
-                Response::text(503, "stopped\n")
+                text(StatusCode::SERVICE_UNAVAILABLE, "stopped\n")
             } else if status.leader.is_none() {
-                Response::text(503, "no leader\n")
+                text(StatusCode::SERVICE_UNAVAILABLE, "no leader\n")
             } else {
-                Response::text(200, "ok\n")
+                text(StatusCode::OK, "ok\n")
             }
         }
-        _ => Response::text(404, "not found: try /status, /metrics or /health\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /status, /metrics or /health\n",
+        ),
     }
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::Leader => "leader",
-        _ => "unknown",
-    }
+/// The body of `GET /status`.
+#[derive(Debug, Serialize)]
+struct Status {
+    /// This node's id.
+    id: u64,
+    /// Its process id.
+    pid: u32,
+    /// `leader`, `candidate` or `follower`.
+    role: &'static str,
+    /// The highest ballot it promised.
+    ballot: BallotStatus,
+    /// The leader it believes in, if any.
+    leader: Option<u64>,
+    /// Every slot below this is chosen and known here.
+    commit: u64,
+    /// Every slot below this is applied here.
+    applied: u64,
+    /// It is the leader and holds the leader lease.
+    lease_held: bool,
+    /// Why the node stopped, once it has.
+    stopped: Option<String>,
+    /// The other members.
+    peers: Vec<PeerStatus>,
+    /// The RESP address.
+    resp: String,
+    /// The async runtime it runs on (`serve --runtime`).
+    runtime: crate::config::RuntimeKind,
+    /// Its storage backend.
+    storage: crate::config::StorageKind,
+    /// The largest command accepted, bytes (see `server`'s module docs).
+    max_command_bytes: usize,
+    /// The largest key + value of a `SET`, bytes.
+    max_set_bytes: usize,
 }
 
-fn status_json(ctx: &Ctx) -> String {
-    let s = ctx.node.status();
-    let contacts = ctx.node.peer_contacts();
-    let now = std::time::Instant::now();
-    let peers: Vec<_> = ctx
-        .config
-        .peers
-        .iter()
-        .filter(|p| p.id != s.id.0)
-        .map(|p| {
-            let heard = contacts.iter().find(|c| c.id.0 == p.id).and_then(|c| c.last_heard);
-            let ago_ms = heard.map(|t| now.saturating_duration_since(t).as_millis() as u64);
-            serde_json::json!({ "id": p.id, "addr": p.addr.to_string(), "last_contact_ms_ago": ago_ms })
-        })
-        .collect();
-    let value = serde_json::json!({
-        "id": s.id.0,
-        "pid": std::process::id(),
-        "role": role_name(s.role),
-        "ballot": { "round": s.ballot.round, "node": s.ballot.node.0 },
-        "leader": s.leader.map(|l| l.0),
-        "commit": s.commit.0,
-        "applied": s.applied.0,
-        "lease_held": s.lease_held,
-        "stopped": s.stopped.map(|e| e.to_string()),
-        "peers": peers,
-        "resp": ctx.config.resp.to_string(),
-        "runtime": ctx.config.runtime,
-        "storage": ctx.config.storage,
-        "max_command_bytes": ctx.node.max_command_bytes(),
-        "max_set_bytes": crate::server::max_set_bytes(ctx.node.max_command_bytes()),
-    });
-    let mut text = value.to_string();
-    text.push('\n');
-    text
+#[derive(Debug, Serialize)]
+struct BallotStatus {
+    round: u64,
+    node: u64,
 }
 
-fn metrics_text(ctx: &Ctx) -> String {
-    let s = ctx.node.status();
-    let m = ctx.node.metrics();
-    let st = &ctx.stats;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let id = s.id.0;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP paxos_{name} {help}");
-        let _ = writeln!(out, "# TYPE paxos_{name} {kind}");
-        let _ = writeln!(out, "paxos_{name}{{node=\"{id}\"}} {value}");
-    };
-    metric(
-        "is_leader",
-        "gauge",
-        "1 if this node is the leader.",
-        u64::from(s.role == Role::Leader),
-    );
-    metric(
-        "leader_known",
-        "gauge",
-        "1 if this node knows a leader.",
-        u64::from(s.leader.is_some()),
-    );
-    metric(
-        "ballot_round",
-        "gauge",
-        "Round of the highest ballot promised.",
-        s.ballot.round,
-    );
-    metric(
-        "commit_slot",
-        "gauge",
-        "Every slot below this is chosen and known here.",
-        s.commit.0,
-    );
-    metric(
-        "applied_slot",
-        "gauge",
-        "Every slot below this is applied here.",
-        s.applied.0,
-    );
-    metric(
-        "stopped",
-        "gauge",
-        "1 once the node has stopped for good.",
-        u64::from(s.stopped.is_some()),
-    );
-    metric(
-        "proposals_total",
-        "counter",
-        "Proposals taken by the core.",
-        m.proposals,
-    );
-    metric(
-        "reads_total",
-        "counter",
-        "Reads answered on this node.",
-        m.reads,
-    );
-    metric(
-        "read_markers_total",
-        "counter",
-        "Read markers proposed through the log.",
-        m.read_markers,
-    );
-    metric(
-        "committed_slots_total",
-        "counter",
-        "Slots applied.",
-        m.committed_slots,
-    );
-    metric(
-        "committed_commands_total",
-        "counter",
-        "Client commands applied.",
-        m.committed_commands,
-    );
-    metric(
-        "largest_batch",
-        "gauge",
-        "Most commands applied from one slot.",
-        m.largest_batch,
-    );
-    metric(
-        "peak_pending_proposals",
-        "gauge",
-        "Most proposals queued in the core at once.",
-        m.peak_pending_proposals,
-    );
-    metric(
-        "peak_waiters",
-        "gauge",
-        "Most requests waiting for their outcome at once.",
-        m.peak_waiters,
-    );
-    metric(
-        "persists_total",
-        "counter",
-        "Storage persist calls.",
-        m.persists,
-    );
-    metric(
-        "persisted_entries_total",
-        "counter",
-        "Entries persisted.",
-        m.persisted_entries,
-    );
-    metric("driver_cycles_total", "counter", "Driver cycles.", m.cycles);
-    metric(
-        "resp_connections_total",
-        "counter",
-        "RESP connections accepted.",
-        load(&st.connections_total),
-    );
-    metric(
-        "resp_connections_open",
-        "gauge",
-        "RESP connections open.",
-        load(&st.connections_open),
-    );
-    metric(
-        "resp_connections_refused_total",
-        "counter",
-        "RESP connections refused (too many).",
-        load(&st.connections_refused),
-    );
-    metric(
-        "resp_commands_total",
-        "counter",
-        "RESP commands received.",
-        load(&st.commands),
-    );
-    metric(
-        "resp_writes_total",
-        "counter",
-        "Write commands (SET, DEL, INCR, CAS).",
-        load(&st.writes),
-    );
-    metric(
-        "resp_reads_total",
-        "counter",
-        "GET commands.",
-        load(&st.reads),
-    );
-    metric(
-        "resp_retries_total",
-        "counter",
-        "Retries of a command with the same request id.",
-        load(&st.retries),
-    );
-    metric(
-        "resp_error_replies_total",
-        "counter",
-        "Error replies sent.",
-        load(&st.error_replies),
-    );
-    metric(
-        "resp_protocol_errors_total",
-        "counter",
-        "Connections closed for a malformed or oversized request.",
-        load(&st.protocol_errors),
-    );
-    metric(
-        "resp_sessions_renewed_total",
-        "counter",
-        "Connections that went on as a new client after their session was evicted.",
-        load(&st.sessions_renewed),
-    );
-    let core = m.core;
-    for (name, help, value) in [
-        (
-            "elections_started_total",
-            "Times this node started phase 1.",
-            core.elections_started,
-        ),
-        (
-            "elections_won_total",
-            "Times this node became leader.",
-            core.elections_won,
-        ),
-        (
-            "prepares_sent_total",
-            "Prepare messages sent.",
-            core.prepares_sent,
-        ),
-        (
-            "lease_reads_total",
-            "Reads answered under the leader lease (no message).",
-            core.lease_reads,
-        ),
-        (
-            "read_index_reads_total",
-            "Reads that needed a read-index round.",
-            core.read_index_reads,
-        ),
-        (
-            "read_rounds_total",
-            "Heartbeat rounds sent on behalf of reads.",
-            core.read_rounds,
-        ),
-        (
-            "lease_refusals_total",
-            "Prepares refused because of a granted lease.",
-            core.lease_refusals,
-        ),
-    ] {
-        metric(name, "counter", help, value);
+#[derive(Debug, Serialize)]
+struct PeerStatus {
+    id: u64,
+    addr: String,
+    /// Since its last message, if one arrived since this node started.
+    last_contact_ms_ago: Option<u64>,
+}
+
+impl Status {
+    fn of(ctx: &Ctx) -> Self {
+        let s = ctx.node.status();
+        let contacts = ctx.node.peer_contacts();
+        let now = std::time::Instant::now();
+        let peers = ctx.config.peers.iter().filter(|p| p.id != s.id.0);
+        let peers = peers.map(|p| {
+            let heard = contacts
+                .iter()
+                .find(|c| c.id.0 == p.id)
+                .and_then(|c| c.last_heard);
+            PeerStatus {
+                id: p.id,
+                addr: p.addr.to_string(),
+                last_contact_ms_ago: heard
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            }
+        });
+        let max_command_bytes = ctx.node.max_command_bytes();
+        Self {
+            id: s.id.0,
+            pid: std::process::id(),
+            role: match s.role {
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+                _ => "unknown",
+            },
+            ballot: BallotStatus {
+                round: s.ballot.round,
+                node: s.ballot.node.0,
+            },
+            leader: s.leader.map(|l| l.0),
+            commit: s.commit.0,
+            applied: s.applied.0,
+            lease_held: s.lease_held,
+            stopped: s.stopped.map(|e| e.to_string()),
+            peers: peers.collect(),
+            resp: ctx.config.resp.to_string(),
+            runtime: ctx.config.runtime,
+            storage: ctx.config.storage,
+            max_command_bytes,
+            max_set_bytes: crate::server::max_set_bytes(max_command_bytes),
+        }
     }
-    metric(
-        "lease_held",
-        "gauge",
-        "1 if this node holds the leader lease.",
-        u64::from(s.lease_held),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP paxos_messages_sent_total Protocol messages sent, by kind."
-    );
-    let _ = writeln!(out, "# TYPE paxos_messages_sent_total counter");
-    for (kind, n) in paxos_core::Message::KINDS.iter().zip(m.messages_sent) {
-        let _ = writeln!(
-            out,
-            "paxos_messages_sent_total{{node=\"{id}\",kind=\"{kind}\"}} {n}"
-        );
-    }
-    let h = m.persist_latency;
-    let _ = writeln!(
-        out,
-        "# HELP paxos_persist_seconds Time taken by Storage::persist."
-    );
-    let _ = writeln!(out, "# TYPE paxos_persist_seconds histogram");
-    let mut cumulative = 0;
-    for (i, count) in h.counts.iter().enumerate() {
-        cumulative += count;
-        let le = paxos_node::LATENCY_BOUNDS_US
-            .get(i)
-            .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-        let _ = writeln!(
-            out,
-            "paxos_persist_seconds_bucket{{node=\"{id}\",le=\"{le}\"}} {cumulative}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "paxos_persist_seconds_sum{{node=\"{id}\"}} {}",
-        h.sum_us as f64 / 1e6
-    );
-    let _ = writeln!(
-        out,
-        "paxos_persist_seconds_count{{node=\"{id}\"}} {cumulative}"
-    );
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::pin::pin;
+    use std::time::Instant;
+
+    use futures::future::{BoxFuture, Either, select};
+    use paxos_runtime::{AsyncIoRuntime, TokioRuntime};
+
     use super::*;
 
-    /// Sends `request` to an `exchange` over a real socket on 127.0.0.1 and returns
-    /// everything written back before the close.
-    async fn over_http(request: &[u8]) -> String {
-        let runtime: Arc<dyn Runtime> = Arc::new(paxos_node::TokioRuntime::current().unwrap());
-        let listener = runtime.bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    /// Runs `test` on tokio, then on smol (through the async-io runtime).
+    fn on_both_runtimes(test: impl Fn(Arc<dyn Runtime>) -> BoxFuture<'static, ()>) {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let rt = Arc::new(TokioRuntime::new(tokio.handle().clone()));
+        tokio.block_on(test(rt));
+        smol::block_on(test(Arc::new(AsyncIoRuntime::new())));
+    }
+
+    /// Runs `client` against an admin port on 127.0.0.1 that answers every path with
+    /// `body of <path>`; the port closes when `client` returns.
+    async fn with_server<F: Future<Output = ()>>(
+        rt: Arc<dyn Runtime>,
+        bounds: Bounds,
+        client: impl FnOnce(SocketAddr) -> F,
+    ) {
+        let listener = rt.bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let server_runtime = runtime.clone();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            exchange(&*server_runtime, stream, |method, path| {
-                if method != "GET" && method != "HEAD" {
-                    return Response::text(405, "only GET and HEAD\n");
-                }
-                Response::text(200, &format!("body of {path}\n"))
-            })
-            .await
-            .unwrap();
-        });
-        let mut client = runtime.connect_tcp(addr).await.unwrap();
-        client.write_all(request).await.unwrap();
+        let route = |path: &str| reply(StatusCode::OK, "text/plain", format!("body of {path}\n"));
+        let server = pin!(serve_http(listener, rt, bounds, Arc::new(route)));
+        match select(server, pin!(client(addr))).await {
+            Either::Left(_) => unreachable!("the server returned"),
+            Either::Right(((), _)) => {}
+        }
+    }
+
+    /// Sends `request` and returns everything written back before the close, with how long
+    /// the close took.
+    async fn exchange(rt: &dyn Runtime, addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+        let start = Instant::now();
+        let mut conn = rt.connect_tcp(addr).await.unwrap();
+        // The server may close before reading everything: ignore a failed write.
+        let _ = conn.write_all(request).await;
         let mut reply = Vec::new();
-        let deadline = runtime.now() + Duration::from_secs(10);
-        timeout_at(&*runtime, deadline, client.read_to_end(&mut reply))
+        let read = conn.read_to_end(&mut reply);
+        let deadline = rt.now() + Duration::from_secs(10);
+        // A reset after the reply counts as the close.
+        let _ = timeout_at(rt, deadline, read)
             .await
-            .expect("the server closes the connection")
-            .unwrap();
-        drop(client);
-        server.await.unwrap();
-        String::from_utf8(reply).unwrap()
+            .expect("the server closes the connection");
+        (String::from_utf8(reply).unwrap(), start.elapsed())
     }
 
-    #[tokio::test]
-    async fn head_gets_the_get_headers_and_no_body() {
-        let get = over_http(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
-        assert_eq!(get_body, "body of /status\n");
-        assert!(get_head.contains(&format!("Content-Length: {}", get_body.len())));
+    #[test]
+    fn answers_over_loopback_on_tokio_and_smol() {
+        on_both_runtimes(|rt| {
+            Box::pin(with_server(
+                rt.clone(),
+                Bounds::DEFAULT,
+                move |addr| async move {
+                    let rt = &*rt;
+                    let request = b"GET /status?x=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+                    let (get, took) = exchange(rt, addr, request).await;
+                    // The close follows the reply, not the end of the lingering.
+                    assert!(took < LINGER_TIME, "{took:?}");
+                    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+                    assert!(get_head.starts_with("HTTP/1.1 200 OK\r\n"), "{get:?}");
+                    assert_eq!(get_body, "body of /status\n");
+                    assert!(get_head.contains("\r\nContent-Length: 16"), "{get:?}");
+                    assert!(get_head.contains("\r\nConnection: close"), "{get:?}");
 
-        let head = over_http(b"HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert_eq!(
-            head,
-            format!("{get_head}\r\n\r\n"),
-            "HEAD must not send a body"
-        );
+                    // HEAD: the headers of GET, no body.
+                    let head = exchange(rt, addr, b"HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .await
+                        .0;
+                    let without_date = |h: &str| -> Vec<String> {
+                        h.lines()
+                            .filter(|l| !l.starts_with("Date:"))
+                            .map(String::from)
+                            .collect()
+                    };
+                    assert!(head.ends_with("\r\n\r\n"), "HEAD sent a body: {head:?}");
+                    assert_eq!(
+                        without_date(head.trim_end()),
+                        without_date(get_head),
+                        "{head:?}"
+                    );
+
+                    let (reply, _) = exchange(rt, addr, b"POST /status HTTP/1.1\r\n\r\n").await;
+                    assert!(reply.starts_with("HTTP/1.1 405"), "{reply:?}");
+                    assert!(reply.contains("\r\nAllow: GET, HEAD\r\n"), "{reply:?}");
+                    // A body the server never reads does not cost the client its reply.
+                    let mut post = b"POST / HTTP/1.1\r\nContent-Length: 200000\r\n\r\n".to_vec();
+                    post.resize(post.len() + 200_000, b'x');
+                    let (reply, _) = exchange(rt, addr, &post).await;
+                    assert!(reply.starts_with("HTTP/1.1 405"), "{reply:?}");
+
+                    let (reply, _) = exchange(rt, addr, b"GET\r\n\r\n").await;
+                    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+                    let (reply, _) = exchange(rt, addr, &[b'G'; 20_000]).await;
+                    assert!(reply.starts_with("HTTP/1.1 431"), "{reply:?}");
+                    let (reply, _) = exchange(rt, addr, &[0xff; 100]).await;
+                    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+                    // Empty lines only, then the client's close: no request, no reply.
+                    let mut conn = rt.connect_tcp(addr).await.unwrap();
+                    conn.write_all(b"\r\n\r\n").await.unwrap();
+                    conn.close().await.unwrap();
+                    let mut rest = Vec::new();
+                    let _ = conn.read_to_end(&mut rest).await;
+                    assert!(rest.is_empty(), "{rest:?}");
+                },
+            ))
+        });
     }
 
-    #[tokio::test]
-    async fn other_methods_are_refused_with_allow() {
-        let reply = over_http(b"POST /status HTTP/1.1\r\n\r\n").await;
-        assert!(reply.starts_with("HTTP/1.1 405"), "{reply:?}");
-        assert!(reply.contains("\r\nAllow: GET, HEAD\r\n"), "{reply:?}");
-        let reply = over_http(b"\r\n\r\n").await;
-        assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    #[test]
+    fn a_slow_client_is_cut_off_within_the_bound() {
+        let bounds = Bounds {
+            connection_time: Duration::from_millis(300),
+            ..Bounds::DEFAULT
+        };
+        on_both_runtimes(move |rt| {
+            Box::pin(with_server(rt.clone(), bounds, move |addr| async move {
+                for unfinished in [&b"GET /status HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+                    let (reply, took) = exchange(&*rt, addr, unfinished).await;
+                    assert_eq!(reply, "", "{unfinished:?}");
+                    assert!(took >= Duration::from_millis(250), "{took:?}");
+                    assert!(took < Duration::from_secs(3), "{took:?}");
+                }
+            }))
+        });
+    }
+
+    #[test]
+    fn connections_beyond_the_bound_are_closed_at_once() {
+        let bounds = Bounds {
+            max_connections: 2,
+            ..Bounds::DEFAULT
+        };
+        on_both_runtimes(move |rt| {
+            Box::pin(with_server(rt.clone(), bounds, move |addr| async move {
+                let rt = &*rt;
+                let mut idle = Vec::new();
+                for _ in 0..bounds.max_connections {
+                    let mut conn = rt.connect_tcp(addr).await.unwrap();
+                    conn.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+                    idle.push(conn);
+                }
+                let (reply, took) = exchange(rt, addr, b"GET / HTTP/1.1\r\n\r\n").await;
+                assert_eq!(reply, "");
+                assert!(took < Duration::from_secs(2), "{took:?}");
+                // Closing the idle ones gives their slots back.
+                drop(idle);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let (reply, _) = exchange(rt, addr, b"GET /x HTTP/1.1\r\n\r\n").await;
+                    if reply.starts_with("HTTP/1.1 200") {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "no slot was given back");
+                    rt.sleep(Duration::from_millis(20)).await;
+                }
+            }))
+        });
     }
 }

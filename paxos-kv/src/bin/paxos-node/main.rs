@@ -25,6 +25,7 @@
 mod admin;
 mod cluster;
 mod config;
+mod metrics;
 mod server;
 
 use std::sync::Arc;

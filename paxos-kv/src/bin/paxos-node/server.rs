@@ -46,6 +46,7 @@ use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
 use tracing::{debug, info, warn};
 
 use crate::config::{NodeConfig, StorageKind, TransportKind};
+use crate::metrics::{Counter, ServerStats};
 
 /// Attempts of one client command (all with the same request id) before giving up.
 const MAX_ATTEMPTS: u32 = 32;
@@ -94,23 +95,8 @@ Exactly once: a write that the server retries for you (after a timeout or a lead
 change) is applied at most once. A new connection is a new client: a command your client
 library resends on a new connection is a new command.";
 
-/// Counters of the front end, for /metrics.
-#[derive(Debug, Default)]
-pub(crate) struct ServerStats {
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) connections_open: AtomicU64,
-    pub(crate) connections_refused: AtomicU64,
-    pub(crate) commands: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) error_replies: AtomicU64,
-    pub(crate) protocol_errors: AtomicU64,
-    pub(crate) sessions_renewed: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+fn bump(counter: &Counter) {
+    counter.inc();
 }
 
 /// What every connection shares.
@@ -227,7 +213,10 @@ pub(crate) async fn serve(
     }));
     let admin_stop = admin_listener.map(|l| {
         let (stop, stopped) = AbortHandle::new_pair();
-        let admin = Abortable::new(crate::admin::serve(l, ctx.clone()), stopped);
+        let admin = Abortable::new(
+            crate::admin::serve(l, runtime.clone(), ctx.clone()),
+            stopped,
+        );
         runtime.spawn(Box::pin(async move {
             let _ = admin.await;
         }));
@@ -301,21 +290,18 @@ async fn accept_loop(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        if ctx.stats.connections_open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if ctx.stats.connections_open.get() >= MAX_CONNECTIONS {
             bump(&ctx.stats.connections_refused);
             continue;
         }
         bump(&ctx.stats.connections_total);
-        ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.connections_open.inc();
         let task_ctx = ctx.clone();
         ctx.runtime.spawn(Box::pin(async move {
             if let Err(e) = connection(stream, &task_ctx).await {
                 debug!(%peer, "connection closed: {e}");
             }
-            task_ctx
-                .stats
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+            task_ctx.stats.connections_open.dec();
         }));
     }
 }
