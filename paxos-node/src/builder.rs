@@ -16,28 +16,78 @@ use crate::waiters::Waiters;
 /// transport, a storage backend, a state machine, and optionally a runtime and
 /// [`NodeOptions`].
 ///
-/// ```no_run
-/// # #[cfg(feature = "runtime-tokio")]
-/// # async fn example(
-/// #     transport: Box<dyn paxos_core::Transport>,
-/// #     storage: Box<dyn paxos_core::Storage>,
-/// #     state_machine: Box<dyn paxos_core::StateMachine>,
-/// # ) -> Result<(), Box<dyn std::error::Error>> {
-/// use bytes::Bytes;
-/// use paxos_core::{Config, NodeId};
-/// use paxos_node::NodeBuilder;
+/// A one-member cluster on tokio, over TCP on loopback, with memory storage and a state
+/// machine that counts the bytes it applied (the members of a real cluster are 3 or 5,
+/// each built this way with its own id):
 ///
-/// let config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
-/// let node = NodeBuilder::new(config)
-///     .transport(transport)
-///     .storage(storage)
-///     .state_machine(state_machine)
-///     .start()
-///     .await?;
-/// let output = node.propose(Bytes::from_static(b"set x 1")).await?;
-/// println!("applied: {output:?}, status: {:?}", node.status());
-/// node.shutdown().await;
-/// # Ok(()) }
+/// ```
+/// # #[cfg(feature = "runtime-tokio")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::collections::BTreeMap;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use bytes::Bytes;
+/// use paxos_core::{Committed, Config, NodeId, ProposalId, StateMachine, StateMachineError};
+/// use paxos_net_tcp::{TcpConfig, TcpTransport};
+/// use paxos_node::{NodeBuilder, Runtime, TokioRuntime};
+/// use paxos_storage::MemoryStorage;
+///
+/// /// Applies each command by adding its length to a total, and answers the total.
+/// #[derive(Default)]
+/// struct Total(u64);
+///
+/// #[async_trait::async_trait]
+/// impl StateMachine for Total {
+///     async fn apply(
+///         &mut self,
+///         committed: &[Committed],
+///         outputs: &mut Vec<(ProposalId, Bytes)>,
+///     ) -> Result<(), StateMachineError> {
+///         for command in committed.iter().flat_map(|c| c.value.commands()) {
+///             self.0 += command.payload.len() as u64;
+///             outputs.push((command.id, Bytes::from(self.0.to_string())));
+///         }
+///         Ok(())
+///     }
+///     async fn query(&mut self, _query: &[u8]) -> Result<Bytes, StateMachineError> {
+///         Ok(Bytes::from(self.0.to_string()))
+///     }
+///     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+///         Ok(Bytes::from(self.0.to_string()))
+///     }
+///     async fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
+///         self.0 = std::str::from_utf8(snapshot).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+///         Ok(())
+///     }
+/// }
+///
+/// let tokio = tokio::runtime::Runtime::new()?;
+/// tokio.block_on(async {
+///     let runtime: Arc<dyn Runtime> = Arc::new(TokioRuntime::current().unwrap());
+///     let id = NodeId(1);
+///     let tcp = TcpConfig::new(7, id, "127.0.0.1:0".parse()?, BTreeMap::new());
+///     let transport = TcpTransport::start(tcp, runtime.clone())?;
+///     let node = NodeBuilder::new(Config::new(id, vec![id]))
+///         .runtime(runtime)
+///         .transport(Box::new(transport))
+///         .storage(Box::new(MemoryStorage::new()))
+///         .state_machine(Box::new(Total::default()))
+///         .start()
+///         .await?;
+///     // A proposal before any leader is known fails at once with `NoLeader`: wait (boundedly)
+///     // for the first election.
+///     let elected = node.wait_for(Duration::from_secs(10), |s| s.leader.is_some()).await;
+///     assert!(elected.is_some(), "no leader within 10 s");
+///     let output = node.propose(Bytes::from_static(b"set x 1")).await?;
+///     assert_eq!(output, "7");
+///     assert_eq!(node.read(Bytes::new()).await?, "7");
+///     node.shutdown().await;
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })
+/// # }
+/// # #[cfg(not(feature = "runtime-tokio"))]
+/// # fn main() {}
 /// ```
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct NodeBuilder {
