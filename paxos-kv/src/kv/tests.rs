@@ -631,6 +631,20 @@ fn scan_match_filters_the_keys_visited() {
     let expected: BTreeSet<_> = (10..20).map(|i| format!("key:{i}").into_bytes()).collect();
     assert_eq!(found, expected);
     assert!(found.is_subset(&keys));
+    // The longest pattern taken, and one byte more.
+    let long = |n: usize| KvQuery::Scan {
+        cursor: 0,
+        pattern: Some([&b"key:1"[..], &vec![b'*'; n - 5]].concat()),
+        count: 1000,
+    };
+    let KvAnswer::Scan { keys, .. } = read(&sm, long(MAX_SCAN_PATTERN_BYTES)) else {
+        panic!("refused");
+    };
+    assert_eq!(keys.len(), 111);
+    assert_eq!(
+        read(&sm, long(MAX_SCAN_PATTERN_BYTES + 1)),
+        KvAnswer::Bulk(None)
+    );
     // `*` alone matches everything, the empty key too.
     Client::new(5).send(&mut sm, set("", "empty"));
     assert_eq!(scan_all(&sm, Some("*"), 1000).concat().len(), 201);
