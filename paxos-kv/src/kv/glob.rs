@@ -1,7 +1,8 @@
 //! `SCAN ... MATCH` patterns: Redis's glob rules, matched without backtracking blow-up.
 //!
 //! The rules are those of `stringmatchlen` in Redis 7's `util.c` (case-sensitive), checked
-//! against a real Redis 7.0 in `testdata/glob_redis.txt` (made by `testdata/gen_glob_redis.py`):
+//! against a real Redis 7.0 in `testdata/glob_redis.txt` (written by
+//! `testdata/gen_glob_redis.py`):
 //!
 //! * `*` matches any run of bytes (consecutive `*`s count as one), `?` any one byte, `\x`
 //!   the byte `x` (a `\` at the very end is a literal `\`), any other byte itself;
