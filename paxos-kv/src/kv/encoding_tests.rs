@@ -1,0 +1,533 @@
+//! Encodings: round trips of every type, garbage and hostile nesting never panicking, the
+//! size rule of [`KvCommand::max_request_bytes`], and snapshots.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn req(client: u64, seq: u64, command: KvCommand) -> Bytes {
+    let id = RequestId {
+        client,
+        born_slot: client,
+        seq,
+    };
+    KvRequest { id, command }.encode()
+}
+
+fn set(k: &str, v: &str) -> KvCommand {
+    KvCommand::Set {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn bytes_of_len(len: usize) -> Vec<u8> {
+    vec![b'x'; len]
+}
+
+/// Lengths across the varint boundaries of a length prefix (1, 2 and 3 bytes).
+fn length() -> impl Strategy<Value = usize> + Clone {
+    prop_oneof![
+        8 => 0usize..40,
+        1 => Just(127usize),
+        1 => Just(128usize),
+        1 => Just(16_383usize),
+        1 => Just(16_384usize),
+    ]
+}
+
+fn string() -> impl Strategy<Value = Vec<u8>> + Clone {
+    length().prop_map(bytes_of_len)
+}
+
+fn small_string() -> impl Strategy<Value = Vec<u8>> + Clone {
+    proptest::collection::vec(any::<u8>(), 0..12)
+}
+
+fn condition() -> impl Strategy<Value = SetCondition> {
+    prop_oneof![
+        Just(SetCondition::Always),
+        Just(SetCondition::IfAbsent),
+        Just(SetCondition::IfPresent),
+    ]
+}
+
+/// Every command but `Batch`, with arguments of `s`.
+fn leaf_command<S>(s: S) -> impl Strategy<Value = KvCommand>
+where
+    S: Strategy<Value = Vec<u8>> + Clone + 'static,
+{
+    let many = || proptest::collection::vec(s.clone(), 0..4);
+    prop_oneof![
+        (s.clone(), s.clone()).prop_map(|(key, value)| KvCommand::Set { key, value }),
+        many().prop_map(|keys| KvCommand::Del { keys }),
+        s.clone().prop_map(|key| KvCommand::Incr { key }),
+        (s.clone(), s.clone(), s.clone()).prop_map(|(key, expected, new)| KvCommand::Cas {
+            key,
+            expected,
+            new
+        }),
+        (s.clone(), s.clone(), condition(), any::<bool>()).prop_map(
+            |(key, value, condition, get)| KvCommand::SetWith {
+                key,
+                value,
+                condition,
+                get
+            }
+        ),
+        proptest::collection::vec((s.clone(), s.clone()), 0..4)
+            .prop_map(|pairs| KvCommand::MSet { pairs }),
+        (s.clone(), s.clone()).prop_map(|(key, value)| KvCommand::Append { key, value }),
+        (s.clone(), any::<i64>()).prop_map(|(key, delta)| KvCommand::IncrBy { key, delta }),
+    ]
+}
+
+/// Any command that decodes: a leaf, or a batch of leaves.
+fn command<S>(s: S) -> impl Strategy<Value = KvCommand>
+where
+    S: Strategy<Value = Vec<u8>> + Clone + 'static,
+{
+    prop_oneof![
+        3 => leaf_command(s.clone()),
+        1 => proptest::collection::vec(leaf_command(s), 0..6).prop_map(KvCommand::Batch),
+    ]
+}
+
+fn request_id() -> impl Strategy<Value = RequestId> {
+    let n = || prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64)];
+    (n(), n(), n()).prop_map(|(client, born_slot, seq)| RequestId {
+        client,
+        born_slot,
+        seq,
+    })
+}
+
+fn leaf_output() -> impl Strategy<Value = KvOutput> {
+    prop_oneof![
+        Just(KvOutput::Ok),
+        any::<i64>().prop_map(KvOutput::Integer),
+        ".{0,20}".prop_map(KvOutput::Error),
+        Just(KvOutput::SessionExpired),
+        proptest::option::of(small_string()).prop_map(KvOutput::Bulk),
+    ]
+}
+
+fn output() -> impl Strategy<Value = KvOutput> {
+    prop_oneof![
+        3 => leaf_output(),
+        1 => proptest::collection::vec(leaf_output(), 0..6).prop_map(KvOutput::Many),
+    ]
+}
+
+fn leaf_query() -> impl Strategy<Value = KvQuery> {
+    let keys = || proptest::collection::vec(small_string(), 0..4);
+    prop_oneof![
+        small_string().prop_map(|key| KvQuery::Get { key }),
+        keys().prop_map(|keys| KvQuery::MGet { keys }),
+        keys().prop_map(|keys| KvQuery::Exists { keys }),
+        small_string().prop_map(|key| KvQuery::StrLen { key }),
+        Just(KvQuery::DbSize),
+        (
+            any::<u64>(),
+            proptest::option::of(small_string()),
+            any::<usize>()
+        )
+            .prop_map(|(cursor, pattern, count)| KvQuery::Scan {
+                cursor,
+                pattern,
+                count
+            }),
+    ]
+}
+
+fn query() -> impl Strategy<Value = KvQuery> {
+    prop_oneof![
+        3 => leaf_query(),
+        1 => proptest::collection::vec(leaf_query(), 0..6).prop_map(KvQuery::Batch),
+    ]
+}
+
+fn leaf_answer() -> impl Strategy<Value = KvAnswer> {
+    prop_oneof![
+        proptest::option::of(small_string()).prop_map(KvAnswer::Bulk),
+        any::<i64>().prop_map(KvAnswer::Integer),
+        proptest::collection::vec(proptest::option::of(small_string()), 0..4)
+            .prop_map(KvAnswer::Values),
+        (
+            any::<u64>(),
+            proptest::collection::vec(small_string(), 0..4)
+        )
+            .prop_map(|(cursor, keys)| KvAnswer::Scan { cursor, keys }),
+    ]
+}
+
+fn answer() -> impl Strategy<Value = KvAnswer> {
+    prop_oneof![
+        3 => leaf_answer(),
+        1 => proptest::collection::vec(leaf_answer(), 0..6).prop_map(KvAnswer::Many),
+    ]
+}
+
+/// Leaf commands inside a `Batch`, and `IncrBy`s, and `Batch`es inside a `Batch` (which
+/// encode but do not decode): what the size bound counts besides the arguments.
+fn counts(command: &KvCommand) -> (usize, usize) {
+    match command {
+        KvCommand::Batch(commands) => commands.iter().fold((0, 0), |(b, i), c| {
+            let (cb, ci) = counts(c);
+            (b + 1 + cb, i + ci)
+        }),
+        KvCommand::IncrBy { .. } => (0, 1),
+        _ => (0, 0),
+    }
+}
+
+/// Checks the size rule for one command: the bound holds for any request id, and it is
+/// not loose by more than the varints it assumes at their longest.
+fn check_bound(command: &KvCommand, id: RequestId) -> Result<(), TestCaseError> {
+    let bound = command.max_request_bytes();
+    let len = KvRequest {
+        id,
+        command: command.clone(),
+    }
+    .encode()
+    .len();
+    prop_assert!(len <= bound, "{len} > {bound} for {command:?}");
+    let (count, bytes) = command.arguments();
+    let (batched, integers) = counts(command);
+    prop_assert!(len >= bytes);
+    // The smallest possible encoding of the fixed parts is 3 (id) + 1 (tag) + 1 per
+    // argument + 1 per batched command + 1 per integer.
+    prop_assert!(
+        bound - len
+            <= REQUEST_OVERHEAD_BYTES - 4
+                + (ARGUMENT_OVERHEAD_BYTES - 1) * count
+                + (BATCH_COMMAND_OVERHEAD_BYTES - 1) * batched
+                + (INTEGER_ARGUMENT_BYTES - 1) * integers,
+        "{len} vs {bound}"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn requests_round_trip(id in request_id(), command in command(small_string())) {
+        let request = KvRequest { id, command };
+        prop_assert_eq!(KvRequest::decode(&request.encode()), Some(request));
+    }
+
+    #[test]
+    fn outputs_round_trip(output in output()) {
+        prop_assert_eq!(KvOutput::decode(&output.encode()), Some(output));
+    }
+
+    #[test]
+    fn queries_round_trip(query in query()) {
+        prop_assert_eq!(KvQuery::decode(&query.encode()), Some(query));
+    }
+
+    #[test]
+    fn answers_round_trip(answer in answer()) {
+        prop_assert_eq!(KvAnswer::decode(&answer.encode()), Some(answer));
+    }
+
+    /// Random bytes, and valid encodings with bytes changed, never panic anywhere.
+    #[test]
+    fn garbage_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        valid in command(small_string()),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+    ) {
+        let mut mutated = KvRequest { id: RequestId { client: 1, born_slot: 1, seq: 1 }, command: valid }
+            .encode()
+            .to_vec();
+        for (at, byte) in flips {
+            let at = at % mutated.len();
+            mutated[at] = byte;
+        }
+        let mut sm = KvStateMachine::default();
+        for input in [&bytes[..], &mutated[..]] {
+            let _ = KvRequest::decode(input);
+            let _ = KvOutput::decode(input);
+            let _ = KvQuery::decode(input);
+            let _ = KvAnswer::decode(input);
+            let _ = decode_get_answer(input);
+            let _ = sm.apply_one(input);
+            let _ = sm.answer(input);
+        }
+    }
+
+    /// The size rule at the varint boundaries of every length, for every command, batches
+    /// included, and batches in batches (which encode, though they do not decode).
+    #[test]
+    fn max_request_bytes_bounds_every_encoding(
+        id in request_id(),
+        command in command(string()),
+        nested in proptest::collection::vec(command(small_string()), 0..3),
+    ) {
+        check_bound(&command, id)?;
+        let mut outer = nested;
+        outer.push(command);
+        check_bound(&KvCommand::Batch(outer), id)?;
+    }
+}
+
+#[test]
+fn a_batch_bound_adds_up_its_commands() {
+    let commands = vec![
+        KvCommand::Set {
+            key: b"k".to_vec(),
+            value: bytes_of_len(300),
+        },
+        KvCommand::IncrBy {
+            key: b"n".to_vec(),
+            delta: i64::MIN,
+        },
+        KvCommand::Del { keys: vec![] },
+    ];
+    let sum: usize = commands.iter().map(KvCommand::max_batched_bytes).sum();
+    let batch = KvCommand::Batch(commands.clone());
+    assert_eq!(batch.max_request_bytes(), REQUEST_OVERHEAD_BYTES + sum);
+    for c in &commands {
+        assert_eq!(
+            c.max_batched_bytes(),
+            c.max_request_bytes() - REQUEST_OVERHEAD_BYTES + BATCH_COMMAND_OVERHEAD_BYTES
+        );
+    }
+    // The formula, spelled out for this batch: 3 arguments of 302 bytes, 1 IncrBy, 3
+    // batched commands.
+    assert_eq!(batch.max_request_bytes(), 40 + 5 * 3 + 302 + 10 + 6 * 3);
+}
+
+/// What the server does with the rule: fill a batch up to a node's bound `m` by adding up
+/// `max_batched_bytes`; whatever it builds, with the largest request id, fits.
+#[test]
+fn batches_filled_to_the_bound_fit() {
+    let id = RequestId {
+        client: u64::MAX,
+        born_slot: u64::MAX,
+        seq: u64::MAX,
+    };
+    for m in [200, 4096, 70_000, 1_048_575] {
+        let mut commands = Vec::new();
+        let mut bound = REQUEST_OVERHEAD_BYTES;
+        for i in 0usize.. {
+            let command = match i % 3 {
+                0 => KvCommand::IncrBy {
+                    key: bytes_of_len(i % 200),
+                    delta: i64::MIN,
+                },
+                1 => KvCommand::SetWith {
+                    key: bytes_of_len(i % 130),
+                    value: bytes_of_len(i * 7 % 20_000),
+                    condition: SetCondition::IfPresent,
+                    get: true,
+                },
+                _ => KvCommand::Del {
+                    keys: vec![bytes_of_len(128); i % 5],
+                },
+            };
+            if bound + command.max_batched_bytes() > m {
+                break;
+            }
+            bound += command.max_batched_bytes();
+            commands.push(command);
+        }
+        let batch = KvCommand::Batch(commands);
+        assert_eq!(batch.max_request_bytes(), bound);
+        let len = KvRequest { id, command: batch }.encode().len();
+        assert!(len <= m, "{len} > {m}");
+    }
+    // One command whose bound is exactly m fits m too.
+    let m = 1_048_575;
+    let set = KvCommand::Set {
+        key: b"key".to_vec(),
+        value: bytes_of_len(m - 3 - 50),
+    };
+    assert_eq!(set.max_request_bytes(), m);
+    let len = KvRequest { id, command: set }.encode().len();
+    assert!(len <= m);
+}
+
+/// The bound of each command kind before batches existed is unchanged (the server's
+/// documented sizes rest on it), and holds for a three-byte length prefix.
+#[test]
+fn max_request_bytes_of_the_first_commands_is_unchanged() {
+    let id = RequestId {
+        client: u64::MAX,
+        born_slot: u64::MAX,
+        seq: u64::MAX,
+    };
+    let long = bytes_of_len(2_100_000); // a four-byte length prefix
+    let set = KvCommand::Set {
+        key: b"key".to_vec(),
+        value: vec![0; 1000],
+    };
+    assert_eq!(set.max_request_bytes(), 3 + 1000 + 50);
+    let del = KvCommand::Del {
+        keys: vec![vec![0; 1000]; 1100],
+    };
+    assert_eq!(del.max_request_bytes(), 1_105_540);
+    for command in [
+        KvCommand::Set {
+            key: b"k".to_vec(),
+            value: long.clone(),
+        },
+        KvCommand::Incr { key: long.clone() },
+        KvCommand::Cas {
+            key: long.clone(),
+            expected: long.clone(),
+            new: vec![],
+        },
+        KvCommand::Batch(vec![KvCommand::Append {
+            key: long.clone(),
+            value: long,
+        }]),
+    ] {
+        check_bound(&command, id).unwrap();
+    }
+}
+
+/// Hostile bytes that nest batches as deep as they can: decoding stops at the second level
+/// instead of recursing (which would overflow the stack long before the end).
+#[test]
+fn deep_nesting_is_refused_without_recursion() {
+    let mut request = vec![1, 1, 1]; // the request id
+    for _ in 0..500_000 {
+        request.extend([8, 1]); // Batch, one command
+    }
+    assert_eq!(KvRequest::decode(&request), None);
+    let mut sm = KvStateMachine::default();
+    assert!(matches!(sm.apply_one(&request), KvOutput::Error(_)));
+    let nested = |tag: u8| [tag, 1].repeat(500_000);
+    assert_eq!(KvOutput::decode(&nested(5)), None);
+    assert_eq!(KvQuery::decode(&nested(6)), None);
+    assert_eq!(KvAnswer::decode(&nested(4)), None);
+    assert_eq!(sm.answer(&nested(6)), KvAnswer::Bulk(None));
+}
+
+/// The encodings of the variants that existed before are unchanged: a log written before
+/// the new commands existed decodes as it did.
+#[test]
+fn existing_tags_keep_their_encoding() {
+    let id = RequestId {
+        client: 1,
+        born_slot: 2,
+        seq: 3,
+    };
+    let encoded = |command| KvRequest { id, command }.encode().to_vec();
+    let key = || b"k".to_vec();
+    assert_eq!(
+        encoded(KvCommand::Set {
+            key: key(),
+            value: b"v".to_vec()
+        }),
+        [1, 2, 3, 0, 1, b'k', 1, b'v']
+    );
+    assert_eq!(
+        encoded(KvCommand::Del { keys: vec![key()] }),
+        [1, 2, 3, 1, 1, 1, b'k']
+    );
+    assert_eq!(
+        encoded(KvCommand::Incr { key: key() }),
+        [1, 2, 3, 2, 1, b'k']
+    );
+    assert_eq!(
+        encoded(KvCommand::IncrBy {
+            key: key(),
+            delta: -1
+        }),
+        [1, 2, 3, 7, 1, b'k', 1]
+    );
+    assert_eq!(encoded(KvCommand::Batch(vec![])), [1, 2, 3, 8, 0]);
+    assert_eq!(KvOutput::Integer(-1).encode().to_vec(), [1, 1]);
+    assert_eq!(KvOutput::SessionExpired.encode().to_vec(), [3]);
+    assert_eq!(KvQuery::Get { key: key() }.encode().to_vec(), [0, 1, b'k']);
+}
+
+#[test]
+fn snapshot_round_trips() {
+    futures::executor::block_on(async {
+        let mut sm = KvStateMachine::default();
+        sm.apply_one(&req(1, 1, set("k", "v")));
+        sm.max_sessions = 1;
+        sm.apply_one(&req(2, 1, set("k", "w")));
+        assert_eq!(sm.eviction_floor(), Some(1));
+        let snap = sm.snapshot().await.unwrap();
+        let mut other = KvStateMachine::default();
+        other.restore(&snap).await.unwrap();
+        assert_eq!(other.state, sm.state);
+        let answer = other
+            .query(&KvQuery::Get { key: b"k".to_vec() }.encode())
+            .await
+            .unwrap();
+        assert_eq!(decode_get_answer(&answer), Some(Some(b"w".to_vec())));
+        assert_eq!(other.eviction_floor(), Some(1));
+    });
+}
+
+/// The state as it was serialized before the scan order: the keyspace a plain map.
+#[derive(Serialize)]
+struct OldState {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    sessions: BTreeMap<u64, Session>,
+    by_age: BTreeMap<u64, u64>,
+    next_stamp: u64,
+    evicted_born_max: Option<u64>,
+}
+
+#[test]
+fn snapshots_taken_before_the_scan_order_restore() {
+    futures::executor::block_on(async {
+        let old = OldState {
+            map: (0..100u32)
+                .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8]))
+                .collect(),
+            sessions: BTreeMap::from([(
+                7,
+                Session {
+                    seq: 3,
+                    output: KvOutput::Integer(4),
+                    stamp: 0,
+                    born_slot: 9,
+                },
+            )]),
+            by_age: BTreeMap::from([(0, 7)]),
+            next_stamp: 1,
+            evicted_born_max: Some(5),
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let mut sm = KvStateMachine::default();
+        sm.restore(&bytes).await.unwrap();
+        assert_eq!(sm.len(), 100);
+        assert_eq!(sm.eviction_floor(), Some(5));
+        let answer = sm
+            .query(
+                &KvQuery::Get {
+                    key: 42u32.to_be_bytes().to_vec(),
+                }
+                .encode(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(decode_get_answer(&answer), Some(Some(vec![42])));
+        // A retry of the session's request still replays its output.
+        let retry = KvRequest {
+            id: RequestId {
+                client: 7,
+                born_slot: 9,
+                seq: 3,
+            },
+            command: KvCommand::Incr { key: b"n".to_vec() },
+        };
+        assert_eq!(sm.apply_one(&retry.encode()), KvOutput::Integer(4));
+        // And the snapshot it takes now is the same map, in scan order.
+        let again = sm.snapshot().await.unwrap();
+        let mut other = KvStateMachine::default();
+        other.restore(&again).await.unwrap();
+        assert_eq!(other.state, sm.state);
+    });
+}

@@ -1,0 +1,186 @@
+//! One level of nesting on the wire. A `Batch` (of commands, queries, outputs or answers)
+//! holds elements that are not batches: its elements are decoded as the mirror types below,
+//! which have every variant of the public type but `Batch`/`Many`. A nested batch's tag is
+//! then unknown and the whole value fails to decode, where a recursive decoder would follow
+//! hostile bytes as deep as they nest (two bytes a level) until the stack overflowed.
+//!
+//! The mirrors must list the variants in the public types' order with the same fields;
+//! the round-trip tests in `tests.rs` cover every variant inside a batch.
+
+use serde::{Deserialize, Deserializer};
+
+use super::{KvAnswer, KvCommand, KvOutput, KvQuery, SetCondition};
+
+#[derive(Deserialize)]
+enum Command {
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Del {
+        keys: Vec<Vec<u8>>,
+    },
+    Incr {
+        key: Vec<u8>,
+    },
+    Cas {
+        key: Vec<u8>,
+        expected: Vec<u8>,
+        new: Vec<u8>,
+    },
+    SetWith {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        condition: SetCondition,
+        get: bool,
+    },
+    MSet {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    Append {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    IncrBy {
+        key: Vec<u8>,
+        delta: i64,
+    },
+}
+
+impl From<Command> for KvCommand {
+    fn from(command: Command) -> Self {
+        match command {
+            Command::Set { key, value } => Self::Set { key, value },
+            Command::Del { keys } => Self::Del { keys },
+            Command::Incr { key } => Self::Incr { key },
+            Command::Cas { key, expected, new } => Self::Cas { key, expected, new },
+            Command::SetWith {
+                key,
+                value,
+                condition,
+                get,
+            } => Self::SetWith {
+                key,
+                value,
+                condition,
+                get,
+            },
+            Command::MSet { pairs } => Self::MSet { pairs },
+            Command::Append { key, value } => Self::Append { key, value },
+            Command::IncrBy { key, delta } => Self::IncrBy { key, delta },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+enum Output {
+    Ok,
+    Integer(i64),
+    Error(String),
+    SessionExpired,
+    Bulk(Option<Vec<u8>>),
+}
+
+impl From<Output> for KvOutput {
+    fn from(output: Output) -> Self {
+        match output {
+            Output::Ok => Self::Ok,
+            Output::Integer(n) => Self::Integer(n),
+            Output::Error(e) => Self::Error(e),
+            Output::SessionExpired => Self::SessionExpired,
+            Output::Bulk(value) => Self::Bulk(value),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+enum Query {
+    Get {
+        key: Vec<u8>,
+    },
+    MGet {
+        keys: Vec<Vec<u8>>,
+    },
+    Exists {
+        keys: Vec<Vec<u8>>,
+    },
+    StrLen {
+        key: Vec<u8>,
+    },
+    DbSize,
+    Scan {
+        cursor: u64,
+        pattern: Option<Vec<u8>>,
+        count: usize,
+    },
+}
+
+impl From<Query> for KvQuery {
+    fn from(query: Query) -> Self {
+        match query {
+            Query::Get { key } => Self::Get { key },
+            Query::MGet { keys } => Self::MGet { keys },
+            Query::Exists { keys } => Self::Exists { keys },
+            Query::StrLen { key } => Self::StrLen { key },
+            Query::DbSize => Self::DbSize,
+            Query::Scan {
+                cursor,
+                pattern,
+                count,
+            } => Self::Scan {
+                cursor,
+                pattern,
+                count,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+enum Answer {
+    Bulk(Option<Vec<u8>>),
+    Integer(i64),
+    Values(Vec<Option<Vec<u8>>>),
+    Scan { cursor: u64, keys: Vec<Vec<u8>> },
+}
+
+impl From<Answer> for KvAnswer {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Bulk(value) => Self::Bulk(value),
+            Answer::Integer(n) => Self::Integer(n),
+            Answer::Values(values) => Self::Values(values),
+            Answer::Scan { cursor, keys } => Self::Scan { cursor, keys },
+        }
+    }
+}
+
+fn flat<'de, D, M, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    M: Deserialize<'de>,
+    T: From<M>,
+{
+    let elements = Vec::<M>::deserialize(deserializer)?;
+    Ok(elements.into_iter().map(T::from).collect())
+}
+
+/// `KvCommand::Batch`'s elements.
+pub(super) fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvCommand>, D::Error> {
+    flat::<D, Command, KvCommand>(d)
+}
+
+/// `KvOutput::Many`'s elements.
+pub(super) fn outputs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvOutput>, D::Error> {
+    flat::<D, Output, KvOutput>(d)
+}
+
+/// `KvQuery::Batch`'s elements.
+pub(super) fn queries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvQuery>, D::Error> {
+    flat::<D, Query, KvQuery>(d)
+}
+
+/// `KvAnswer::Many`'s elements.
+pub(super) fn answers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvAnswer>, D::Error> {
+    flat::<D, Answer, KvAnswer>(d)
+}
