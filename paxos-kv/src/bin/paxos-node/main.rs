@@ -23,8 +23,13 @@
 //! itself runs on tokio. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
 
 mod admin;
+mod clients;
 mod cluster;
+mod commands;
 mod config;
+mod connection;
+mod dispatch;
+mod local;
 mod metrics;
 mod server;
 

@@ -29,33 +29,26 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use futures::future::{AbortHandle, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::{Config, NodeId, StateMachine, Storage};
-use paxos_kv::kv::{
-    KvCommand, KvOutput, KvQuery, KvRequest, KvStateMachine, RequestId, decode_get_answer,
-};
-use paxos_kv::resp::{self, Limits};
+use paxos_kv::kv::{KvCommand, KvStateMachine};
+use paxos_kv::resp::Limits;
 use paxos_net_tcp::{TcpConfig, TcpTransport};
-use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime};
+use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, Runtime};
 use paxos_runtime::{BoxConn, Listener, timeout_at};
 use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
 use tracing::{debug, info, warn};
 
+use crate::clients::Clients;
 use crate::config::{NodeConfig, StorageKind, TransportKind};
+use crate::connection::{Client, connection};
 use crate::metrics::{Counter, ServerStats};
 
-/// Attempts of one client command (all with the same request id) before giving up.
-const MAX_ATTEMPTS: u32 = 32;
-/// Replies buffered before they are written even if more pipelined requests are queued.
-const MAX_OUT_BYTES: usize = 64 << 10;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 << 10;
 /// Connections served at once; more are closed on accept.
-const MAX_CONNECTIONS: u64 = 10_000;
+pub(crate) const MAX_CONNECTIONS: u64 = 10_000;
 /// Room for RESP framing (array and bulk headers) beyond the bulk strings of a request.
 const REQUEST_FRAMING_BYTES: usize = 64 << 10;
 
@@ -95,7 +88,7 @@ Exactly once: a write that the server retries for you (after a timeout or a lead
 change) is applied at most once. A new connection is a new client: a command your client
 library resends on a new connection is a new command.";
 
-fn bump(counter: &Counter) {
+pub(crate) fn bump(counter: &Counter) {
     counter.inc();
 }
 
@@ -108,6 +101,8 @@ pub(crate) struct Ctx {
     pub(crate) config: NodeConfig,
     pub(crate) stats: ServerStats,
     pub(crate) limits: Limits,
+    /// The open connections (`CLIENT LIST`), and when the server started.
+    pub(crate) clients: Clients,
     client_ids: RandomState,
     next_client: AtomicU64,
 }
@@ -115,7 +110,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// A fresh client: an id random per process and distinct per connection, born at the
     /// slot this node has applied (see `paxos_kv::kv`, "Exactly once").
-    fn new_client(&self) -> Client {
+    pub(crate) fn new_client(&self) -> Client {
         let n = self.next_client.fetch_add(1, Ordering::Relaxed);
         Client {
             id: self.client_ids.hash_one((self.config.id, n)),
@@ -124,7 +119,7 @@ impl Ctx {
         }
     }
 
-    fn client_deadline(&self) -> Duration {
+    pub(crate) fn client_deadline(&self) -> Duration {
         Duration::from_millis(self.config.client_deadline_ms)
     }
 }
@@ -203,6 +198,7 @@ pub(crate) async fn serve(
         config,
         stats: ServerStats::default(),
         limits: client_limits(node.max_command_bytes()),
+        clients: Clients::new(runtime.now()),
         client_ids: RandomState::new(),
         next_client: AtomicU64::new(0),
     });
@@ -298,76 +294,11 @@ async fn accept_loop(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
         ctx.stats.connections_open.inc();
         let task_ctx = ctx.clone();
         ctx.runtime.spawn(Box::pin(async move {
-            if let Err(e) = connection(stream, &task_ctx).await {
+            if let Err(e) = connection(stream, peer, &task_ctx).await {
                 debug!(%peer, "connection closed: {e}");
             }
             task_ctx.stats.connections_open.dec();
         }));
-    }
-}
-
-/// One client: its id, its birth, and the sequence number of its last write.
-struct Client {
-    id: u64,
-    born_slot: u64,
-    seq: u64,
-}
-
-impl Client {
-    /// The id of its next request.
-    fn next_request(&mut self) -> RequestId {
-        self.seq += 1;
-        RequestId {
-            client: self.id,
-            born_slot: self.born_slot,
-            seq: self.seq,
-        }
-    }
-}
-
-/// Serves one connection: requests are taken in order and answered in order; the replies
-/// to a pipeline are written together.
-async fn connection(mut stream: BoxConn, ctx: &Ctx) -> std::io::Result<()> {
-    // The runtime's sockets are accepted with TCP_NODELAY set.
-    let mut client = ctx.new_client();
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(READ_CHUNK);
-    loop {
-        loop {
-            match resp::parse_request(&mut buf, &ctx.limits) {
-                Ok(Some(words)) if words.is_empty() => {}
-                Ok(Some(words)) => {
-                    bump(&ctx.stats.commands);
-                    let close = execute(ctx, &mut client, &words, &mut out).await;
-                    if close {
-                        stream.write_all(&out).await?;
-                        return Ok(());
-                    }
-                    if out.len() >= MAX_OUT_BYTES {
-                        stream.write_all(&out).await?;
-                        out.clear();
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    bump(&ctx.stats.protocol_errors);
-                    resp::error(&mut out, &format!("ERR {e}"));
-                    stream.write_all(&out).await?;
-                    lingering_close(&*ctx.runtime, stream).await;
-                    return Ok(());
-                }
-            }
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -389,188 +320,8 @@ pub(crate) async fn lingering_close(runtime: &dyn Runtime, mut stream: BoxConn) 
     let _ = timeout_at(runtime, runtime.now() + Duration::from_secs(1), drain).await;
 }
 
-fn arity(out: &mut Vec<u8>, name: &str) {
-    resp::error(
-        out,
-        &format!("ERR wrong number of arguments for '{name}' command"),
-    );
-}
-
-/// Executes one command, appending its reply to `out`. Returns whether to close.
-async fn execute(ctx: &Ctx, client: &mut Client, words: &[Bytes], out: &mut Vec<u8>) -> bool {
-    let name = String::from_utf8_lossy(&words[0]).to_ascii_lowercase();
-    let args = &words[1..];
-    let before = out.len();
-    let close = match (name.as_str(), args) {
-        ("ping", []) => {
-            resp::simple(out, "PONG");
-            false
-        }
-        ("ping" | "echo", [msg]) => {
-            resp::bulk(out, Some(msg));
-            false
-        }
-        ("quit", _) => {
-            resp::simple(out, "OK");
-            true
-        }
-        // Clients probe these on connect; answer enough for them to proceed.
-        ("command", _) | ("config", _) => {
-            resp::array_header(out, 0);
-            false
-        }
-        ("client", _) => {
-            resp::simple(out, "OK");
-            false
-        }
-        ("select", [db]) if &db[..] == b"0" => {
-            resp::simple(out, "OK");
-            false
-        }
-        ("get", [key]) => read(ctx, key.to_vec(), out).await,
-        ("set", [key, value]) => {
-            let command = KvCommand::Set {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            };
-            write(ctx, client, command, out).await
-        }
-        ("set", [_, _, ..]) => {
-            resp::error(out, "ERR syntax error (SET options are not supported)");
-            false
-        }
-        ("del", [_, ..]) => {
-            let keys = args.iter().map(|k| k.to_vec()).collect();
-            write(ctx, client, KvCommand::Del { keys }, out).await
-        }
-        ("incr", [key]) => write(ctx, client, KvCommand::Incr { key: key.to_vec() }, out).await,
-        ("cas", [key, expected, new]) => {
-            let command = KvCommand::Cas {
-                key: key.to_vec(),
-                expected: expected.to_vec(),
-                new: new.to_vec(),
-            };
-            write(ctx, client, command, out).await
-        }
-        ("ping" | "echo" | "get" | "set" | "del" | "incr" | "cas" | "select", _) => {
-            arity(out, &name);
-            false
-        }
-        _ => {
-            let shown: String = name.chars().take(64).collect();
-            resp::error(out, &format!("ERR unknown command '{shown}'"));
-            false
-        }
-    };
-    if out.get(before) == Some(&b'-') {
-        bump(&ctx.stats.error_replies);
-    }
-    close
-}
-
-/// Backs off before retry `attempt`: waits for a leader to be known when none is, else a
-/// short growing pause (the node refused or lost the request).
-async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
-    bump(&ctx.stats.retries);
-    let left = deadline.saturating_duration_since(ctx.runtime.now());
-    let pause = Duration::from_millis(5u64 << attempt.min(5)).min(left);
-    if ctx.node.status().leader.is_none() {
-        ctx.node
-            .wait_for(left.min(Duration::from_secs(1)), |s| s.leader.is_some())
-            .await;
-    } else {
-        ctx.runtime.sleep(pause).await;
-    }
-}
-
-/// Proposes a write, retrying with the same request id (so it applies at most once) until
-/// it is applied, the attempts run out or the deadline passes. Returns whether to close.
-///
-/// If the state machine refuses the request because the client's session expired (see
-/// `paxos_kv::kv`, "Exactly once"), the connection goes on as a new client. When no
-/// earlier attempt can have been applied, the command is then retried once as that new
-/// client's first request; otherwise its outcome is unknown and the reply says so.
-async fn write(ctx: &Ctx, client: &mut Client, command: KvCommand, out: &mut Vec<u8>) -> bool {
-    bump(&ctx.stats.writes);
-    if let Some(refusal) = too_large(&command, ctx.node.max_command_bytes()) {
-        resp::error(out, &refusal);
-        return false;
-    }
-    let mut request = KvRequest {
-        id: client.next_request(),
-        command,
-    };
-    let mut encoded = request.encode();
-    let deadline = ctx.runtime.now() + ctx.client_deadline();
-    let mut unknown = false;
-    let mut renewed = false;
-    let mut last = ProposeError::NoLeader;
-    for attempt in 0..MAX_ATTEMPTS {
-        match ctx.node.propose(encoded.clone()).await {
-            Ok(output) => match KvOutput::decode(&output) {
-                Some(KvOutput::SessionExpired) => {
-                    bump(&ctx.stats.sessions_renewed);
-                    *client = ctx.new_client();
-                    if unknown || renewed {
-                        resp::error(
-                            out,
-                            "ERR session expired, reconnect: the outcome of this command is unknown",
-                        );
-                        return false;
-                    }
-                    // Refused at once: nothing of it was applied. Start over as a new client.
-                    renewed = true;
-                    request.id = client.next_request();
-                    encoded = request.encode();
-                    continue;
-                }
-                decoded => {
-                    match decoded {
-                        Some(KvOutput::Ok) => resp::simple(out, "OK"),
-                        Some(KvOutput::Integer(n)) => resp::integer(out, n),
-                        Some(KvOutput::Error(e)) => resp::error(out, &e),
-                        Some(KvOutput::SessionExpired) | None => {
-                            resp::error(out, "ERR malformed output from the state machine");
-                        }
-                    }
-                    return false;
-                }
-            },
-            Err(ProposeError::TooLarge { len, max }) => {
-                resp::error(
-                    out,
-                    &format!(
-                        "ERR command of {len} bytes exceeds the largest accepted ({max} bytes)"
-                    ),
-                );
-                return false;
-            }
-            Err(ProposeError::Fatal(e)) => {
-                resp::error(out, &format!("ERR node stopped: {e}"));
-                return true;
-            }
-            Err(e) => {
-                unknown |= matches!(e, ProposeError::LeadershipChanged | ProposeError::Timeout);
-                last = e;
-            }
-        }
-        if ctx.runtime.now() >= deadline {
-            break;
-        }
-        back_off(ctx, attempt, deadline).await;
-    }
-    if unknown {
-        resp::error(out, &format!("TIMEOUT the outcome is unknown ({last})"));
-    } else if last == ProposeError::Overloaded {
-        resp::error(out, "OVERLOADED the node is overloaded; retry later");
-    } else {
-        resp::error(out, &format!("NOLEADER {last}; retry later"));
-    }
-    false
-}
-
 /// The error to answer if `command` breaks the size rule of the [module docs](self).
-fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option<String> {
+pub(crate) fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option<String> {
     let bound = command.max_request_bytes();
     if bound <= max_command_bytes {
         return None;
@@ -588,43 +339,10 @@ fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option<String> {
     })
 }
 
-/// Reads a key linearizably, retrying until answered or out of time. Returns whether to
-/// close.
-async fn read(ctx: &Ctx, key: Vec<u8>, out: &mut Vec<u8>) -> bool {
-    bump(&ctx.stats.reads);
-    let query = KvQuery::Get { key }.encode();
-    let deadline = ctx.runtime.now() + ctx.client_deadline();
-    let mut last = ReadError::NoLeader;
-    for attempt in 0..MAX_ATTEMPTS {
-        match ctx.node.read(query.clone()).await {
-            Ok(answer) => {
-                match decode_get_answer(&answer) {
-                    Some(value) => resp::bulk(out, value.as_deref()),
-                    None => resp::error(out, "ERR malformed answer from the state machine"),
-                }
-                return false;
-            }
-            Err(ReadError::Fatal(e)) => {
-                resp::error(out, &format!("ERR node stopped: {e}"));
-                return true;
-            }
-            Err(e) => last = e,
-        }
-        if ctx.runtime.now() >= deadline {
-            break;
-        }
-        back_off(ctx, attempt, deadline).await;
-    }
-    match last {
-        ReadError::Overloaded => resp::error(out, "OVERLOADED the node is overloaded; retry later"),
-        ReadError::Timeout => resp::error(out, "TIMEOUT read timed out; retry later"),
-        e => resp::error(out, &format!("NOLEADER {e}; retry later")),
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
+    use paxos_kv::kv::{KvRequest, RequestId};
+
     use super::*;
 
     /// The numbers the docs state (module docs, `SIZE_HELP`, README) for the default core

@@ -1,16 +1,28 @@
-//! A bounded parser for Redis client requests (RESP2) and the reply encoders the
-//! `paxos-node` binary uses.
+//! The Redis protocol: a bounded parser for client requests and the reply encoder the
+//! `paxos-node` binary uses, for RESP2 and RESP3.
 //!
 //! Clients send either an array of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what every
 //! client library, `redis-cli` and `redis-benchmark` send) or an inline command (`PING\r\n`,
-//! words separated by spaces, as typed into telnet). [`parse_request`] takes one complete
-//! request off the front of a buffer. Every bound ([`Limits`]) is checked as soon as the
-//! header that declares a size arrives, before anything is buffered for it, so a request
-//! declaring a 1 GiB bulk string or a million elements is refused at once.
+//! as typed into telnet; quoted the way Redis splits them, see [`split_args`]).
+//! [`parse_request`] takes one complete request off the front of a buffer. Every bound
+//! ([`Limits`]) is checked as soon as the header that declares a size arrives, before
+//! anything is buffered for it, so a request declaring a 1 GiB bulk string or a million
+//! elements is refused at once.
+//!
+//! Replies go through an [`Encoder`], which knows the connection's [`Protocol`]: RESP2
+//! until the client switches with `HELLO 3`. The two differ only in the reply types RESP3
+//! added (null, map, set, verbatim string); each has a RESP2 rendering, the one Redis 7
+//! uses.
 //!
 //! Why not a RESP crate: a general RESP decoder parses every frame type a *server* can send
 //! and reports an incomplete frame only as "need more bytes"; refusing an oversized request
 //! early needs its headers parsed anyway, which is most of this small parser.
+
+mod encode;
+mod inline;
+
+pub use encode::{Encoder, Protocol};
+pub use inline::{quote_arg, split_args};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -195,12 +207,12 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
             Ok(None)
         };
     };
-    let line = buf.split_to(newline + 1).freeze();
-    let words: Vec<Bytes> = line[..newline]
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty())
-        .map(|w| line.slice_ref(w))
-        .collect();
+    let line = buf.split_to(newline + 1);
+    // Redis takes the line up to `\n`, less one `\r` before it.
+    let line = line[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&line[..newline]);
+    let words: Vec<Bytes> = split_args(line)?.into_iter().map(Bytes::from).collect();
     if words.len() > limits.max_array_len {
         return Err(RespError::too_large(
             "request",
@@ -210,52 +222,6 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
         ));
     }
     Ok(Some(words))
-}
-
-/// Appends a simple string reply (`+OK\r\n`). `s` must not contain CR or LF.
-pub fn simple(out: &mut Vec<u8>, s: &str) {
-    out.push(b'+');
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends an error reply (`-ERR message\r\n`); CR and LF in `message` become spaces.
-pub fn error(out: &mut Vec<u8>, message: &str) {
-    out.push(b'-');
-    out.extend(
-        message
-            .bytes()
-            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends an integer reply (`:1\r\n`).
-pub fn integer(out: &mut Vec<u8>, n: i64) {
-    out.push(b':');
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends a bulk string reply, or the null bulk string (`$-1\r\n`) for `None`.
-pub fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        None => out.extend_from_slice(b"$-1\r\n"),
-        Some(v) => {
-            out.push(b'$');
-            out.extend_from_slice(v.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-/// Appends an array header (`*n\r\n`); the caller appends the `n` elements.
-pub fn array_header(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -338,14 +304,31 @@ mod tests {
     }
 
     #[test]
-    fn encoders() {
-        let mut out = Vec::new();
-        simple(&mut out, "OK");
-        error(&mut out, "ERR a\r\nb");
-        integer(&mut out, -3);
-        bulk(&mut out, Some(b"hi"));
-        bulk(&mut out, None);
-        array_header(&mut out, 0);
-        assert_eq!(out, b"+OK\r\n-ERR a  b\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*0\r\n");
+    fn inline_commands_are_split_like_redis() {
+        let words = |list: &[&str]| Some(list.iter().map(|w| Bytes::from(w.to_string())).collect());
+        assert_eq!(
+            parse(b"SET k \"a b\"\r\n").unwrap(),
+            words(&["SET", "k", "a b"])
+        );
+        assert_eq!(parse(b"ECHO 'it\\'s'\n").unwrap(), words(&["ECHO", "it's"]));
+        assert_eq!(
+            parse(b"ECHO \"\\x41\"\r\r\n").unwrap(),
+            words(&["ECHO", "A"])
+        );
+        assert_eq!(parse(b"   \r\n").unwrap(), words(&[]));
+        assert_eq!(parse(b"SET k \"v").unwrap(), None, "no line end yet");
+        assert_eq!(
+            parse(b"SET k \"v\r\n").unwrap_err().to_string(),
+            "Protocol error: unbalanced quotes in request"
+        );
+        assert_eq!(
+            parse(b"SET k 'v'x\r\n").unwrap_err(),
+            RespError::Protocol("unbalanced quotes in request")
+        );
+        let many = "a ".repeat(1025) + "\r\n";
+        assert!(matches!(
+            parse(many.as_bytes()),
+            Err(RespError::TooLarge { .. })
+        ));
     }
 }
