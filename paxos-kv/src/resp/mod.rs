@@ -58,6 +58,15 @@ pub enum RespError {
     /// The bytes are not a RESP request.
     #[error("Protocol error: {0}")]
     Protocol(&'static str),
+    /// A header line starts with the wrong byte: `want` was due, `got` came (Redis's
+    /// wording).
+    #[error("Protocol error: expected '{}', got '{}'", char::from(*want), got.escape_ascii())]
+    Expected {
+        /// The type byte due (`$` or `*`).
+        want: u8,
+        /// The byte that came instead.
+        got: u8,
+    },
     /// The request exceeds a [`Limits`] bound: `len` (declared, or buffered so far) is
     /// above `max`, both counted in `unit`s.
     #[error("Protocol error: {what} of {len} {unit} exceeds the largest accepted ({max} {unit})")]
@@ -104,12 +113,8 @@ fn header(buf: &[u8], at: usize, prefix: u8) -> Result<Option<(i64, usize)>, Res
     let rest = &buf[at..];
     match rest.first() {
         None => return Ok(None),
-        Some(&b) if b != prefix => {
-            return Err(RespError::Protocol(if prefix == b'$' {
-                "expected '$'"
-            } else {
-                "expected '*'"
-            }));
+        Some(&got) if got != prefix => {
+            return Err(RespError::Expected { want: prefix, got });
         }
         Some(_) => {}
     }
@@ -130,7 +135,11 @@ fn header(buf: &[u8], at: usize, prefix: u8) -> Result<Option<(i64, usize)>, Res
     let n = std::str::from_utf8(&rest[1..end])
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .ok_or(RespError::Protocol("invalid length"))?;
+        .ok_or(RespError::Protocol(if prefix == b'$' {
+            "invalid bulk length"
+        } else {
+            "invalid multibulk length"
+        }))?;
     Ok(Some((n, at + end + 2)))
 }
 
@@ -142,7 +151,8 @@ fn parse_array(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>
         buf.advance(at);
         return Ok(Some(Vec::new()));
     }
-    let count = usize::try_from(count).map_err(|_| RespError::Protocol("invalid length"))?;
+    let count =
+        usize::try_from(count).map_err(|_| RespError::Protocol("invalid multibulk length"))?;
     if count > limits.max_array_len {
         return Err(RespError::too_large(
             "request",
@@ -259,11 +269,24 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_oversize_before_buffering() {
-        assert!(matches!(parse(b"*x\r\n"), Err(RespError::Protocol(_))));
-        assert!(matches!(
-            parse(b"*1\r\n:1\r\n"),
-            Err(RespError::Protocol(_))
-        ));
+        // Redis's own wording for each.
+        let message = |bytes: &[u8]| parse(bytes).unwrap_err().to_string();
+        assert_eq!(
+            message(b"*x\r\n"),
+            "Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            message(b"*1\r\n$x\r\n"),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            message(b"*1\r\n:1\r\n"),
+            "Protocol error: expected '$', got ':'"
+        );
+        assert_eq!(
+            message(b"*1\r\n\x01\r\n"),
+            "Protocol error: expected '$', got '\\x01'"
+        );
         assert!(matches!(
             parse(b"*1\r\n$1\r\nab\r\n"),
             Err(RespError::Protocol(_))
