@@ -14,8 +14,13 @@ cd "$(dirname "$0")/../.."
 CLIENTS=${1:-64}
 REQUESTS=${2:-200000}
 command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark (redis-tools)" >&2; exit 1; }
-cargo build --release -q -p paxos-kv
-EXE=$PWD/target/release/paxos-node
+# PAXOS_NODE_EXE: another build of the binary (say, of an older commit) to measure instead.
+if [[ -n ${PAXOS_NODE_EXE:-} ]]; then
+    EXE=$PAXOS_NODE_EXE
+else
+    cargo build --release -q -p paxos-kv
+    EXE=$PWD/target/release/paxos-node
+fi
 
 source "$(dirname "$0")/lib.sh"
 
