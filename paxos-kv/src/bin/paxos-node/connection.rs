@@ -126,7 +126,10 @@ pub(crate) async fn connection(
         let full = requests.len() == MAX_PIPELINE;
         let flow = pipeline(ctx, &mut conn, &mut stream, requests).await?;
         if flow == Flow::Close {
+            // The client may have pipelined more after QUIT: linger, so that closing with
+            // unread input does not reset the connection before the replies arrive.
             stream.write_all(conn.out.bytes()).await?;
+            lingering_close(&*ctx.runtime, stream).await;
             return Ok(());
         }
         if let Some(e) = refused {
