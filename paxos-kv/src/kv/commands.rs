@@ -6,7 +6,8 @@ use std::collections::btree_map::Entry;
 use super::glob::Glob;
 use super::store::{Key, Store};
 use super::{
-    KvAnswer, KvCommand, KvOutput, KvQuery, MAX_VALUE_BYTES, SetCondition, parse_redis_integer,
+    KvAnswer, KvCommand, KvOutput, KvQuery, MAX_SCAN_PATTERN_BYTES, MAX_VALUE_BYTES, SetCondition,
+    parse_redis_integer,
 };
 
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -177,6 +178,12 @@ fn answer_one(store: &Store, query: KvQuery) -> KvAnswer {
             pattern,
             count,
         } => {
+            if pattern
+                .as_ref()
+                .is_some_and(|p| p.len() > MAX_SCAN_PATTERN_BYTES)
+            {
+                return KvAnswer::Bulk(None);
+            }
             let glob = pattern.map(|p| Glob::new(&p));
             let page = store.scan(cursor, glob.as_ref(), count);
             KvAnswer::Scan {

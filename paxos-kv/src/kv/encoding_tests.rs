@@ -409,8 +409,8 @@ fn deep_nesting_is_refused_without_recursion() {
     assert_eq!(sm.answer(&nested(6)), KvAnswer::Bulk(None));
 }
 
-/// The encodings of the variants that existed before are unchanged (replicas running
-/// different versions during an upgrade decode each other's log entries).
+/// The encodings of the variants that existed before are unchanged: a log written before
+/// the new commands existed decodes as it did.
 #[test]
 fn existing_tags_keep_their_encoding() {
     let id = RequestId {

@@ -1,7 +1,8 @@
 //! `SCAN ... MATCH` patterns: Redis's glob rules, matched without backtracking blow-up.
 //!
 //! The rules are those of `stringmatchlen` in Redis 7's `util.c` (case-sensitive), checked
-//! against a real Redis 7.0 in `testdata/glob_redis.txt`:
+//! against a real Redis 7.0 in `testdata/glob_redis.txt` (written by
+//! `testdata/gen_glob_redis.py`):
 //!
 //! * `*` matches any run of bytes (consecutive `*`s count as one), `?` any one byte, `\x`
 //!   the byte `x` (a `\` at the very end is a literal `\`), any other byte itself;
@@ -70,6 +71,12 @@ impl Glob {
             matches_nothing: stars - final_star > STAR_NESTING_MAX,
             tokens,
         }
+    }
+
+    /// A bound on the steps [`matches`](Self::matches) takes per byte of key: the number of
+    /// tokens (at least 1).
+    pub(super) fn cost_per_byte(&self) -> usize {
+        self.tokens.len().max(1)
     }
 
     /// Whether `key` matches, in O(pattern × key) steps.

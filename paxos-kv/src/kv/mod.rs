@@ -53,7 +53,8 @@
 //! cursor: the hash of the first key it did not visit, or 0 if it visited the rest of the
 //! keyspace. It stops only between two hash values (keys sharing a hash are never split
 //! across calls), as soon as it has visited `count` keys (Redis's `COUNT`, taken as 1 to
-//! [`MAX_SCAN_COUNT`]) or [`MAX_SCAN_KEY_BYTES`] bytes of keys. One call therefore visits
+//! [`MAX_SCAN_COUNT`]) or done [`MAX_SCAN_WORK`] (key bytes visited, times the pattern's
+//! length when there is one: what matching costs at most). One call therefore visits
 //! at most `count` keys plus the rest of one hash value, never the whole keyspace unless it
 //! is that small; with a 64-bit hash more than one key per value is rare, and SipHash makes
 //! crafting many keys on one value impractical (see `store.rs`).
@@ -69,11 +70,16 @@
 //!   leave no gap, and each call visits every key of its range present at the time. A key
 //!   always sorts at the same place, so it is returned at most once per iteration, even if
 //!   deleted and added again (Redis may return duplicates; this never does).
-//! * **The iteration ends.** Each call that does not end returns a cursor above the one
-//!   it was given, so an iteration takes at most one call per distinct hash value.
+//! * **The iteration ends.** Each call that does not end visits at least one key and
+//!   returns a cursor above the one it was given, so an iteration takes at most one call
+//!   per key it visits: it ends unless keys keep being added ahead of it (the condition
+//!   Redis states too).
 //! * **`MATCH` filters what was visited.** A call may return no key and a nonzero cursor,
 //!   as in Redis. Patterns follow Redis's glob rules (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`,
-//!   `\` escapes); matching takes O(pattern × key) time per key, never exponential.
+//!   `\` escapes; `glob.rs` spells them out, with the one difference: range bounds compare
+//!   as unsigned bytes on every platform); matching takes O(pattern × key) time per key,
+//!   never exponential. A pattern longer than [`MAX_SCAN_PATTERN_BYTES`] is refused
+//!   (answered as a malformed query), so that one key's matching stays bounded too.
 //! * Keys added or removed during the iteration may or may not be returned; the order is
 //!   not the keys' order.
 //!
@@ -89,11 +95,11 @@
 //! request refused as a whole (`stale`, [`KvOutput::SessionExpired`], malformed) gets a
 //! single output, not a `Many`.
 //!
-//! The output saved is at most as large as its request: if the encoded output is larger
-//! than both the encoded request and [`MIN_KEPT_OUTPUT_BYTES`] (a `SET ... GET` of a large
-//! value, or a batch of them), the session keeps an `Error` saying that the request was
-//! applied but its reply was not kept, and a retry gets that instead. The first reply is
-//! complete; the sessions' memory stays within the size of the requests they remember.
+//! The output saved is no larger than its request or [`MIN_KEPT_OUTPUT_BYTES`]: if the
+//! encoded output is larger than both (a `SET ... GET` of a large value, or a batch of
+//! them), the session keeps an `Error` saying that the request was applied but its reply
+//! was not kept, and a retry gets that instead. The first reply is complete; the sessions'
+//! memory stays within the size of the requests they remember.
 //!
 //! Sessions are bounded ([`KvStateMachine::new`]'s `max_sessions`): when a new client would
 //! exceed the bound, the session touched least recently (by a logical counter of applied
@@ -135,19 +141,23 @@
 //! # Bounds
 //!
 //! Everything a command adds to the state is bounded by its own size: the keys and values
-//! it carries, a session entry, and a saved output no larger than the request (above).
-//! `APPEND` is the one way to grow a value past a command's size; it stops at
-//! [`MAX_VALUE_BYTES`], Redis's default `proto-max-bulk-len`. A read's work is bounded by
-//! its own size, except `SCAN`'s, which is bounded per call (above). The size of an
-//! encoded request is bounded by [`KvCommand::max_request_bytes`], which the server checks
-//! against the node's command bound before proposing.
+//! it carries, a session entry, and a saved output no larger than the request or
+//! [`MIN_KEPT_OUTPUT_BYTES`] (above). `APPEND` is the one way to grow a value past a
+//! command's size; it stops at [`MAX_VALUE_BYTES`], Redis's default `proto-max-bulk-len`.
+//! A read's work is proportional to its own size and to the values it returns, except
+//! `SCAN`'s, which is bounded per call (above). The size of an encoded request is bounded
+//! by [`KvCommand::max_request_bytes`], which the server checks against the node's command
+//! bound before proposing.
 //!
 //! # Encoding
 //!
 //! Commands, outputs, queries and answers are postcard-encoded; see [`KvRequest::encode`],
 //! [`KvOutput::decode`], [`KvQuery::encode`] and [`KvAnswer::decode`]. Every replica must
-//! run the same encoding: new variants are only ever appended, so the tags of the existing
-//! ones do not change. Decoding never panics, whatever the bytes. A batch (`Batch`,
+//! run the same encoding. New variants are only ever appended, so the tags of the existing
+//! ones do not change and a log or snapshot written by an older version decodes and
+//! applies alike; but an older replica refuses a command it does not know as malformed,
+//! where a newer one applies it, so every replica must be upgraded before clients use new
+//! commands. Decoding never panics, whatever the bytes. A batch (`Batch`,
 //! `Many`) holds one level only: a batch inside a batch does not decode (so hostile bytes
 //! cannot nest deeply enough to overflow the stack), and its request is refused as
 //! malformed. Snapshots encode the keyspace as a map from key to value, as before the scan
@@ -195,9 +205,17 @@ pub const MAX_VALUE_BYTES: usize = 512 << 20;
 /// The largest `COUNT` one `SCAN` call honours; a larger one counts as this.
 pub const MAX_SCAN_COUNT: usize = 10_000;
 
-/// One `SCAN` call stops (between two hash values) once it has visited this many bytes of
-/// keys, whatever its `COUNT`.
-pub const MAX_SCAN_KEY_BYTES: usize = 1 << 20;
+/// One `SCAN` call stops (between two hash values) once it has done this much work,
+/// whatever its `COUNT`: the bytes of the keys it visited, each counted once per token of
+/// the `MATCH` pattern (`*`, `?`, a class or a byte), which bounds the matching steps. With
+/// a typical pattern and keys, `COUNT` binds first.
+pub const MAX_SCAN_WORK: usize = 16 << 20;
+
+/// The longest `MATCH` pattern `SCAN` takes (Redis has no such bound): matching one key
+/// takes up to pattern × key steps, and a call must visit at least one key. A longer one is
+/// answered [`KvAnswer::Bulk(None)`](KvAnswer::Bulk), as a malformed query is; the server
+/// should refuse it first.
+pub const MAX_SCAN_PATTERN_BYTES: usize = 1024;
 
 /// A session keeps its request's output for a retry if the encoded output is at most this
 /// long or at most as long as the encoded request (see the [module docs](self#exactly-once)).
@@ -485,7 +503,8 @@ pub enum KvQuery {
     Scan {
         /// Where to resume: 0 to start, else the cursor the previous step returned.
         cursor: u64,
-        /// A glob pattern (`MATCH`): only matching keys are returned; `None` for all.
+        /// A glob pattern (`MATCH`): only matching keys are returned; `None` for all. At
+        /// most [`MAX_SCAN_PATTERN_BYTES`] long, else the query is refused.
         pattern: Option<Vec<u8>>,
         /// How many keys to visit, a hint (`COUNT`, Redis's default is 10); taken as 1 to
         /// [`MAX_SCAN_COUNT`].

@@ -9,7 +9,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::glob::Glob;
-use super::{MAX_SCAN_COUNT, MAX_SCAN_KEY_BYTES};
+use super::{MAX_SCAN_COUNT, MAX_SCAN_WORK};
 
 /// A key, with its place in the scan order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,8 +76,8 @@ impl Store {
 
     /// One `SCAN` call: visits the keys from hash `cursor` on, in scan order, whole hash
     /// values at a time, until it has visited at least `count` keys (taken as 1 to
-    /// [`MAX_SCAN_COUNT`]) or [`MAX_SCAN_KEY_BYTES`] bytes of keys, and returns those that
-    /// match `pattern` and the hash of the first key not visited (0 at the end).
+    /// [`MAX_SCAN_COUNT`]) or done [`MAX_SCAN_WORK`], and returns those that match
+    /// `pattern` and the hash of the first key not visited (0 at the end).
     pub(super) fn scan(&self, cursor: u64, pattern: Option<&Glob>, count: usize) -> ScanPage {
         let count = count.clamp(1, MAX_SCAN_COUNT);
         let from = Key {
@@ -89,11 +89,12 @@ impl Store {
             keys: Vec::new(),
             visited: 0,
         };
-        let mut visited_bytes = 0usize;
+        let cost_per_byte = pattern.map_or(1, Glob::cost_per_byte);
+        let mut work = 0usize;
         let mut hash = None;
         for key in self.map.range(from..).map(|(key, _)| key) {
             if hash != Some(key.hash) {
-                if page.visited >= count || visited_bytes >= MAX_SCAN_KEY_BYTES {
+                if page.visited >= count || work >= MAX_SCAN_WORK {
                     // At least one hash value was visited, all below this one: nonzero.
                     debug_assert!(key.hash > cursor || page.visited == 0);
                     page.cursor = key.hash;
@@ -102,7 +103,7 @@ impl Store {
                 hash = Some(key.hash);
             }
             page.visited += 1;
-            visited_bytes = visited_bytes.saturating_add(key.bytes.len());
+            work = work.saturating_add(key.bytes.len().saturating_mul(cost_per_byte));
             if pattern.is_none_or(|p| p.matches(&key.bytes)) {
                 page.keys.push(key.bytes.clone());
             }
@@ -267,9 +268,9 @@ mod tests {
     }
 
     #[test]
-    fn a_call_stops_after_max_scan_key_bytes() {
+    fn a_call_stops_after_max_scan_work() {
         let mut store = Store::default();
-        let long = vec![b'k'; MAX_SCAN_KEY_BYTES / 4];
+        let long = vec![b'k'; MAX_SCAN_WORK / 4];
         for i in 0..10u64 {
             let mut key = long.clone();
             key.push(i as u8);
@@ -278,6 +279,11 @@ mod tests {
         let pages = scan_all(&store, None, MAX_SCAN_COUNT);
         assert_eq!(pages.len(), 3);
         assert_eq!(pages[0].visited, 4);
+        // A pattern of 4 tokens: each key costs 4 times its length.
+        let pattern = Glob::new(b"k*??");
+        let pages = scan_all(&store, Some(&pattern), MAX_SCAN_COUNT);
+        assert_eq!(pages.len(), 10);
+        assert!(pages.iter().all(|p| p.visited == 1 && p.keys.len() == 1));
     }
 
     /// Something done to the keyspace between two calls, to a key (hash, name).

@@ -419,6 +419,19 @@ fn a_batch_applies_in_order_each_with_its_output_under_one_request() {
 }
 
 #[test]
+fn a_batch_refused_as_a_whole_gets_one_output() {
+    let mut sm = KvStateMachine::new(1);
+    let batch = || KvCommand::Batch(vec![incr("n"), incr("n")]);
+    assert_eq!(
+        sm.apply_one(&req(1, 1, batch())),
+        KvOutput::Many(vec![KvOutput::Integer(1), KvOutput::Integer(2)])
+    );
+    sm.apply_one(&req(2, 1, set("x", "y"))); // evicts client 1
+    assert_eq!(sm.apply_one(&req(1, 2, batch())), KvOutput::SessionExpired);
+    assert_eq!(get(&sm, "n").as_deref(), Some(&b"2"[..]));
+}
+
+#[test]
 fn a_batch_in_a_batch_is_refused() {
     let mut sm = KvStateMachine::default();
     let nested = KvCommand::Batch(vec![set("a", "1"), KvCommand::Batch(vec![set("b", "2")])]);
@@ -631,6 +644,20 @@ fn scan_match_filters_the_keys_visited() {
     let expected: BTreeSet<_> = (10..20).map(|i| format!("key:{i}").into_bytes()).collect();
     assert_eq!(found, expected);
     assert!(found.is_subset(&keys));
+    // The longest pattern taken, and one byte more.
+    let long = |n: usize| KvQuery::Scan {
+        cursor: 0,
+        pattern: Some([&b"key:1"[..], &vec![b'*'; n - 5]].concat()),
+        count: 1000,
+    };
+    let KvAnswer::Scan { keys, .. } = read(&sm, long(MAX_SCAN_PATTERN_BYTES)) else {
+        panic!("refused");
+    };
+    assert_eq!(keys.len(), 111);
+    assert_eq!(
+        read(&sm, long(MAX_SCAN_PATTERN_BYTES + 1)),
+        KvAnswer::Bulk(None)
+    );
     // `*` alone matches everything, the empty key too.
     Client::new(5).send(&mut sm, set("", "empty"));
     assert_eq!(scan_all(&sm, Some("*"), 1000).concat().len(), 201);
@@ -717,7 +744,7 @@ proptest! {
         let mut sm = KvStateMachine::default();
         let mut c = Client::new(1);
         for &i in &initial {
-            c.send(&mut sm, set(std::str::from_utf8(&pool_key(i)).unwrap(), ""));
+            c.send(&mut sm, KvCommand::Set { key: pool_key(i), value: vec![] });
         }
         let mut throughout: BTreeSet<Vec<u8>> = initial.iter().map(|&i| pool_key(i)).collect();
         let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
@@ -738,7 +765,7 @@ proptest! {
             for change in changes.get(calls).into_iter().flatten() {
                 match *change {
                     Change::Insert(i) => {
-                        c.send(&mut sm, set(std::str::from_utf8(&pool_key(i)).unwrap(), ""));
+                        c.send(&mut sm, KvCommand::Set { key: pool_key(i), value: vec![] });
                     }
                     Change::Delete(i) => {
                         c.send(&mut sm, KvCommand::Del { keys: vec![pool_key(i)] });
