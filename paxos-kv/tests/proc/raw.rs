@@ -18,9 +18,9 @@ pub enum Reply {
     /// `$-1`, `*-1` or `_`.
     Null,
     /// An array, set (`~`) or push.
-    Array(Vec<Reply>),
+    Array(Vec<Self>),
     /// A map, as its keys and values in turn.
-    Map(Vec<Reply>),
+    Map(Vec<Self>),
 }
 
 impl Reply {
@@ -33,7 +33,7 @@ impl Reply {
         }
     }
 
-    pub fn items(&self) -> &[Reply] {
+    pub fn items(&self) -> &[Self] {
         match self {
             Self::Array(items) | Self::Map(items) => items,
             other => panic!("not an aggregate: {other:?}"),
