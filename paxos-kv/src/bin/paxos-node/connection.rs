@@ -249,7 +249,9 @@ async fn pipeline(
         if flow == Flow::Close {
             return Ok(Flow::Close);
         }
-        if conn.out.len() >= MAX_OUT_BYTES && matches!(group, Group::Empty) {
+        // What is buffered are the replies of requests before the pending group: writing
+        // them now keeps the order.
+        if conn.out.len() >= MAX_OUT_BYTES {
             stream.write_all(conn.out.bytes()).await?;
             conn.out.clear();
         }
