@@ -59,6 +59,9 @@ pub mod ports;
 
 pub use ports::free_ports;
 
+/// A raw RESP client, for byte-exact replies.
+pub mod raw;
+
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -13,7 +13,8 @@
 //!   [`max_command_bytes`](paxos_node::NodeHandle::max_command_bytes); a write alone is
 //!   proposed as itself, not as a batch of one;
 //! * consecutive reads become one [`KvQuery::Batch`], answered at one point of the state
-//!   (a read alone is sent as itself);
+//!   (a read alone is sent as itself), at most [`MAX_READ_GROUP`] of them, since their
+//!   answers are held whole until the batch is answered;
 //! * any other command (`PING`, `HELLO`, `CLIENT`, `INFO`...) and any request refused
 //!   before reaching the state machine (unknown command, wrong arity, syntax, too large) is
 //!   answered in place, between the groups around it.
@@ -54,6 +55,9 @@ const MAX_OUT_BYTES: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
 /// Requests taken off the buffer and executed as one pipeline (see the module docs).
 pub(crate) const MAX_PIPELINE: usize = 1024;
+/// Reads in one read group: their answers are buffered whole before they are written, so
+/// this bounds that buffer at this many values (writes are bounded by the batch's bytes).
+pub(crate) const MAX_READ_GROUP: usize = 128;
 
 /// One client: its id, its birth, and the sequence number of its last write.
 pub(crate) struct Client {
@@ -126,7 +130,10 @@ pub(crate) async fn connection(
         let full = requests.len() == MAX_PIPELINE;
         let flow = pipeline(ctx, &mut conn, &mut stream, requests).await?;
         if flow == Flow::Close {
+            // The client may have pipelined more after QUIT: linger, so that closing with
+            // unread input does not reset the connection before the replies arrive.
             stream.write_all(conn.out.bytes()).await?;
+            lingering_close(&*ctx.runtime, stream).await;
             return Ok(());
         }
         if let Some(e) = refused {
@@ -214,7 +221,8 @@ async fn pipeline(
             }
             Step::Read(query, shape) => {
                 bump(&ctx.stats.reads);
-                if !matches!(group, Group::Reads { .. }) {
+                let fits = matches!(&group, Group::Reads { queries, .. } if queries.len() < MAX_READ_GROUP);
+                if !fits {
                     flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
                     group = Group::Reads {
                         queries: Vec::new(),
@@ -241,7 +249,9 @@ async fn pipeline(
         if flow == Flow::Close {
             return Ok(Flow::Close);
         }
-        if conn.out.len() >= MAX_OUT_BYTES && matches!(group, Group::Empty) {
+        // What is buffered are the replies of requests before the pending group: writing
+        // them now keeps the order.
+        if conn.out.len() >= MAX_OUT_BYTES {
             stream.write_all(conn.out.bytes()).await?;
             conn.out.clear();
         }

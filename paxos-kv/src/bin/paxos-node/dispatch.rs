@@ -11,7 +11,10 @@
 //! replicas applying the log at different times could not agree on when a key expires.
 
 use bytes::Bytes;
-use paxos_kv::kv::{KvAnswer, KvCommand, KvOutput, KvQuery, SetCondition, parse_redis_integer};
+use paxos_kv::kv::{
+    KvAnswer, KvCommand, KvOutput, KvQuery, MAX_SCAN_PATTERN_BYTES, SetCondition,
+    parse_redis_integer,
+};
 use paxos_kv::resp::Encoder;
 
 use crate::commands::{self, Cmd, Spec};
@@ -249,6 +252,16 @@ fn scan(args: &[Bytes]) -> Step {
             }
             _ => return Step::Refuse(SYNTAX.into()),
         }
+    }
+    // The state machine bounds one key's matching by the pattern's length.
+    if let Some(long) = pattern
+        .as_ref()
+        .filter(|p| p.len() > MAX_SCAN_PATTERN_BYTES)
+    {
+        return Step::Refuse(format!(
+            "ERR MATCH pattern of {} bytes exceeds the largest accepted ({MAX_SCAN_PATTERN_BYTES} bytes)",
+            long.len()
+        ));
     }
     Step::Read(
         KvQuery::Scan {
@@ -502,6 +515,13 @@ mod tests {
             assert_eq!(refusal(bad), SYNTAX, "{bad}");
         }
         assert_eq!(refusal("SCAN 0 COUNT x"), NOT_AN_INTEGER);
+        let long = format!("SCAN 0 MATCH {}", "*".repeat(MAX_SCAN_PATTERN_BYTES + 1));
+        assert_eq!(
+            refusal(&long),
+            "ERR MATCH pattern of 1025 bytes exceeds the largest accepted (1024 bytes)"
+        );
+        let longest = format!("SCAN 0 MATCH {}", "?".repeat(MAX_SCAN_PATTERN_BYTES));
+        assert!(matches!(plan_of(&longest), Step::Read(..)));
     }
 
     #[test]

@@ -7,16 +7,21 @@
 //! paxos-node serve --config node.toml      # the same settings from a TOML file
 //! ```
 //!
-//! Commands: `PING`, `ECHO`, `GET`, `SET key value`, `DEL key...`, `INCR`, `CAS key
-//! expected new` (1 if swapped, 0 if not), plus `COMMAND`, `CONFIG`, `CLIENT`, `SELECT 0`
-//! and `QUIT`, answered just enough for `redis-cli`, `redis-benchmark` and client libraries.
-//! Any node serves every command: writes and reads on a follower go to the leader through
-//! the node. Each connection is one client with its own id; a write is retried with the same
-//! request id after a leadership change or timeout, so it applies at most once; a command a
-//! client resends on a new connection is a new command. Error replies beyond Redis's own:
-//! `-NOLEADER` (no leader; nothing applied), `-OVERLOADED` (queues full; nothing applied),
-//! `-TIMEOUT` (the outcome is unknown). The largest command and value: see
-//! `server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575 by default).
+//! Commands: the Redis 7 connection commands clients open with (`HELLO` for RESP2 and
+//! RESP3, `CLIENT`, `INFO`, `COMMAND`, `SELECT 0`, `PING`, `ECHO`, `RESET`, `QUIT`,
+//! `CONFIG GET`), and the string commands (`GET`, `SET [NX|XX] [GET]`, `SETNX`, `GETSET`,
+//! `MGET`, `MSET`, `APPEND`, `STRLEN`, `INCR`, `INCRBY`, `DECR`, `DECRBY`, `DEL`, `EXISTS`,
+//! `DBSIZE`, `SCAN [MATCH] [COUNT]`) plus `CAS key expected new` (1 if swapped, 0 if not),
+//! all listed in one table (`commands.rs`) that drives both the arity checks and `COMMAND`.
+//! Expiry is refused (`EXPIRE`, `TTL`, `SETEX`, `SET ... EX`): keys never expire. Any node
+//! serves every command: writes and reads on a follower go to the leader through the node.
+//! A pipeline is executed as groups, consecutive writes in one log entry (see
+//! `connection.rs`). Each connection is one client with its own id; a write is retried with
+//! the same request id after a leadership change or timeout, so it applies at most once; a
+//! command a client resends on a new connection is a new command. Error replies beyond
+//! Redis's own: `-NOLEADER` (no leader; nothing applied), `-OVERLOADED` (queues full;
+//! nothing applied), `-TIMEOUT` (the outcome is unknown). The largest command and value:
+//! see `server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575 by default).
 //!
 //! Runtime: `serve --runtime tokio|smol` (tokio by default), through the library's one
 //! runtime seam; `cluster --runtime` passes it to every node. The `cluster` supervisor

@@ -11,7 +11,8 @@
 //! (sum of its keys and values) + 40 + 5 x (number of keys and values) <= M
 //! ```
 //!
-//! ([`KvCommand::max_request_bytes`], an upper bound on the encoded request whatever its
+//! (10 bytes more for the integer of `INCRBY`, `DECR` and `DECRBY`:
+//! [`KvCommand::max_request_bytes`], an upper bound on the encoded request whatever its
 //! client id). For `SET key value` that reads **key + value + 50 <= M**: with the default
 //! `M`, key + value <= 1,048,525 bytes, so a 1-byte key takes a value of up to 1,048,524
 //! bytes. A larger write is refused before anything is proposed, with
@@ -24,6 +25,9 @@
 //! cannot be skipped without reading it all: it is answered with `-ERR Protocol error:
 //! bulk string of N bytes exceeds the largest accepted (2M bytes)` (or `request of ...`)
 //! and the connection is closed after the reply.
+//!
+//! A pipeline of writes goes as batches that each fit `M` by the same rule (see
+//! `connection.rs`): a write that fits alone always goes through, alone if need be.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
