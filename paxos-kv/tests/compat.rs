@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use proc::{NodeAddrs, WAIT, http_get, layout, poll, serve, wait_writable};
+use proc::{NodeAddrs, WAIT, http_get, layout, poll, serve};
 
 /// The scripts' directory.
 fn compat_dir() -> PathBuf {
@@ -71,9 +71,7 @@ fn real_clients_with_default_settings() {
     let dir = proc::tempdir();
     let nodes = layout(3);
     let _procs: Vec<_> = (0..3).map(|i| serve(&nodes, i, dir.path(), &[])).collect();
-    for n in &nodes {
-        drop(wait_writable(n.resp));
-    }
+    proc::wait_all_writable(&nodes, dir.path());
     let l = leader(&nodes);
     let f = (l + 1) % nodes.len();
     let (leader_port, follower_port) = (nodes[l].resp, nodes[f].resp);

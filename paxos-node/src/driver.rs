@@ -436,6 +436,21 @@ impl Driver {
         for (id, output) in self.outputs.drain(..) {
             self.waiters.resolve_proposal(id, output);
         }
+        // A command of this node's clients that got no output is still waiting: the state
+        // machine broke its contract. Say so now, naming the command, rather than let the
+        // caller time out.
+        for command in committed.iter().flat_map(|c| c.value.commands()) {
+            let id = command.id;
+            if self
+                .waiters
+                .fail_proposal(id, ProposeError::NoOutput { id })
+            {
+                tracing::error!(
+                    ?id,
+                    "the state machine gave no output for an applied command"
+                );
+            }
+        }
         for i in 0..self.markers.len() {
             self.answer_reads(ReadKey::Marker(self.markers[i])).await?;
         }

@@ -52,9 +52,42 @@ pub enum ProposeError {
     /// No outcome within the request timeout. Outcome unknown.
     #[error("timed out; the outcome is unknown")]
     Timeout,
+    /// The command **was applied**, but the state machine pushed no output for it: a bug
+    /// in [`StateMachine::apply`](paxos_core::StateMachine::apply), which must push one
+    /// output per command. Not retryable: a retry would apply it again.
+    #[error("command {id:?} was applied, but the state machine gave no output for it")]
+    NoOutput {
+        /// The command, as the core numbered it.
+        id: paxos_core::ProposalId,
+    },
     /// The node stopped.
     #[error(transparent)]
     Fatal(#[from] FatalError),
+}
+
+impl ProposeError {
+    /// Whether trying again (on this node, or on another after [`Fatal`](Self::Fatal)) may
+    /// succeed: `NoLeader`, `Overloaded`, `LeadershipChanged` and `Timeout`. Where
+    /// [`outcome_unknown`](Self::outcome_unknown) also holds, a retry may apply the command
+    /// twice unless the state machine deduplicates it (a client id and sequence number in
+    /// the command).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::NoLeader | Self::Overloaded | Self::LeadershipChanged | Self::Timeout
+        )
+    }
+
+    /// Whether the command may have been applied, or may still be: `LeadershipChanged`,
+    /// `Timeout`, and `Fatal` (a command in flight when the node stopped may still be chosen
+    /// by the others). `NoLeader`, `Overloaded` and `TooLarge` proposed nothing;
+    /// `NoOutput` was applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::LeadershipChanged | Self::Timeout | Self::Fatal(_)
+        )
+    }
 }
 
 /// Why a [`read`](crate::NodeHandle::read) failed. A failed read changed nothing.
@@ -78,6 +111,14 @@ pub enum ReadError {
     Fatal(#[from] FatalError),
 }
 
+impl ReadError {
+    /// Whether trying again may succeed: every error but [`Fatal`](Self::Fatal) (which may
+    /// succeed on another node). A read changes nothing, so a retry is always safe.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Fatal(_))
+    }
+}
+
 /// Why [`NodeBuilder::start`](crate::NodeBuilder::start) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -94,4 +135,52 @@ pub enum StartError {
     /// No runtime was given and [`default_runtime`](crate::default_runtime) found none.
     #[error("no async runtime available")]
     NoRuntime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a caller may do after each error: retry, and whether the command may have
+    /// applied. One row per variant, so a new variant must be placed.
+    #[test]
+    fn every_propose_error_says_whether_to_retry_and_whether_it_applied() {
+        let id = paxos_core::ProposalId {
+            origin: paxos_core::NodeId(1),
+            seq: 0,
+            epoch: 1,
+        };
+        let rows = [
+            (ProposeError::NoLeader, true, false),
+            (ProposeError::Overloaded, true, false),
+            (ProposeError::TooLarge { len: 2, max: 1 }, false, false),
+            (ProposeError::LeadershipChanged, true, true),
+            (ProposeError::Timeout, true, true),
+            (ProposeError::NoOutput { id }, false, false),
+            (ProposeError::Fatal(FatalError::Stopped), false, true),
+        ];
+        for (error, retryable, unknown) in rows {
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+            assert_eq!(error.outcome_unknown(), unknown, "{error:?}");
+            // Exhaustive: a new variant fails to compile here until it has a row.
+            match error {
+                ProposeError::NoLeader
+                | ProposeError::Overloaded
+                | ProposeError::TooLarge { .. }
+                | ProposeError::LeadershipChanged
+                | ProposeError::Timeout
+                | ProposeError::NoOutput { .. }
+                | ProposeError::Fatal(_) => {}
+            }
+        }
+        for error in [
+            ReadError::NoLeader,
+            ReadError::Overloaded,
+            ReadError::LeadershipChanged,
+            ReadError::Timeout,
+        ] {
+            assert!(error.is_retryable(), "{error:?}");
+        }
+        assert!(!ReadError::Fatal(FatalError::Stopped).is_retryable());
+    }
 }

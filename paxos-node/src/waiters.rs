@@ -109,6 +109,16 @@ impl Waiters {
         }
     }
 
+    /// Fails the proposal `id` with `error`, if it waits here; returns whether it did.
+    pub(crate) fn fail_proposal(&mut self, id: ProposalId, error: ProposeError) -> bool {
+        let Some(w) = self.proposals.remove(&id) else {
+            return false;
+        };
+        self.len -= 1;
+        let _ = w.reply.send(Err(error));
+        true
+    }
+
     /// Takes the reads waiting on `marker`, for the driver to answer or fail.
     pub(crate) fn take_reads(&mut self, marker: ReadKey) -> Vec<ReadWaiter> {
         let reads = self.reads.remove(&marker).unwrap_or_default();

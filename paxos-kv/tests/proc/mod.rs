@@ -88,6 +88,14 @@ pub fn layout(n: usize) -> Vec<NodeAddrs> {
         .collect()
 }
 
+/// The cluster id of the cluster `nodes`: the same for all its nodes and their restarts,
+/// and different from any other test cluster's (the test process and the first peer port),
+/// so that a node left running by an earlier test that crashed, still dialling ports this
+/// cluster now uses, is refused at the handshake instead of joining as a member.
+pub fn cluster_id(nodes: &[NodeAddrs]) -> u64 {
+    (u64::from(std::process::id()) << 16) | u64::from(nodes[0].peer)
+}
+
 /// Starts `paxos-node serve` for `nodes[i]`, with file storage under `dir`, logging to
 /// `dir/node-<id>.log`.
 pub fn serve(nodes: &[NodeAddrs], i: usize, dir: &Path, extra: &[&str]) -> Proc {
@@ -102,6 +110,8 @@ pub fn serve(nodes: &[NodeAddrs], i: usize, dir: &Path, extra: &[&str]) -> Proc 
     cmd.arg("serve")
         .arg("--id")
         .arg(node.id.to_string())
+        .arg("--cluster-id")
+        .arg(cluster_id(nodes).to_string())
         .arg("--resp")
         .arg(local(node.resp).to_string())
         .arg("--admin")
@@ -155,6 +165,30 @@ pub fn wait_writable(port: u16) -> redis::Connection {
             .ok()?;
         Some(con)
     })
+}
+
+/// [`wait_writable`] on every node; if one never accepts a write, prints the end of every
+/// node's log (`dir/node-<id>.log`, as [`serve`] writes it) before failing, so that a
+/// failure in CI says why.
+pub fn wait_all_writable(nodes: &[NodeAddrs], dir: &Path) {
+    let waited = std::panic::catch_unwind(|| {
+        for n in nodes {
+            drop(wait_writable(n.resp));
+        }
+    });
+    if let Err(panic) = waited {
+        for n in nodes {
+            let log = std::fs::read_to_string(dir.join(format!("node-{}.log", n.id)))
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!(
+                "---- node {} (peer {}, resp {}), last lines of its log ----\n{tail}",
+                n.id, n.peer, n.resp
+            );
+        }
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// `GET path` on the admin port: (status code, body).

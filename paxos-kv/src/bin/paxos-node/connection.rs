@@ -435,8 +435,12 @@ pub(crate) async fn write(
                     flow: Flow::Close,
                 });
             }
+            // Not retryable (say, applied without an output): retrying could apply it again.
+            Err(e) if !e.is_retryable() => {
+                return Err(Failed::new(format!("ERR {e}")));
+            }
             Err(e) => {
-                unknown |= matches!(e, ProposeError::LeadershipChanged | ProposeError::Timeout);
+                unknown |= e.outcome_unknown();
                 last = e;
             }
         }
