@@ -1,6 +1,17 @@
 # Shared by the benchmark scripts: start a local cluster and find its leader, run
 # redis-benchmark and print its CSV rows with a prefix.
 
+# node_exe: the binary to measure: PAXOS_NODE_EXE (another build, say of an older commit),
+# else this tree's release build, built now.
+node_exe() {
+    if [[ -n ${PAXOS_NODE_EXE:-} ]]; then
+        echo "$PAXOS_NODE_EXE"
+    else
+        cargo build --release -q -p paxos-kv >&2
+        echo "$PWD/target/release/paxos-node"
+    fi
+}
+
 # start_cluster EXE STORAGE RUNTIME: a fresh 3-node cluster in a temporary directory; sets
 # CLUSTER_PID, CLUSTER_DIR and LEADER_PORT (the leader's RESP port).
 start_cluster() {

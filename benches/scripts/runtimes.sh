@@ -14,15 +14,9 @@ cd "$(dirname "$0")/../.."
 CLIENTS=${1:-64}
 REQUESTS=${2:-200000}
 command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark (redis-tools)" >&2; exit 1; }
-# PAXOS_NODE_EXE: another build of the binary (say, of an older commit) to measure instead.
-if [[ -n ${PAXOS_NODE_EXE:-} ]]; then
-    EXE=$PAXOS_NODE_EXE
-else
-    cargo build --release -q -p paxos-kv
-    EXE=$PWD/target/release/paxos-node
-fi
 
 source "$(dirname "$0")/lib.sh"
+EXE=$(node_exe)
 
 echo "runtime,storage,test,pipeline,clients,rps,avg_ms,min_ms,p50_ms,p95_ms,p99_ms,max_ms"
 for storage in memory file; do

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{AsyncReadExt, AsyncWriteExt};
+
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
@@ -172,23 +172,7 @@ async fn connection(conn: BoxConn, rt: &dyn Runtime, time: Duration, route: &Rou
     }
     let conn = http.into_parts().io.into_inner();
     let linger_until = deadline.min(rt.now() + LINGER_TIME);
-    timeout_at(rt, linger_until, lingering_close(conn)).await;
-}
-
-/// Shuts down the write side, then discards what the client still sends (at most
-/// [`LINGER_BYTES`]) until it closes.
-async fn lingering_close(mut conn: BoxConn) {
-    if conn.close().await.is_err() {
-        return;
-    }
-    let mut sink = [0u8; 16 << 10];
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        match conn.read(&mut sink).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => total += n,
-        }
-    }
+    crate::server::lingering_close(rt, conn, linger_until, LINGER_BYTES).await;
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
@@ -341,6 +325,7 @@ mod tests {
     use paxos_runtime::{AsyncIoRuntime, TokioRuntime};
 
     use super::*;
+    use futures::{AsyncReadExt, AsyncWriteExt};
 
     /// Runs `test` on tokio, then on smol (through the async-io runtime).
     fn on_both_runtimes(test: impl Fn(Arc<dyn Runtime>) -> BoxFuture<'static, ()>) {

@@ -47,6 +47,13 @@ use crate::clients::Registration;
 use crate::dispatch::{self, ReadShape, Step, WriteShape};
 use crate::server::{Ctx, bump, lingering_close};
 
+/// Closes the connection after a reply that ends it (a protocol error): discards at most
+/// 4 MiB of what the client still sends, for at most 1 s.
+async fn close_after_error(ctx: &Ctx, stream: BoxConn) {
+    let until = ctx.runtime.now() + Duration::from_secs(1);
+    lingering_close(&*ctx.runtime, stream, until, 4 << 20).await;
+}
+
 /// Attempts of one client command (all with the same request id) before giving up.
 const MAX_ATTEMPTS: u32 = 32;
 /// Replies buffered before they are written even if more pipelined requests are queued.
@@ -133,7 +140,7 @@ pub(crate) async fn connection(
             // The client may have pipelined more after QUIT: linger, so that closing with
             // unread input does not reset the connection before the replies arrive.
             stream.write_all(conn.out.bytes()).await?;
-            lingering_close(&*ctx.runtime, stream).await;
+            close_after_error(ctx, stream).await;
             return Ok(());
         }
         if let Some(e) = refused {
@@ -141,7 +148,7 @@ pub(crate) async fn connection(
             conn.out.error(&format!("ERR {e}"));
             count_errors(ctx, &mut conn.out);
             stream.write_all(conn.out.bytes()).await?;
-            lingering_close(&*ctx.runtime, stream).await;
+            close_after_error(ctx, stream).await;
             return Ok(());
         }
         if !conn.out.is_empty() {

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -307,21 +307,29 @@ async fn accept_loop(listener: Box<dyn Listener>, ctx: Arc<Ctx>) {
 }
 
 /// Closes a connection whose client may still be sending: shuts down the write side, then
-/// discards input (at most 4 MiB, for at most 1 s) so that the reply is not lost to a reset
-/// caused by closing with unread data.
-pub(crate) async fn lingering_close(runtime: &dyn Runtime, mut stream: BoxConn) {
-    let _ = stream.close().await;
+/// discards input (at most `max_bytes`, until `until`) so that the reply is not lost to a
+/// reset caused by closing with unread data. The RESP port and the admin port both close
+/// this way.
+pub(crate) async fn lingering_close(
+    runtime: &dyn Runtime,
+    mut stream: BoxConn,
+    until: Instant,
+    max_bytes: usize,
+) {
+    if stream.close().await.is_err() {
+        return;
+    }
     let drain = async {
         let mut sink = [0u8; 16 << 10];
         let mut total = 0usize;
-        while total < (4 << 20) {
+        while total < max_bytes {
             match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => total += n,
             }
         }
     };
-    let _ = timeout_at(runtime, runtime.now() + Duration::from_secs(1), drain).await;
+    let _ = timeout_at(runtime, until, drain).await;
 }
 
 /// The error to answer if `command` breaks the size rule of the [module docs](self).
