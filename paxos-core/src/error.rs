@@ -1,9 +1,14 @@
 //! Errors of the core's operations.
+//!
+//! They are named `…Refused`, not `…Error`, because each means the core refused the
+//! call and queued nothing; the node's client errors (`paxos_node::ProposeError`,
+//! `paxos_node::ReadError`) also cover what can happen after a request is queued, and
+//! keep the plain names for the API users call.
 
 /// Why a proposal was refused. Nothing was queued when this is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProposeError {
+pub enum ProposeRefused {
     /// This replica knows no leader to forward to. Retry later or elsewhere.
     #[error("no leader is known")]
     NoLeader,
@@ -26,7 +31,7 @@ pub enum ProposeError {
 /// Why a read was refused. Nothing was queued when this is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ReadError {
+pub enum ReadRefused {
     /// Only the leader serves linearizable reads; `leader` is the one this replica knows.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader {

@@ -60,7 +60,7 @@
 //! * [`Replica::propose`]`(now, payload)`: a command for the log, opaque bytes. On the
 //!   leader it is queued for the next batch; on a follower it is forwarded to the leader
 //!   it knows. The returned [`ProposalId`] comes back on the command in [`Committed`]
-//!   once it is chosen. A [`ProposeError`] means nothing was queued; `Ok` means queued,
+//!   once it is chosen. A [`ProposeRefused`] means nothing was queued; `Ok` means queued,
 //!   not chosen (a command can be lost with a leader that fails, so callers time out and
 //!   retry, and a state machine that must apply each command once deduplicates).
 //! * [`Replica::read`]`(now)`: a linearizable read, on the leader only. The returned
@@ -108,7 +108,7 @@
 //!
 //! use bytes::Bytes;
 //! use paxos_core::{
-//!     Ballot, Config, Entry, Envelope, HardState, Instant, NodeId, ProposalId, ReadError,
+//!     Ballot, Config, Entry, Envelope, HardState, Instant, NodeId, ProposalId, ReadRefused,
 //!     ReadId, RecoveredState, Replica, Role, Slot,
 //! };
 //!
@@ -260,7 +260,7 @@
 //! let refused = cluster.replicas[follower].read(cluster.now);
 //! assert_eq!(
 //!     refused,
-//!     Err(ReadError::NotLeader { leader: Some(members[leader]) })
+//!     Err(ReadRefused::NotLeader { leader: Some(members[leader]) })
 //! );
 //!
 //! // A follower crashes and restarts from its disk, with an empty state machine. The
@@ -317,14 +317,14 @@ pub mod types;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
-pub use error::{ProposeError, ReadError};
+pub use error::{ProposeRefused, ReadRefused};
 pub use message::{Envelope, Message};
 pub use ready::{
     Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
 };
 pub use replica::Replica;
 pub use state_machine::{StateMachine, StateMachineError};
-pub use storage::{Snapshot, Storage, StorageError};
+pub use storage::{Snapshot, Storage, StorageError, StoreOwner};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 

@@ -1,5 +1,9 @@
 //! The [`StateMachine`] trait: the user's replicated service.
 
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -8,9 +12,63 @@ use crate::types::ProposalId;
 
 /// Why the state machine failed. Fatal for the replica: a deterministic state machine that
 /// cannot apply a chosen command cannot stay in step with its peers.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("state machine failed: {0}")]
-pub struct StateMachineError(pub String);
+///
+/// It keeps the error that caused it, if any, as its [`source`](Error::source), so a
+/// program that stops on it can still match on (downcast) the original error.
+#[derive(Clone, thiserror::Error)]
+#[error("state machine failed: {message}")]
+pub struct StateMachineError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
+}
+
+impl StateMachineError {
+    /// An error with a message and no source.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error caused by `source`, described by `message` (what was being done).
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// What failed, without the source's text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for StateMachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMachineError")
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+/// Equal when the messages are equal and both or neither have a source with the same text
+/// (a source is an arbitrary error, compared by what it says).
+impl PartialEq for StateMachineError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+            && self.source.as_ref().map(|s| s.to_string())
+                == other.source.as_ref().map(|s| s.to_string())
+    }
+}
+
+impl Eq for StateMachineError {}
 
 /// The replicated service: applies chosen commands in log order.
 ///
@@ -50,8 +108,8 @@ pub trait StateMachine: Send {
     /// error; a state machine that is to be compacted later overrides both this and
     /// [`restore`](Self::restore).
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Err(StateMachineError(
-            "this state machine does not take snapshots".to_owned(),
+        Err(StateMachineError::new(
+            "this state machine does not take snapshots",
         ))
     }
 
@@ -59,8 +117,8 @@ pub trait StateMachine: Send {
     /// [`snapshot`](Self::snapshot)); the default refuses with an error.
     async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
         let _ = data;
-        Err(StateMachineError(
-            "this state machine does not restore snapshots".to_owned(),
+        Err(StateMachineError::new(
+            "this state machine does not restore snapshots",
         ))
     }
 }

@@ -15,6 +15,22 @@ pub struct Snapshot {
     pub data: Bytes,
 }
 
+/// TEMP (replaced by the storage branch): who owns a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StoreOwner {
+    /// The cluster.
+    pub cluster_id: u64,
+    /// The node.
+    pub node_id: crate::types::NodeId,
+}
+
+impl StoreOwner {
+    /// An owner.
+    pub fn new(cluster_id: u64, node_id: crate::types::NodeId) -> Self {
+        Self { cluster_id, node_id }
+    }
+}
+
 /// Why a storage operation failed.
 ///
 /// Every error from [`Storage::persist`] is fatal for the replica: the driver stops it.
@@ -80,6 +96,12 @@ pub enum StorageError {
 pub trait Storage: Send {
     /// Reads back everything durable, on start-up. Called once, before any other method.
     async fn load(&mut self) -> Result<RecoveredState, StorageError>;
+
+    /// TEMP: claims the store.
+    async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
+        let _ = owner;
+        Ok(())
+    }
 
     /// Durably and atomically writes `batch`. See the trait docs.
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError>;

@@ -57,4 +57,20 @@ pub trait Transport: Send + Sync {
     fn max_frame_bytes(&self) -> usize {
         crate::codec::DEFAULT_MAX_FRAME_BYTES
     }
+
+    /// The node this transport speaks for (the id it announces to its peers), if it has
+    /// one. The node refuses to start with a transport whose id differs from its own.
+    /// `None` (the default) means the transport cannot tell, and nothing is checked.
+    fn local_node(&self) -> Option<NodeId> {
+        None
+    }
+
+    /// Whether the transport knows how to reach `peer`, if it can tell. The node refuses
+    /// to start when a member of its cluster is unreachable by construction
+    /// (`Some(false)`): every message to it would be dropped. `None` (the default) means
+    /// the transport cannot tell, and nothing is checked.
+    fn knows_peer(&self, peer: NodeId) -> Option<bool> {
+        let _ = peer;
+        None
+    }
 }

@@ -22,7 +22,7 @@ use crate::config::{ConfigError, TcpConfig};
 use crate::inbound::{self, ListenerGuard};
 use crate::limit::{WarnKey, WarnLimiter};
 use crate::outbound;
-use paxos_runtime::Runtime;
+use paxos_runtime::{Listener, Runtime};
 
 /// A TCP [`Transport`]: one listener, one dialing task per peer, one reader task per
 /// inbound connection. See the [crate docs](crate) for the wire layout and queueing policy.
@@ -42,7 +42,7 @@ pub struct TcpTransport {
 }
 
 /// Why [`TcpTransport::start`] failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The config was refused.
@@ -57,7 +57,21 @@ pub enum StartError {
         kind: io::ErrorKind,
         /// The underlying I/O error, as text.
         reason: String,
+        /// The underlying I/O error.
+        #[source]
+        source: Arc<io::Error>,
     },
+}
+
+impl StartError {
+    fn bind(addr: SocketAddr, error: io::Error) -> Self {
+        Self::Bind {
+            addr,
+            kind: error.kind(),
+            reason: error.to_string(),
+            source: Arc::new(error),
+        }
+    }
 }
 
 /// Counters since the transport started. Every drop and every refused or closed connection
@@ -138,13 +152,38 @@ impl TcpTransport {
     /// handle; see `paxos_runtime::TokioRuntime`).
     pub fn start(config: TcpConfig, net: Arc<dyn Runtime>) -> Result<Self, StartError> {
         config.validate()?;
-        let bind_error = |e: io::Error| StartError::Bind {
-            addr: config.listen,
-            kind: e.kind(),
-            reason: e.to_string(),
-        };
-        let listener = net.bind_tcp(config.listen).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let listener = net
+            .bind_tcp(config.listen)
+            .map_err(|e| StartError::bind(config.listen, e))?;
+        Self::start_with(config, listener, net)
+    }
+
+    /// Like [`start`](Self::start), on a listener the caller already bound: `config.listen`
+    /// is replaced by the listener's address. Binding first (to port 0, say) tells a program
+    /// every node's address before any node starts, with no race for the port.
+    pub fn start_on(
+        mut config: TcpConfig,
+        listener: std::net::TcpListener,
+        net: Arc<dyn Runtime>,
+    ) -> Result<Self, StartError> {
+        if let Ok(addr) = listener.local_addr() {
+            config.listen = addr;
+        }
+        config.validate()?;
+        let listener = net
+            .listen_tcp(listener)
+            .map_err(|e| StartError::bind(config.listen, e))?;
+        Self::start_with(config, listener, net)
+    }
+
+    fn start_with(
+        config: TcpConfig,
+        listener: Box<dyn Listener>,
+        net: Arc<dyn Runtime>,
+    ) -> Result<Self, StartError> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| StartError::bind(config.listen, e))?;
         let (stop, stop_rx) = async_channel::bounded(1);
         let (inbound_tx, inbound) = async_channel::bounded(config.max_inbound_queue);
         let config_inbound_bytes = config.max_inbound_queue_bytes;
@@ -243,6 +282,14 @@ impl TcpTransport {
 
 #[async_trait]
 impl Transport for TcpTransport {
+    fn local_node(&self) -> Option<NodeId> {
+        Some(self.shared.config.node_id)
+    }
+
+    fn knows_peer(&self, peer: NodeId) -> Option<bool> {
+        Some(self.shared.lock_peers().contains_key(&peer))
+    }
+
     fn max_frame_bytes(&self) -> usize {
         self.shared.config.max_frame_bytes
     }

@@ -1,8 +1,19 @@
 //! [`NodeBuilder`]: assembles a node from its parts and starts its driver.
 
+#[cfg(feature = "tcp")]
+use std::collections::BTreeMap;
+#[cfg(feature = "tcp")]
+use std::net::SocketAddr;
+#[cfg(feature = "file")]
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use paxos_core::{Config, Replica, StateMachine, Storage, Transport};
+use paxos_core::{Config, NodeId, Replica, StateMachine, Storage, StoreOwner, Transport};
+#[cfg(feature = "tcp")]
+use paxos_net_tcp::{TcpConfig, TcpTransport};
+use paxos_storage::MemoryStorage;
+#[cfg(feature = "file")]
+use paxos_storage::{FileStorage, FileStorageOptions};
 
 use crate::command;
 use crate::driver::{self, DoneSignal, Driver};
@@ -21,7 +32,7 @@ use crate::waiters::Waiters;
 /// each built this way with its own id):
 ///
 /// ```
-/// # #[cfg(feature = "runtime-tokio")]
+/// # #[cfg(feature = "tokio")]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::collections::BTreeMap;
 /// use std::sync::Arc;
@@ -86,30 +97,75 @@ use crate::waiters::Waiters;
 ///     Ok::<_, Box<dyn std::error::Error>>(())
 /// })
 /// # }
-/// # #[cfg(not(feature = "runtime-tokio"))]
+/// # #[cfg(not(feature = "tokio"))]
 /// # fn main() {}
 /// ```
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct NodeBuilder {
     config: Config,
+    cluster_id: u64,
     options: NodeOptions,
-    transport: Option<Box<dyn Transport>>,
-    storage: Option<Box<dyn Storage>>,
+    transport: Option<TransportPart>,
+    storage: Option<StoragePart>,
     state_machine: Option<Box<dyn StateMachine>>,
     runtime: Option<Arc<dyn Runtime>>,
+    #[cfg(feature = "tcp")]
+    tcp_tune: Option<TcpTune>,
+}
+
+/// The transport, as given to the builder: started already, or to be started by it.
+enum TransportPart {
+    Given(Box<dyn Transport>),
+    #[cfg(feature = "tcp")]
+    Tcp(TcpPart),
+}
+
+/// TCP, to be started by the builder with the node's id and cluster id.
+#[cfg(feature = "tcp")]
+struct TcpPart {
+    listen: TcpListen,
+    peers: BTreeMap<NodeId, SocketAddr>,
+}
+
+#[cfg(feature = "tcp")]
+enum TcpListen {
+    Addr(SocketAddr),
+    Bound(std::net::TcpListener),
+}
+
+/// The storage, as given to the builder: opened already, or to be opened by it.
+enum StoragePart {
+    Given(Box<dyn Storage>),
+    #[cfg(feature = "file")]
+    File(PathBuf, FileStorageOptions),
 }
 
 impl NodeBuilder {
-    /// A builder for the replica `config.id` of the cluster `config.members`.
+    /// A builder for the replica `config.id` of the cluster `config.members`. The id is
+    /// given here only: the builder hands it to the transport it starts
+    /// ([`tcp`](Self::tcp)) and checks it against a transport given ready-made.
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            cluster_id: 0,
             options: NodeOptions::default(),
             transport: None,
             storage: None,
             state_machine: None,
             runtime: None,
+            #[cfg(feature = "tcp")]
+            tcp_tune: None,
         }
+    }
+
+    /// The cluster's id, the same on every member. The TCP transport refuses peers that
+    /// name another cluster in their handshake, and the storage refuses to be used by
+    /// another cluster's node ([`Storage::claim`]). Defaults to 0: give every cluster its
+    /// own, so that a node pointed at the wrong cluster, or at another cluster's data
+    /// directory, is refused rather than joining it.
+    pub fn cluster_id(mut self, cluster_id: u64) -> Self {
+        self.cluster_id = cluster_id;
+        self
     }
 
     /// The driver's bounds and timeouts.
@@ -118,16 +174,98 @@ impl NodeBuilder {
         self
     }
 
-    /// How to reach the peers. Required.
+    /// A transport started by the caller (a transport of your own, say). Required, unless
+    /// [`tcp`](Self::tcp) or [`tcp_listener`](Self::tcp_listener) is used.
+    ///
+    /// The builder refuses it if it speaks for another node
+    /// ([`Transport::local_node`], [`StartError::IdMismatch`]) or cannot reach a member
+    /// ([`Transport::knows_peer`], [`StartError::NoAddress`]).
     pub fn transport(mut self, transport: Box<dyn Transport>) -> Self {
-        self.transport = Some(transport);
+        self.transport = Some(TransportPart::Given(transport));
         self
     }
 
-    /// Where to keep promises and accepted values. Required. On start the node loads it and
-    /// recovers from what it holds.
+    /// TCP ([`TcpTransport`]), started by the builder with this node's id and the
+    /// [`cluster_id`](Self::cluster_id): listen on `listen`, reach each member at its
+    /// address in `peers`.
+    ///
+    /// `peers` may hold every member, this node included (its entry is ignored), so all
+    /// nodes can be given the same map. The builder refuses a member without an address
+    /// ([`StartError::NoAddress`]) and an address for a node that is not a member
+    /// ([`StartError::NotAMember`]). Tune the transport with
+    /// [`tcp_config`](Self::tcp_config).
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+    pub fn tcp(
+        mut self,
+        listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Self {
+        self.transport = Some(TransportPart::Tcp(TcpPart {
+            listen: TcpListen::Addr(listen),
+            peers: peers.into_iter().collect(),
+        }));
+        self
+    }
+
+    /// Like [`tcp`](Self::tcp), on a listener the caller bound already. Binding first (to
+    /// port 0, say) tells a program every node's address before any node starts, with no
+    /// race for the port: how an in-process cluster is built.
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+    pub fn tcp_listener(
+        mut self,
+        listener: std::net::TcpListener,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Self {
+        self.transport = Some(TransportPart::Tcp(TcpPart {
+            listen: TcpListen::Bound(listener),
+            peers: peers.into_iter().collect(),
+        }));
+        self
+    }
+
+    /// Adjusts the [`TcpConfig`] the builder makes for [`tcp`](Self::tcp) (frame limit,
+    /// queue bounds, timeouts) before the transport starts. The ids, the listen address
+    /// and the peers are the builder's: changes to them are overwritten.
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+    pub fn tcp_config(mut self, tune: impl FnOnce(&mut TcpConfig) + Send + 'static) -> Self {
+        self.tcp_tune = Some(Box::new(tune));
+        self
+    }
+
+    /// Where to keep promises and accepted values, opened by the caller. Required, unless
+    /// [`memory_storage`](Self::memory_storage) or [`file_storage`](Self::file_storage) is
+    /// used. On start the node [claims](Storage::claim) it for this node and cluster, loads
+    /// it, and recovers from what it holds.
     pub fn storage(mut self, storage: Box<dyn Storage>) -> Self {
-        self.storage = Some(storage);
+        self.storage = Some(StoragePart::Given(storage));
+        self
+    }
+
+    /// Keep the node's state in memory ([`MemoryStorage`]): lost when the process exits.
+    /// For tests, examples and benchmarks.
+    pub fn memory_storage(self) -> Self {
+        self.storage(Box::new(MemoryStorage::new()))
+    }
+
+    /// Keep the node's state in `dir` ([`FileStorage`], default options), opened by the
+    /// builder. The directory is created if missing; one that belongs to another node or
+    /// cluster is refused ([`StorageError::OwnedByOther`](paxos_core::StorageError)), and
+    /// one that another process has open is refused too
+    /// ([`StorageError::Locked`](paxos_core::StorageError)).
+    #[cfg(feature = "file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+    pub fn file_storage(self, dir: impl Into<PathBuf>) -> Self {
+        self.file_storage_with(dir, FileStorageOptions::default())
+    }
+
+    /// Like [`file_storage`](Self::file_storage), with options (segment size, say).
+    #[cfg(feature = "file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+    pub fn file_storage_with(mut self, dir: impl Into<PathBuf>, options: FileStorageOptions) -> Self {
+        self.storage = Some(StoragePart::File(dir.into(), options));
         self
     }
 
@@ -145,52 +283,77 @@ impl NodeBuilder {
         self
     }
 
-    /// Validates the configs, loads storage, builds the [`Replica`] and spawns the driver
-    /// task. The node serves (as acceptor and, once elected, leader) until
-    /// [`NodeHandle::shutdown`] or a fatal error.
+    /// Checks the parts against each other, opens and loads the storage, starts the
+    /// transport, builds the [`Replica`] and spawns the driver task. The node serves (as
+    /// acceptor and, once elected, leader) until [`NodeHandle::shutdown`] or a fatal
+    /// error.
+    ///
+    /// Refused, with nothing left running, when a part is missing, a config is invalid,
+    /// the ids disagree, a member has no address, the core's messages do not fit the
+    /// transport's frames, or the storage belongs to another node or cluster: see
+    /// [`StartError`].
     pub async fn start(self) -> Result<NodeHandle, StartError> {
         let Self {
             config,
+            cluster_id,
             options,
             transport,
             storage,
             state_machine,
             runtime,
+            #[cfg(feature = "tcp")]
+            tcp_tune,
         } = self;
         let transport = transport.ok_or(StartError::Missing("transport"))?;
-        let mut storage = storage.ok_or(StartError::Missing("storage"))?;
+        let storage = storage.ok_or(StartError::Missing("storage"))?;
         let state_machine = state_machine.ok_or(StartError::Missing("state machine"))?;
         let runtime = runtime
             .or_else(default_runtime)
             .ok_or(StartError::NoRuntime)?;
-        options.validate().map_err(StartError::Config)?;
-        config
-            .validate()
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        options.validate()?;
+        config.validate()?;
+        if config.max_batch_bytes <= command::TAG_BYTES {
+            return Err(StartError::BatchTooSmall {
+                max_batch_bytes: config.max_batch_bytes,
+                tag_bytes: command::TAG_BYTES,
+            });
+        }
+        // Checks that need no side effect come first: a refused node binds no port and
+        // touches no file.
+        match &transport {
+            TransportPart::Given(given) => check_given(&config, &**given)?,
+            #[cfg(feature = "tcp")]
+            TransportPart::Tcp(tcp) => check_addresses(&config, &tcp.peers)?,
+        }
+        let mut storage = match storage {
+            StoragePart::Given(storage) => storage,
+            #[cfg(feature = "file")]
+            StoragePart::File(dir, options) => {
+                Box::new(FileStorage::open(&dir, options).map_err(StartError::Storage)?)
+            }
+        };
+        storage
+            .claim(StoreOwner::new(cluster_id, config.id))
+            .await
+            .map_err(StartError::Storage)?;
+        let recovered = storage.load().await.map_err(StartError::Storage)?;
+        let transport: Box<dyn Transport> = match transport {
+            TransportPart::Given(given) => given,
+            #[cfg(feature = "tcp")]
+            TransportPart::Tcp(tcp) => Box::new(start_tcp(cluster_id, &config, tcp, tcp_tune, &runtime)?),
+        };
         // Every message the core builds is bounded by `max_message_bytes`; its frame adds
         // the version byte. Checked here, where both sides are known, so that no message
         // is ever too large for the transport (it would be dropped, forever).
         let frame_limit = transport.max_frame_bytes();
         if config.max_message_bytes.saturating_add(1) > frame_limit {
-            return Err(StartError::Config(format!(
-                "max_message_bytes ({}) does not fit the transport's frame limit ({frame_limit} \
-                 bytes, one of them the version byte)",
-                config.max_message_bytes
-            )));
+            return Err(StartError::FrameTooSmall {
+                max_message_bytes: config.max_message_bytes,
+                frame_limit,
+            });
         }
-        if config.max_batch_bytes <= command::TAG_BYTES {
-            return Err(StartError::Config(format!(
-                "max_batch_bytes must exceed the node's {}-byte command tag",
-                command::TAG_BYTES
-            )));
-        }
-        let recovered = storage
-            .load()
-            .await
-            .map_err(|e| StartError::Storage(e.to_string()))?;
         let origin = runtime.now();
-        let replica = Replica::new(config.clone(), recovered, paxos_core::Instant::ZERO)
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let replica = Replica::new(config.clone(), recovered, paxos_core::Instant::ZERO)?;
         let status = replica.status();
         let shared = Arc::new(Shared::new(NodeStatus {
             id: status.id,
@@ -247,6 +410,7 @@ impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeBuilder")
             .field("config", &self.config)
+            .field("cluster_id", &self.cluster_id)
             .field("options", &self.options)
             .field("transport", &self.transport.is_some())
             .field("storage", &self.storage.is_some())
@@ -254,4 +418,77 @@ impl std::fmt::Debug for NodeBuilder {
             .field("runtime", &self.runtime)
             .finish()
     }
+}
+
+/// A tuning closure for the TCP config.
+#[cfg(feature = "tcp")]
+type TcpTune = Box<dyn FnOnce(&mut TcpConfig) + Send>;
+
+/// The checks a transport started by the caller allows: its id, and whether it can
+/// reach every member.
+fn check_given(config: &Config, transport: &dyn Transport) -> Result<(), StartError> {
+    if let Some(speaks_for) = transport.local_node() {
+        if speaks_for != config.id {
+            return Err(StartError::IdMismatch {
+                node: config.id,
+                transport: speaks_for,
+            });
+        }
+    }
+    for &member in config.members.iter().filter(|&&m| m != config.id) {
+        if transport.knows_peer(member) == Some(false) {
+            return Err(StartError::NoAddress { member });
+        }
+    }
+    Ok(())
+}
+
+/// Every member but this node has an address, and every address is a member's.
+#[cfg(feature = "tcp")]
+fn check_addresses(
+    config: &Config,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+) -> Result<(), StartError> {
+    for &member in config.members.iter().filter(|&&m| m != config.id) {
+        if !peers.contains_key(&member) {
+            return Err(StartError::NoAddress { member });
+        }
+    }
+    if let Some(&peer) = peers.keys().find(|p| !config.members.contains(p)) {
+        return Err(StartError::NotAMember { peer });
+    }
+    Ok(())
+}
+
+/// Starts TCP with the node's id and cluster id, tuned by the caller's closure.
+#[cfg(feature = "tcp")]
+fn start_tcp(
+    cluster_id: u64,
+    config: &Config,
+    tcp: TcpPart,
+    tune: Option<TcpTune>,
+    runtime: &Arc<dyn Runtime>,
+) -> Result<TcpTransport, StartError> {
+    let TcpPart { listen, peers } = tcp;
+    let addr = match &listen {
+        TcpListen::Addr(addr) => *addr,
+        TcpListen::Bound(listener) => listener
+            .local_addr()
+            .map_err(|e| StartError::Transport(Arc::new(e)))?,
+    };
+    let peers: BTreeMap<NodeId, SocketAddr> =
+        peers.into_iter().filter(|&(id, _)| id != config.id).collect();
+    let mut tcp = TcpConfig::new(cluster_id, config.id, addr, peers.clone());
+    if let Some(tune) = tune {
+        tune(&mut tcp);
+        tcp.cluster_id = cluster_id;
+        tcp.node_id = config.id;
+        tcp.listen = addr;
+        tcp.peers = peers;
+    }
+    let started = match listen {
+        TcpListen::Addr(_) => TcpTransport::start(tcp, runtime.clone()),
+        TcpListen::Bound(listener) => TcpTransport::start_on(tcp, listener, runtime.clone()),
+    };
+    started.map_err(|e| StartError::Transport(Arc::new(e)))
 }

@@ -19,8 +19,8 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
 use paxos_core::{
-    Committed, Inbound, NodeId, ProposalId, ProposeError as CoreProposeError,
-    ReadError as CoreReadError, ReadId, Ready, Replica, StateMachine, Storage, Transport,
+    Committed, Inbound, NodeId, ProposalId, ProposeRefused,
+    ReadRefused, ReadId, Ready, Replica, StateMachine, Storage, Transport,
 };
 
 use crate::command;
@@ -183,7 +183,7 @@ impl Driver {
                 return Poll::Ready(Ok(()));
             }
             if let Poll::Ready(r) = message.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(|e| FatalError::Transport(e.to_string())));
+                return Poll::Ready(r.map_err(FatalError::Transport));
             }
             timer.as_mut().poll(cx).map(Ok)
         })
@@ -286,13 +286,13 @@ impl Driver {
         let now = self.tick();
         let key = match self.replica.read(now) {
             Ok(id) => Ok(ReadKey::Core(id)),
-            Err(CoreReadError::NotLeader { .. }) => {
+            Err(ReadRefused::NotLeader { .. }) => {
                 match self.replica.propose(now, command::read_marker()) {
                     Ok(marker) => {
                         Counters::add(&self.shared.counters.read_markers, 1);
                         Ok(ReadKey::Marker(marker))
                     }
-                    Err(CoreProposeError::NoLeader) => Err(ReadError::NoLeader),
+                    Err(ProposeRefused::NoLeader) => Err(ReadError::NoLeader),
                     Err(_) => Err(ReadError::Overloaded),
                 }
             }
@@ -316,7 +316,7 @@ impl Driver {
             let room = max - self.inbound.len();
             // Polled once: `recv` is cancel-safe, so dropping it loses nothing.
             if let Some(Err(e)) = self.transport.recv(&mut self.inbound, room).now_or_never() {
-                return Err(FatalError::Transport(e.to_string()));
+                return Err(FatalError::Transport(e));
             }
         }
         let n = self.inbound.len();
@@ -359,7 +359,7 @@ impl Driver {
             // Never retried: a failed persist may have written part of the batch.
             let started = self.runtime.now();
             if let Err(e) = self.storage.persist(&persist).await {
-                return Err(FatalError::Storage(e.to_string()));
+                return Err(FatalError::Storage(e));
             }
             let counters = &self.shared.counters;
             counters.observe_persist(self.runtime.now().saturating_duration_since(started));
@@ -394,7 +394,7 @@ impl Driver {
             }
             let answer = match self.state_machine.query(&read.query).await {
                 Ok(answer) => answer,
-                Err(e) => return Err(self.fail(FatalError::StateMachine(e.0))),
+                Err(e) => return Err(self.fail(FatalError::StateMachine(e))),
             };
             Counters::add(&self.shared.counters.reads, 1);
             let _ = read.reply.send(Ok(answer));
@@ -429,7 +429,7 @@ impl Driver {
         Counters::add(&counters.committed_commands, commands);
         self.outputs.clear();
         if let Err(e) = self.state_machine.apply(committed, &mut self.outputs).await {
-            return Err(FatalError::StateMachine(e.0));
+            return Err(FatalError::StateMachine(e));
         }
         // Before answering: a caller that got its answer sees `applied` cover it.
         self.publish_status();
@@ -538,10 +538,10 @@ impl Drop for Driver {
     }
 }
 
-fn propose_error(e: CoreProposeError) -> ProposeError {
+fn propose_error(e: ProposeRefused) -> ProposeError {
     match e {
-        CoreProposeError::NoLeader => ProposeError::NoLeader,
-        CoreProposeError::TooLarge { len, max } => ProposeError::TooLarge {
+        ProposeRefused::NoLeader => ProposeError::NoLeader,
+        ProposeRefused::TooLarge { len, max } => ProposeError::TooLarge {
             len: len.saturating_sub(command::TAG_BYTES),
             max: max.saturating_sub(command::TAG_BYTES),
         },

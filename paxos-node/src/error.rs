@@ -1,19 +1,27 @@
 //! Errors, one small enum per operation, with the fatal ones kept apart in [`FatalError`].
 
+use std::sync::Arc;
+
+use paxos_core::{ConfigError, NodeId, StateMachineError, StorageError, TransportError};
+
 /// Why the node stopped for good. Every pending and later call gets this error.
+///
+/// Each variant that wraps a part's failure keeps that failure as its
+/// [`source`](std::error::Error::source): a program can match on it, e.g.
+/// `FatalError::Storage(e) if e.io_kind() == Some(io::ErrorKind::StorageFull)`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FatalError {
     /// Persisting a `Ready` failed. The replica stopped rather than retry: after a failed
     /// fsync it cannot tell what is durable, and it may have reported state it never wrote.
     #[error("storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] StorageError),
     /// The state machine failed to apply a chosen command or to answer a query.
-    #[error("state machine failed: {0}")]
-    StateMachine(String),
+    #[error("{0}")]
+    StateMachine(#[source] StateMachineError),
     /// The transport stopped delivering inbound messages.
-    #[error("transport failed: {0}")]
-    Transport(String),
+    #[error("{0}")]
+    Transport(#[source] TransportError),
     /// The driver task panicked (a safety assertion of the core fired).
     #[error("the driver panicked")]
     Panicked,
@@ -119,22 +127,88 @@ impl ReadError {
     }
 }
 
-/// Why [`NodeBuilder::start`](crate::NodeBuilder::start) failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why [`NodeBuilder::start`](crate::NodeBuilder::start) refused to start a node.
+///
+/// Each variant names one mistake, so a program can match on it; those that wrap a
+/// part's failure keep it as their [`source`](std::error::Error::source) (a storage
+/// error's [`io_kind`](StorageError::io_kind), say, or a transport's bind error). Nothing
+/// was started when this is returned: no task runs, and the parts given were dropped.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// A required part (transport, storage, state machine) was not given.
     #[error("no {0} given to the builder")]
     Missing(&'static str),
-    /// The core or node config was refused.
-    #[error("invalid config: {0}")]
-    Config(String),
-    /// Loading the durable state failed.
-    #[error("loading storage failed: {0}")]
-    Storage(String),
     /// No runtime was given and [`default_runtime`](crate::default_runtime) found none.
     #[error("no async runtime available")]
     NoRuntime,
+    /// The core's [`Config`](paxos_core::Config) was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The [`NodeOptions`](crate::NodeOptions) were refused.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The transport speaks for another node than the one being started: its peers would
+    /// refuse it, or take its messages for another node's.
+    #[error("the transport speaks for node {transport}, but this is node {node}")]
+    IdMismatch {
+        /// The node being started (`Config::id`).
+        node: NodeId,
+        /// The id the transport announces.
+        transport: NodeId,
+    },
+    /// A member of the cluster has no address, so every message to it would be dropped.
+    #[error("member {member} has no address")]
+    NoAddress {
+        /// The member without an address.
+        member: NodeId,
+    },
+    /// An address was given for a node that is not a member (`Config::members`): most
+    /// likely a typo in one of the two lists.
+    #[error("an address was given for node {peer}, which is not a member")]
+    NotAMember {
+        /// The node with an address but no membership.
+        peer: NodeId,
+    },
+    /// The core's largest message does not fit the transport's largest frame: such a
+    /// message would be dropped, every time.
+    #[error(
+        "max_message_bytes ({max_message_bytes}) does not fit the transport's frame limit \
+         ({frame_limit} bytes, one of them the version byte)"
+    )]
+    FrameTooSmall {
+        /// `Config::max_message_bytes`.
+        max_message_bytes: usize,
+        /// The transport's [`max_frame_bytes`](paxos_core::Transport::max_frame_bytes).
+        frame_limit: usize,
+    },
+    /// `Config::max_batch_bytes` leaves no room for a command after the driver's tag.
+    #[error("max_batch_bytes ({max_batch_bytes}) must exceed the node's {tag_bytes}-byte command tag")]
+    BatchTooSmall {
+        /// `Config::max_batch_bytes`.
+        max_batch_bytes: usize,
+        /// The tag the driver adds to every command.
+        tag_bytes: usize,
+    },
+    /// The storage refused: it belongs to another node or cluster
+    /// ([`StorageError::OwnedByOther`]), its directory is locked by another process
+    /// ([`StorageError::Locked`]), or loading it failed.
+    #[error("storage: {0}")]
+    Storage(#[source] StorageError),
+    /// The transport could not start (its listener could not be bound, say). The source
+    /// is the transport's own error (for TCP, `paxos_net_tcp::StartError`).
+    #[error("the transport could not start: {0}")]
+    Transport(#[source] Arc<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Why [`NodeOptions::validate`](crate::NodeOptions::validate) refused the options.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node options: {field} {reason}")]
+pub struct OptionsError {
+    /// The field refused.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 #[cfg(test)]
@@ -146,7 +220,7 @@ mod tests {
     #[test]
     fn every_propose_error_says_whether_to_retry_and_whether_it_applied() {
         let id = paxos_core::ProposalId {
-            origin: paxos_core::NodeId(1),
+            origin: NodeId(1),
             seq: 0,
             epoch: 1,
         };

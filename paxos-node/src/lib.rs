@@ -85,11 +85,12 @@
 //!
 //! The node takes the one runtime seam of the paxos crates,
 //! [`paxos_runtime::Runtime`] (spawn, a resettable timer, `now`), re-exported here with
-//! its implementations: [`TokioRuntime`] (`runtime-tokio`) and [`AsyncIoRuntime`]
-//! (`runtime-smol` or `runtime-async-std`: both run on async-io, one implementation).
+//! its implementations: `TokioRuntime` (feature `tokio`) and `AsyncIoRuntime`
+//! (`smol` or `async-std`: both run on async-io, one implementation).
 //! The transports take the same trait, and the simulator implements it with simulated
 //! time. Everything else uses runtime-neutral primitives.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod command;
@@ -102,20 +103,61 @@ mod waiters;
 
 /// The runtime seam: [`paxos_runtime`], re-exported.
 pub mod runtime {
-    #[cfg(any(feature = "runtime-smol", feature = "runtime-async-std"))]
+    #[cfg(any(feature = "smol", feature = "async-std"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "async-std"))))]
     pub use paxos_runtime::AsyncIoRuntime;
-    #[cfg(feature = "runtime-tokio")]
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub use paxos_runtime::TokioRuntime;
     pub use paxos_runtime::{AsyncTimer, Runtime, default_runtime, timeout_at};
 }
 
+/// Storage backends ([`paxos_storage`]): [`MemoryStorage`](storage::MemoryStorage)
+/// always, [`FileStorage`](storage::FileStorage) with the `file` feature.
+pub mod storage {
+    #[cfg(feature = "file")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+    pub use paxos_storage::{FileStorage, FileStorageOptions, Preallocate, RecoveryReport};
+    pub use paxos_storage::{MemoryStorage, testing};
+}
+
+/// The TCP transport ([`paxos_net_tcp`]), for [`NodeBuilder::tcp`] and for tuning it
+/// ([`NodeBuilder::tcp_config`]).
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub mod tcp {
+    pub use paxos_net_tcp::{ConfigError, StartError, TcpConfig, TcpStats, TcpTransport};
+}
+
+/// The core, whole: messages, the codec, the [`Replica`](paxos_core::Replica), for what
+/// the names re-exported at this crate's root do not cover.
+pub use paxos_core as core;
+
+// What a program needs to build a node and write its state machine, from this one crate.
+pub use async_trait::async_trait;
+pub use bytes::{self, Bytes};
+pub use paxos_core::{
+    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot,
+    Snapshot, StateMachine, StateMachineError, Storage, StorageError, StoreOwner, Transport,
+    TransportError, Value,
+};
+
 pub use builder::NodeBuilder;
-pub use error::{FatalError, ProposeError, ReadError, StartError};
+pub use error::{FatalError, OptionsError, ProposeError, ReadError, StartError};
 pub use handle::{NodeHandle, NodeStatus, PeerContact};
 pub use metrics::{LATENCY_BOUNDS_US, LatencyHistogram, Metric, MetricValue, NodeMetrics};
 pub use options::NodeOptions;
-#[cfg(any(feature = "runtime-smol", feature = "runtime-async-std"))]
+#[cfg(any(feature = "smol", feature = "async-std"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "async-std"))))]
 pub use runtime::AsyncIoRuntime;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use runtime::TokioRuntime;
 pub use runtime::{AsyncTimer, Runtime, default_runtime, timeout_at};
+pub use storage::MemoryStorage;
+#[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+pub use storage::{FileStorage, FileStorageOptions};
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub use tcp::{TcpConfig, TcpTransport};

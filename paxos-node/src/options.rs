@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::error::OptionsError;
+
 /// The driver's bounds and timeouts. Build with [`NodeOptions::default`] and adjust.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,16 +42,30 @@ impl Default for NodeOptions {
 
 impl NodeOptions {
     /// Checks every bound.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let zero = |field| {
+            Err(OptionsError {
+                field,
+                reason: "must be at least 1",
+            })
+        };
         if self.request_timeout.is_zero() {
-            return Err("request_timeout must be non-zero".into());
+            return Err(OptionsError {
+                field: "request_timeout",
+                reason: "must be non-zero",
+            });
         }
-        if self.request_queue == 0
-            || self.max_waiters == Some(0)
-            || self.max_requests_per_cycle == 0
-            || self.max_inbound_per_cycle == 0
-        {
-            return Err("every bound in NodeOptions must be at least 1".into());
+        if self.request_queue == 0 {
+            return zero("request_queue");
+        }
+        if self.max_waiters == Some(0) {
+            return zero("max_waiters");
+        }
+        if self.max_requests_per_cycle == 0 {
+            return zero("max_requests_per_cycle");
+        }
+        if self.max_inbound_per_cycle == 0 {
+            return zero("max_inbound_per_cycle");
         }
         Ok(())
     }

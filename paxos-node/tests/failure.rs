@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use paxos_core::{NodeId, Role, Storage};
+use paxos_core::{NodeId, Role, StateMachineError, Storage};
 use paxos_node::{
     FatalError, NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime, StartError,
 };
@@ -130,7 +130,7 @@ async fn stopped_by_storage(cluster: &Cluster, i: usize) -> String {
     .await
     .expect("the node stops");
     match status.stopped {
-        Some(FatalError::Storage(reason)) => reason,
+        Some(FatalError::Storage(reason)) => reason.to_string(),
         other => panic!("member {i} stopped with {other:?}, not a storage error"),
     }
 }
@@ -322,7 +322,10 @@ fn builder_refuses_what_is_missing_or_invalid() {
             .runtime(rt.clone())
             .start()
             .await;
-        assert_eq!(missing.err(), Some(StartError::Missing("storage")));
+        assert!(
+            matches!(missing.err(), Some(StartError::Missing("storage"))),
+            "a missing storage is named"
+        );
 
         let mut config = core_config(1, &[1]);
         config.id = NodeId(7);
@@ -344,8 +347,11 @@ fn builder_refuses_what_is_missing_or_invalid() {
             .start()
             .await;
         match small.err() {
-            Some(StartError::Config(e)) => assert!(e.contains("frame limit"), "{e}"),
-            other => panic!("expected a config error, got {other:?}"),
+            Some(StartError::FrameTooSmall {
+                max_message_bytes,
+                frame_limit,
+            }) => assert_eq!((max_message_bytes, frame_limit), (4 << 20, 1 << 20)),
+            other => panic!("expected FrameTooSmall, got {other:?}"),
         }
 
         let mut options = common::options();
@@ -358,7 +364,7 @@ fn builder_refuses_what_is_missing_or_invalid() {
             .runtime(rt.clone())
             .start()
             .await;
-        assert!(matches!(invalid.err(), Some(StartError::Config(_))));
+        assert!(matches!(invalid.err(), Some(StartError::Options(e)) if e.field == "request_queue"));
     });
 }
 
@@ -397,10 +403,10 @@ impl paxos_core::StateMachine for Brittle {
         &mut self,
         batch: &[paxos_core::Committed],
         outputs: &mut Vec<(paxos_core::ProposalId, Bytes)>,
-    ) -> Result<(), paxos_core::StateMachineError> {
+    ) -> Result<(), StateMachineError> {
         for cmd in batch.iter().flat_map(|c| c.value.commands()) {
             match &cmd.payload[..] {
-                b"fail" => return Err(paxos_core::StateMachineError("refused".into())),
+                b"fail" => return Err(StateMachineError::new("refused")),
                 b"panic" => panic!("the state machine panics (on purpose, in a test)"),
                 _ => outputs.push((cmd.id, Bytes::new())),
             }
@@ -408,15 +414,15 @@ impl paxos_core::StateMachine for Brittle {
         Ok(())
     }
 
-    async fn query(&mut self, _query: &[u8]) -> Result<Bytes, paxos_core::StateMachineError> {
+    async fn query(&mut self, _query: &[u8]) -> Result<Bytes, StateMachineError> {
         Ok(Bytes::new())
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, paxos_core::StateMachineError> {
+    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
         Ok(Bytes::new())
     }
 
-    async fn restore(&mut self, _data: &[u8]) -> Result<(), paxos_core::StateMachineError> {
+    async fn restore(&mut self, _data: &[u8]) -> Result<(), StateMachineError> {
         Ok(())
     }
 }
@@ -425,7 +431,7 @@ impl paxos_core::StateMachine for Brittle {
 fn state_machine_failure_and_panic_stop_the_node() {
     on_tokio(|rt| async move {
         for (command, expected) in [
-            ("fail", FatalError::StateMachine("refused".into())),
+            ("fail", FatalError::StateMachine(StateMachineError::new("refused"))),
             ("panic", FatalError::Panicked),
         ] {
             let node = NodeBuilder::new(core_config(1, &[1]))

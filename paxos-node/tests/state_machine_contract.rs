@@ -93,8 +93,8 @@ fn snapshot_methods_have_defaults_that_refuse() {
     futures::executor::block_on(async {
         let mut machine = Forgetful::default();
         let err = machine.snapshot().await.unwrap_err();
-        assert!(err.0.contains("does not take snapshots"), "{err}");
+        assert!(err.message().contains("does not take snapshots"), "{err}");
         let err = machine.restore(b"anything").await.unwrap_err();
-        assert!(err.0.contains("does not restore snapshots"), "{err}");
+        assert!(err.message().contains("does not restore snapshots"), "{err}");
     });
 }

@@ -53,8 +53,8 @@ impl Runtime for AsyncIoRuntime {
         })
     }
 
-    fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
-        Ok(Box::new(AsyncIoListener(Async::<TcpListener>::bind(addr)?)))
+    fn listen_tcp(&self, listener: TcpListener) -> io::Result<Box<dyn Listener>> {
+        Ok(Box::new(AsyncIoListener(Async::new(listener)?)))
     }
 }
 

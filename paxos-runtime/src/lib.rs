@@ -9,9 +9,9 @@
 //!
 //! One implementation per runtime feature:
 //!
-//! * `runtime-tokio`: [`TokioRuntime`] (tasks through a captured handle, tokio timers and
+//! * `tokio`: [`TokioRuntime`] (tasks through a captured handle, tokio timers and
 //!   sockets).
-//! * `runtime-smol` and `runtime-async-std`: [`AsyncIoRuntime`] (async-io timers and
+//! * `smol` and `async-std`: [`AsyncIoRuntime`] (async-io timers and
 //!   sockets, smol's global executor). smol and async-std both run on async-io, so one
 //!   implementation serves both; async-std is discontinued (RUSTSEC-2025-0052) and gets no
 //!   code of its own, only the feature name.
@@ -30,7 +30,7 @@
 //!
 //! use paxos_runtime::{AsyncIoRuntime, Runtime, timeout_at};
 //!
-//! // With `runtime-tokio`, inside a tokio runtime: `TokioRuntime::current()` (an Option).
+//! // With `tokio`, inside a tokio runtime: `TokioRuntime::current()` (an Option).
 //! let rt: Arc<dyn Runtime> = Arc::new(AsyncIoRuntime::new());
 //! futures::executor::block_on(async {
 //!     let start = rt.now();
@@ -71,12 +71,12 @@ use futures::io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "async-io-impl")]
 mod async_io;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "tokio")]
 mod tokio;
 
 #[cfg(feature = "async-io-impl")]
 pub use self::async_io::AsyncIoRuntime;
-#[cfg(feature = "runtime-tokio")]
+#[cfg(feature = "tokio")]
 pub use self::tokio::TokioRuntime;
 
 /// What the paxos crates need from an async runtime.
@@ -115,8 +115,19 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// Opens a TCP connection to `addr`, with `TCP_NODELAY` set.
     fn connect_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxConn>>;
 
-    /// Binds a listening TCP socket on `addr` (port 0 picks a free port).
-    fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>>;
+    /// Binds a listening TCP socket on `addr` (port 0 picks a free port). The default
+    /// binds a `std` listener and hands it to [`listen_tcp`](Self::listen_tcp).
+    fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
+        self.listen_tcp(std::net::TcpListener::bind(addr)?)
+    }
+
+    /// Takes over a `std` listener that is already bound, so that a program can learn
+    /// its address (port 0) before anything starts on it. The default refuses with
+    /// [`no_sockets`]: a runtime with sockets overrides it.
+    fn listen_tcp(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
+        drop(listener);
+        Err(no_sockets())
+    }
 
     /// Completes at `deadline`. A convenience over [`new_timer`](Self::new_timer).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
@@ -165,11 +176,11 @@ pub trait Listener: Send + Sync + 'static {
 /// The runtime to use when the caller names none, or `None` if no enabled runtime is
 /// usable here.
 ///
-/// With `runtime-tokio`, a tokio runtime is used when called from inside one; otherwise,
-/// with `runtime-smol` or `runtime-async-std`, the async-io runtime (which works under any
+/// With `tokio`, a tokio runtime is used when called from inside one; otherwise,
+/// with `smol` or `async-std`, the async-io runtime (which works under any
 /// executor, or none).
 pub fn default_runtime() -> Option<Arc<dyn Runtime>> {
-    #[cfg(feature = "runtime-tokio")]
+    #[cfg(feature = "tokio")]
     if let Some(rt) = TokioRuntime::current() {
         return Some(Arc::new(rt));
     }

@@ -66,8 +66,7 @@ impl Runtime for TokioRuntime {
         })
     }
 
-    fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Box<dyn Listener>> {
-        let std = std::net::TcpListener::bind(addr)?;
+    fn listen_tcp(&self, std: std::net::TcpListener) -> io::Result<Box<dyn Listener>> {
         std.set_nonblocking(true)?;
         let _guard = self.handle.enter();
         Ok(Box::new(TokioListener(tokio::net::TcpListener::from_std(

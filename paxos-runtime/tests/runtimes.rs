@@ -1,7 +1,7 @@
 //! Each runtime keeps the trait's contract: timers fire no earlier than their deadline and
 //! can be moved, spawned tasks run, loopback TCP connects both ways and half-closes.
 
-#![cfg(all(feature = "runtime-tokio", feature = "async-io-impl"))]
+#![cfg(all(feature = "tokio", feature = "async-io-impl"))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -240,12 +240,12 @@ impl StateMachine for LockMachine {
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
         postcard::to_allocvec(self)
             .map(Bytes::from)
-            .map_err(|e| StateMachineError(format!("encoding the lock table: {e}")))
+            .map_err(|e| StateMachineError::new(format!("encoding the lock table: {e}")))
     }
 
     async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
         *self = postcard::from_bytes(data)
-            .map_err(|e| StateMachineError(format!("decoding a lock table snapshot: {e}")))?;
+            .map_err(|e| StateMachineError::new(format!("decoding a lock table snapshot: {e}")))?;
         Ok(())
     }
 }

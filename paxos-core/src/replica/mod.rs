@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::config::{Config, ConfigError};
-use crate::error::ProposeError;
+use crate::error::ProposeRefused;
 use crate::lease;
 use crate::message::{Envelope, Forward, Message};
 use crate::ready::{
@@ -296,20 +296,20 @@ impl Replica {
         &mut self,
         now: Instant,
         payload: bytes::Bytes,
-    ) -> Result<ProposalId, ProposeError> {
+    ) -> Result<ProposalId, ProposeRefused> {
         self.tick(now);
         if payload.len() > self.cfg.max_batch_bytes {
-            return Err(ProposeError::TooLarge {
+            return Err(ProposeRefused::TooLarge {
                 len: payload.len(),
                 max: self.cfg.max_batch_bytes,
             });
         }
         if self.epoch_unknown || (self.role == Role::Follower && self.leader.is_none()) {
             // (A replica back with an empty disk proposes nothing until it has caught up.)
-            return Err(ProposeError::NoLeader);
+            return Err(ProposeRefused::NoLeader);
         }
         if !self.pending_has_room(payload.len()) {
-            return Err(ProposeError::Overloaded {
+            return Err(ProposeRefused::Overloaded {
                 pending: self.pending.len(),
             });
         }

@@ -7,7 +7,7 @@
 //! earlier re-proposed slots may still be open), and (2) everything up to the commit
 //! point at the time of the read has been handed out for applying.
 
-use crate::error::ReadError;
+use crate::error::ReadRefused;
 use crate::lease;
 use crate::ready::{ReadId, Role};
 use crate::types::{Instant, Slot};
@@ -34,15 +34,15 @@ impl Replica {
     /// Under the lease the read costs no message; without it, it joins a read-index round.
     /// If leadership changes first, the id shows up in
     /// [`Ready::aborted_reads`](crate::Ready::aborted_reads) instead.
-    pub fn read(&mut self, now: Instant) -> Result<ReadId, ReadError> {
+    pub fn read(&mut self, now: Instant) -> Result<ReadId, ReadRefused> {
         self.tick(now);
         if self.role != Role::Leader {
-            return Err(ReadError::NotLeader {
+            return Err(ReadRefused::NotLeader {
                 leader: self.leader_id(),
             });
         }
         if self.reads.len() >= self.cfg.max_pending_proposals {
-            return Err(ReadError::Overloaded {
+            return Err(ReadRefused::Overloaded {
                 pending: self.reads.len(),
             });
         }

@@ -10,7 +10,7 @@ use crate::message::{
 };
 use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role};
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
-use crate::{Config, ProposeError};
+use crate::{Config, ProposeRefused};
 
 pub(super) const N1: NodeId = NodeId(1);
 pub(super) const N2: NodeId = NodeId(2);
@@ -438,7 +438,7 @@ fn batching_is_bounded_by_bytes() {
             .unwrap();
     }
     let too_big = c.replicas[0].propose(c.now, Bytes::from_static(b"12345678901"));
-    assert_eq!(too_big, Err(ProposeError::TooLarge { len: 11, max: 10 }));
+    assert_eq!(too_big, Err(ProposeRefused::TooLarge { len: 11, max: 10 }));
     let ready = c.replicas[0].poll_ready().unwrap();
     let Some(Message::Accept(a)) = ready
         .messages
@@ -465,14 +465,14 @@ fn pending_queue_is_bounded() {
     c.replicas[0].propose(c.now, Bytes::new()).unwrap();
     assert_eq!(
         c.replicas[0].propose(c.now, Bytes::new()),
-        Err(ProposeError::Overloaded { pending: 2 })
+        Err(ProposeRefused::Overloaded { pending: 2 })
     );
 }
 
 #[test]
 fn follower_forwards_and_unknown_leader_is_refused() {
     let mut r = replica(N2);
-    assert_eq!(r.propose(at(0), Bytes::new()), Err(ProposeError::NoLeader));
+    assert_eq!(r.propose(at(0), Bytes::new()), Err(ProposeRefused::NoLeader));
     let mut c = Cluster::new(|_| {});
     c.elect(N1);
     let id = c.replicas[1]
@@ -861,7 +861,7 @@ fn a_replica_back_with_an_empty_disk_proposes_only_above_its_old_epochs() {
     assert_eq!(r.status().leader, Some(N1));
     assert_eq!(
         r.propose(at(1), Bytes::from_static(b"x")),
-        Err(ProposeError::NoLeader),
+        Err(ProposeRefused::NoLeader),
         "no proposal before it caught up"
     );
     let _ = step(&mut r);

@@ -762,11 +762,11 @@ impl StateMachine for KvStateMachine {
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
         postcard::to_allocvec(&self.state)
             .map(Bytes::from)
-            .map_err(|e| StateMachineError(e.to_string()))
+            .map_err(|e| StateMachineError::with_source("snapshot encoding", e))
     }
 
     async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        self.state = postcard::from_bytes(data).map_err(|e| StateMachineError(e.to_string()))?;
+        self.state = postcard::from_bytes(data).map_err(|e| StateMachineError::with_source("snapshot decoding", e))?;
         Ok(())
     }
 }

@@ -157,7 +157,7 @@ impl StateMachine for Kv {
     }
 
     async fn query(&mut self, query: &[u8]) -> Result<Bytes, StateMachineError> {
-        let key = word(query, 0).ok_or_else(|| StateMachineError("bad query".into()))?;
+        let key = word(query, 0).ok_or_else(|| StateMachineError::new("bad query"))?;
         let state = self.state();
         Ok(state
             .map
@@ -166,11 +166,11 @@ impl StateMachine for Kv {
     }
 
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Err(StateMachineError("no snapshots in tests".into()))
+        Err(StateMachineError::new("no snapshots in tests"))
     }
 
     async fn restore(&mut self, _data: &[u8]) -> Result<(), StateMachineError> {
-        Err(StateMachineError("no snapshots in tests".into()))
+        Err(StateMachineError::new("no snapshots in tests"))
     }
 }
 

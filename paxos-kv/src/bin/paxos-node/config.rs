@@ -32,7 +32,7 @@ pub(crate) enum StorageKind {
 ///
 /// async-std is not offered: it is discontinued upstream in favour of smol, and it runs on
 /// the same async-io implementation as smol in the library (`AsyncIoRuntime`), so it would
-/// only be another name for `smol` here. The library keeps its `runtime-async-std` feature
+/// only be another name for `smol` here. The library keeps its `async-std` feature
 /// because it costs nothing there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
