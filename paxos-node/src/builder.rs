@@ -23,40 +23,38 @@ use crate::options::NodeOptions;
 use crate::runtime::{Runtime, default_runtime};
 use crate::waiters::Waiters;
 
-/// Builds a node: the core [`Config`] (which holds the node id and the members), a
-/// transport, a storage backend, a state machine, and optionally a runtime and
-/// [`NodeOptions`].
+/// Builds a node: the core [`Config`] (which holds the node id and the members, given
+/// here only), a transport, a storage backend, a state machine, and optionally a
+/// runtime, a cluster id and [`NodeOptions`].
 ///
-/// A one-member cluster on tokio, over TCP on loopback, with memory storage and a state
-/// machine that counts the bytes it applied (the members of a real cluster are 3 or 5,
-/// each built this way with its own id):
+/// A three-member cluster in one process on tokio, over TCP on loopback, with memory
+/// storage and a replicated counter: everything comes from this crate. (In a deployment,
+/// each process builds one node, with the same address map, and listens on its own
+/// fixed address with [`tcp`](Self::tcp).)
 ///
 /// ```
-/// # #[cfg(feature = "tokio")]
+/// # #[cfg(all(feature = "tokio", feature = "tcp"))]
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::collections::BTreeMap;
-/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
-/// use bytes::Bytes;
-/// use paxos_core::{Committed, Config, NodeId, ProposalId, StateMachine, StateMachineError};
-/// use paxos_net_tcp::{TcpConfig, TcpTransport};
-/// use paxos_node::{NodeBuilder, Runtime, TokioRuntime};
-/// use paxos_storage::MemoryStorage;
+/// use paxos_node::{
+///     Bytes, Committed, Config, NodeBuilder, NodeId, ProposalId, StateMachine,
+///     StateMachineError, async_trait, wait_for_leader,
+/// };
 ///
-/// /// Applies each command by adding its length to a total, and answers the total.
+/// /// Adds each command's byte to a total; answers the total.
 /// #[derive(Default)]
-/// struct Total(u64);
+/// struct Counter(u64);
 ///
-/// #[async_trait::async_trait]
-/// impl StateMachine for Total {
+/// #[async_trait]
+/// impl StateMachine for Counter {
 ///     async fn apply(
 ///         &mut self,
 ///         committed: &[Committed],
 ///         outputs: &mut Vec<(ProposalId, Bytes)>,
 ///     ) -> Result<(), StateMachineError> {
 ///         for command in committed.iter().flat_map(|c| c.value.commands()) {
-///             self.0 += command.payload.len() as u64;
+///             self.0 += u64::from(command.payload.first().copied().unwrap_or(0));
 ///             outputs.push((command.id, Bytes::from(self.0.to_string())));
 ///         }
 ///         Ok(())
@@ -64,40 +62,42 @@ use crate::waiters::Waiters;
 ///     async fn query(&mut self, _query: &[u8]) -> Result<Bytes, StateMachineError> {
 ///         Ok(Bytes::from(self.0.to_string()))
 ///     }
-///     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-///         Ok(Bytes::from(self.0.to_string()))
-///     }
-///     async fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
-///         self.0 = std::str::from_utf8(snapshot).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-///         Ok(())
-///     }
 /// }
 ///
-/// let tokio = tokio::runtime::Runtime::new()?;
-/// tokio.block_on(async {
-///     let runtime: Arc<dyn Runtime> = Arc::new(TokioRuntime::current().unwrap());
-///     let id = NodeId(1);
-///     let tcp = TcpConfig::new(7, id, "127.0.0.1:0".parse()?, BTreeMap::new());
-///     let transport = TcpTransport::start(tcp, runtime.clone())?;
-///     let node = NodeBuilder::new(Config::new(id, vec![id]))
-///         .runtime(runtime)
-///         .transport(Box::new(transport))
-///         .storage(Box::new(MemoryStorage::new()))
-///         .state_machine(Box::new(Total::default()))
-///         .start()
-///         .await?;
-///     // A proposal before any leader is known fails at once with `NoLeader`: wait (boundedly)
-///     // for the first election.
-///     let elected = node.wait_for(Duration::from_secs(10), |s| s.leader.is_some()).await;
-///     assert!(elected.is_some(), "no leader within 10 s");
-///     let output = node.propose(Bytes::from_static(b"set x 1")).await?;
-///     assert_eq!(output, "7");
-///     assert_eq!(node.read(Bytes::new()).await?, "7");
-///     node.shutdown().await;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let ids = [NodeId(1), NodeId(2), NodeId(3)];
+///     // Bound first, so every node knows every address before any starts.
+///     let mut listeners = Vec::new();
+///     let mut peers = Vec::new();
+///     for id in ids {
+///         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+///         peers.push((id, listener.local_addr()?));
+///         listeners.push(listener);
+///     }
+///     let mut nodes = Vec::new();
+///     for (id, listener) in ids.into_iter().zip(listeners) {
+///         let node = NodeBuilder::new(Config::new(id, ids.to_vec()))
+///             .cluster_id(7)
+///             .tcp_listener(listener, peers.clone())
+///             .memory_storage()
+///             .state_machine(Box::new(Counter::default()))
+///             .start()
+///             .await?;
+///         nodes.push(node);
+///     }
+///     // A proposal before a leader is known fails at once with `NoLeader`: wait
+///     // (boundedly) until every node knows the same leader.
+///     wait_for_leader(&nodes, Duration::from_secs(10)).await.ok_or("no leader")?;
+///     assert_eq!(nodes[0].propose(Bytes::from_static(&[2])).await?, "2");
+///     assert_eq!(nodes[1].propose(Bytes::from_static(&[3])).await?, "5");
+///     assert_eq!(nodes[2].read(Bytes::new()).await?, "5");
+///     for node in &nodes {
+///         node.shutdown().await;
+///     }
 ///     Ok::<_, Box<dyn std::error::Error>>(())
 /// })
 /// # }
-/// # #[cfg(not(feature = "tokio"))]
+/// # #[cfg(not(all(feature = "tokio", feature = "tcp")))]
 /// # fn main() {}
 /// ```
 #[must_use = "a builder does nothing until `start` is called"]

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use paxos_node::{NodeHandle, ProposeError, ReadError, Runtime, timeout_at};
+use paxos_node::{Bytes, NodeHandle, ProposeError, ReadError, Runtime, timeout_at};
 
 use crate::machine::{Command, Holder, Query, Response};
 

@@ -1,7 +1,6 @@
 //! [`LocalCluster`]: a few nodes in one process, over loopback TCP, on the runtime and the
 //! storage you choose.
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -11,11 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{join_all, select_all};
-use paxos_core::{Config, NodeId, Role, Storage, StorageError};
-use paxos_net_tcp::{TcpConfig, TcpTransport};
-use paxos_node::{AsyncIoRuntime, NodeBuilder, NodeHandle, NodeStatus, Runtime, TokioRuntime};
-use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
+use futures::future::join_all;
+use paxos_node::{
+    AsyncIoRuntime, Config, MemoryStorage, NodeBuilder, NodeHandle, NodeId, Runtime, StartError,
+    TokioRuntime, wait_for_leader,
+};
 
 use crate::machine::LockMachine;
 
@@ -55,7 +54,7 @@ impl RuntimeChoice {
 pub enum StorageChoice {
     /// [`MemoryStorage`]: lost with the process, kept across a [`LocalCluster::restart`].
     Memory,
-    /// [`FileStorage`] in `dir/node-<id>`: fsynced, kept across runs of the program.
+    /// [`FileStorage`](paxos_node::FileStorage) in `dir/node-<id>`: fsynced, kept across runs of the program.
     File(PathBuf),
 }
 
@@ -63,29 +62,17 @@ pub enum StorageChoice {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
-    /// A transport could not start (its listener could not be bound).
-    #[error("node {id}: {source}")]
-    Transport {
-        /// The node.
-        id: NodeId,
-        /// Why.
-        source: paxos_net_tcp::StartError,
-    },
-    /// A file store could not be opened or recovered.
-    #[error("node {id}: opening its storage: {source}")]
-    Storage {
-        /// The node.
-        id: NodeId,
-        /// Why.
-        source: StorageError,
-    },
-    /// The node refused its parts.
+    /// No loopback port could be bound for a node.
+    #[error("binding a port on 127.0.0.1: {0}")]
+    Bind(#[source] io::Error),
+    /// A node refused to start: its storage could not be opened, say (the
+    /// [`StartError`] says which mistake, and keeps its cause as its source).
     #[error("node {id}: {source}")]
     Node {
         /// The node.
         id: NodeId,
         /// Why.
-        source: paxos_node::StartError,
+        source: StartError,
     },
 }
 
@@ -99,8 +86,8 @@ enum Disk {
 
 /// Nodes `1..=n` of one cluster, in this process, over TCP on 127.0.0.1.
 ///
-/// Every listener binds port 0 (the kernel picks a free port) and is then told its peers'
-/// addresses, so clusters never collide on ports. A [`restart`](Self::restart) starts
+/// Every listener binds port 0 (the kernel picks a free port) before any node starts, and
+/// every node is given every address, so clusters never collide on ports. A [`restart`](Self::restart) starts
 /// every node again on fresh ports: nothing else has to know the addresses.
 ///
 /// Dropping a `LocalCluster` does not stop its nodes (nor does dropping a
@@ -156,50 +143,33 @@ impl LocalCluster {
     /// Starts every node that is not running: each on a fresh port, with a fresh
     /// state machine (the node replays the log into it), over its old disk.
     async fn launch(&mut self) -> Result<(), ClusterError> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        // Every listener first, so that each transport can be told every address.
-        let mut transports = Vec::new();
-        for (i, &id) in self.ids.iter().enumerate() {
-            if self.nodes[i].is_none() {
-                let config = TcpConfig::new(self.cluster_id, id, loopback, BTreeMap::new());
-                let transport = TcpTransport::start(config, self.runtime.clone())
-                    .map_err(|source| ClusterError::Transport { id, source })?;
-                transports.push((i, transport));
-            }
+        // Every listener first (port 0: the kernel picks), so that each node can be told
+        // every address before any starts.
+        let mut listeners = Vec::new();
+        for i in (0..self.ids.len()).filter(|&i| self.nodes[i].is_none()) {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Bind)?;
+            let addr = listener.local_addr().map_err(ClusterError::Bind)?;
+            listeners.push((i, listener, addr));
         }
-        let mut addrs: Vec<Option<SocketAddr>> = self
-            .nodes
+        let mut peers: Vec<(NodeId, SocketAddr)> = self
+            .ids
             .iter()
-            .map(|n| n.as_ref().map(|n| n.addr))
+            .zip(&self.nodes)
+            .filter_map(|(&id, n)| Some((id, n.as_ref()?.addr)))
             .collect();
-        for (i, t) in &transports {
-            addrs[*i] = Some(t.local_addr());
-        }
-        for (_, t) in &transports {
-            for (&id, addr) in self.ids.iter().zip(&addrs) {
-                if let Some(addr) = *addr {
-                    t.set_peer(id, addr);
-                }
-            }
-        }
-        for (i, transport) in transports {
+        peers.extend(listeners.iter().map(|(i, _, addr)| (self.ids[*i], *addr)));
+        for (i, listener, addr) in listeners {
             let id = self.ids[i];
-            let addr = transport.local_addr();
-            let storage: Box<dyn Storage> = match &self.disks[i] {
-                Disk::Memory(disk) => Box::new(disk.clone()),
-                Disk::File(dir) => {
-                    // Small segments: the default preallocates 64 MiB per node.
-                    let options = FileStorageOptions::default().segment_bytes(4 << 20);
-                    let store = FileStorage::open(dir, options)
-                        .map_err(|source| ClusterError::Storage { id, source })?;
-                    Box::new(store)
-                }
-            };
-            let handle = NodeBuilder::new(Config::new(id, self.ids.clone()))
-                .transport(Box::new(transport))
-                .storage(storage)
-                .state_machine(Box::new(LockMachine::new()))
+            let builder = NodeBuilder::new(Config::new(id, self.ids.clone()))
+                .cluster_id(self.cluster_id)
                 .runtime(self.runtime.clone())
+                .tcp_listener(listener, peers.iter().copied())
+                .state_machine(Box::new(LockMachine::new()));
+            let builder = match &self.disks[i] {
+                Disk::Memory(disk) => builder.storage(Box::new(disk.clone())),
+                Disk::File(dir) => builder.file_storage(dir),
+            };
+            let handle = builder
                 .start()
                 .await
                 .map_err(|source| ClusterError::Node { id, source })?;
@@ -241,36 +211,8 @@ impl LocalCluster {
     /// Waits, for at most `timeout`, until one running node leads and every running node
     /// follows it; returns its index.
     pub async fn leader(&self, timeout: Duration) -> Option<usize> {
-        let deadline = self.runtime.now() + timeout;
-        let running: Vec<(usize, &NodeHandle)> = (0..self.nodes.len())
-            .filter_map(|i| Some((i, self.handle(i)?)))
-            .collect();
-        if running.is_empty() {
-            return None;
-        }
-        loop {
-            let statuses: Vec<NodeStatus> = running.iter().map(|(_, h)| h.status()).collect();
-            let leading = running
-                .iter()
-                .zip(&statuses)
-                .find(|(_, s)| s.role == Role::Leader)
-                .map(|((i, h), _)| (*i, h.id()));
-            if let Some((i, id)) = leading {
-                if statuses.iter().all(|s| s.leader == Some(id)) {
-                    return Some(i);
-                }
-            }
-            // Not settled yet: wait for any node's view to change.
-            let remaining = deadline.saturating_duration_since(self.runtime.now());
-            if remaining.is_zero() {
-                return None;
-            }
-            let changes = running
-                .iter()
-                .zip(statuses)
-                .map(|((_, h), before)| Box::pin(h.wait_for(remaining, move |s| *s != before)));
-            let _ = select_all(changes).await;
-        }
+        let leader = wait_for_leader(&self.handles(), timeout).await?;
+        (0..self.nodes.len()).find(|&i| self.handle(i).is_some_and(|h| h.id() == leader))
     }
 
     /// Stops node `i` (its disk is kept). Does nothing if it is not running.

@@ -2,14 +2,14 @@
 //!
 //! Three parts, each on the public API only:
 //!
-//! * [`LockMachine`], the [`StateMachine`](paxos_core::StateMachine): named locks, each
+//! * [`LockMachine`], the [`StateMachine`](paxos_node::StateMachine): named locks, each
 //!   held by at most one owner, with a **fencing token** per acquisition that grows with
 //!   every acquisition. Commands ([`Command`]) and queries ([`Query`]) are postcard
 //!   encoded; bad bytes get [`Response::Invalid`], never an error (an error would stop the
 //!   node).
 //! * [`LocalCluster`]: nodes `1..=n` in one process, each a [`paxos_node::NodeBuilder`]
-//!   with a [`paxos_net_tcp::TcpTransport`] on 127.0.0.1 (port 0, so nothing collides), a
-//!   [`paxos_storage::MemoryStorage`] or [`paxos_storage::FileStorage`]
+//!   with a [`paxos_node::TcpTransport`] on 127.0.0.1 (port 0, so nothing collides), a
+//!   [`paxos_node::MemoryStorage`] or [`paxos_node::FileStorage`]
 //!   ([`StorageChoice`]), on tokio or smol ([`RuntimeChoice`]).
 //! * [`LockClient`]: acquire, release and look up locks through any node, retrying within
 //!   a deadline what a node leaves unknown (no leader yet, a leadership change, a

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use paxos_core::{Committed, ProposalId, StateMachine, StateMachineError};
+use paxos_node::{Bytes, Committed, ProposalId, StateMachine, StateMachineError, async_trait};
 use serde::{Deserialize, Serialize};
 
 /// The longest lock or owner name accepted, in bytes. A longer one is refused with

@@ -7,11 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use paxos_example_lock::{
     Holder, LocalCluster, LockClient, Query, Response, RuntimeChoice, StorageChoice,
 };
-use paxos_node::{Runtime, timeout_at};
+use paxos_node::{Bytes, Runtime, timeout_at};
 
 /// Bound on any one wait. Generous: it only matters when something is broken.
 const WAIT: Duration = Duration::from_secs(20);

@@ -37,13 +37,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use paxos_core::{Config, NodeId, StateMachine, Storage};
+use paxos_core::{Config, NodeId};
 use paxos_kv::kv::{KvCommand, KvStateMachine};
 use paxos_kv::resp::Limits;
-use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, Runtime};
 use paxos_runtime::{BoxConn, Listener, timeout_at};
-use paxos_storage::{FileStorage, FileStorageOptions, MemoryStorage};
 use tracing::{debug, info, warn};
 
 use crate::clients::Clients;
@@ -139,41 +137,25 @@ pub(crate) async fn serve(
     signals: crate::Signals,
 ) -> Result<(), String> {
     watch_supervisor();
-    let peers: BTreeMap<NodeId, std::net::SocketAddr> = config
-        .peers
-        .iter()
-        .map(|p| (NodeId(p.id), p.addr))
-        .collect();
-    let transport: Box<dyn paxos_core::Transport> = match config.transport {
-        TransportKind::Tcp => {
-            let tcp = TcpConfig::new(config.cluster_id, NodeId(config.id), config.listen(), peers);
-            Box::new(TcpTransport::start(tcp, runtime.clone()).map_err(|e| e.to_string())?)
-        }
-    };
-    let storage: Box<dyn Storage> = match config.storage {
-        StorageKind::Memory => Box::new(MemoryStorage::new()),
-        StorageKind::File => {
-            let dir = config.data_dir.join("log");
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Box::new(
-                FileStorage::open(&dir, FileStorageOptions::default())
-                    .map_err(|e| format!("{}: {e}", dir.display()))?,
-            )
-        }
-    };
-    let state_machine: Box<dyn StateMachine> = Box::new(KvStateMachine::new(config.max_sessions));
+    let peers = config.peers.iter().map(|p| (NodeId(p.id), p.addr));
     let members = config.peers.iter().map(|p| NodeId(p.id)).collect();
     let mut options = NodeOptions::default();
     options.request_timeout = Duration::from_millis(config.request_timeout_ms);
-    let node = NodeBuilder::new(Config::new(NodeId(config.id), members))
+    // The builder starts the transport and opens the storage, so that the node id and
+    // cluster id are given once and checked (addresses, frame limit, data directory).
+    let builder = NodeBuilder::new(Config::new(NodeId(config.id), members))
+        .cluster_id(config.cluster_id)
         .options(options)
         .runtime(runtime.clone())
-        .transport(transport)
-        .storage(storage)
-        .state_machine(state_machine)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
+        .state_machine(Box::new(KvStateMachine::new(config.max_sessions)));
+    let builder = match config.transport {
+        TransportKind::Tcp => builder.tcp(config.listen(), peers),
+    };
+    let builder = match config.storage {
+        StorageKind::Memory => builder.memory_storage(),
+        StorageKind::File => builder.file_storage(config.data_dir.join("log")),
+    };
+    let node = builder.start().await.map_err(|e| e.to_string())?;
     let resp_listener = runtime
         .bind_tcp(config.resp)
         .map_err(|e| format!("RESP {}: {e}", config.resp))?;
