@@ -324,7 +324,7 @@ pub use ready::{
 };
 pub use replica::Replica;
 pub use state_machine::{StateMachine, StateMachineError};
-pub use storage::{Snapshot, Storage, StorageError};
+pub use storage::{Snapshot, Storage, StorageError, StoreOwner};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 

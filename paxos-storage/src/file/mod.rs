@@ -10,6 +10,8 @@
 //!   the segment's first record; sequence numbers grow by one per record across segments,
 //!   so a missing or truncated segment shows up as a gap.
 //! * `snapshot`: the last saved state-machine snapshot.
+//! * `OWNER`: the node and cluster the store belongs to, written by the first
+//!   [`claim`](Storage::claim) (see below).
 //! * `*.tmp`: files being created; deleted at open.
 //!
 //! **Record format** (see `record.rs`): a 24-byte header (magic, payload length, sequence
@@ -37,6 +39,8 @@
 //! * A new segment: the file (`fsync`), then the directory.
 //! * [`save_snapshot`](Storage::save_snapshot): `snapshot.tmp` is written and fsynced,
 //!   renamed over `snapshot`, and the directory fsynced.
+//! * [`claim`](Storage::claim), the first time: `OWNER.tmp` is written and fsynced,
+//!   renamed over `OWNER`, and the directory fsynced.
 //! * [`compact`](Storage::compact): the checkpoint record as in `persist`; then each
 //!   deleted segment is unlinked, oldest first, with a directory fsync after each, so a
 //!   crash leaves a suffix of the segments and never a gap.
@@ -68,6 +72,12 @@
 //! after a failed `fdatasync`, Linux may have dropped the dirty pages and a retry can report
 //! success for data that is gone.
 //!
+//! **Ownership.** [`claim`](Storage::claim) compares its owner with the one in `OWNER`
+//! (28 bytes: magic, format version, cluster id, node id, crc32c) and refuses another with
+//! [`StorageError::OwnedByOther`]. Without an `OWNER` file (a fresh directory, or one an
+//! older version made, log and all) the first claim writes one. A damaged `OWNER` file is
+//! [`StorageError::Corrupt`] and is never rewritten.
+//!
 //! **Compaction** keeps a low-water mark: entries below it are never returned again. Space
 //! is reclaimed lazily: segments are deleted oldest first while every entry in them is
 //! below the mark; the active segment is never deleted.
@@ -80,6 +90,7 @@
 //! covered by a snapshot (the caller's contract).
 
 mod faults;
+mod owner;
 mod record;
 mod recovery;
 
@@ -90,7 +101,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use paxos_core::{HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_core::{
+    HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
+};
 
 pub use faults::IoFaults;
 pub use recovery::{RecoveryReport, TornTail};
@@ -240,10 +253,10 @@ impl FileStorage {
     pub fn open(dir: impl AsRef<Path>, options: FileStorageOptions) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
-            .map_err(|e| io_error(format!("create directory {}", dir.display()), &e))?;
+            .map_err(|e| io_error(format!("create directory {}", dir.display()), e))?;
         let lock = lock_dir(&dir)?;
         let dir_file = File::open(&dir)
-            .map_err(|e| io_error(format!("open directory {}", dir.display()), &e))?;
+            .map_err(|e| io_error(format!("open directory {}", dir.display()), e))?;
         let removed_tmp = remove_tmp_files(&dir)?;
         let faults = options.faults.clone();
         let mut sync = |file: &File, what: &str| sync_data(faults.as_ref(), file, what);
@@ -257,10 +270,10 @@ impl FileStorage {
                     .read(true)
                     .write(true)
                     .open(&last.path)
-                    .map_err(|e| io_error(format!("open {}", last.path.display()), &e))?;
+                    .map_err(|e| io_error(format!("open {}", last.path.display()), e))?;
                 let size = file
                     .metadata()
-                    .map_err(|e| io_error(format!("stat {}", last.path.display()), &e))?
+                    .map_err(|e| io_error(format!("stat {}", last.path.display()), e))?
                     .len();
                 Some(Active {
                     file,
@@ -335,13 +348,14 @@ impl FileStorage {
     ) -> Result<(), StorageError> {
         if payload_len > self.options.max_record_bytes as usize {
             // Nothing was written: the store stays usable.
-            return Err(StorageError::Io {
-                op: "persist".into(),
-                message: format!(
-                    "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
-                    self.options.max_record_bytes
-                ),
-            });
+            let message = format!(
+                "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
+                self.options.max_record_bytes
+            );
+            return Err(StorageError::io(
+                "persist",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+            ));
         }
         let len = buf.len() as u64;
         let fits = self
@@ -386,7 +400,7 @@ impl FileStorage {
                 .back()
                 .expect("the active segment is listed")
                 .path;
-            let error = io_error(format!("{op} of {}", path.display()), &e);
+            let error = io_error(format!("{op} of {}", path.display()), e);
             return Err(self.poison(error));
         }
         active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
@@ -407,18 +421,14 @@ impl FileStorage {
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), &e))?;
-        preallocate(&file, size, self.options.preallocate).map_err(|e| {
-            io_error(
-                format!("preallocate {size} bytes for {}", tmp.display()),
-                &e,
-            )
-        })?;
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
+        preallocate(&file, size, self.options.preallocate)
+            .map_err(|e| io_error(format!("preallocate {size} bytes for {}", tmp.display()), e))?;
         let faults = self.options.faults.as_ref();
         sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
         // If the active segment is empty and too small, this rename replaces it: same name.
         std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), e))?;
         self.sync_dir()?;
         if self
             .segments
@@ -466,7 +476,7 @@ impl FileStorage {
                 break;
             }
             std::fs::remove_file(&oldest.path)
-                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), &e))?;
+                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), e))?;
             self.sync_dir()?;
             self.segments.pop_front();
         }
@@ -487,14 +497,14 @@ impl FileStorage {
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
         file.write_all_at(&header, 0)
             .and_then(|()| file.write_all_at(&snapshot.data, SNAPSHOT_HEADER_BYTES as u64))
-            .map_err(|e| io_error(format!("write {}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
         let faults = self.options.faults.as_ref();
         sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), e))?;
         self.sync_dir()
     }
 
@@ -503,7 +513,7 @@ impl FileStorage {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("read {}", path.display()), &e)),
+            Err(e) => return Err(io_error(format!("read {}", path.display()), e)),
         };
         let bad = |reason: &str| recovery::corrupt(&path, 0, reason.into());
         let Some((header, data)) = bytes.split_first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
@@ -533,6 +543,25 @@ impl FileStorage {
 
 #[async_trait]
 impl Storage for FileStorage {
+    async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        match owner::read(&self.dir)? {
+            Some(found) if found == owner => Ok(()),
+            Some(found) => Err(StorageError::OwnedByOther {
+                expected: owner,
+                found,
+            }),
+            // A fresh directory, or one an older version made: the first claim adopts it.
+            None => owner::write(
+                &self.dir,
+                &self.dir_file,
+                owner,
+                self.options.faults.as_ref(),
+            )
+            .map_err(|e| self.poison(e)),
+        }
+    }
+
     async fn load(&mut self) -> Result<RecoveredState, StorageError> {
         self.check_poisoned()?;
         if let Some(recovered) = self.recovered.take() {
@@ -594,11 +623,8 @@ impl Storage for FileStorage {
 }
 
 /// A [`StorageError::Io`] for `op`.
-pub(crate) fn io_error(op: String, error: &std::io::Error) -> StorageError {
-    StorageError::Io {
-        op,
-        message: error.to_string(),
-    }
+pub(crate) fn io_error(op: String, error: std::io::Error) -> StorageError {
+    StorageError::io(op, error)
 }
 
 /// `fdatasync`, through the fault switchboard if there is one.
@@ -606,7 +632,7 @@ fn sync_data(faults: Option<&IoFaults>, file: &File, what: &str) -> Result<(), S
     faults
         .map_or(Ok(()), IoFaults::on_sync)
         .and_then(|()| file.sync_data())
-        .map_err(|e| io_error(what.to_owned(), &e))
+        .map_err(|e| io_error(what.to_owned(), e))
 }
 
 /// `fsync` (data and metadata), through the fault switchboard if there is one.
@@ -614,7 +640,7 @@ fn sync_all(faults: Option<&IoFaults>, file: &File, what: &str) -> Result<(), St
     faults
         .map_or(Ok(()), IoFaults::on_sync)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(what.to_owned(), &e))
+        .map_err(|e| io_error(what.to_owned(), e))
 }
 
 /// Reserves `size` bytes of blocks for `file`.
@@ -636,7 +662,8 @@ fn preallocate(file: &File, size: u64, how: Preallocate) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Takes the directory's exclusive lock, failing at once if another store holds it.
+/// Takes the directory's exclusive lock, failing at once with [`StorageError::Locked`] if
+/// another store holds it.
 fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -645,18 +672,16 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io_error(format!("open {}", path.display()), &e))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |e| {
-            io_error(
-                format!(
-                    "lock {} (is another store open on this directory?)",
-                    path.display()
-                ),
-                &e.into(),
-            )
-        },
-    )?;
+        .map_err(|e| io_error(format!("open {}", path.display()), e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            return Err(StorageError::Locked {
+                path: path.display().to_string(),
+            });
+        }
+        Err(e) => return Err(io_error(format!("lock {}", path.display()), e.into())),
+    }
     Ok(file)
 }
 
@@ -664,16 +689,16 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
 fn remove_tmp_files(dir: &Path) -> Result<bool, StorageError> {
     let mut removed = false;
     let read_dir =
-        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), e))?;
     for item in read_dir {
-        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), e))?;
         if item
             .file_name()
             .to_str()
             .is_some_and(|n| n.ends_with(TMP_SUFFIX))
         {
             std::fs::remove_file(item.path())
-                .map_err(|e| io_error(format!("delete {}", item.path().display()), &e))?;
+                .map_err(|e| io_error(format!("delete {}", item.path().display()), e))?;
             removed = true;
         }
     }
