@@ -24,7 +24,9 @@
 //!
 //! **Segments** are preallocated (`fallocate`, or by writing zeros where the file system has
 //! no `fallocate`), so an append does not grow the file and `fdatasync` has no size change
-//! to flush. A new segment is created as `*.tmp`, preallocated, fsynced, renamed and the
+//! to flush. They start small (1 MiB) and each new one doubles, up to 64 MiB (see
+//! [`FileStorageOptions`]), so a store that holds little takes little disk; recovery takes
+//! each segment's size from the file. A new segment is created as `*.tmp`, preallocated, fsynced, renamed and the
 //! directory fsynced, before any record goes in it. A record that does not fit in the
 //! active segment goes to a new one (sized to fit, if it is larger than a segment).
 //!
@@ -142,8 +144,18 @@ pub enum Preallocate {
 }
 
 /// Settings for [`FileStorage::open`]. Start from `FileStorageOptions::default()`.
+///
+/// # Segment sizes
+///
+/// Segments start small and grow, so that a store holding little takes little disk: the
+/// first segment is [`initial_segment_bytes`](Self::initial_segment_bytes) (1 MiB), each
+/// new one twice the size of the one before, up to [`segment_bytes`](Self::segment_bytes)
+/// (64 MiB). A record larger than the next segment's size gets a segment of its own size.
+/// After a restart, growth continues from the size of the last segment on disk. Recovery
+/// reads each segment by its own size, so changing either option between runs is safe.
 #[derive(Clone, Debug)]
 pub struct FileStorageOptions {
+    initial_segment_bytes: u64,
     segment_bytes: u64,
     max_record_bytes: u32,
     preallocate: Preallocate,
@@ -153,6 +165,7 @@ pub struct FileStorageOptions {
 impl Default for FileStorageOptions {
     fn default() -> Self {
         Self {
+            initial_segment_bytes: 1 << 20,
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
             preallocate: Preallocate::default(),
@@ -162,10 +175,26 @@ impl Default for FileStorageOptions {
 }
 
 impl FileStorageOptions {
-    /// Size of each preallocated segment file. Default 64 MiB; at least 4 KiB.
+    /// The size segments grow to, and stay at: each new segment doubles the last one's
+    /// size up to this. Default 64 MiB; at least 4 KiB. See [Segment sizes](Self#segment-sizes).
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes.max(4096);
         self
+    }
+
+    /// Size of a store's first segment. Default 1 MiB; at least 4 KiB; capped by
+    /// [`segment_bytes`](Self::segment_bytes). See [Segment sizes](Self#segment-sizes).
+    pub fn initial_segment_bytes(mut self, bytes: u64) -> Self {
+        self.initial_segment_bytes = bytes.max(4096);
+        self
+    }
+
+    /// The size of the segment that follows one of `previous` bytes (`None`: the first).
+    fn next_segment_bytes(&self, previous: Option<u64>) -> u64 {
+        let first = self.initial_segment_bytes.min(self.segment_bytes);
+        previous.map_or(first, |previous| {
+            previous.saturating_mul(2).clamp(first, self.segment_bytes)
+        })
     }
 
     /// Largest encoded batch one `persist` may write; larger ones fail without writing.
@@ -409,9 +438,11 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Starts a new active segment that holds at least `record_bytes`.
+    /// Starts a new active segment that holds at least `record_bytes`: the next size in
+    /// the growth sequence (see [`FileStorageOptions`]), or the record's size if larger.
     fn roll(&mut self, record_bytes: u64) -> Result<(), StorageError> {
-        let size = self.options.segment_bytes.max(record_bytes);
+        let previous = self.active.as_ref().map(|active| active.size);
+        let size = self.options.next_segment_bytes(previous).max(record_bytes);
         let name = format!("{:020}{SEGMENT_SUFFIX}", self.next_seq);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));

@@ -666,3 +666,64 @@ fn a_failed_owner_fsync_poisons() {
     assert!(!dir.path().join("OWNER.tmp").exists());
     block_on(store.claim(owner)).unwrap();
 }
+
+/// Sizes of the segment files in `dir`, oldest first.
+fn segment_sizes(dir: &Path) -> Vec<u64> {
+    recovery::list_segments(dir)
+        .unwrap()
+        .iter()
+        .map(|(_, path)| std::fs::metadata(path).unwrap().len())
+        .collect()
+}
+
+#[test]
+fn a_fresh_store_starts_with_a_small_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), FileStorageOptions::default()).unwrap();
+    persist(&mut store, &batch(0..2));
+    assert_eq!(segment_sizes(dir.path()), vec![1 << 20]);
+    drop(store);
+    // Recovery reads it by its own size.
+    let mut store = FileStorage::open(dir.path(), FileStorageOptions::default()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1]);
+}
+
+#[test]
+fn segments_double_up_to_segment_bytes_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStorageOptions::default()
+        .initial_segment_bytes(4096)
+        .segment_bytes(32 << 10);
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    let mut next = 0;
+    let mut append_until = |store: &mut FileStorage, segments: usize| {
+        while segment_sizes(dir.path()).len() < segments {
+            persist(store, &batch(next..next + 4));
+            next += 4;
+        }
+    };
+    append_until(&mut store, 3);
+    assert_eq!(segment_sizes(dir.path()), vec![4096, 8192, 16384]);
+    drop(store);
+    // Growth continues from the last segment on disk after a restart.
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    append_until(&mut store, 6);
+    assert_eq!(
+        segment_sizes(dir.path()),
+        vec![4096, 8192, 16384, 32768, 32768, 32768]
+    );
+    // A record larger than the cap gets a segment of its own size; the next is capped.
+    let big = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(next, 40_000)],
+    };
+    persist(&mut store, &big);
+    persist(&mut store, &batch(next + 1..next + 2));
+    let sizes = segment_sizes(dir.path());
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
+    assert!(sizes[6] > 40_000 && sizes[6] < 41_000, "{sizes:?}");
+    assert_eq!(sizes[7], 32768, "{sizes:?}");
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(slots(&mut store), (0..next + 2).collect::<Vec<_>>());
+}
