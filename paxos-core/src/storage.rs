@@ -1,10 +1,15 @@
 //! The [`Storage`] trait: where a replica keeps its promises and accepted values.
 
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ready::{PersistBatch, RecoveredState};
-use crate::types::Slot;
+use crate::types::{NodeId, Slot};
 
 /// A state-machine snapshot: the applied state after every slot below `upto`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,38 +20,78 @@ pub struct Snapshot {
     pub data: Bytes,
 }
 
-/// TEMP (replaced by the storage branch): who owns a store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Who a store belongs to: one node of one cluster.
+///
+/// A node [`claim`](Storage::claim)s its store with its owner before it loads it, so that a
+/// store directory given to the wrong node (a copy-paste in a config, a restored backup)
+/// is refused instead of silently replaying another acceptor's promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StoreOwner {
-    /// The cluster.
+    /// The cluster the node belongs to (the id its transport checks on every connection).
     pub cluster_id: u64,
-    /// The node.
-    pub node_id: crate::types::NodeId,
+    /// The node, within that cluster.
+    pub node_id: NodeId,
 }
 
 impl StoreOwner {
-    /// An owner.
-    pub fn new(cluster_id: u64, node_id: crate::types::NodeId) -> Self {
-        Self { cluster_id, node_id }
+    /// Node `node_id` of cluster `cluster_id`.
+    pub fn new(cluster_id: u64, node_id: NodeId) -> Self {
+        Self {
+            cluster_id,
+            node_id,
+        }
+    }
+}
+
+impl fmt::Display for StoreOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} of cluster {:#x}", self.node_id, self.cluster_id)
     }
 }
 
 /// Why a storage operation failed.
 ///
 /// Every error from [`Storage::persist`] is fatal for the replica: the driver stops it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// It is `Clone` (a driver hands one failure to every waiting caller), so the operating
+/// system's error is shared behind an [`Arc`]. [`Error::source`] of an
+/// [`Io`](Self::Io) error is that error itself, so a program can walk the chain down to
+/// the [`std::io::Error`] and `downcast_ref` it; [`io_kind`](Self::io_kind) is the short
+/// way to its kind.
+///
+/// Equality compares the variant and its fields; for [`Io`](Self::Io), the `op`, the
+/// `kind` and the source's message (two distinct `io::Error`s with the same text are
+/// equal).
+///
+/// ```
+/// use std::error::Error as _;
+/// use paxos_core::StorageError;
+///
+/// let error = StorageError::io(
+///     "fdatasync of 00000000000000000001.wal",
+///     std::io::Error::from(std::io::ErrorKind::StorageFull),
+/// );
+/// assert_eq!(error.io_kind(), Some(std::io::ErrorKind::StorageFull));
+/// let source = error.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert_eq!(source.map(|e| e.kind()), Some(std::io::ErrorKind::StorageFull));
+/// ```
+//
+// Display and Error are written out rather than derived with thiserror: thiserror's
+// `#[source]` on an `Arc<dyn Error>` returns the `Arc` itself (which implements `Error` by
+// forwarding), so `downcast_ref::<io::Error>()` on the source would fail.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum StorageError {
     /// An I/O operation failed.
-    #[error("storage I/O error during {op}: {message}")]
     Io {
         /// What was being done, e.g. "fdatasync of segment 00000003.log".
         op: String,
-        /// The operating system's message.
-        message: String,
+        /// The kind of the operating system's error, to match on.
+        kind: io::ErrorKind,
+        /// The error itself (a [`std::io::Error`] for the stores in this workspace).
+        source: Arc<dyn Error + Send + Sync>,
     },
     /// Stored data failed validation somewhere other than a torn tail.
-    #[error("corrupt storage in {file} at offset {offset}: {reason}")]
     Corrupt {
         /// The file holding the bad record.
         file: String,
@@ -55,14 +100,126 @@ pub enum StorageError {
         /// What check failed.
         reason: String,
     },
+    /// Another process holds the store's lock (for a file store: its `flock` on the
+    /// directory's `LOCK` file). Nothing was read or written.
+    Locked {
+        /// The lock file, or whatever names the store.
+        path: String,
+    },
+    /// The store belongs to another node or another cluster; see [`Storage::claim`].
+    OwnedByOther {
+        /// The owner the caller claimed the store for.
+        expected: StoreOwner,
+        /// The owner recorded in the store.
+        found: StoreOwner,
+    },
     /// An earlier write or fsync failed; the store refuses all further writes because it
     /// can no longer tell what is durable.
-    #[error("storage is poisoned by an earlier failure and refuses writes: {0}")]
     Poisoned(String),
     /// The store is closed.
-    #[error("storage is closed")]
     Closed,
 }
+
+impl StorageError {
+    /// A [`StorageError::Io`] for `op` that keeps `err` as its source and its kind.
+    pub fn io(op: impl Into<String>, err: io::Error) -> Self {
+        Self::Io {
+            op: op.into(),
+            kind: err.kind(),
+            source: Arc::new(err),
+        }
+    }
+
+    /// The kind of the I/O error, for [`Io`](Self::Io); `None` for every other variant.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Self::Io { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { op, source, .. } => write!(f, "storage I/O error during {op}: {source}"),
+            Self::Corrupt {
+                file,
+                offset,
+                reason,
+            } => write!(f, "corrupt storage in {file} at offset {offset}: {reason}"),
+            Self::Locked { path } => write!(
+                f,
+                "storage is locked by another process: {path} is held (is another node \
+                 running on this store?)"
+            ),
+            Self::OwnedByOther { expected, found } => write!(
+                f,
+                "storage belongs to {found}, not to {expected}: refusing another node's store"
+            ),
+            Self::Poisoned(reason) => write!(
+                f,
+                "storage is poisoned by an earlier failure and refuses writes: {reason}"
+            ),
+            Self::Closed => f.write_str("storage is closed"),
+        }
+    }
+}
+
+impl Error for StorageError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // The error itself, not the `Arc` (see the note on the type).
+            Self::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::Io { op, kind, source },
+                Self::Io {
+                    op: other_op,
+                    kind: other_kind,
+                    source: other_source,
+                },
+            ) => {
+                op == other_op
+                    && kind == other_kind
+                    && (Arc::ptr_eq(source, other_source)
+                        || source.to_string() == other_source.to_string())
+            }
+            (
+                Self::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                },
+                Self::Corrupt {
+                    file: other_file,
+                    offset: other_offset,
+                    reason: other_reason,
+                },
+            ) => file == other_file && offset == other_offset && reason == other_reason,
+            (Self::Locked { path }, Self::Locked { path: other }) => path == other,
+            (
+                Self::OwnedByOther { expected, found },
+                Self::OwnedByOther {
+                    expected: other_expected,
+                    found: other_found,
+                },
+            ) => expected == other_expected && found == other_found,
+            (Self::Poisoned(reason), Self::Poisoned(other)) => reason == other,
+            (Self::Closed, Self::Closed) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StorageError {}
 
 /// Durable storage for one replica's acceptor state.
 ///
@@ -94,14 +251,25 @@ pub enum StorageError {
 /// `paxos_storage::testing::suite` checks these properties for any implementation.
 #[async_trait]
 pub trait Storage: Send {
-    /// Reads back everything durable, on start-up. Called once, before any other method.
-    async fn load(&mut self) -> Result<RecoveredState, StorageError>;
-
-    /// TEMP: claims the store.
+    /// Checks that this store belongs to `owner`, recording it as the owner on first use.
+    ///
+    /// Called once by the node, before [`load`](Self::load). A store records the first
+    /// owner it is claimed by (durably, for a persistent store) and from then on refuses
+    /// any other node or cluster with [`StorageError::OwnedByOther`]: replaying another
+    /// acceptor's promises and votes under this node's id could break them. A store that
+    /// already holds data but no owner (made before owners were recorded) is adopted by
+    /// the first claim.
+    ///
+    /// The default accepts any owner and records nothing: a custom store that does not
+    /// check. Both stores of `paxos-storage` check.
     async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
         let _ = owner;
         Ok(())
     }
+
+    /// Reads back everything durable, on start-up. Called once, before any other method
+    /// except [`claim`](Self::claim).
+    async fn load(&mut self) -> Result<RecoveredState, StorageError>;
 
     /// Durably and atomically writes `batch`. See the trait docs.
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError>;

@@ -156,6 +156,7 @@ impl Appender {
         let store_dir = tempfile::tempdir_in(dir).expect("store directory");
         let options = FileStorageOptions::default()
             .segment_bytes(SEGMENT_BYTES)
+            .initial_segment_bytes(SEGMENT_BYTES)
             .preallocate(mode);
         let mut store = FileStorage::open(store_dir.path(), options).expect("open the store");
         block_on(store.load()).expect("load");

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner};
 
 /// How an injected failure of a write (`persist`, `save_snapshot` or `compact`) behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,7 +100,8 @@ impl FaultPlan {
 ///
 /// After the first injected failure it behaves as the trait requires of a real store after a
 /// failed fsync: every later call returns [`StorageError::Poisoned`] and the inner store is
-/// not called again. Reads before that pass through unchanged.
+/// not called again. Reads and [`claim`](Storage::claim) before that pass through
+/// unchanged.
 ///
 /// Use it in simulation over a [`MemoryStorage`](crate::MemoryStorage) handle: after the
 /// replica stops, restart it over a fresh `FaultyStorage` on a clone of the same disk.
@@ -183,14 +184,22 @@ impl Write<'_> {
 
 /// The error an injected fault returns.
 fn injected_error(what: &str) -> StorageError {
-    StorageError::Io {
-        op: format!("fsync after {what}"),
-        message: "injected fault (FaultyStorage)".into(),
-    }
+    StorageError::io(
+        format!("fsync after {what}"),
+        std::io::Error::other("injected fault (FaultyStorage)"),
+    )
 }
 
 #[async_trait]
 impl<S: Storage> Storage for FaultyStorage<S> {
+    /// Passes through (refused once poisoned). Not a write as far as the [`FaultPlan`] is
+    /// concerned: it neither counts nor fails, so a seed's faults land where they did
+    /// before stores were claimed.
+    async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        self.inner.claim(owner).await
+    }
+
     async fn load(&mut self) -> Result<RecoveredState, StorageError> {
         self.check_poisoned()?;
         self.inner.load().await

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use paxos_core::{HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_core::{
+    HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
+};
 
 /// A [`Storage`] whose "disk" lives in memory, for tests, simulation and benchmarks.
 ///
@@ -33,8 +35,10 @@ use paxos_core::{HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storag
 /// ```
 ///
 /// It checks the same invariants as the file store: the promised ballot never moves
-/// backwards (a panic, since it is a caller bug), and entries below the compaction point
-/// are never returned again.
+/// backwards (a panic, since it is a caller bug), entries below the compaction point are
+/// never returned again, and once [`claim`](Storage::claim)ed by one owner the disk
+/// refuses every other (the owner is part of the shared disk, so it survives a simulated
+/// crash).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStorage {
     disk: Arc<Mutex<Disk>>,
@@ -48,6 +52,8 @@ struct Disk {
     /// Entries for slots below this are dropped and never returned again.
     compacted_before: Slot,
     snapshot: Option<Snapshot>,
+    /// Recorded by the first `claim`.
+    owner: Option<StoreOwner>,
     persist_calls: u64,
 }
 
@@ -71,6 +77,21 @@ impl MemoryStorage {
 
 #[async_trait]
 impl Storage for MemoryStorage {
+    async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
+        let mut disk = self.disk();
+        match disk.owner {
+            None => {
+                disk.owner = Some(owner);
+                Ok(())
+            }
+            Some(found) if found == owner => Ok(()),
+            Some(found) => Err(StorageError::OwnedByOther {
+                expected: owner,
+                found,
+            }),
+        }
+    }
+
     async fn load(&mut self) -> Result<RecoveredState, StorageError> {
         let disk = self.disk();
         Ok(RecoveredState {

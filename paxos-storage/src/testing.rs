@@ -31,8 +31,13 @@
 //! later entry for a slot replaces an earlier one (across and within batches); the hard
 //! state is last-write-wins and unchanged by batches without one; an empty batch is fine;
 //! snapshots save, replace and reload whole; compaction drops entries below the slot and
-//! they stay gone after a reopen; `load` returns entries in slot order, one per slot; and
-//! many reopen-append cycles in a row keep everything.
+//! they stay gone after a reopen; `load` returns entries in slot order, one per slot;
+//! many reopen-append cycles in a row keep everything; and [`claim`](Storage::claim)
+//! records the first owner and refuses another node or cluster, also after a reopen and on
+//! a store that held data before its first claim.
+//!
+//! A store that keeps the trait's default `claim` (which checks nothing) fails the two
+//! claim checks; it can run the other checks one by one.
 //!
 //! What it cannot cover: durability across a power loss or a killed process, torn writes,
 //! and failing syncs. Those need the backend's own crash tests (see the file store's) and a
@@ -43,7 +48,7 @@ use std::future::Future;
 use bytes::Bytes;
 use paxos_core::{
     Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, RecoveredState, Slot,
-    Snapshot, Storage, StorageError, Value,
+    Snapshot, Storage, StorageError, StoreOwner, Value,
 };
 
 /// Opens a store on one fixed underlying location (a directory, a database, a shared
@@ -76,6 +81,8 @@ pub async fn suite<F: StoreFactory>(mut fresh: impl FnMut() -> F) {
     compact_drops_entries_for_good(&mut fresh()).await;
     load_returns_slot_order_one_per_slot(&mut fresh()).await;
     many_reopen_append_cycles(&mut fresh()).await;
+    claim_records_the_owner_and_refuses_others(&mut fresh()).await;
+    first_claim_adopts_a_store_with_data(&mut fresh()).await;
 }
 
 /// A fresh store loads the default hard state, no entries and no snapshot.
@@ -439,6 +446,116 @@ pub async fn many_reopen_append_cycles<F: StoreFactory>(factory: &mut F) {
     }
     let mut store = reopen(factory, CHECK).await;
     model.assert_loads(&mut store, CHECK).await;
+}
+
+/// The first claim records the owner; the same owner is accepted again, on the same store
+/// and after a reopen; another node of the same cluster and the same node of another
+/// cluster are refused with [`StorageError::OwnedByOther`] naming both, also after a
+/// reopen; claims change nothing that loads.
+pub async fn claim_records_the_owner_and_refuses_others<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "claim_records_the_owner_and_refuses_others";
+    let owner = StoreOwner::new(0xC1, NodeId(2));
+    let others = [
+        StoreOwner::new(0xC1, NodeId(3)),
+        StoreOwner::new(0xC2, NodeId(2)),
+    ];
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    claim(&mut store, owner, CHECK, "the first claim of a fresh store").await;
+    model.assert_loads(&mut store, CHECK).await;
+    let batch = PersistBatch {
+        hard_state: Some(HardState {
+            promised: Ballot::new(2, NodeId(2)),
+            commit: Slot(0),
+            epoch: 1,
+            non_voting: false,
+        }),
+        entries: (0..5).map(|s| entry(s, 2, b"owned")).collect(),
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    claim(&mut store, owner, CHECK, "the same owner again, same store").await;
+    drop(store);
+
+    let mut store = reopen(factory, CHECK).await;
+    claim(&mut store, owner, CHECK, "the same owner after a reopen").await;
+    assert_refused(&mut store, &others, owner, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+    drop(store);
+
+    let mut store = reopen(factory, CHECK).await;
+    assert_refused(&mut store, &others, owner, CHECK).await;
+    claim(&mut store, owner, CHECK, "the owner after refused claims").await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// A store that holds data but was never claimed (made before owners were recorded) is
+/// adopted by its first claim, keeps its data, and then refuses other owners.
+pub async fn first_claim_adopts_a_store_with_data<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "first_claim_adopts_a_store_with_data";
+    let owner = StoreOwner::new(7, NodeId(1));
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    let batch = PersistBatch {
+        hard_state: Some(HardState {
+            promised: Ballot::new(4, NodeId(1)),
+            commit: Slot(2),
+            epoch: 1,
+            non_voting: false,
+        }),
+        entries: (0..3).map(|s| entry(s, 4, b"unclaimed")).collect(),
+    };
+    persist(&mut store, &batch, CHECK).await;
+    model.apply(&batch);
+    drop(store);
+
+    let mut store = reopen(factory, CHECK).await;
+    claim(
+        &mut store,
+        owner,
+        CHECK,
+        "the first claim of a store with data",
+    )
+    .await;
+    model.assert_loads(&mut store, CHECK).await;
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    assert_refused(&mut store, &[StoreOwner::new(7, NodeId(2))], owner, CHECK).await;
+    claim(
+        &mut store,
+        owner,
+        CHECK,
+        "the adopting owner after a reopen",
+    )
+    .await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+async fn claim<S: Storage>(store: &mut S, owner: StoreOwner, check: &str, what: &str) {
+    if let Err(e) = store.claim(owner).await {
+        panic!("{check}: claim({owner}) failed ({what}): {e}");
+    }
+}
+
+/// Each of `others` is refused by a store that `owner` owns.
+async fn assert_refused<S: Storage>(
+    store: &mut S,
+    others: &[StoreOwner],
+    owner: StoreOwner,
+    check: &str,
+) {
+    for &other in others {
+        let refused = store.claim(other).await;
+        let expected = StorageError::OwnedByOther {
+            expected: other,
+            found: owner,
+        };
+        assert!(
+            refused.as_ref() == Err(&expected),
+            "{check}: claim({other}) of a store owned by {owner} must fail with {expected:?}, \
+             got {refused:?}"
+        );
+    }
 }
 
 /// What a correct store must return, built from the same calls.

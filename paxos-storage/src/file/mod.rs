@@ -10,6 +10,8 @@
 //!   the segment's first record; sequence numbers grow by one per record across segments,
 //!   so a missing or truncated segment shows up as a gap.
 //! * `snapshot`: the last saved state-machine snapshot.
+//! * `OWNER`: the node and cluster the store belongs to, written by the first
+//!   [`claim`](Storage::claim) (see below).
 //! * `*.tmp`: files being created; deleted at open.
 //!
 //! **Record format** (see `record.rs`): a 24-byte header (magic, payload length, sequence
@@ -22,7 +24,9 @@
 //!
 //! **Segments** are preallocated (`fallocate`, or by writing zeros where the file system has
 //! no `fallocate`), so an append does not grow the file and `fdatasync` has no size change
-//! to flush. A new segment is created as `*.tmp`, preallocated, fsynced, renamed and the
+//! to flush. They start small (1 MiB) and each new one doubles, up to 64 MiB (see
+//! [`FileStorageOptions`]), so a store that holds little takes little disk; recovery takes
+//! each segment's size from the file. A new segment is created as `*.tmp`, preallocated, fsynced, renamed and the
 //! directory fsynced, before any record goes in it. A record that does not fit in the
 //! active segment goes to a new one (sized to fit, if it is larger than a segment).
 //!
@@ -37,6 +41,8 @@
 //! * A new segment: the file (`fsync`), then the directory.
 //! * [`save_snapshot`](Storage::save_snapshot): `snapshot.tmp` is written and fsynced,
 //!   renamed over `snapshot`, and the directory fsynced.
+//! * [`claim`](Storage::claim), the first time: `OWNER.tmp` is written and fsynced,
+//!   renamed over `OWNER`, and the directory fsynced.
 //! * [`compact`](Storage::compact): the checkpoint record as in `persist`; then each
 //!   deleted segment is unlinked, oldest first, with a directory fsync after each, so a
 //!   crash leaves a suffix of the segments and never a gap.
@@ -68,6 +74,12 @@
 //! after a failed `fdatasync`, Linux may have dropped the dirty pages and a retry can report
 //! success for data that is gone.
 //!
+//! **Ownership.** [`claim`](Storage::claim) compares its owner with the one in `OWNER`
+//! (28 bytes: magic, format version, cluster id, node id, crc32c) and refuses another with
+//! [`StorageError::OwnedByOther`]. Without an `OWNER` file (a fresh directory, or one an
+//! older version made, log and all) the first claim writes one. A damaged `OWNER` file is
+//! [`StorageError::Corrupt`] and is never rewritten.
+//!
 //! **Compaction** keeps a low-water mark: entries below it are never returned again. Space
 //! is reclaimed lazily: segments are deleted oldest first while every entry in them is
 //! below the mark; the active segment is never deleted.
@@ -80,6 +92,7 @@
 //! covered by a snapshot (the caller's contract).
 
 mod faults;
+mod owner;
 mod record;
 mod recovery;
 
@@ -90,7 +103,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use paxos_core::{HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_core::{
+    HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
+};
 
 pub use faults::IoFaults;
 pub use recovery::{RecoveryReport, TornTail};
@@ -129,8 +144,18 @@ pub enum Preallocate {
 }
 
 /// Settings for [`FileStorage::open`]. Start from `FileStorageOptions::default()`.
+///
+/// # Segment sizes
+///
+/// Segments start small and grow, so that a store holding little takes little disk: the
+/// first segment is [`initial_segment_bytes`](Self::initial_segment_bytes) (1 MiB), each
+/// new one twice the size of the one before, up to [`segment_bytes`](Self::segment_bytes)
+/// (64 MiB). A record larger than the next segment's size gets a segment of its own size.
+/// After a restart, growth continues from the size of the last segment on disk. Recovery
+/// reads each segment by its own size, so changing either option between runs is safe.
 #[derive(Clone, Debug)]
 pub struct FileStorageOptions {
+    initial_segment_bytes: u64,
     segment_bytes: u64,
     max_record_bytes: u32,
     preallocate: Preallocate,
@@ -140,6 +165,7 @@ pub struct FileStorageOptions {
 impl Default for FileStorageOptions {
     fn default() -> Self {
         Self {
+            initial_segment_bytes: 1 << 20,
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
             preallocate: Preallocate::default(),
@@ -149,10 +175,26 @@ impl Default for FileStorageOptions {
 }
 
 impl FileStorageOptions {
-    /// Size of each preallocated segment file. Default 64 MiB; at least 4 KiB.
+    /// The size segments grow to, and stay at: each new segment doubles the last one's
+    /// size up to this. Default 64 MiB; at least 4 KiB. See [Segment sizes](Self#segment-sizes).
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
         self.segment_bytes = bytes.max(4096);
         self
+    }
+
+    /// Size of a store's first segment. Default 1 MiB; at least 4 KiB; capped by
+    /// [`segment_bytes`](Self::segment_bytes). See [Segment sizes](Self#segment-sizes).
+    pub fn initial_segment_bytes(mut self, bytes: u64) -> Self {
+        self.initial_segment_bytes = bytes.max(4096);
+        self
+    }
+
+    /// The size of the segment that follows one of `previous` bytes (`None`: the first).
+    fn next_segment_bytes(&self, previous: Option<u64>) -> u64 {
+        let first = self.initial_segment_bytes.min(self.segment_bytes);
+        previous.map_or(first, |previous| {
+            previous.saturating_mul(2).clamp(first, self.segment_bytes)
+        })
     }
 
     /// Largest encoded batch one `persist` may write; larger ones fail without writing.
@@ -240,10 +282,10 @@ impl FileStorage {
     pub fn open(dir: impl AsRef<Path>, options: FileStorageOptions) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
-            .map_err(|e| io_error(format!("create directory {}", dir.display()), &e))?;
+            .map_err(|e| io_error(format!("create directory {}", dir.display()), e))?;
         let lock = lock_dir(&dir)?;
         let dir_file = File::open(&dir)
-            .map_err(|e| io_error(format!("open directory {}", dir.display()), &e))?;
+            .map_err(|e| io_error(format!("open directory {}", dir.display()), e))?;
         let removed_tmp = remove_tmp_files(&dir)?;
         let faults = options.faults.clone();
         let mut sync = |file: &File, what: &str| sync_data(faults.as_ref(), file, what);
@@ -257,10 +299,10 @@ impl FileStorage {
                     .read(true)
                     .write(true)
                     .open(&last.path)
-                    .map_err(|e| io_error(format!("open {}", last.path.display()), &e))?;
+                    .map_err(|e| io_error(format!("open {}", last.path.display()), e))?;
                 let size = file
                     .metadata()
-                    .map_err(|e| io_error(format!("stat {}", last.path.display()), &e))?
+                    .map_err(|e| io_error(format!("stat {}", last.path.display()), e))?
                     .len();
                 Some(Active {
                     file,
@@ -335,13 +377,14 @@ impl FileStorage {
     ) -> Result<(), StorageError> {
         if payload_len > self.options.max_record_bytes as usize {
             // Nothing was written: the store stays usable.
-            return Err(StorageError::Io {
-                op: "persist".into(),
-                message: format!(
-                    "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
-                    self.options.max_record_bytes
-                ),
-            });
+            let message = format!(
+                "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
+                self.options.max_record_bytes
+            );
+            return Err(StorageError::io(
+                "persist",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+            ));
         }
         let len = buf.len() as u64;
         let fits = self
@@ -386,7 +429,7 @@ impl FileStorage {
                 .back()
                 .expect("the active segment is listed")
                 .path;
-            let error = io_error(format!("{op} of {}", path.display()), &e);
+            let error = io_error(format!("{op} of {}", path.display()), e);
             return Err(self.poison(error));
         }
         active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
@@ -395,9 +438,11 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Starts a new active segment that holds at least `record_bytes`.
+    /// Starts a new active segment that holds at least `record_bytes`: the next size in
+    /// the growth sequence (see [`FileStorageOptions`]), or the record's size if larger.
     fn roll(&mut self, record_bytes: u64) -> Result<(), StorageError> {
-        let size = self.options.segment_bytes.max(record_bytes);
+        let previous = self.active.as_ref().map(|active| active.size);
+        let size = self.options.next_segment_bytes(previous).max(record_bytes);
         let name = format!("{:020}{SEGMENT_SUFFIX}", self.next_seq);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
@@ -407,18 +452,14 @@ impl FileStorage {
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), &e))?;
-        preallocate(&file, size, self.options.preallocate).map_err(|e| {
-            io_error(
-                format!("preallocate {size} bytes for {}", tmp.display()),
-                &e,
-            )
-        })?;
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
+        preallocate(&file, size, self.options.preallocate)
+            .map_err(|e| io_error(format!("preallocate {size} bytes for {}", tmp.display()), e))?;
         let faults = self.options.faults.as_ref();
         sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
         // If the active segment is empty and too small, this rename replaces it: same name.
         std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), e))?;
         self.sync_dir()?;
         if self
             .segments
@@ -466,7 +507,7 @@ impl FileStorage {
                 break;
             }
             std::fs::remove_file(&oldest.path)
-                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), &e))?;
+                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), e))?;
             self.sync_dir()?;
             self.segments.pop_front();
         }
@@ -487,14 +528,14 @@ impl FileStorage {
             .create(true)
             .truncate(true)
             .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
         file.write_all_at(&header, 0)
             .and_then(|()| file.write_all_at(&snapshot.data, SNAPSHOT_HEADER_BYTES as u64))
-            .map_err(|e| io_error(format!("write {}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
         let faults = self.options.faults.as_ref();
         sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), &e))?;
+            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), e))?;
         self.sync_dir()
     }
 
@@ -503,7 +544,7 @@ impl FileStorage {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("read {}", path.display()), &e)),
+            Err(e) => return Err(io_error(format!("read {}", path.display()), e)),
         };
         let bad = |reason: &str| recovery::corrupt(&path, 0, reason.into());
         let Some((header, data)) = bytes.split_first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
@@ -533,6 +574,25 @@ impl FileStorage {
 
 #[async_trait]
 impl Storage for FileStorage {
+    async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        match owner::read(&self.dir)? {
+            Some(found) if found == owner => Ok(()),
+            Some(found) => Err(StorageError::OwnedByOther {
+                expected: owner,
+                found,
+            }),
+            // A fresh directory, or one an older version made: the first claim adopts it.
+            None => owner::write(
+                &self.dir,
+                &self.dir_file,
+                owner,
+                self.options.faults.as_ref(),
+            )
+            .map_err(|e| self.poison(e)),
+        }
+    }
+
     async fn load(&mut self) -> Result<RecoveredState, StorageError> {
         self.check_poisoned()?;
         if let Some(recovered) = self.recovered.take() {
@@ -594,11 +654,8 @@ impl Storage for FileStorage {
 }
 
 /// A [`StorageError::Io`] for `op`.
-pub(crate) fn io_error(op: String, error: &std::io::Error) -> StorageError {
-    StorageError::Io {
-        op,
-        message: error.to_string(),
-    }
+pub(crate) fn io_error(op: String, error: std::io::Error) -> StorageError {
+    StorageError::io(op, error)
 }
 
 /// `fdatasync`, through the fault switchboard if there is one.
@@ -606,7 +663,7 @@ fn sync_data(faults: Option<&IoFaults>, file: &File, what: &str) -> Result<(), S
     faults
         .map_or(Ok(()), IoFaults::on_sync)
         .and_then(|()| file.sync_data())
-        .map_err(|e| io_error(what.to_owned(), &e))
+        .map_err(|e| io_error(what.to_owned(), e))
 }
 
 /// `fsync` (data and metadata), through the fault switchboard if there is one.
@@ -614,7 +671,7 @@ fn sync_all(faults: Option<&IoFaults>, file: &File, what: &str) -> Result<(), St
     faults
         .map_or(Ok(()), IoFaults::on_sync)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(what.to_owned(), &e))
+        .map_err(|e| io_error(what.to_owned(), e))
 }
 
 /// Reserves `size` bytes of blocks for `file`.
@@ -636,7 +693,8 @@ fn preallocate(file: &File, size: u64, how: Preallocate) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Takes the directory's exclusive lock, failing at once if another store holds it.
+/// Takes the directory's exclusive lock, failing at once with [`StorageError::Locked`] if
+/// another store holds it.
 fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -645,18 +703,16 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io_error(format!("open {}", path.display()), &e))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |e| {
-            io_error(
-                format!(
-                    "lock {} (is another store open on this directory?)",
-                    path.display()
-                ),
-                &e.into(),
-            )
-        },
-    )?;
+        .map_err(|e| io_error(format!("open {}", path.display()), e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            return Err(StorageError::Locked {
+                path: path.display().to_string(),
+            });
+        }
+        Err(e) => return Err(io_error(format!("lock {}", path.display()), e.into())),
+    }
     Ok(file)
 }
 
@@ -664,16 +720,16 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
 fn remove_tmp_files(dir: &Path) -> Result<bool, StorageError> {
     let mut removed = false;
     let read_dir =
-        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), e))?;
     for item in read_dir {
-        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), e))?;
         if item
             .file_name()
             .to_str()
             .is_some_and(|n| n.ends_with(TMP_SUFFIX))
         {
             std::fs::remove_file(item.path())
-                .map_err(|e| io_error(format!("delete {}", item.path().display()), &e))?;
+                .map_err(|e| io_error(format!("delete {}", item.path().display()), e))?;
             removed = true;
         }
     }

@@ -84,10 +84,10 @@ pub(crate) enum Mode {
 /// Lists the segment files in `dir`, oldest first.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let read_dir =
-        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        std::fs::read_dir(dir).map_err(|e| io_error(format!("list {}", dir.display()), e))?;
     let mut segments = Vec::new();
     for item in read_dir {
-        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), &e))?;
+        let item = item.map_err(|e| io_error(format!("list {}", dir.display()), e))?;
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
@@ -251,12 +251,12 @@ fn scan_segment(
     is_last: bool,
     replay: &mut Replay,
 ) -> Result<SegmentScan, StorageError> {
-    let file = File::open(path).map_err(|e| io_error(format!("open {}", path.display()), &e))?;
+    let file = File::open(path).map_err(|e| io_error(format!("open {}", path.display()), e))?;
     let size = file
         .metadata()
-        .map_err(|e| io_error(format!("stat {}", path.display()), &e))?
+        .map_err(|e| io_error(format!("stat {}", path.display()), e))?
         .len();
-    let read_err = |e: std::io::Error| io_error(format!("read {}", path.display()), &e);
+    let read_err = |e: std::io::Error| io_error(format!("read {}", path.display()), e);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, &file);
     let mut pos = 0_u64;
     let mut seq = first_seq;
@@ -438,13 +438,13 @@ fn zero_range(
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| io_error(format!("open {} to drop its torn tail", path.display()), &e))?;
+        .map_err(|e| io_error(format!("open {} to drop its torn tail", path.display()), e))?;
     let zeros = vec![0; READ_BUFFER_BYTES];
     let mut offset = from;
     while offset < to {
         let n = usize::try_from(to - offset).map_or(zeros.len(), |left| left.min(zeros.len()));
         file.write_all_at(&zeros[..n], offset)
-            .map_err(|e| io_error(format!("zero the torn tail of {}", path.display()), &e))?;
+            .map_err(|e| io_error(format!("zero the torn tail of {}", path.display()), e))?;
         offset += n as u64;
     }
     sync(

@@ -338,9 +338,18 @@ fn failed_fsync_poisons_the_store_and_is_never_retried() {
     let syncs_before = faults.sync_attempts();
     let writes_before = faults.write_attempts();
     match block_on(store.persist(&batch(2..4))) {
-        Err(StorageError::Io { op, message }) => {
+        Err(error @ StorageError::Io { .. }) => {
+            let StorageError::Io { op, source, .. } = &error else {
+                unreachable!()
+            };
             assert!(op.contains("fdatasync"), "{op}");
-            assert!(message.contains("injected"), "{message}");
+            assert!(source.to_string().contains("injected"), "{source}");
+            // The chain leads to the operating system's error, kind and all.
+            assert_eq!(error.io_kind(), Some(std::io::ErrorKind::Other));
+            let io = std::error::Error::source(&error)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .expect("the source is the io::Error");
+            assert_eq!(io.kind(), std::io::ErrorKind::Other);
         }
         other => panic!("expected the fsync failure, got {other:?}"),
     }
@@ -469,10 +478,12 @@ fn too_large_batch_fails_without_poisoning() {
         hard_state: None,
         entries: vec![entry(0, 2000)],
     };
-    assert!(matches!(
-        block_on(store.persist(&big)),
-        Err(StorageError::Io { .. })
-    ));
+    let error = block_on(store.persist(&big)).expect_err("too large");
+    assert_eq!(
+        error.io_kind(),
+        Some(std::io::ErrorKind::InvalidInput),
+        "{error}"
+    );
     persist(&mut store, &batch(0..2));
 }
 
@@ -481,7 +492,7 @@ fn a_second_store_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
     match open(dir.path()) {
-        Err(StorageError::Io { op, .. }) => assert!(op.contains("lock"), "{op}"),
+        Err(StorageError::Locked { path }) => assert!(path.ends_with(LOCK_FILE), "{path}"),
         other => panic!("expected a lock error, got {other:?}"),
     }
     drop(store);
@@ -523,4 +534,196 @@ fn a_second_load_reads_the_log_again() {
     assert!(slots(&mut store).is_empty());
     persist(&mut store, &batch(0..3));
     assert_eq!(slots(&mut store), vec![0, 1, 2]);
+}
+
+#[test]
+fn the_owner_is_kept_in_its_file_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = StoreOwner::new(0xABC, NodeId(3));
+    let mut store = open(dir.path()).unwrap();
+    assert!(!dir.path().join(owner::OWNER_FILE).exists());
+    block_on(store.claim(owner)).unwrap();
+    persist(&mut store, &batch(0..2));
+    drop(store);
+    let written = std::fs::read(dir.path().join(owner::OWNER_FILE)).unwrap();
+    assert_eq!(written.len(), 28);
+    assert!(!dir.path().join("OWNER.tmp").exists());
+
+    let mut store = open(dir.path()).unwrap();
+    let other = StoreOwner::new(0xABC, NodeId(4));
+    assert_eq!(
+        block_on(store.claim(other)),
+        Err(StorageError::OwnedByOther {
+            expected: other,
+            found: owner
+        })
+    );
+    block_on(store.claim(owner)).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1]);
+    drop(store);
+    // A refused claim rewrote nothing.
+    assert_eq!(
+        std::fs::read(dir.path().join(owner::OWNER_FILE)).unwrap(),
+        written
+    );
+}
+
+#[test]
+fn a_damaged_owner_file_is_refused_and_never_replaced() {
+    let owner = StoreOwner::new(1, NodeId(1));
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("a flipped byte", |path| flip_byte(path, 17)),
+        ("a flipped checksum", |path| flip_byte(path, 25)),
+        ("a short file", |path| {
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+        }),
+        ("an empty file", |path| {
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(owner::OWNER_FILE);
+        let mut store = open(dir.path()).unwrap();
+        block_on(store.claim(owner)).unwrap();
+        damage(&path);
+        let damaged = std::fs::read(&path).unwrap();
+        for _ in 0..2 {
+            match block_on(store.claim(owner)) {
+                Err(StorageError::Corrupt { file, .. }) => {
+                    assert_eq!(file, path.display().to_string(), "{what}")
+                }
+                other => panic!("{what}: expected Corrupt, got {other:?}"),
+            }
+        }
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert!(
+            matches!(
+                block_on(store.claim(owner)),
+                Err(StorageError::Corrupt { .. })
+            ),
+            "{what}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "{what}: rewritten");
+    }
+}
+
+#[test]
+fn an_owner_file_of_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(owner::OWNER_FILE);
+    let mut store = open(dir.path()).unwrap();
+    block_on(store.claim(StoreOwner::new(1, NodeId(1)))).unwrap();
+    // Version 2, with a valid checksum: a newer release's file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4..8].copy_from_slice(&2_u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match block_on(store.claim(StoreOwner::new(1, NodeId(1)))) {
+        Err(StorageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("version 2"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_owner_fsync_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    faults.fail_next_syncs(1);
+    let owner = StoreOwner::new(1, NodeId(1));
+    assert!(matches!(
+        block_on(store.claim(owner)),
+        Err(StorageError::Io { .. })
+    ));
+    assert!(matches!(
+        block_on(store.claim(owner)),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.persist(&batch(0..1))),
+        Err(StorageError::Poisoned(_))
+    ));
+    drop(store);
+    // The temporary file is gone at the next open, and the next claim writes the owner.
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert!(!dir.path().join("OWNER.tmp").exists());
+    block_on(store.claim(owner)).unwrap();
+}
+
+/// Sizes of the segment files in `dir`, oldest first.
+fn segment_sizes(dir: &Path) -> Vec<u64> {
+    recovery::list_segments(dir)
+        .unwrap()
+        .iter()
+        .map(|(_, path)| std::fs::metadata(path).unwrap().len())
+        .collect()
+}
+
+#[test]
+fn a_fresh_store_starts_with_a_small_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = FileStorage::open(dir.path(), FileStorageOptions::default()).unwrap();
+    persist(&mut store, &batch(0..2));
+    assert_eq!(segment_sizes(dir.path()), vec![1 << 20]);
+    drop(store);
+    // Recovery reads it by its own size.
+    let mut store = FileStorage::open(dir.path(), FileStorageOptions::default()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1]);
+}
+
+#[test]
+fn segments_double_up_to_segment_bytes_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStorageOptions::default()
+        .initial_segment_bytes(4096)
+        .segment_bytes(32 << 10);
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    let mut next = 0;
+    let mut append_until = |store: &mut FileStorage, segments: usize| {
+        while segment_sizes(dir.path()).len() < segments {
+            persist(store, &batch(next..next + 4));
+            next += 4;
+        }
+    };
+    append_until(&mut store, 3);
+    assert_eq!(segment_sizes(dir.path()), vec![4096, 8192, 16384]);
+    drop(store);
+    // Growth continues from the last segment on disk after a restart.
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    append_until(&mut store, 6);
+    assert_eq!(
+        segment_sizes(dir.path()),
+        vec![4096, 8192, 16384, 32768, 32768, 32768]
+    );
+    // A record larger than the cap gets a segment of its own size; the next is capped.
+    let big = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(next, 40_000)],
+    };
+    persist(&mut store, &big);
+    persist(&mut store, &batch(next + 1..next + 2));
+    let sizes = segment_sizes(dir.path());
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
+    assert!(sizes[6] > 40_000 && sizes[6] < 41_000, "{sizes:?}");
+    assert_eq!(sizes[7], 32768, "{sizes:?}");
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(slots(&mut store), (0..next + 2).collect::<Vec<_>>());
 }
