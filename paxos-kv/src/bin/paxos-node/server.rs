@@ -29,7 +29,6 @@
 //! A pipeline of writes goes as batches that each fit `M` by the same rule (see
 //! `connection.rs`): a write that fits alone always goes through, alone if need be.
 
-use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
