@@ -30,7 +30,7 @@ use crate::waiters::Waiters;
 /// A three-member cluster in one process on tokio, over TCP on loopback, with memory
 /// storage and a replicated counter: everything comes from this crate. (In a deployment,
 /// each process builds one node, with the same address map, and listens on its own
-/// fixed address with [`tcp`](Self::tcp).)
+/// fixed address with `tcp`.)
 ///
 /// ```
 /// # #[cfg(all(feature = "tokio", feature = "tcp"))]
@@ -143,7 +143,7 @@ enum StoragePart {
 impl NodeBuilder {
     /// A builder for the replica `config.id` of the cluster `config.members`. The id is
     /// given here only: the builder hands it to the transport it starts
-    /// ([`tcp`](Self::tcp)) and checks it against a transport given ready-made.
+    /// (`tcp`) and checks it against a transport given ready-made.
     pub fn new(config: Config) -> Self {
         Self {
             config,
@@ -175,7 +175,7 @@ impl NodeBuilder {
     }
 
     /// A transport started by the caller (a transport of your own, say). Required, unless
-    /// [`tcp`](Self::tcp) or [`tcp_listener`](Self::tcp_listener) is used.
+    /// `tcp` or `tcp_listener` (feature `tcp`) is used.
     ///
     /// The builder refuses it if it speaks for another node
     /// ([`Transport::local_node`], [`StartError::IdMismatch`]) or cannot reach a member
@@ -236,7 +236,7 @@ impl NodeBuilder {
     }
 
     /// Where to keep promises and accepted values, opened by the caller. Required, unless
-    /// [`memory_storage`](Self::memory_storage) or [`file_storage`](Self::file_storage) is
+    /// [`memory_storage`](Self::memory_storage) or `file_storage` (feature `file`) is
     /// used. On start the node [claims](Storage::claim) it for this node and cluster, loads
     /// it, and recovers from what it holds.
     pub fn storage(mut self, storage: Box<dyn Storage>) -> Self {

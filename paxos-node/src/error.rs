@@ -61,7 +61,7 @@ pub enum ProposeError {
     #[error("timed out; the outcome is unknown")]
     Timeout,
     /// The command **was applied**, but the state machine pushed no output for it: a bug
-    /// in [`StateMachine::apply`](paxos_core::StateMachine::apply), which must push one
+    /// in [`StateMachine::apply`](crate::StateMachine::apply), which must push one
     /// output per command. Not retryable: a retry would apply it again.
     #[error("command {id:?} was applied, but the state machine gave no output for it")]
     NoOutput {
@@ -142,7 +142,7 @@ pub enum StartError {
     /// No runtime was given and [`default_runtime`](crate::default_runtime) found none.
     #[error("no async runtime available")]
     NoRuntime,
-    /// The core's [`Config`](paxos_core::Config) was refused.
+    /// The core's [`Config`](crate::Config) was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The [`NodeOptions`](crate::NodeOptions) were refused.

@@ -197,7 +197,7 @@ impl NodeHandle {
         }
     }
 
-    /// Answers `query` with [`StateMachine::query`](paxos_core::StateMachine::query) on
+    /// Answers `query` with [`StateMachine::query`](crate::StateMachine::query) on
     /// this node, linearizably: the answer reflects every write acknowledged before the
     /// call.
     ///

@@ -1,7 +1,7 @@
 //! The driver that turns a [`paxos_core::Replica`] into a running node.
 //!
-//! `paxos-node` wires the sans-IO core to a [`Transport`](paxos_core::Transport), a
-//! [`Storage`](paxos_core::Storage) and a [`StateMachine`](paxos_core::StateMachine), on
+//! `paxos-node` wires the sans-IO core to a [`Transport`], a
+//! [`Storage`] and a [`StateMachine`], on
 //! an async runtime of your choice, and gives clients a [`NodeHandle`]:
 //! [`propose`](NodeHandle::propose), [`read`](NodeHandle::read),
 //! [`status`](NodeHandle::status), [`metrics`](NodeHandle::metrics) and
@@ -25,8 +25,8 @@
 //! Each cycle it drains the available inputs (client requests from a bounded queue,
 //! inbound messages, due timers), each bounded per cycle, then takes **one**
 //! [`Ready`](paxos_core::Ready) and handles it by its ordering rule: one
-//! [`Storage::persist`](paxos_core::Storage::persist) call, then the sends, then one
-//! [`StateMachine::apply`](paxos_core::StateMachine::apply) call, then it answers the
+//! [`Storage::persist`] call, then the sends, then one
+//! [`StateMachine::apply`] call, then it answers the
 //! waiting clients and advances the replica. Proposals that arrive during a persist go
 //! into the next `Ready` together: under load, a batch costs one persist.
 //!
@@ -37,7 +37,7 @@
 //!
 //! [`NodeHandle::propose`] resolves with the state machine's output once the command is
 //! applied **on this node**. The core tags each proposal with a
-//! [`ProposalId`](paxos_core::ProposalId); the driver matches the outputs of `apply` to the
+//! [`ProposalId`]; the driver matches the outputs of `apply` to the
 //! ids this node issued. Only `Ok` means applied. When the leader a request went through
 //! changes (this node loses leadership, or a follower's leader changes), every waiting
 //! request fails with `LeadershipChanged`: the leader may have dropped it, or may not have.
@@ -47,7 +47,7 @@
 //! # Reads: on the leader by the core, elsewhere through the log
 //!
 //! [`NodeHandle::read`] answers a query with
-//! [`StateMachine::query`](paxos_core::StateMachine::query), linearizably. Reads taken in
+//! [`StateMachine::query`], linearizably. Reads taken in
 //! the same driver cycle share one of two paths:
 //!
 //! * **On the leader**, the core serves them ([`Replica::read`](paxos_core::Replica::read)):
@@ -112,8 +112,8 @@ pub mod runtime {
     pub use paxos_runtime::{AsyncTimer, Runtime, default_runtime, timeout_at};
 }
 
-/// Storage backends ([`paxos_storage`]): [`MemoryStorage`](storage::MemoryStorage)
-/// always, [`FileStorage`](storage::FileStorage) with the `file` feature.
+/// Storage backends ([`paxos_storage`]): [`MemoryStorage`]
+/// always, `FileStorage` with the `file` feature.
 pub mod storage {
     #[cfg(feature = "file")]
     #[cfg_attr(docsrs, doc(cfg(feature = "file")))]

@@ -9,9 +9,9 @@
 //!
 //! One implementation per runtime feature:
 //!
-//! * `tokio`: [`TokioRuntime`] (tasks through a captured handle, tokio timers and
+//! * `tokio`: `TokioRuntime` (tasks through a captured handle, tokio timers and
 //!   sockets).
-//! * `smol` and `async-std`: [`AsyncIoRuntime`] (async-io timers and
+//! * `smol` and `async-std`: `AsyncIoRuntime` (async-io timers and
 //!   sockets, smol's global executor). smol and async-std both run on async-io, so one
 //!   implementation serves both; async-std is discontinued (RUSTSEC-2025-0052) and gets no
 //!   code of its own, only the feature name.
@@ -56,6 +56,7 @@
 //! quinn's own runtime support), no blocking-task pool.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::fmt;
 use std::future::Future;
@@ -75,8 +76,10 @@ mod async_io;
 mod tokio;
 
 #[cfg(feature = "async-io-impl")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "async-std"))))]
 pub use self::async_io::AsyncIoRuntime;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use self::tokio::TokioRuntime;
 
 /// What the paxos crates need from an async runtime.
