@@ -29,7 +29,7 @@ use crate::handle::{PeerContact, Request, Shared};
 use crate::metrics::Counters;
 use crate::options::NodeOptions;
 use crate::runtime::{AsyncTimer, Runtime};
-use crate::waiters::{ReadKey, ReadWaiter, Waiters};
+use crate::waiters::{ReadKey, ReadReply, ReadWaiter, Waiters};
 
 /// Busy cycles in a row after which the driver yields to its executor, so that tasks
 /// sharing its thread (the transport's, on a one-thread executor) are not starved.
@@ -58,7 +58,7 @@ pub(crate) struct Driver {
     pub(crate) waiters: Waiters,
     /// A request taken while waiting, handled by the next cycle.
     pub(crate) stashed: Option<Request>,
-    /// Reads taken this cycle, to share one read marker.
+    /// Reads and read barriers taken this cycle, to share one confirmation.
     pub(crate) new_reads: Vec<ReadWaiter>,
     pub(crate) inbound: Vec<Inbound>,
     pub(crate) outputs: Vec<(ProposalId, Bytes)>,
@@ -254,29 +254,22 @@ impl Driver {
                     }
                 }
             }
-            Request::Read {
-                query,
-                deadline,
-                reply,
-            } => {
-                if reply.is_canceled() {
+            Request::Read(read) => {
+                if read.is_canceled() {
                     return;
                 }
                 if !self.waiters.has_room(self.new_reads.len() + 1) {
-                    let _ = reply.send(Err(ReadError::Overloaded));
+                    read.fail(ReadError::Overloaded);
                     return;
                 }
-                self.new_reads.push(ReadWaiter {
-                    query,
-                    deadline,
-                    reply,
-                });
+                self.new_reads.push(read);
             }
         }
     }
 
-    /// Starts one read for every read taken this cycle: a core read on the leader (under
-    /// its lease, or with a read-index round), a read marker through the log elsewhere.
+    /// Starts one read for every read (and read barrier) taken this cycle: a core read on
+    /// the leader (under its lease, or with a read-index round), a read marker through the
+    /// log elsewhere.
     fn start_reads(&mut self) {
         if self.new_reads.is_empty() {
             return;
@@ -303,7 +296,7 @@ impl Driver {
             Ok(key) => self.waiters.add_reads(key, reads),
             Err(error) => {
                 for r in reads {
-                    let _ = r.reply.send(Err(error.clone()));
+                    r.fail(error.clone());
                 }
             }
         }
@@ -386,18 +379,32 @@ impl Driver {
         Ok(())
     }
 
-    /// Answers the reads waiting on `key` from the state machine as it is now.
+    /// Answers the reads waiting on `key` from the state machine as it is now, between two
+    /// applies, and the read barriers with the applied position (no query).
     async fn answer_reads(&mut self, key: ReadKey) -> Result<(), FatalError> {
-        for read in self.waiters.take_reads(key) {
-            if read.reply.is_canceled() {
+        let reads = self.waiters.take_reads(key);
+        if reads.is_empty() {
+            return Ok(());
+        }
+        // Handed out for applying, and applied: answers come after `apply` returned.
+        let applied = self.replica.status().applied;
+        for read in reads {
+            if read.is_canceled() {
                 continue;
             }
-            let answer = match self.state_machine.query(&read.query).await {
-                Ok(answer) => answer,
-                Err(e) => return Err(self.fail(FatalError::StateMachine(e))),
-            };
+            match read.reply {
+                ReadReply::Query { query, reply } => {
+                    let answer = match self.state_machine.query(&query).await {
+                        Ok(answer) => answer,
+                        Err(e) => return Err(self.fail(FatalError::StateMachine(e))),
+                    };
+                    let _ = reply.send(Ok(answer));
+                }
+                ReadReply::Barrier { reply } => {
+                    let _ = reply.send(Ok(applied));
+                }
+            }
             Counters::add(&self.shared.counters.reads, 1);
-            let _ = read.reply.send(Ok(answer));
         }
         Ok(())
     }
@@ -405,12 +412,13 @@ impl Driver {
     /// The core can no longer answer `read` here: leadership changed.
     fn abort_reads(&mut self, read: ReadId) {
         for r in self.waiters.take_reads(ReadKey::Core(read)) {
-            let _ = r.reply.send(Err(ReadError::LeadershipChanged));
+            r.fail(ReadError::LeadershipChanged);
         }
     }
 
     /// Applies `committed` with one `StateMachine::apply` call, then answers the
-    /// proposals applied and the reads whose marker was applied.
+    /// proposals applied (each with its output and the slot of the batch that held it)
+    /// and the reads whose marker was applied.
     ///
     /// Reads are answered after the whole batch, with state that may include writes
     /// ordered after their marker. That is still linearizable: those writes were chosen
@@ -424,6 +432,11 @@ impl Driver {
             let n = c.value.commands().len() as u64;
             commands += n;
             counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+            // So that each output is answered with its command's slot: one lookup per
+            // command, kept on the waiter (bounded with it).
+            for command in c.value.commands() {
+                self.waiters.record_slot(command.id, c.slot);
+            }
         }
         Counters::add(&counters.committed_slots, committed.len() as u64);
         Counters::add(&counters.committed_commands, commands);
@@ -434,7 +447,12 @@ impl Driver {
         // Before answering: a caller that got its answer sees `applied` cover it.
         self.publish_status();
         for (id, output) in self.outputs.drain(..) {
-            self.waiters.resolve_proposal(id, output);
+            if !self.waiters.resolve_proposal(id, output) {
+                tracing::error!(
+                    ?id,
+                    "the state machine gave an output for a command it was not applying"
+                );
+            }
         }
         // A command of this node's clients that got no output is still waiting: the state
         // machine broke its contract. Say so now, naming the command, rather than let the
@@ -526,13 +544,11 @@ impl Drop for Driver {
                 Request::Propose { reply, .. } => {
                     let _ = reply.send(Err(ProposeError::Fatal(fatal.clone())));
                 }
-                Request::Read { reply, .. } => {
-                    let _ = reply.send(Err(ReadError::Fatal(fatal.clone())));
-                }
+                Request::Read(read) => read.fail(ReadError::Fatal(fatal.clone())),
             }
         }
         for r in self.new_reads.drain(..) {
-            let _ = r.reply.send(Err(ReadError::Fatal(fatal.clone())));
+            r.fail(ReadError::Fatal(fatal.clone()));
         }
         self.waiters.fail_all(Some(&fatal));
     }

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Sender, TrySendError};
 use bytes::Bytes;
-use event_listener::Event;
+use event_listener::{Event, EventListener};
 use futures::channel::oneshot;
 use paxos_core::{Ballot, Metrics, NodeId, Role, Slot};
 
+use crate::client::Applied;
 use crate::command;
 use crate::error::{FatalError, ProposeError, ReadError};
 use crate::metrics::{Counters, NodeMetrics};
 use crate::runtime::{Runtime, timeout_at};
+use crate::waiters::{ReadReply, ReadWaiter};
 
 /// How long after a request's deadline the handle gives up by itself. The driver answers
 /// `Timeout` at the deadline; this backstop only matters if the driver is stuck (in a
@@ -59,13 +61,10 @@ pub(crate) enum Request {
         /// The tagged command.
         command: Bytes,
         deadline: Instant,
-        reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
     },
-    Read {
-        query: Bytes,
-        deadline: Instant,
-        reply: oneshot::Sender<Result<Bytes, ReadError>>,
-    },
+    /// A read or a read barrier.
+    Read(ReadWaiter),
 }
 
 /// State shared by the handles and the driver.
@@ -95,6 +94,12 @@ impl Shared {
             core_metrics: Mutex::new(Metrics::default()),
             contacts: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A listener that fires at the next status change (or termination). Take it
+    /// **before** reading the status, so that a change in between is not missed.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.changed.listen()
     }
 
     pub(crate) fn status(&self) -> MutexGuard<'_, NodeStatus> {
@@ -140,6 +145,13 @@ impl Shared {
 /// Every method is safe to call from any task on any executor. Dropping every handle does
 /// **not** stop the node (it keeps serving its peers as an acceptor); call
 /// [`shutdown`](Self::shutdown).
+///
+/// Writes: [`propose`](Self::propose), or [`propose_with_slot`](Self::propose_with_slot)
+/// for the log position too. Linearizable reads: [`read`](Self::read) (through
+/// [`StateMachine::query`](paxos_core::StateMachine::query) on the driver task), or
+/// [`read_barrier`](Self::read_barrier) and then the program's own view of its state,
+/// from any task. To wait until a whole (in-process) cluster can take writes on every
+/// node, see [`wait_for_leader`](crate::wait_for_leader).
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     pub(crate) id: NodeId,
@@ -171,8 +183,22 @@ impl NodeHandle {
     /// state machine's output for it.
     ///
     /// On a follower the command is forwarded to the leader. Only `Ok` means applied; see
-    /// [`ProposeError`] for which errors leave the outcome unknown.
+    /// [`ProposeError`] for which errors leave the outcome unknown. The same as
+    /// [`propose_with_slot`](Self::propose_with_slot), without the slot.
     pub async fn propose(&self, command: Bytes) -> Result<Bytes, ProposeError> {
+        self.propose_with_slot(command).await.map(|a| a.output)
+    }
+
+    /// Proposes `command` and waits until it is applied **on this node**, returning the
+    /// state machine's output for it together with the log slot that held it.
+    ///
+    /// The slot is the command's position in the replicated log, the same on every
+    /// replica. Commands batched together share a slot and are applied in batch order;
+    /// see [`Applied`]. Any node whose [`status`](Self::status) shows `applied` above the
+    /// slot has applied the command (to wait for one:
+    /// `node.wait_for(timeout, |s| s.applied > slot)`). Errors are those of
+    /// [`propose`](Self::propose).
+    pub async fn propose_with_slot(&self, command: Bytes) -> Result<Applied, ProposeError> {
         if command.len() > self.max_command_bytes {
             return Err(ProposeError::TooLarge {
                 len: command.len(),
@@ -198,24 +224,75 @@ impl NodeHandle {
     }
 
     /// Answers `query` with [`StateMachine::query`](crate::StateMachine::query) on
-    /// this node, linearizably: the answer reflects every write acknowledged before the
-    /// call.
+    /// this node, linearizably: the answer reflects every write acknowledged (on any node)
+    /// before the call.
     ///
     /// On the leader the core confirms the read (under its lease, without a message);
     /// elsewhere it goes through the log as a read marker. Reads arriving in the same
     /// driver cycle share one confirmation. See the crate docs.
+    ///
+    /// # Why `query` runs on the driver task
+    ///
+    /// The driver calls `query` between two `apply` calls, at the read's confirmation
+    /// point: the state then holds every write acknowledged before the read, and the
+    /// driver applies nothing further until the query returns. Run anywhere else, the
+    /// query would race with the applies that follow, and the driver would have to keep
+    /// the state still (stop applying) or copy it for the duration. So keep `query` quick:
+    /// the node applies no command and answers no other request while it runs.
+    ///
+    /// To read the state from your own task instead (a state machine that shares its
+    /// state, say through an `Arc<Mutex<_>>` it updates in `apply`), call
+    /// [`read_barrier`](Self::read_barrier) and then read the shared state: the same
+    /// guarantee, with no `query` call at all.
     pub async fn read(&self, query: Bytes) -> Result<Bytes, ReadError> {
-        let deadline = self.runtime.now() + self.request_timeout;
         let (reply, answer) = oneshot::channel();
-        let request = Request::Read {
-            query,
-            deadline,
-            reply,
-        };
-        self.submit(request).map_err(|e| match e {
-            Submit::Full => ReadError::Overloaded,
-            Submit::Stopped(fatal) => ReadError::Fatal(fatal),
-        })?;
+        self.read_with(ReadReply::Query { query, reply }, answer)
+            .await
+    }
+
+    /// Waits until this node's state machine has applied every write acknowledged (on any
+    /// node) before the call, and returns this node's applied position at that point:
+    /// every slot below it is applied here. The program may then read its own view of
+    /// the state directly (a state machine that shares its state with the program, for
+    /// example through an `Arc<Mutex<_>>` it updates in
+    /// [`apply`](paxos_core::StateMachine::apply)), from any task, and see those writes.
+    /// The state may have moved on since (later writes applied); it never moves back.
+    ///
+    /// It takes the same path as [`read`](Self::read), with the same cost and errors: on
+    /// the leader the core confirms it (under the lease with no message, otherwise with
+    /// one heartbeat round); elsewhere a read marker goes through the log. It shares a
+    /// confirmation with the reads and barriers of the same driver cycle. It never calls
+    /// [`StateMachine::query`](paxos_core::StateMachine::query).
+    ///
+    /// Named a *read barrier* for what it is used for: a barrier that orders the program's
+    /// next reads after every acknowledged write. It does not fsync anything ("sync") and
+    /// does not wait for other nodes to apply.
+    ///
+    /// ```no_run
+    /// # async fn example(node: paxos_node::NodeHandle, shared: std::sync::Arc<std::sync::Mutex<u64>>) {
+    /// // `shared` is updated by the node's state machine in `apply`.
+    /// let applied = node.read_barrier().await.unwrap();
+    /// let total = *shared.lock().unwrap(); // reflects every write acknowledged before
+    /// # let _ = (applied, total);
+    /// # }
+    /// ```
+    pub async fn read_barrier(&self) -> Result<Slot, ReadError> {
+        let (reply, answer) = oneshot::channel();
+        self.read_with(ReadReply::Barrier { reply }, answer).await
+    }
+
+    /// Queues a read (or barrier) and waits for its answer on `answer`.
+    async fn read_with<T>(
+        &self,
+        reply: ReadReply,
+        answer: oneshot::Receiver<Result<T, ReadError>>,
+    ) -> Result<T, ReadError> {
+        let deadline = self.runtime.now() + self.request_timeout;
+        self.submit(Request::Read(ReadWaiter { deadline, reply }))
+            .map_err(|e| match e {
+                Submit::Full => ReadError::Overloaded,
+                Submit::Stopped(fatal) => ReadError::Fatal(fatal),
+            })?;
         match timeout_at(&*self.runtime, deadline + TIMEOUT_GRACE, answer).await {
             Some(Ok(outcome)) => outcome,
             Some(Err(oneshot::Canceled)) => Err(ReadError::Fatal(self.stopped_reason().await)),
@@ -257,7 +334,7 @@ impl NodeHandle {
         let deadline = self.runtime.now() + timeout;
         let wait = async {
             loop {
-                let listener = self.shared.changed.listen();
+                let listener = self.shared.listen();
                 let status = self.status();
                 if condition(&status) {
                     return status;

@@ -3,9 +3,12 @@
 //! `paxos-node` wires the sans-IO core to a [`Transport`], a
 //! [`Storage`] and a [`StateMachine`], on
 //! an async runtime of your choice, and gives clients a [`NodeHandle`]:
-//! [`propose`](NodeHandle::propose), [`read`](NodeHandle::read),
-//! [`status`](NodeHandle::status), [`metrics`](NodeHandle::metrics) and
-//! [`shutdown`](NodeHandle::shutdown). Start one with [`NodeBuilder`].
+//! [`propose`](NodeHandle::propose) (or [`propose_with_slot`](NodeHandle::propose_with_slot),
+//! which also names the write's log slot), [`read`](NodeHandle::read),
+//! [`read_barrier`](NodeHandle::read_barrier), [`status`](NodeHandle::status),
+//! [`metrics`](NodeHandle::metrics) and [`shutdown`](NodeHandle::shutdown). Start one with
+//! [`NodeBuilder`]; [`wait_for_leader`] waits until a set of nodes in this process can all
+//! take writes.
 //!
 //! What it does **not** do: no protocol logic (every decision is the core's; this crate
 //! only feeds it inputs and carries out its outputs), no sockets and no files of its own
@@ -44,11 +47,25 @@
 //! That error and `Timeout` leave the outcome **unknown**; the command may still be
 //! applied. An outcome is never reported as success unless it was applied.
 //!
+//! [`NodeHandle::propose_with_slot`] also returns the [`Slot`](paxos_core::Slot) of the
+//! batch that held the command ([`Applied`]): the driver notes each waiting id's slot as
+//! it hands the batch to `apply`. The slot is the same on every replica; commands batched
+//! into one slot are applied in batch order.
+//!
+//! Whether a proposal gets through depends on *this* node knowing a leader: right after
+//! start, or after an election, one node may know the new leader while another still
+//! refuses with `NoLeader`. [`wait_for_leader`] waits until every given node names the
+//! same leader, and that leader (if given) has finished phase 1.
+//!
 //! # Reads: on the leader by the core, elsewhere through the log
 //!
 //! [`NodeHandle::read`] answers a query with
-//! [`StateMachine::query`], linearizably. Reads taken in
-//! the same driver cycle share one of two paths:
+//! [`StateMachine::query`], linearizably.
+//! [`NodeHandle::read_barrier`] is the same read without the query: it returns once this
+//! node has applied every write acknowledged (anywhere) before the call, with the applied
+//! position, so that the program can then read its own view of the state (say, an
+//! `Arc<Mutex<_>>` its state machine updates in `apply`) from any task. Reads and
+//! barriers taken in the same driver cycle share one of two paths:
 //!
 //! * **On the leader**, the core serves them ([`Replica::read`](paxos_core::Replica::read)):
 //!   under the leader lease with no message at all, otherwise after one heartbeat round
@@ -60,6 +77,14 @@
 //!   query runs after the whole applied batch, so it may also see writes ordered after the
 //!   marker; those were chosen before the read returns, so the read can be ordered after
 //!   them and the answer stays linearizable.
+//!
+//! **Why `query` runs on the driver task.** The driver calls `query` at the read's
+//! confirmation point, between two applies, and applies nothing more until it returns: the
+//! state it sees holds every write acknowledged before the read. Off the driver task, the
+//! query would race with the applies that follow, unless the driver stopped applying or
+//! copied the state for it. So a slow `query` delays the whole node; to read from another
+//! task, share the state and use [`NodeHandle::read_barrier`] instead, which never calls
+//! `query`.
 //!
 //! The state machine never sees markers: every command in the log carries a one-byte tag
 //! (write or read marker) that the driver adds on propose and strips before `apply`,
@@ -93,6 +118,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod client;
 mod command;
 mod driver;
 mod error;
@@ -143,6 +169,7 @@ pub use paxos_core::{
 };
 
 pub use builder::NodeBuilder;
+pub use client::{Applied, wait_for_leader};
 pub use error::{FatalError, OptionsError, ProposeError, ReadError, StartError};
 pub use handle::{NodeHandle, NodeStatus, PeerContact};
 pub use metrics::{LATENCY_BOUNDS_US, LatencyHistogram, Metric, MetricValue, NodeMetrics};

@@ -1,5 +1,5 @@
-//! Requests waiting for their outcome: proposals by [`ProposalId`], reads by what they
-//! wait on (a core read or a read marker). Bounded, with deadlines.
+//! Requests waiting for their outcome: proposals by [`ProposalId`], reads (and read
+//! barriers) by what they wait on (a core read or a read marker). Bounded, with deadlines.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -7,22 +7,62 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use paxos_core::{ProposalId, ReadId};
+use paxos_core::{ProposalId, ReadId, Slot};
 
+use crate::client::Applied;
 use crate::error::{FatalError, ProposeError, ReadError};
 
 /// A proposal waiting to be applied here.
 #[derive(Debug)]
 struct ProposalWaiter {
-    reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+    reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    /// The slot whose batch holds the command, once the driver is applying that batch
+    /// ([`Waiters::record_slot`]).
+    slot: Option<Slot>,
 }
 
-/// A read waiting for its marker to be applied here.
+/// A read or a read barrier, waiting for its confirmation (a core read, or its marker
+/// applied here).
 #[derive(Debug)]
 pub(crate) struct ReadWaiter {
-    pub(crate) query: Bytes,
     pub(crate) deadline: Instant,
-    pub(crate) reply: oneshot::Sender<Result<Bytes, ReadError>>,
+    pub(crate) reply: ReadReply,
+}
+
+/// What a confirmed read answers.
+#[derive(Debug)]
+pub(crate) enum ReadReply {
+    /// A read: answered with `StateMachine::query(query)`.
+    Query {
+        query: Bytes,
+        reply: oneshot::Sender<Result<Bytes, ReadError>>,
+    },
+    /// A read barrier: answered with the applied position, without a query.
+    Barrier {
+        reply: oneshot::Sender<Result<Slot, ReadError>>,
+    },
+}
+
+impl ReadWaiter {
+    /// Its caller gave up (dropped the future): no need to answer.
+    pub(crate) fn is_canceled(&self) -> bool {
+        match &self.reply {
+            ReadReply::Query { reply, .. } => reply.is_canceled(),
+            ReadReply::Barrier { reply } => reply.is_canceled(),
+        }
+    }
+
+    /// Fails it with `error`.
+    pub(crate) fn fail(self, error: ReadError) {
+        match self.reply {
+            ReadReply::Query { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            ReadReply::Barrier { reply } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
 }
 
 /// What a group of reads waits on.
@@ -83,10 +123,11 @@ impl Waiters {
         &mut self,
         id: ProposalId,
         deadline: Instant,
-        reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
     ) {
         debug_assert!(self.has_room(1));
-        self.proposals.insert(id, ProposalWaiter { reply });
+        self.proposals
+            .insert(id, ProposalWaiter { reply, slot: None });
         self.expiry.push(Reverse((deadline, Key::Proposal(id))));
         self.len += 1;
     }
@@ -101,12 +142,31 @@ impl Waiters {
         self.reads.entry(marker).or_default().extend(reads);
     }
 
-    /// Answers the proposal `id`, if it waits here.
-    pub(crate) fn resolve_proposal(&mut self, id: ProposalId, output: Bytes) {
+    /// Notes that the proposal `id`, if it waits here, is in the batch of `slot`: the
+    /// driver calls it for every command of a batch before applying it, so that the
+    /// output can be answered with its slot. One map lookup per command.
+    pub(crate) fn record_slot(&mut self, id: ProposalId, slot: Slot) {
+        if let Some(w) = self.proposals.get_mut(&id) {
+            w.slot = Some(slot);
+        }
+    }
+
+    /// Answers the proposal `id` with `output` and the slot [`record_slot`](Self::record_slot)
+    /// noted, if it waits here. Returns false if it waits but no slot was noted: the state
+    /// machine gave an output for a command that was not in the batch it applied (a
+    /// contract breach); the proposal keeps waiting for its own batch.
+    pub(crate) fn resolve_proposal(&mut self, id: ProposalId, output: Bytes) -> bool {
+        let Some(slot) = self.proposals.get(&id).map(|w| w.slot) else {
+            return true;
+        };
+        let Some(slot) = slot else {
+            return false;
+        };
         if let Some(w) = self.proposals.remove(&id) {
             self.len -= 1;
-            let _ = w.reply.send(Ok(output));
+            let _ = w.reply.send(Ok(Applied { slot, output }));
         }
+        true
     }
 
     /// Fails the proposal `id` with `error`, if it waits here; returns whether it did.
@@ -166,7 +226,7 @@ impl Waiters {
                     *group = kept;
                     self.len -= expired.len();
                     for r in expired {
-                        let _ = r.reply.send(Err(ReadError::Timeout));
+                        r.fail(ReadError::Timeout);
                     }
                     if group.is_empty() {
                         self.reads.remove(&marker);
@@ -189,7 +249,7 @@ impl Waiters {
                 let error = fatal.map_or(ReadError::LeadershipChanged, |f| {
                     ReadError::Fatal(f.clone())
                 });
-                let _ = r.reply.send(Err(error));
+                r.fail(error);
             }
         }
         self.expiry.clear();
@@ -221,9 +281,11 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         (
             ReadWaiter {
-                query: Bytes::new(),
                 deadline,
-                reply,
+                reply: ReadReply::Query {
+                    query: Bytes::new(),
+                    reply,
+                },
             },
             rx,
         )
@@ -247,8 +309,19 @@ mod tests {
         assert!(w.has_room(1));
         assert_eq!(w.next_deadline(), Some(t0 + ms(10)));
 
-        w.resolve_proposal(id(0), Bytes::from_static(b"out"));
-        assert_eq!(p0.try_recv(), Ok(Some(Ok(Bytes::from_static(b"out")))));
+        // An output for a proposal whose slot was not noted (not in the applied batch) is
+        // not taken as its answer.
+        assert!(!w.resolve_proposal(id(0), Bytes::from_static(b"stray")));
+        assert_eq!(p0.try_recv(), Ok(None));
+        w.record_slot(id(0), Slot(4));
+        assert!(w.resolve_proposal(id(0), Bytes::from_static(b"out")));
+        let applied = Applied {
+            slot: Slot(4),
+            output: Bytes::from_static(b"out"),
+        };
+        assert_eq!(p0.try_recv(), Ok(Some(Ok(applied))));
+        // Another node's command: nothing waits for it here.
+        assert!(w.resolve_proposal(id(9), Bytes::new()));
         assert_eq!(w.next_deadline(), Some(t0 + ms(20)));
 
         w.fail_all(None);
