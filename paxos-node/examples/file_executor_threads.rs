@@ -194,7 +194,7 @@ impl StateMachine for Counter {
     async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
         let bytes = data
             .try_into()
-            .map_err(|_| StateMachineError("bad snapshot".into()))?;
+            .map_err(|_| StateMachineError::new("bad snapshot"))?;
         self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }
