@@ -244,9 +244,13 @@ impl Eq for StorageError {}
 ///   for data the kernel already dropped.
 /// * **Cancel safety.** The driver does not cancel these futures; an implementation may
 ///   assume each call runs to completion.
-/// * **Blocking.** An implementation may block inside these futures (a file store's
-///   `fdatasync` does); a driver that shares its thread with latency-sensitive work should
-///   run the store where blocking is acceptable.
+/// * **Blocking.** These futures run on the driver's async runtime, next to the node's
+///   other tasks, so an implementation should not block inside them for a disk: a write
+///   and an `fdatasync` can take milliseconds, and on a one-thread executor every other
+///   task waits that long. `paxos_storage::FileStorage` runs all its file I/O on a thread
+///   of its own per store and only awaits the answer; a store that does block (for
+///   example, a synchronous embedded database called inline) should do the same or hand
+///   its work to a blocking pool.
 ///
 /// `paxos_storage::testing::suite` checks these properties for any implementation.
 #[async_trait]

@@ -3,10 +3,12 @@
 //!
 //! * [`MemoryStorage`]: the "disk" is process memory, shared by cloned handles so a
 //!   simulator can keep it across a simulated crash. For tests, simulation and benchmarks.
-//! * [`FileStorage`]: a checksummed write-ahead log in preallocated segment files with
-//!   group commit (one write and one `fdatasync` per batch), torn-tail recovery, and
-//!   atomically replaced snapshots. Its [module docs](mod@file) hold the design: record
-//!   format, segment naming, recovery rules, and what is fsynced when.
+//! * [`FileStorage`]: a checksummed write-ahead log in preallocated segment files (1 MiB
+//!   at first, doubling up to 64 MiB) with group commit (one write and one `fdatasync` per
+//!   batch), torn-tail recovery, atomically replaced snapshots, and an `OWNER` file that
+//!   refuses another node's directory, all on an I/O thread of its own. Its
+//!   [module docs](mod@file) hold the design: record format, segment naming, recovery
+//!   rules, and what is fsynced when.
 //! * [`FaultyStorage`]: wraps any store and fails its writes on command or by a seeded coin,
 //!   then stays poisoned, for simulation.
 //! * [`testing`]: a conformance suite that any [`Storage`](paxos_core::Storage)
@@ -14,9 +16,11 @@
 //!
 //! What this crate does not do: it never decides what to persist (the core does, through
 //! each `Ready`), it does not replicate, it does not interpret commands or snapshots, and it
-//! starts no threads and needs no async runtime. `FileStorage` does blocking file I/O
-//! inside its `async fn`s (one write and one `fdatasync` per `persist`); run the driver
-//! where that is acceptable. It is Linux/Unix only (`pwrite`, `fdatasync`, `fallocate`,
+//! needs no async runtime (no tokio, smol or async-std). `FileStorage` starts one thread
+//! per open store and does all its file I/O there (one write and one `fdatasync` per
+//! `persist`), so its `async fn`s never block the executor they are polled on; the thread
+//! is stopped and joined when the store is dropped. `MemoryStorage` and `FaultyStorage`
+//! start no threads. `FileStorage` is Linux/Unix only (`pwrite`, `fdatasync`, `fallocate`,
 //! `flock`).
 //!
 //! # Choosing the sync level

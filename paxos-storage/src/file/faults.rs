@@ -28,6 +28,9 @@ struct Inner {
     fail_syncs: AtomicU32,
     write_attempts: AtomicU64,
     sync_attempts: AtomicU64,
+    /// Names of the threads each fsync ran on, for the tests that check where I/O runs.
+    #[cfg(test)]
+    sync_threads: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 /// What an injected write fault does.
@@ -78,11 +81,29 @@ impl IoFaults {
     /// Called before each fsync: counts it, and fails instead of syncing if armed.
     pub(crate) fn on_sync(&self) -> io::Result<()> {
         self.inner.sync_attempts.fetch_add(1, Ordering::SeqCst);
+        #[cfg(test)]
+        self.inner
+            .sync_threads
+            .lock()
+            .expect("not poisoned")
+            .push(std::thread::current().name().map(str::to_owned));
         if take_one(&self.inner.fail_syncs) {
             Err(io::Error::other("injected fsync failure"))
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+impl IoFaults {
+    /// Names of the threads the fsyncs so far ran on, in order.
+    pub(crate) fn sync_threads(&self) -> Vec<Option<String>> {
+        self.inner
+            .sync_threads
+            .lock()
+            .expect("not poisoned")
+            .clone()
     }
 }
 

@@ -84,25 +84,32 @@
 //! is reclaimed lazily: segments are deleted oldest first while every entry in them is
 //! below the mark; the active segment is never deleted.
 //!
+//! **Threads.** [`FileStorage::open`] recovers on the calling thread (it blocks), then
+//! starts one I/O thread for the store. After that every file operation runs on that
+//! thread, one job at a time, and the `async fn`s only send it a job over a bounded
+//! channel and await the reply: they never block an async worker, on any runtime. The
+//! thread stops, and is joined, when the store is dropped. See [`FileStorage`].
+//!
 //! # What it does not do
 //!
-//! It does blocking I/O inside its `async fn`s: run the driver where blocking for one write
-//! and one `fdatasync` is acceptable (a dedicated thread, or a runtime's blocking pool). It
-//! does not cache entries for reads after `load`, and it does not check that compaction is
-//! covered by a snapshot (the caller's contract).
+//! It does not cache entries for reads after `load`, it does not check that compaction is
+//! covered by a snapshot (the caller's contract), and it needs no async runtime (the
+//! futures it returns are woken by its own thread).
 
 mod faults;
+mod log;
 mod owner;
 mod record;
 mod recovery;
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use futures::channel::oneshot;
 use paxos_core::{
     HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
 };
@@ -110,9 +117,9 @@ use paxos_core::{
 pub use faults::IoFaults;
 pub use recovery::{RecoveryReport, TornTail};
 
-use faults::WriteFault;
+use log::{Active, Job, Log, Shared};
 use record::BodyRef;
-use recovery::{Mode, SegmentInfo};
+use recovery::Mode;
 
 /// File name suffix of log segments.
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -120,6 +127,10 @@ const SEGMENT_SUFFIX: &str = ".wal";
 const SNAPSHOT_FILE: &str = "snapshot";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
+/// Jobs queued for the I/O thread. The driver makes one call at a time and each awaits its
+/// reply, so one slot would do; the others hold jobs of calls whose futures were dropped
+/// (a sender then waits, asynchronously, for room).
+const JOB_QUEUE: usize = 4;
 /// Suffix of files being created.
 const TMP_SUFFIX: &str = ".tmp";
 /// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
@@ -237,6 +248,20 @@ impl FileStorageOptions {
 /// # });
 /// ```
 ///
+/// # Threads
+///
+/// Each open store has one I/O thread, named `paxos-file-storage`, started by
+/// [`open`](Self::open). Every file operation after `open` runs there: an `async fn`
+/// encodes its record (CPU work, on the caller's task), sends a job over a bounded
+/// channel, and awaits the reply, so no async worker thread ever waits for a write or an
+/// `fdatasync`, on any runtime. The thread does one job at a time, in order, so a
+/// `persist` is still one write and one `fdatasync`.
+///
+/// Dropping the store stops the thread and joins it: if a job is under way (only when a
+/// call's future was dropped before it finished), the drop waits for that one job. When
+/// the drop returns, every file is closed and the directory lock released, so the store
+/// can be opened again at once.
+///
 /// # Panics
 ///
 /// [`persist`](Storage::persist) panics if the batch's promised ballot is below the last
@@ -244,41 +269,29 @@ impl FileStorageOptions {
 #[derive(Debug)]
 pub struct FileStorage {
     dir: PathBuf,
-    /// The directory, opened for fsync.
-    dir_file: File,
-    /// Holds the `flock` while open.
-    _lock: File,
-    options: FileStorageOptions,
-    /// Oldest first. When `active` is set, it is the last one.
-    segments: VecDeque<SegmentInfo>,
-    active: Option<Active>,
-    next_seq: u64,
+    max_record_bytes: u32,
+    /// The last hard state written: checked by `persist`, written by `compact`.
     hard_state: HardState,
     compacted_before: Slot,
     /// What `open` recovered, until `load` takes it.
     recovered: Option<RecoveredState>,
     report: RecoveryReport,
-    /// Set by the first failed write or fsync.
-    poisoned: Option<String>,
-    /// Reused encoding buffer.
+    /// Reused encoding buffer (it travels to the I/O thread and back).
     buf: Vec<u8>,
-}
-
-/// The segment appends go to.
-#[derive(Debug)]
-struct Active {
-    file: File,
-    write_pos: u64,
-    size: u64,
-    /// Every block below this has been written (data or zeros) and synced.
-    initialized_until: u64,
+    shared: Arc<Shared>,
+    jobs: async_channel::Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Holds the `flock` while open; released after the thread is joined.
+    _lock: File,
 }
 
 impl FileStorage {
     /// Opens (creating if needed) the store in `dir` and recovers it: replays the log,
     /// drops a torn tail, and fails with [`StorageError::Corrupt`] on any other damage.
+    /// Fails with [`StorageError::Locked`] if another store has the directory open.
     ///
-    /// Blocks for the recovery reads and, after a torn tail, one write and fsync.
+    /// Blocks the calling thread for the recovery reads and, after a torn tail, one write
+    /// and fsync; then starts the store's I/O thread.
     pub fn open(dir: impl AsRef<Path>, options: FileStorageOptions) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
@@ -314,20 +327,37 @@ impl FileStorage {
             }
             None => None,
         };
-        Ok(Self {
-            dir,
+        let shared = Arc::new(Shared::default());
+        shared
+            .segment_count
+            .store(recovered.segments.len(), Ordering::SeqCst);
+        let max_record_bytes = options.max_record_bytes;
+        let log = Log {
+            dir: dir.clone(),
             dir_file,
-            _lock: lock,
-            recovered: Some(recovered.state()),
-            segments: recovered.segments.into(),
+            options,
+            segments: recovered.segments.iter().cloned().collect(),
             active,
             next_seq: recovered.next_seq,
+            shared: shared.clone(),
+        };
+        let (jobs, inbox) = async_channel::bounded(JOB_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(log::THREAD_NAME.into())
+            .spawn(move || log::run(log, inbox))
+            .map_err(|e| io_error(format!("start the I/O thread for {}", dir.display()), e))?;
+        Ok(Self {
+            dir,
+            max_record_bytes,
             hard_state: recovered.hard_state,
             compacted_before: recovered.compacted_before,
+            recovered: Some(recovered.state()),
             report: recovered.report,
-            options,
-            poisoned: None,
             buf: Vec::new(),
+            shared,
+            jobs,
+            thread: Some(thread),
+            _lock: lock,
         })
     }
 
@@ -343,269 +373,100 @@ impl FileStorage {
 
     /// Number of segment files the log occupies now.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.shared.segment_count.load(Ordering::SeqCst)
     }
 
-    /// Fails with [`StorageError::Poisoned`] once a write or fsync has failed.
-    fn check_poisoned(&self) -> Result<(), StorageError> {
-        match &self.poisoned {
-            Some(reason) => Err(StorageError::Poisoned(reason.clone())),
-            None => Ok(()),
+    /// Sends the job `make(reply)` to the I/O thread and awaits its reply.
+    async fn call<T>(
+        &mut self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<T, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.jobs.send(make(reply)).await;
+        match sent {
+            Ok(()) => answer.await.map_err(|_| self.thread_gone()),
+            Err(_) => Err(self.thread_gone()),
         }
     }
 
-    /// Marks the store poisoned by a failed `op`, returning the error for this call.
-    fn poison(&mut self, error: StorageError) -> StorageError {
-        self.poisoned = Some(error.to_string());
-        error
+    /// The error for a call the I/O thread did not answer: it only stops early by
+    /// panicking (a bug), and after that nothing it did can be trusted.
+    fn thread_gone(&self) -> StorageError {
+        let reason = format!(
+            "the I/O thread of the file store in {} stopped",
+            self.dir.display()
+        );
+        let _ = self.shared.poisoned.set(reason.clone());
+        StorageError::Poisoned(reason)
     }
 
-    /// Appends one record: one write, one fdatasync. Poisons the store on failure.
-    fn append(&mut self, body: &BodyRef<'_>) -> Result<(), StorageError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let payload_len = record::encode(&mut buf, self.next_seq, body);
-        let result = self.append_encoded(&mut buf, payload_len);
-        self.buf = buf;
-        result
-    }
-
-    /// Writes the encoded record in `buf` (which it may extend with zeros) and syncs it.
-    fn append_encoded(
+    /// Appends one encoded record through the I/O thread, keeping the buffer for reuse.
+    async fn append(
         &mut self,
-        buf: &mut Vec<u8>,
-        payload_len: usize,
+        body: &BodyRef<'_>,
+        make: impl FnOnce(Vec<u8>, log::RecordReply) -> Job,
     ) -> Result<(), StorageError> {
-        if payload_len > self.options.max_record_bytes as usize {
+        let mut buf = std::mem::take(&mut self.buf);
+        let payload_len = record::encode(&mut buf, body);
+        if payload_len > self.max_record_bytes as usize {
+            self.buf = buf;
             // Nothing was written: the store stays usable.
             let message = format!(
                 "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
-                self.options.max_record_bytes
+                self.max_record_bytes
             );
             return Err(StorageError::io(
                 "persist",
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
             ));
         }
-        let len = buf.len() as u64;
-        let fits = self
-            .active
-            .as_ref()
-            .is_some_and(|active| active.write_pos + len <= active.size);
-        if !fits {
-            self.roll(len).map_err(|e| self.poison(e))?;
-        }
-        let active = self.active.as_mut().expect("roll made a segment active");
-        let at = active.write_pos;
-        // Zero ahead: blocks that `fallocate` reserved but nothing wrote yet make each
-        // fdatasync commit a journal transaction to mark them written. Writing zeros up
-        // to the next ZERO_AHEAD_BYTES boundary in the same write pays that once per
-        // window instead of once per block, and keeps one write and one fdatasync.
-        if at + len > active.initialized_until {
-            let until = (at + len)
-                .next_multiple_of(ZERO_AHEAD_BYTES)
-                .min(active.size);
-            buf.resize((until - at) as usize, 0);
-        }
-        let write = match self.options.faults.as_ref().map(IoFaults::on_write) {
-            Some(WriteFault::Torn) => active
-                .file
-                .write_all_at(&buf[..len as usize / 2], at)
-                .and(Err(std::io::Error::other("injected write failure"))),
-            _ => active.file.write_all_at(buf, at),
-        };
-        let synced = write
-            .map_err(|e| (format!("write at offset {at}"), e))
-            .and_then(|()| {
-                self.options
-                    .faults
-                    .as_ref()
-                    .map_or(Ok(()), IoFaults::on_sync)
-                    .and_then(|()| active.file.sync_data())
-                    .map_err(|e| ("fdatasync".to_owned(), e))
-            });
-        if let Err((op, e)) = synced {
-            let path = &self
-                .segments
-                .back()
-                .expect("the active segment is listed")
-                .path;
-            let error = io_error(format!("{op} of {}", path.display()), e);
-            return Err(self.poison(error));
-        }
-        active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
-        active.write_pos += len;
-        self.next_seq += 1;
-        Ok(())
+        let (result, buf) = self.call(|reply| make(buf, reply)).await?;
+        self.buf = buf;
+        result
     }
 
-    /// Starts a new active segment that holds at least `record_bytes`: the next size in
-    /// the growth sequence (see [`FileStorageOptions`]), or the record's size if larger.
-    fn roll(&mut self, record_bytes: u64) -> Result<(), StorageError> {
-        let previous = self.active.as_ref().map(|active| active.size);
-        let size = self.options.next_segment_bytes(previous).max(record_bytes);
-        let name = format!("{:020}{SEGMENT_SUFFIX}", self.next_seq);
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
-        preallocate(&file, size, self.options.preallocate)
-            .map_err(|e| io_error(format!("preallocate {size} bytes for {}", tmp.display()), e))?;
-        let faults = self.options.faults.as_ref();
-        sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
-        // If the active segment is empty and too small, this rename replaces it: same name.
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), e))?;
-        self.sync_dir()?;
-        if self
-            .segments
-            .back()
-            .is_some_and(|last| last.first_seq == self.next_seq)
-        {
-            self.segments.pop_back();
-        }
-        self.segments.push_back(SegmentInfo {
-            first_seq: self.next_seq,
-            path,
-            max_slot: None,
-        });
-        let initialized_until = match self.options.preallocate {
-            Preallocate::ZeroFill => size,
-            Preallocate::Fallocate => 0,
-        };
-        self.active = Some(Active {
-            file,
-            write_pos: 0,
-            size,
-            initialized_until,
-        });
-        Ok(())
+    /// Runs `look` on the I/O thread's log and returns what it returns.
+    #[cfg(test)]
+    fn inspect<R: Send + 'static>(&self, look: impl FnOnce(&Log) -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Job::Inspect(Box::new(move |log| {
+            let _ = tx.send(look(log));
+        }));
+        self.jobs.send_blocking(job).expect("the I/O thread runs");
+        rx.recv().expect("the I/O thread answers")
     }
+}
 
-    fn sync_dir(&self) -> Result<(), StorageError> {
-        let what = format!("fsync of directory {}", self.dir.display());
-        sync_all(self.options.faults.as_ref(), &self.dir_file, &what)
-    }
-
-    /// Records that the active segment now holds entries up to `slot`.
-    fn note_slots(&mut self, batch: &PersistBatch) {
-        let max = batch.entries.iter().map(|e| e.slot).max();
-        if let Some(active) = self.segments.back_mut() {
-            active.max_slot = active.max_slot.max(max);
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        // The thread ends once the queue is closed and drained; joining it means its files
+        // are closed before the lock is released (after this, as `_lock` drops).
+        self.jobs.close();
+        if let Some(thread) = self.thread.take() {
+            // A panic on the thread was already reported to the call it failed.
+            let _ = thread.join();
         }
-    }
-
-    /// Deletes the oldest segments while all their entries are below `before`.
-    fn delete_compacted_segments(&mut self, before: Slot) -> Result<(), StorageError> {
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
-            if oldest.max_slot.is_some_and(|max| max >= before) {
-                break;
-            }
-            std::fs::remove_file(&oldest.path)
-                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), e))?;
-            self.sync_dir()?;
-            self.segments.pop_front();
-        }
-        Ok(())
-    }
-
-    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}{TMP_SUFFIX}"));
-        let mut header = [0_u8; SNAPSHOT_HEADER_BYTES];
-        header[0..4].copy_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
-        header[8..16].copy_from_slice(&snapshot.upto.0.to_le_bytes());
-        header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), &snapshot.data);
-        header[4..8].copy_from_slice(&crc.to_le_bytes());
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
-        file.write_all_at(&header, 0)
-            .and_then(|()| file.write_all_at(&snapshot.data, SNAPSHOT_HEADER_BYTES as u64))
-            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
-        let faults = self.options.faults.as_ref();
-        sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), e))?;
-        self.sync_dir()
-    }
-
-    fn read_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("read {}", path.display()), e)),
-        };
-        let bad = |reason: &str| recovery::corrupt(&path, 0, reason.into());
-        let Some((header, data)) = bytes.split_first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
-            return Err(bad("the snapshot file is shorter than its header"));
-        };
-        let field = |range: std::ops::Range<usize>| {
-            let mut word = [0; 8];
-            word[..range.len()].copy_from_slice(&header[range]);
-            u64::from_le_bytes(word)
-        };
-        if field(0..4) != u64::from(SNAPSHOT_MAGIC) {
-            return Err(bad("the snapshot file has a bad magic number"));
-        }
-        if field(16..24) != data.len() as u64 {
-            return Err(bad("the snapshot file's length does not match its header"));
-        }
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), data);
-        if u64::from(crc) != field(4..8) {
-            return Err(bad("the snapshot file fails its checksum"));
-        }
-        Ok(Some(Snapshot {
-            upto: Slot(field(8..16)),
-            data: Bytes::copy_from_slice(data),
-        }))
     }
 }
 
 #[async_trait]
 impl Storage for FileStorage {
     async fn claim(&mut self, owner: StoreOwner) -> Result<(), StorageError> {
-        self.check_poisoned()?;
-        match owner::read(&self.dir)? {
-            Some(found) if found == owner => Ok(()),
-            Some(found) => Err(StorageError::OwnedByOther {
-                expected: owner,
-                found,
-            }),
-            // A fresh directory, or one an older version made: the first claim adopts it.
-            None => owner::write(
-                &self.dir,
-                &self.dir_file,
-                owner,
-                self.options.faults.as_ref(),
-            )
-            .map_err(|e| self.poison(e)),
-        }
+        self.shared.check_poisoned()?;
+        self.call(|reply| Job::Claim { owner, reply }).await?
     }
 
     async fn load(&mut self) -> Result<RecoveredState, StorageError> {
-        self.check_poisoned()?;
+        self.shared.check_poisoned()?;
         if let Some(recovered) = self.recovered.take() {
             return Ok(recovered);
         }
-        // A second load: read the log again (it is consistent now, nothing to repair).
-        let mut no_sync = |_: &File, _: &str| Ok(());
-        let recovered = recovery::recover(&self.dir, Mode::ReadOnly, &mut no_sync)?;
-        Ok(recovered.state())
+        // A second load: read the log again.
+        self.call(|reply| Job::Reload { reply }).await?
     }
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        self.check_poisoned()?;
+        self.shared.check_poisoned()?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -617,39 +478,53 @@ impl Storage for FileStorage {
                 self.hard_state.promised
             );
         }
-        self.append(&BodyRef::Batch {
+        let body = BodyRef::Batch {
             hard_state: batch.hard_state,
             entries: &batch.entries,
-        })?;
+        };
+        let max_slot = batch.entries.iter().map(|e| e.slot).max();
+        self.append(&body, |record, reply| Job::Append {
+            record,
+            max_slot,
+            reply,
+        })
+        .await?;
         if let Some(hard_state) = batch.hard_state {
             self.hard_state = hard_state;
         }
-        self.note_slots(batch);
         Ok(())
     }
 
     async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.check_poisoned()?;
-        self.write_snapshot(snapshot).map_err(|e| self.poison(e))
+        self.shared.check_poisoned()?;
+        // Cheap: the data is shared, not copied.
+        let snapshot = snapshot.clone();
+        self.call(|reply| Job::SaveSnapshot { snapshot, reply })
+            .await?
     }
 
     async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.check_poisoned()?;
-        self.read_snapshot()
+        self.shared.check_poisoned()?;
+        self.call(|reply| Job::LoadSnapshot { reply }).await?
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
-        self.check_poisoned()?;
+        self.shared.check_poisoned()?;
         if before <= self.compacted_before {
             return Ok(());
         }
-        self.append(&BodyRef::Checkpoint {
+        let body = BodyRef::Checkpoint {
             hard_state: self.hard_state,
             compacted_before: before,
-        })?;
+        };
+        self.append(&body, |record, reply| Job::Compact {
+            record,
+            before,
+            reply,
+        })
+        .await?;
         self.compacted_before = before;
-        self.delete_compacted_segments(before)
-            .map_err(|e| self.poison(e))
+        Ok(())
     }
 }
 

@@ -102,8 +102,10 @@ pub(crate) fn padded(bytes: u64) -> u64 {
 }
 
 /// Encodes one record into `buf` (cleared first): header, payload, padding. Returns the
-/// payload length, which the caller checks against its limit.
-pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, body: &BodyRef<'_>) -> usize {
+/// payload length, which the caller checks against its limit. The header's sequence number
+/// and checksum are left for [`seal`], so that a record can be encoded before it is known
+/// where in the log it goes.
+pub(crate) fn encode(buf: &mut Vec<u8>, body: &BodyRef<'_>) -> usize {
     buf.clear();
     buf.resize(HEADER_BYTES, 0);
     let mut out =
@@ -112,14 +114,18 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, body: &BodyRef<'_>) -> usize {
     let payload_crc = crc32c::crc32c(&out[HEADER_BYTES..]);
     out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     out[4..8].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    out[8..16].copy_from_slice(&seq.to_le_bytes());
     out[16..20].copy_from_slice(&payload_crc.to_le_bytes());
-    let header_crc = crc32c::crc32c(&out[0..20]);
-    out[20..24].copy_from_slice(&header_crc.to_le_bytes());
     let total = padded(out.len() as u64) as usize;
     out.resize(total, 0);
     *buf = out;
     len
+}
+
+/// Completes the header of a record [`encode`] made: its sequence number and checksum.
+pub(crate) fn seal(record: &mut [u8], seq: u64) {
+    record[8..16].copy_from_slice(&seq.to_le_bytes());
+    let header_crc = crc32c::crc32c(&record[0..20]);
+    record[20..24].copy_from_slice(&header_crc.to_le_bytes());
 }
 
 /// Decodes a payload whose checksum already matched.
@@ -150,7 +156,8 @@ mod tests {
             hard_state: Some(hard_state),
             entries: &entries,
         };
-        let len = encode(&mut buf, 42, &body);
+        let len = encode(&mut buf, &body);
+        seal(&mut buf, 42);
         assert_eq!(buf.len() as u64 % ALIGN, 0);
         let header = Header::parse(buf[..HEADER_BYTES].try_into().unwrap()).unwrap();
         assert_eq!(header.seq, 42);
@@ -176,12 +183,12 @@ mod tests {
         let mut buf = Vec::new();
         encode(
             &mut buf,
-            1,
             &BodyRef::Checkpoint {
                 hard_state: HardState::default(),
                 compacted_before: Slot(9),
             },
         );
+        seal(&mut buf, 1);
         for i in 0..HEADER_BYTES {
             let mut header: [u8; HEADER_BYTES] = buf[..HEADER_BYTES].try_into().unwrap();
             header[i] ^= 0x10;

@@ -60,15 +60,20 @@ fn five_batches(dir: &Path) -> (FileStorage, u64, u64) {
     for i in 0..4 {
         persist(&mut store, &batch(i * 2..i * 2 + 2));
     }
-    let last_start = store.active.as_ref().unwrap().write_pos;
+    let last_start = write_pos(&store);
     persist(&mut store, &batch(8..10));
-    let last_end = store.active.as_ref().unwrap().write_pos;
+    let last_end = write_pos(&store);
     assert_eq!(store.segment_count(), 1);
     (store, last_start, last_end)
 }
 
+/// Where the next record goes in the active segment (0 before the first).
+fn write_pos(store: &FileStorage) -> u64 {
+    store.inspect(|log| log.active.as_ref().map_or(0, |a| a.write_pos))
+}
+
 fn segment_path(store: &FileStorage) -> PathBuf {
-    store.segments.back().unwrap().path.clone()
+    store.inspect(|log| log.segments.back().unwrap().path.clone())
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -158,7 +163,7 @@ fn flipped_byte_in_the_middle_fails_open_naming_file_and_offset() {
         let mut store = open(dir.path()).unwrap();
         let mut starts = Vec::new();
         for i in 0..5 {
-            starts.push(store.active.as_ref().map_or(0, |a| a.write_pos));
+            starts.push(write_pos(&store));
             persist(&mut store, &batch(i * 2..i * 2 + 2));
         }
         let path = segment_path(&store);
@@ -189,9 +194,9 @@ fn zeroed_record_in_the_middle_fails_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path()).unwrap();
     persist(&mut store, &batch(0..2));
-    let second = store.active.as_ref().unwrap().write_pos;
+    let second = write_pos(&store);
     persist(&mut store, &batch(2..4));
-    let third = store.active.as_ref().unwrap().write_pos;
+    let third = write_pos(&store);
     persist(&mut store, &batch(4..6));
     let path = segment_path(&store);
     drop(store);
@@ -217,7 +222,7 @@ fn damage_in_an_earlier_segment_fails_open_and_a_missing_segment_too() {
         persist(&mut store, &batch(i * 2..i * 2 + 2));
     }
     assert!(store.segment_count() >= 3, "{}", store.segment_count());
-    let second = store.segments[1].path.clone();
+    let second = store.inspect(|log| log.segments[1].path.clone());
     drop(store);
 
     // The last record of a full, earlier segment: not a tail, so an error.
@@ -726,4 +731,65 @@ fn segments_double_up_to_segment_bytes_across_reopens() {
     drop(store);
     let mut store = FileStorage::open(dir.path(), options).unwrap();
     assert_eq!(slots(&mut store), (0..next + 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn every_write_and_fsync_after_open_runs_on_the_io_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = small_segments().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    let at_open = faults.sync_threads().len();
+    block_on(store.claim(StoreOwner::new(1, NodeId(1)))).unwrap();
+    for i in 0..20 {
+        persist(&mut store, &batch(i * 2..i * 2 + 2));
+    }
+    let snapshot = Snapshot {
+        upto: Slot(30),
+        data: Bytes::from_static(b"state"),
+    };
+    block_on(store.save_snapshot(&snapshot)).unwrap();
+    block_on(store.compact(Slot(30))).unwrap();
+    let threads = faults.sync_threads();
+    // The owner file, every batch, new segments and their directory entries, the
+    // snapshot, the checkpoint and the deletions.
+    assert!(threads.len() > at_open + 25, "{}", threads.len());
+    for name in &threads[at_open..] {
+        assert_eq!(name.as_deref(), Some(log::THREAD_NAME));
+    }
+    assert_ne!(std::thread::current().name(), Some(log::THREAD_NAME));
+}
+
+#[test]
+fn dropping_the_store_stops_and_joins_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    persist(&mut store, &batch(0..2));
+    let thread = store.inspect(|_| std::thread::current().id());
+    assert_ne!(thread, std::thread::current().id());
+    // The log, owned by the thread, holds the other reference; it is dropped when the
+    // thread's loop ends.
+    let shared = Arc::downgrade(&store.shared);
+    drop(store);
+    assert!(
+        shared.upgrade().is_none(),
+        "the I/O thread still holds its log after the store was dropped"
+    );
+    // And the lock is released: the directory opens again at once.
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1]);
+}
+
+#[test]
+fn a_persist_whose_future_is_dropped_still_completes() {
+    use futures::FutureExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    persist(&mut store, &batch(0..2));
+    // One poll sends the job (the queue has room); the future is then dropped, whether or
+    // not the reply had arrived.
+    let _ = store.persist(&batch(2..4)).now_or_never();
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(slots(&mut store), vec![0, 1, 2, 3]);
 }

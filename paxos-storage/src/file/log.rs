@@ -1,0 +1,390 @@
+//! The I/O thread of a [`FileStorage`](super::FileStorage): the [`Log`] it owns (files,
+//! segments, positions), the [`Job`]s the handle sends it, and its loop.
+//!
+//! Every blocking file operation after `open` runs here, one job at a time in the order
+//! sent, so the async side never waits for a disk and the log needs no lock. A job's
+//! reply goes back on a `oneshot`; if its caller went away, the job still ran.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use paxos_core::{RecoveredState, Slot, Snapshot, StorageError, StoreOwner};
+
+use super::faults::WriteFault;
+use super::recovery::{self, Mode, SegmentInfo};
+use super::{
+    FileStorageOptions, IoFaults, Preallocate, SEGMENT_SUFFIX, SNAPSHOT_FILE,
+    SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC, TMP_SUFFIX, ZERO_AHEAD_BYTES, io_error, owner,
+    preallocate, record, sync_all,
+};
+
+/// Name of the I/O thread.
+pub(crate) const THREAD_NAME: &str = "paxos-file-storage";
+
+/// What the handle and the I/O thread both see.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set once, by the first failed write or fsync (or a dead I/O thread); never cleared.
+    pub(crate) poisoned: OnceLock<String>,
+    /// Segment files the log occupies, for [`FileStorage::segment_count`](super::FileStorage::segment_count).
+    pub(crate) segment_count: AtomicUsize,
+}
+
+impl Shared {
+    /// Fails with [`StorageError::Poisoned`] once a write or fsync has failed.
+    pub(crate) fn check_poisoned(&self) -> Result<(), StorageError> {
+        match self.poisoned.get() {
+            Some(reason) => Err(StorageError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the store poisoned by `error` (the first reason stays), returning it.
+    pub(crate) fn poison(&self, error: StorageError) -> StorageError {
+        let _ = self.poisoned.set(error.to_string());
+        error
+    }
+}
+
+/// A record, encoded and checked by the handle, and its buffer coming back for reuse.
+pub(crate) type RecordReply = oneshot::Sender<(Result<(), StorageError>, Vec<u8>)>;
+
+/// One request to the I/O thread.
+pub(crate) enum Job {
+    /// Appends one record ([`record::encode`]d, not sealed): one write, one fdatasync.
+    Append {
+        record: Vec<u8>,
+        /// Highest slot of the entries in it.
+        max_slot: Option<Slot>,
+        reply: RecordReply,
+    },
+    /// Appends a checkpoint record, then deletes the segments wholly below `before`.
+    Compact {
+        record: Vec<u8>,
+        before: Slot,
+        reply: RecordReply,
+    },
+    /// Reads the whole log again (a second `load`).
+    Reload {
+        reply: oneshot::Sender<Result<RecoveredState, StorageError>>,
+    },
+    SaveSnapshot {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+    LoadSnapshot {
+        reply: oneshot::Sender<Result<Option<Snapshot>, StorageError>>,
+    },
+    Claim {
+        owner: StoreOwner,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+    /// Runs a closure on the log, for tests that look at its internals.
+    #[cfg(test)]
+    Inspect(Box<dyn FnOnce(&Log) + Send>),
+}
+
+/// Runs jobs until every sender is gone (the handle dropped), then drops the log (closing
+/// its files).
+pub(crate) fn run(mut log: Log, jobs: async_channel::Receiver<Job>) {
+    while let Ok(job) = jobs.recv_blocking() {
+        log.handle(job);
+    }
+}
+
+/// The log's files and positions, owned by the I/O thread.
+#[derive(Debug)]
+pub(crate) struct Log {
+    pub(super) dir: PathBuf,
+    /// The directory, opened for fsync.
+    pub(super) dir_file: File,
+    pub(super) options: FileStorageOptions,
+    /// Oldest first. When `active` is set, it is the last one.
+    pub(super) segments: VecDeque<SegmentInfo>,
+    pub(super) active: Option<Active>,
+    pub(super) next_seq: u64,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// The segment appends go to.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub(super) file: File,
+    pub(super) write_pos: u64,
+    pub(super) size: u64,
+    /// Every block below this has been written (data or zeros) and synced.
+    pub(super) initialized_until: u64,
+}
+
+impl Log {
+    /// Does one job and sends its reply (dropped if the caller is gone).
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Append {
+                mut record,
+                max_slot,
+                reply,
+            } => {
+                let result = self.append(&mut record, max_slot);
+                let _ = reply.send((result, record));
+            }
+            Job::Compact {
+                mut record,
+                before,
+                reply,
+            } => {
+                let result = self.append(&mut record, None).and_then(|()| {
+                    self.delete_compacted_segments(before)
+                        .map_err(|e| self.shared.poison(e))
+                });
+                let _ = reply.send((result, record));
+            }
+            Job::Reload { reply } => {
+                let _ = reply.send(self.reload());
+            }
+            Job::SaveSnapshot { snapshot, reply } => {
+                let result = self.shared.check_poisoned().and_then(|()| {
+                    self.write_snapshot(&snapshot)
+                        .map_err(|e| self.shared.poison(e))
+                });
+                let _ = reply.send(result);
+            }
+            Job::LoadSnapshot { reply } => {
+                let result = self
+                    .shared
+                    .check_poisoned()
+                    .and_then(|()| self.read_snapshot());
+                let _ = reply.send(result);
+            }
+            Job::Claim { owner, reply } => {
+                let _ = reply.send(self.claim(owner));
+            }
+            #[cfg(test)]
+            Job::Inspect(look) => look(self),
+        }
+    }
+
+    fn faults(&self) -> Option<&IoFaults> {
+        self.options.faults.as_ref()
+    }
+
+    /// Publishes the segment count to the handle.
+    fn publish_segments(&self) {
+        self.shared
+            .segment_count
+            .store(self.segments.len(), Ordering::SeqCst);
+    }
+
+    /// Seals and writes the record in `buf` (which it may extend with zeros) and syncs it:
+    /// one write, one fdatasync. Poisons the store on failure.
+    fn append(&mut self, buf: &mut Vec<u8>, max_slot: Option<Slot>) -> Result<(), StorageError> {
+        self.shared.check_poisoned()?;
+        record::seal(buf, self.next_seq);
+        let len = buf.len() as u64;
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|active| active.write_pos + len <= active.size);
+        if !fits {
+            self.roll(len).map_err(|e| self.shared.poison(e))?;
+        }
+        let active = self.active.as_mut().expect("roll made a segment active");
+        let at = active.write_pos;
+        // Zero ahead: blocks that `fallocate` reserved but nothing wrote yet make each
+        // fdatasync commit a journal transaction to mark them written. Writing zeros up
+        // to the next ZERO_AHEAD_BYTES boundary in the same write pays that once per
+        // window instead of once per block, and keeps one write and one fdatasync.
+        if at + len > active.initialized_until {
+            let until = (at + len)
+                .next_multiple_of(ZERO_AHEAD_BYTES)
+                .min(active.size);
+            buf.resize((until - at) as usize, 0);
+        }
+        let faults = self.options.faults.as_ref();
+        let write = match faults.map(IoFaults::on_write) {
+            Some(WriteFault::Torn) => active
+                .file
+                .write_all_at(&buf[..len as usize / 2], at)
+                .and(Err(std::io::Error::other("injected write failure"))),
+            _ => active.file.write_all_at(buf, at),
+        };
+        let synced = write
+            .map_err(|e| (format!("write at offset {at}"), e))
+            .and_then(|()| {
+                faults
+                    .map_or(Ok(()), IoFaults::on_sync)
+                    .and_then(|()| active.file.sync_data())
+                    .map_err(|e| ("fdatasync".to_owned(), e))
+            });
+        if let Err((op, e)) = synced {
+            let path = &self
+                .segments
+                .back()
+                .expect("the active segment is listed")
+                .path;
+            let error = io_error(format!("{op} of {}", path.display()), e);
+            return Err(self.shared.poison(error));
+        }
+        active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
+        active.write_pos += len;
+        self.next_seq += 1;
+        if let Some(segment) = self.segments.back_mut() {
+            segment.max_slot = segment.max_slot.max(max_slot);
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment that holds at least `record_bytes`: the next size in
+    /// the growth sequence (see [`FileStorageOptions`]), or the record's size if larger.
+    fn roll(&mut self, record_bytes: u64) -> Result<(), StorageError> {
+        let previous = self.active.as_ref().map(|active| active.size);
+        let size = self.options.next_segment_bytes(previous).max(record_bytes);
+        let name = format!("{:020}{SEGMENT_SUFFIX}", self.next_seq);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
+        preallocate(&file, size, self.options.preallocate)
+            .map_err(|e| io_error(format!("preallocate {size} bytes for {}", tmp.display()), e))?;
+        sync_all(self.faults(), &file, &format!("fsync of {}", tmp.display()))?;
+        // If the active segment is empty and too small, this rename replaces it: same name.
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), e))?;
+        self.sync_dir()?;
+        if self
+            .segments
+            .back()
+            .is_some_and(|last| last.first_seq == self.next_seq)
+        {
+            self.segments.pop_back();
+        }
+        self.segments.push_back(SegmentInfo {
+            first_seq: self.next_seq,
+            path,
+            max_slot: None,
+        });
+        self.publish_segments();
+        let initialized_until = match self.options.preallocate {
+            Preallocate::ZeroFill => size,
+            Preallocate::Fallocate => 0,
+        };
+        self.active = Some(Active {
+            file,
+            write_pos: 0,
+            size,
+            initialized_until,
+        });
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        let what = format!("fsync of directory {}", self.dir.display());
+        sync_all(self.faults(), &self.dir_file, &what)
+    }
+
+    /// Deletes the oldest segments while all their entries are below `before`.
+    fn delete_compacted_segments(&mut self, before: Slot) -> Result<(), StorageError> {
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            if oldest.max_slot.is_some_and(|max| max >= before) {
+                break;
+            }
+            std::fs::remove_file(&oldest.path)
+                .map_err(|e| io_error(format!("delete {}", oldest.path.display()), e))?;
+            self.sync_dir()?;
+            self.segments.pop_front();
+            self.publish_segments();
+        }
+        Ok(())
+    }
+
+    /// Reads the log again (it is consistent now: nothing to repair).
+    fn reload(&self) -> Result<RecoveredState, StorageError> {
+        self.shared.check_poisoned()?;
+        let mut no_sync = |_: &File, _: &str| Ok(());
+        let recovered = recovery::recover(&self.dir, Mode::ReadOnly, &mut no_sync)?;
+        Ok(recovered.state())
+    }
+
+    /// Checks `owner` against the `OWNER` file, writing it on the first claim.
+    fn claim(&self, owner: StoreOwner) -> Result<(), StorageError> {
+        self.shared.check_poisoned()?;
+        match owner::read(&self.dir)? {
+            Some(found) if found == owner => Ok(()),
+            Some(found) => Err(StorageError::OwnedByOther {
+                expected: owner,
+                found,
+            }),
+            // A fresh directory, or one an older version made: the first claim adopts it.
+            None => owner::write(&self.dir, &self.dir_file, owner, self.faults())
+                .map_err(|e| self.shared.poison(e)),
+        }
+    }
+
+    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}{TMP_SUFFIX}"));
+        let mut header = [0_u8; SNAPSHOT_HEADER_BYTES];
+        header[0..4].copy_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+        header[8..16].copy_from_slice(&snapshot.upto.0.to_le_bytes());
+        header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), &snapshot.data);
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
+        file.write_all_at(&header, 0)
+            .and_then(|()| file.write_all_at(&snapshot.data, SNAPSHOT_HEADER_BYTES as u64))
+            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
+        sync_all(self.faults(), &file, &format!("fsync of {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), e))?;
+        self.sync_dir()
+    }
+
+    fn read_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(format!("read {}", path.display()), e)),
+        };
+        let bad = |reason: &str| recovery::corrupt(&path, 0, reason.into());
+        let Some((header, data)) = bytes.split_first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
+            return Err(bad("the snapshot file is shorter than its header"));
+        };
+        let field = |range: std::ops::Range<usize>| {
+            let mut word = [0; 8];
+            word[..range.len()].copy_from_slice(&header[range]);
+            u64::from_le_bytes(word)
+        };
+        if field(0..4) != u64::from(SNAPSHOT_MAGIC) {
+            return Err(bad("the snapshot file has a bad magic number"));
+        }
+        if field(16..24) != data.len() as u64 {
+            return Err(bad("the snapshot file's length does not match its header"));
+        }
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), data);
+        if u64::from(crc) != field(4..8) {
+            return Err(bad("the snapshot file fails its checksum"));
+        }
+        Ok(Some(Snapshot {
+            upto: Slot(field(8..16)),
+            data: Bytes::copy_from_slice(data),
+        }))
+    }
+}
