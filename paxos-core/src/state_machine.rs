@@ -15,11 +15,9 @@ use crate::types::ProposalId;
 ///
 /// It keeps the error that caused it, if any, as its [`source`](Error::source), so a
 /// program that stops on it can still match on (downcast) the original error.
-#[derive(Clone, thiserror::Error)]
-#[error("state machine failed: {message}")]
+#[derive(Clone)]
 pub struct StateMachineError {
     message: String,
-    #[source]
     source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
 
@@ -46,6 +44,20 @@ impl StateMachineError {
     /// What failed, without the source's text.
     pub fn message(&self) -> &str {
         &self.message
+    }
+}
+
+impl fmt::Display for StateMachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "state machine failed: {}", self.message)
+    }
+}
+
+// Written out rather than derived: thiserror's `#[source]` on an `Arc<dyn Error>` returns
+// the `Arc` itself, so `downcast_ref` on the source would fail.
+impl Error for StateMachineError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
 }
 

@@ -42,14 +42,12 @@ pub struct TcpTransport {
 }
 
 /// Why [`TcpTransport::start`] failed.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum StartError {
     /// The config was refused.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -58,9 +56,34 @@ pub enum StartError {
         /// The underlying I/O error, as text.
         reason: String,
         /// The underlying I/O error.
-        #[source]
         source: Arc<io::Error>,
     },
+}
+
+// Display and Error are written out rather than derived: thiserror's `#[source]` on an
+// `Arc<io::Error>` returns the `Arc`, so `downcast_ref::<io::Error>()` on it would fail.
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::Bind { addr, reason, .. } => write!(f, "cannot listen on {addr}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => e.source(),
+            Self::Bind { source, .. } => Some(&**source),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
 }
 
 impl StartError {

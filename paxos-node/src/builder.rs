@@ -264,7 +264,11 @@ impl NodeBuilder {
     /// Like [`file_storage`](Self::file_storage), with options (segment size, say).
     #[cfg(feature = "file")]
     #[cfg_attr(docsrs, doc(cfg(feature = "file")))]
-    pub fn file_storage_with(mut self, dir: impl Into<PathBuf>, options: FileStorageOptions) -> Self {
+    pub fn file_storage_with(
+        mut self,
+        dir: impl Into<PathBuf>,
+        options: FileStorageOptions,
+    ) -> Self {
         self.storage = Some(StoragePart::File(dir.into(), options));
         self
     }
@@ -340,7 +344,9 @@ impl NodeBuilder {
         let transport: Box<dyn Transport> = match transport {
             TransportPart::Given(given) => given,
             #[cfg(feature = "tcp")]
-            TransportPart::Tcp(tcp) => Box::new(start_tcp(cluster_id, &config, tcp, tcp_tune, &runtime)?),
+            TransportPart::Tcp(tcp) => {
+                Box::new(start_tcp(cluster_id, &config, tcp, tcp_tune, &runtime)?)
+            }
         };
         // Every message the core builds is bounded by `max_message_bytes`; its frame adds
         // the version byte. Checked here, where both sides are known, so that no message
@@ -476,8 +482,10 @@ fn start_tcp(
             .local_addr()
             .map_err(|e| StartError::Transport(Arc::new(e)))?,
     };
-    let peers: BTreeMap<NodeId, SocketAddr> =
-        peers.into_iter().filter(|&(id, _)| id != config.id).collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = peers
+        .into_iter()
+        .filter(|&(id, _)| id != config.id)
+        .collect();
     let mut tcp = TcpConfig::new(cluster_id, config.id, addr, peers.clone());
     if let Some(tune) = tune {
         tune(&mut tcp);

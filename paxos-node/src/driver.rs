@@ -19,8 +19,8 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
 use paxos_core::{
-    Committed, Inbound, NodeId, ProposalId, ProposeRefused,
-    ReadRefused, ReadId, Ready, Replica, StateMachine, Storage, Transport,
+    Committed, Inbound, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused, Ready, Replica,
+    StateMachine, Storage, Transport,
 };
 
 use crate::command;

@@ -1,5 +1,6 @@
 //! Errors, one small enum per operation, with the fatal ones kept apart in [`FatalError`].
 
+use std::fmt;
 use std::sync::Arc;
 
 use paxos_core::{ConfigError, NodeId, StateMachineError, StorageError, TransportError};
@@ -133,24 +134,19 @@ impl ReadError {
 /// part's failure keep it as their [`source`](std::error::Error::source) (a storage
 /// error's [`io_kind`](StorageError::io_kind), say, or a transport's bind error). Nothing
 /// was started when this is returned: no task runs, and the parts given were dropped.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum StartError {
     /// A required part (transport, storage, state machine) was not given.
-    #[error("no {0} given to the builder")]
     Missing(&'static str),
     /// No runtime was given and [`default_runtime`](crate::default_runtime) found none.
-    #[error("no async runtime available")]
     NoRuntime,
     /// The core's [`Config`](crate::Config) was refused.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The [`NodeOptions`](crate::NodeOptions) were refused.
-    #[error(transparent)]
-    Options(#[from] OptionsError),
+    Options(OptionsError),
     /// The transport speaks for another node than the one being started: its peers would
     /// refuse it, or take its messages for another node's.
-    #[error("the transport speaks for node {transport}, but this is node {node}")]
     IdMismatch {
         /// The node being started (`Config::id`).
         node: NodeId,
@@ -158,24 +154,18 @@ pub enum StartError {
         transport: NodeId,
     },
     /// A member of the cluster has no address, so every message to it would be dropped.
-    #[error("member {member} has no address")]
     NoAddress {
         /// The member without an address.
         member: NodeId,
     },
     /// An address was given for a node that is not a member (`Config::members`): most
     /// likely a typo in one of the two lists.
-    #[error("an address was given for node {peer}, which is not a member")]
     NotAMember {
         /// The node with an address but no membership.
         peer: NodeId,
     },
     /// The core's largest message does not fit the transport's largest frame: such a
     /// message would be dropped, every time.
-    #[error(
-        "max_message_bytes ({max_message_bytes}) does not fit the transport's frame limit \
-         ({frame_limit} bytes, one of them the version byte)"
-    )]
     FrameTooSmall {
         /// `Config::max_message_bytes`.
         max_message_bytes: usize,
@@ -183,7 +173,6 @@ pub enum StartError {
         frame_limit: usize,
     },
     /// `Config::max_batch_bytes` leaves no room for a command after the driver's tag.
-    #[error("max_batch_bytes ({max_batch_bytes}) must exceed the node's {tag_bytes}-byte command tag")]
     BatchTooSmall {
         /// `Config::max_batch_bytes`.
         max_batch_bytes: usize,
@@ -193,12 +182,78 @@ pub enum StartError {
     /// The storage refused: it belongs to another node or cluster
     /// ([`StorageError::OwnedByOther`]), its directory is locked by another process
     /// ([`StorageError::Locked`]), or loading it failed.
-    #[error("storage: {0}")]
-    Storage(#[source] StorageError),
+    Storage(StorageError),
     /// The transport could not start (its listener could not be bound, say). The source
     /// is the transport's own error (for TCP, `paxos_net_tcp::StartError`).
-    #[error("the transport could not start: {0}")]
-    Transport(#[source] Arc<dyn std::error::Error + Send + Sync + 'static>),
+    Transport(Arc<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+// Display and Error are written out rather than derived: thiserror's `#[source]` on an
+// `Arc<dyn Error>` returns the `Arc` itself, so `downcast_ref` on the source would fail.
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(part) => write!(f, "no {part} given to the builder"),
+            Self::NoRuntime => f.write_str("no async runtime available"),
+            Self::Config(e) => e.fmt(f),
+            Self::Options(e) => e.fmt(f),
+            Self::IdMismatch { node, transport } => {
+                write!(
+                    f,
+                    "the transport speaks for node {transport}, but this is node {node}"
+                )
+            }
+            Self::NoAddress { member } => write!(f, "member {member} has no address"),
+            Self::NotAMember { peer } => {
+                write!(
+                    f,
+                    "an address was given for node {peer}, which is not a member"
+                )
+            }
+            Self::FrameTooSmall {
+                max_message_bytes,
+                frame_limit,
+            } => write!(
+                f,
+                "max_message_bytes ({max_message_bytes}) does not fit the transport's frame \
+                 limit ({frame_limit} bytes, one of them the version byte)"
+            ),
+            Self::BatchTooSmall {
+                max_batch_bytes,
+                tag_bytes,
+            } => write!(
+                f,
+                "max_batch_bytes ({max_batch_bytes}) must exceed the node's {tag_bytes}-byte \
+                 command tag"
+            ),
+            Self::Storage(e) => write!(f, "storage: {e}"),
+            Self::Transport(e) => write!(f, "the transport could not start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Options(e) => Some(e),
+            Self::Storage(e) => Some(e),
+            Self::Transport(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<OptionsError> for StartError {
+    fn from(e: OptionsError) -> Self {
+        Self::Options(e)
+    }
 }
 
 /// Why [`NodeOptions::validate`](crate::NodeOptions::validate) refused the options.

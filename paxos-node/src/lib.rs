@@ -163,9 +163,9 @@ pub use paxos_core as core;
 pub use async_trait::async_trait;
 pub use bytes::{self, Bytes};
 pub use paxos_core::{
-    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot,
-    Snapshot, StateMachine, StateMachineError, Storage, StorageError, StoreOwner, Transport,
-    TransportError, Value,
+    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot, Snapshot,
+    StateMachine, StateMachineError, Storage, StorageError, StoreOwner, Transport, TransportError,
+    Value,
 };
 
 pub use builder::NodeBuilder;

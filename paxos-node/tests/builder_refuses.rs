@@ -23,7 +23,10 @@ fn members(n: u64) -> Vec<(NodeId, SocketAddr)> {
 /// Node `id` of a cluster of `n`, on TCP, memory storage.
 fn tcp_node(rt: &Arc<dyn Runtime>, id: u64, peers: &[(NodeId, SocketAddr)]) -> NodeBuilder {
     let ids: Vec<u64> = peers.iter().map(|(p, _)| p.0).collect();
-    let listen = peers.iter().find(|(p, _)| p.0 == id).map_or_else(ports::free_addr, |p| p.1);
+    let listen = peers
+        .iter()
+        .find(|(p, _)| p.0 == id)
+        .map_or_else(ports::free_addr, |p| p.1);
     NodeBuilder::new(core_config(id, &ids))
         .cluster_id(CLUSTER)
         .runtime(rt.clone())
@@ -87,7 +90,12 @@ fn a_transport_that_speaks_for_another_node_is_refused() {
     on_tokio(|rt| async move {
         let peers = members(3);
         // Started by hand for node 2, given to node 1.
-        let tcp = TcpConfig::new(CLUSTER, NodeId(2), peers[1].1, peers.iter().copied().collect());
+        let tcp = TcpConfig::new(
+            CLUSTER,
+            NodeId(2),
+            peers[1].1,
+            peers.iter().copied().collect(),
+        );
         let transport = TcpTransport::start(tcp, rt.clone()).unwrap();
         let builder = NodeBuilder::new(core_config(1, &[1, 2, 3]))
             .runtime(rt.clone())
@@ -176,9 +184,15 @@ async fn started(builder: NodeBuilder) -> NodeHandle {
 fn a_data_directory_of_another_node_or_cluster_is_refused() {
     on_tokio(|rt| async move {
         let dir = tempfile::tempdir().unwrap();
-        started(file_node(&rt, CLUSTER, 1, dir.path())).await.shutdown().await;
+        started(file_node(&rt, CLUSTER, 1, dir.path()))
+            .await
+            .shutdown()
+            .await;
         // The same node again: accepted.
-        started(file_node(&rt, CLUSTER, 1, dir.path())).await.shutdown().await;
+        started(file_node(&rt, CLUSTER, 1, dir.path()))
+            .await
+            .shutdown()
+            .await;
 
         let expected = StoreOwner::new(CLUSTER, NodeId(1));
         for (cluster, id) in [(CLUSTER, 2), (CLUSTER + 1, 1)] {
@@ -195,7 +209,10 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
             }
         }
         // The refusals left the directory as it was: its owner still starts.
-        started(file_node(&rt, CLUSTER, 1, dir.path())).await.shutdown().await;
+        started(file_node(&rt, CLUSTER, 1, dir.path()))
+            .await
+            .shutdown()
+            .await;
     });
 }
 
@@ -210,7 +227,10 @@ fn a_data_directory_another_node_holds_open_is_refused() {
             "{error:?}"
         );
         running.shutdown().await;
-        started(file_node(&rt, CLUSTER, 1, dir.path())).await.shutdown().await;
+        started(file_node(&rt, CLUSTER, 1, dir.path()))
+            .await
+            .shutdown()
+            .await;
     });
 }
 
@@ -231,7 +251,9 @@ fn a_taken_port_is_refused_with_the_bind_error_as_source() {
         }
         // The chain reaches the io::Error itself.
         let io = error.source().and_then(|e| e.source());
-        let io = io.and_then(|e| e.downcast_ref::<io::Error>()).expect("an io::Error source");
+        let io = io
+            .and_then(|e| e.downcast_ref::<io::Error>())
+            .expect("an io::Error source");
         assert_eq!(io.kind(), io::ErrorKind::AddrInUse);
         drop(taken);
     });

@@ -364,7 +364,9 @@ fn builder_refuses_what_is_missing_or_invalid() {
             .runtime(rt.clone())
             .start()
             .await;
-        assert!(matches!(invalid.err(), Some(StartError::Options(e)) if e.field == "request_queue"));
+        assert!(
+            matches!(invalid.err(), Some(StartError::Options(e)) if e.field == "request_queue")
+        );
     });
 }
 
@@ -431,7 +433,10 @@ impl paxos_core::StateMachine for Brittle {
 fn state_machine_failure_and_panic_stop_the_node() {
     on_tokio(|rt| async move {
         for (command, expected) in [
-            ("fail", FatalError::StateMachine(StateMachineError::new("refused"))),
+            (
+                "fail",
+                FatalError::StateMachine(StateMachineError::new("refused")),
+            ),
             ("panic", FatalError::Panicked),
         ] {
             let node = NodeBuilder::new(core_config(1, &[1]))

@@ -95,6 +95,9 @@ fn snapshot_methods_have_defaults_that_refuse() {
         let err = machine.snapshot().await.unwrap_err();
         assert!(err.message().contains("does not take snapshots"), "{err}");
         let err = machine.restore(b"anything").await.unwrap_err();
-        assert!(err.message().contains("does not restore snapshots"), "{err}");
+        assert!(
+            err.message().contains("does not restore snapshots"),
+            "{err}"
+        );
     });
 }

@@ -147,7 +147,8 @@ impl LocalCluster {
         // every address before any starts.
         let mut listeners = Vec::new();
         for i in (0..self.ids.len()).filter(|&i| self.nodes[i].is_none()) {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Bind)?;
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").map_err(ClusterError::Bind)?;
             let addr = listener.local_addr().map_err(ClusterError::Bind)?;
             listeners.push((i, listener, addr));
         }

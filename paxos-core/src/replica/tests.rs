@@ -472,7 +472,10 @@ fn pending_queue_is_bounded() {
 #[test]
 fn follower_forwards_and_unknown_leader_is_refused() {
     let mut r = replica(N2);
-    assert_eq!(r.propose(at(0), Bytes::new()), Err(ProposeRefused::NoLeader));
+    assert_eq!(
+        r.propose(at(0), Bytes::new()),
+        Err(ProposeRefused::NoLeader)
+    );
     let mut c = Cluster::new(|_| {});
     c.elect(N1);
     let id = c.replicas[1]

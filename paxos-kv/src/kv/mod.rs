@@ -766,7 +766,8 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        self.state = postcard::from_bytes(data).map_err(|e| StateMachineError::with_source("snapshot decoding", e))?;
+        self.state = postcard::from_bytes(data)
+            .map_err(|e| StateMachineError::with_source("snapshot decoding", e))?;
         Ok(())
     }
 }
