@@ -33,14 +33,15 @@ pub struct Applied {
 /// "Leader known" is per node: one node may know the new leader while another still has
 /// none (and refuses proposals with [`NoLeader`](crate::ProposeError::NoLeader)). This
 /// returns once **every node in `nodes` that has not stopped** names the same leader `L`
-/// in its [`status`](NodeHandle::status), and, if `L` is itself among `nodes`, `L` has not
-/// stopped and reports [`Role::Leader`], which it does only once its phase 1 is complete
+/// in its [`status`](NodeHandle::status), and `L` is itself among `nodes`, has not
+/// stopped, and reports [`Role::Leader`], which it does only once its phase 1 is complete
 /// and it takes proposals. At that moment a proposal on any of those nodes goes to `L`
 /// (a follower forwards it) rather than failing with `NoLeader`; of course a later
 /// election can still change the leader.
 ///
-/// It sees only the handles given, which all live in this process. If `L` is not among
-/// them, it trusts the others' view of `L`. For nodes in separate processes, each process
+/// It sees only the handles given, which all live in this process, and the leader must be
+/// one of them: after a leader stops, its followers keep naming it until they notice, so
+/// their agreement alone proves nothing. For nodes in separate processes, each process
 /// checks its own node (for example with [`NodeHandle::wait_for`]).
 ///
 /// It wakes on the nodes' status changes and never polls. It returns `None` at once if
@@ -99,12 +100,11 @@ fn agreed_leader(statuses: &[NodeStatus]) -> Agreement {
     if running.any(|s| s.leader != Some(leader)) {
         return Agreement::Not;
     }
-    // If the leader is among the nodes, it must say so itself (a stopped one's view is
-    // stale; one still in phase 1 is a candidate).
+    // The leader must be among the nodes and say so itself: a stopped one's followers hold
+    // a stale view until they notice, and one still in phase 1 is a candidate.
     let serves = statuses
         .iter()
-        .filter(|s| s.id == leader)
-        .all(|s| s.stopped.is_none() && s.role == Role::Leader);
+        .any(|s| s.id == leader && s.stopped.is_none() && s.role == Role::Leader);
     if serves {
         Agreement::Leader(leader)
     } else {
@@ -178,10 +178,11 @@ mod tests {
                 ],
                 Agreement::Not,
             ),
-            // The leader is not among the nodes: the others' agreement is all we see.
+            // The leader is not among the nodes (its handle was dropped after it stopped, say):
+            // the others' agreement may be stale, so it is not enough.
             (
                 vec![status(2, Follower, Some(1)), status(3, Follower, Some(1))],
-                Agreement::Leader(NodeId(1)),
+                Agreement::Not,
             ),
             // A stopped follower does not count.
             (
