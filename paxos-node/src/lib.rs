@@ -47,7 +47,7 @@
 //! That error and `Timeout` leave the outcome **unknown**; the command may still be
 //! applied. An outcome is never reported as success unless it was applied.
 //!
-//! [`NodeHandle::propose_with_slot`] also returns the [`Slot`](paxos_core::Slot) of the
+//! [`NodeHandle::propose_with_slot`] also returns the [`Slot`] of the
 //! batch that held the command ([`Applied`]): the driver notes each waiting id's slot as
 //! it hands the batch to `apply`. The slot is the same on every replica; commands batched
 //! into one slot are applied in batch order.
