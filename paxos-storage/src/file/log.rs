@@ -21,7 +21,7 @@ use super::recovery::{self, Mode, SegmentInfo};
 use super::{
     FileStorageOptions, IoFaults, Preallocate, SEGMENT_SUFFIX, SNAPSHOT_FILE,
     SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC, TMP_SUFFIX, ZERO_AHEAD_BYTES, io_error, owner,
-    preallocate, record, sync_all,
+    preallocate, record, replace_file, sync_all,
 };
 
 /// Name of the I/O thread.
@@ -333,27 +333,20 @@ impl Log {
     }
 
     fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}{TMP_SUFFIX}"));
         let mut header = [0_u8; SNAPSHOT_HEADER_BYTES];
         header[0..4].copy_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
         header[8..16].copy_from_slice(&snapshot.upto.0.to_le_bytes());
         header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), &snapshot.data);
         header[4..8].copy_from_slice(&crc.to_le_bytes());
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
-        file.write_all_at(&header, 0)
-            .and_then(|()| file.write_all_at(&snapshot.data, SNAPSHOT_HEADER_BYTES as u64))
-            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
-        sync_all(self.faults(), &file, &format!("fsync of {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| io_error(format!("rename {} to {SNAPSHOT_FILE}", tmp.display()), e))?;
-        self.sync_dir()
+        let parts: [&[u8]; 2] = [&header, &snapshot.data];
+        replace_file(
+            &self.dir,
+            &self.dir_file,
+            SNAPSHOT_FILE,
+            &parts,
+            self.faults(),
+        )
     }
 
     fn read_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {

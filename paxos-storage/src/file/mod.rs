@@ -549,6 +549,39 @@ fn sync_all(faults: Option<&IoFaults>, file: &File, what: &str) -> Result<(), St
         .map_err(|e| io_error(what.to_owned(), e))
 }
 
+/// Replaces `dir/name` atomically and durably with `parts` (written one after another):
+/// write a temporary file, fsync it, rename it over `name`, fsync the directory
+/// (`dir_file`). A crash leaves either the old file or the new one, never a mix.
+fn replace_file(
+    dir: &Path,
+    dir_file: &File,
+    name: &str,
+    parts: &[&[u8]],
+    faults: Option<&IoFaults>,
+) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
+    let mut at = 0_u64;
+    for part in parts {
+        file.write_all_at(part, at)
+            .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
+        at += part.len() as u64;
+    }
+    sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name))
+        .map_err(|e| io_error(format!("rename {} to {name}", tmp.display()), e))?;
+    sync_all(
+        faults,
+        dir_file,
+        &format!("fsync of directory {}", dir.display()),
+    )
+}
+
 /// Reserves `size` bytes of blocks for `file`.
 fn preallocate(file: &File, size: u64, how: Preallocate) -> std::io::Result<()> {
     if how == Preallocate::Fallocate {

@@ -15,14 +15,13 @@
 //! fails its checks is [`StorageError::Corrupt`], never replaced: replacing it would hand
 //! the store to whoever claims it next.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::Path;
 
 use paxos_core::{NodeId, StorageError, StoreOwner};
 
 use super::recovery::corrupt;
-use super::{IoFaults, TMP_SUFFIX, io_error, sync_all};
+use super::{IoFaults, io_error, replace_file};
 
 /// Name of the owner file.
 pub(crate) const OWNER_FILE: &str = "OWNER";
@@ -81,19 +80,5 @@ pub(crate) fn write(
     let crc = crc32c::crc32c(&bytes[..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
 
-    let path = dir.join(OWNER_FILE);
-    let tmp = dir.join(format!("{OWNER_FILE}{TMP_SUFFIX}"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_error(format!("create {}", tmp.display()), e))?;
-    file.write_all_at(&bytes, 0)
-        .map_err(|e| io_error(format!("write {}", tmp.display()), e))?;
-    sync_all(faults, &file, &format!("fsync of {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| io_error(format!("rename {} to {OWNER_FILE}", tmp.display()), e))?;
-    let what = format!("fsync of directory {}", dir.display());
-    sync_all(faults, dir_file, &what)
+    replace_file(dir, dir_file, OWNER_FILE, &[&bytes], faults)
 }
