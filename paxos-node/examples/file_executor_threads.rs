@@ -4,7 +4,7 @@
 //! runs; it defaults to 1).
 //!
 //! ```text
-//! SMOL_THREADS=1 cargo run --release -p paxos-node --features runtime-smol \
+//! SMOL_THREADS=1 cargo run --release -p paxos-node --features smol \
 //!     --example file_executor_threads -- [ROUNDS]
 //! SMOL_THREADS=4 cargo run --release ... (same)
 //! ```
@@ -14,9 +14,14 @@
 //! blocks inside its `async fn`s for its `fdatasync` holds an executor thread for the
 //! whole flush, and with one thread every other task (the other nodes, the sockets, the
 //! clients) waits for it.
+//!
+//! While the rounds run, a probe task on the same executor sleeps 1 ms at a time and
+//! records how late each wake-up is: that lateness is what every other task on the
+//! executor (a heartbeat timer, a socket read) waits on top of its own work.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,6 +49,8 @@ fn main() {
         let nodes = start_cluster(&runtime, dir.path()).await;
         let leader = wait_for_leader(&nodes).await;
         let mut times = Vec::with_capacity(rounds);
+        let stop = Arc::new(AtomicBool::new(false));
+        let probe = smol::spawn(probe(runtime.clone(), stop.clone()));
         for round in 0..WARMUP_ROUNDS + rounds {
             let node = nodes[leader].clone();
             let elapsed = smol::spawn(async move { one_round(&node, round).await }).await;
@@ -51,6 +58,9 @@ fn main() {
                 times.push(elapsed);
             }
         }
+        stop.store(true, Ordering::Relaxed);
+        let mut late = probe.await;
+        late.sort();
         let disk = disk_bytes(dir.path());
         for node in &nodes {
             node.shutdown().await;
@@ -68,8 +78,30 @@ fn main() {
             ms(&times[times.len() - 1]),
             times.iter().map(ms).collect::<Vec<_>>().join(" ")
         );
+        let us = |d: &Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
+        let at = |q: f64| us(&late[((late.len() - 1) as f64 * q) as usize]);
+        println!(
+            "1 ms timer lateness us over {} wake-ups: p50 {}, p99 {}, p99.9 {}, max {}",
+            late.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
         println!("disk used by the three stores: {:.1} MB", disk as f64 / 1e6);
     });
+}
+
+/// Sleeps 1 ms at a time until `stop`, and returns how late each wake-up was.
+async fn probe(runtime: Arc<dyn Runtime>, stop: Arc<AtomicBool>) -> Vec<Duration> {
+    let mut late = Vec::new();
+    // Bounded: a run of a few seconds wakes a few thousand times.
+    while !stop.load(Ordering::Relaxed) && late.len() < 1_000_000 {
+        let deadline = Instant::now() + Duration::from_millis(1);
+        runtime.sleep_until(deadline).await;
+        late.push(Instant::now().saturating_duration_since(deadline));
+    }
+    late
 }
 
 /// Proposes `CONCURRENT` 16-byte commands at once and waits for all of them.
