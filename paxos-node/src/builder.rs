@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use paxos_core::{Config, NodeId, Replica, StateMachine, Storage, StoreOwner, Transport};
+#[cfg(feature = "tcp")]
+use paxos_core::NodeId;
+use paxos_core::{Config, Replica, StateMachine, Storage, StoreOwner, Transport};
 #[cfg(feature = "tcp")]
 use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_storage::MemoryStorage;

@@ -36,11 +36,16 @@
 //! `load`, including entries for such slots persisted after the call (they are covered by
 //! a snapshot, so the value they carry is already applied).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod faulty;
+#[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
 pub mod file;
 pub mod memory;
 pub mod testing;
 
 pub use faulty::{Fault, FaultPlan, FaultyStorage};
+#[cfg(feature = "file")]
 pub use file::{FileStorage, FileStorageOptions, IoFaults, Preallocate, RecoveryReport, TornTail};
 pub use memory::MemoryStorage;
