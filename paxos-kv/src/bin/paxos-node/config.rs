@@ -10,9 +10,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum TransportKind {
-    /// `paxos-net-tcp`. The only one so far; QUIC slots in here.
+    /// `paxos-net-tcp`: plain TCP, or mutual TLS when the TLS files are given.
     #[default]
     Tcp,
+    /// `paxos-net-quic`: QUIC on quinn, always mutual TLS (the TLS files are required).
+    Quic,
+}
+
+/// The TLS files of one node: the cluster CA's certificate, and this node's certificate
+/// and private key (PEM). `paxos-node certs` writes a development set; any PKI works if
+/// each node's certificate carries the DNS name `node-<id>.paxos` (see `paxos-tls`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFiles {
+    /// The cluster CA certificate: peers must present certificates it signed.
+    pub(crate) ca: PathBuf,
+    /// This node's certificate (chain), issued for `node-<id>.paxos`.
+    pub(crate) cert: PathBuf,
+    /// This node's private key.
+    pub(crate) key: PathBuf,
 }
 
 /// Where a replica keeps its promises and accepted values.
@@ -73,6 +89,8 @@ pub(crate) struct ConfigFile {
     pub(crate) max_sessions: Option<usize>,
     pub(crate) request_timeout_ms: Option<u64>,
     pub(crate) client_deadline_ms: Option<u64>,
+    /// Last: a TOML table must follow the plain keys.
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 /// `paxos-node serve`: run one replica.
@@ -103,9 +121,19 @@ pub(crate) struct ServeArgs {
     /// Storage backend. Default file.
     #[arg(long, value_enum)]
     pub(crate) storage: Option<StorageKind>,
-    /// Transport between replicas. Default tcp.
+    /// Transport between replicas. Default tcp (plain, or mutual TLS with the --tls-*
+    /// files); quic requires the --tls-* files.
     #[arg(long, value_enum)]
     pub(crate) transport: Option<TransportKind>,
+    /// The cluster CA certificate (PEM). With --tls-cert and --tls-key: mutual TLS.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by the CA for the name `node-<id>.paxos`.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Async runtime. Default tokio.
     #[arg(long, value_enum)]
     pub(crate) runtime: Option<RuntimeKind>,
@@ -144,6 +172,7 @@ pub(crate) struct NodeConfig {
     pub(crate) data_dir: PathBuf,
     pub(crate) storage: StorageKind,
     pub(crate) transport: TransportKind,
+    pub(crate) tls: Option<TlsFiles>,
     pub(crate) runtime: RuntimeKind,
     pub(crate) max_sessions: usize,
     pub(crate) request_timeout_ms: u64,
@@ -178,6 +207,14 @@ impl NodeConfig {
         if !ids.contains(&id) {
             return Err(format!("node id {id} is not among the peers"));
         }
+        let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => file.tls,
+        };
         let config = Self {
             id,
             cluster_id: args.cluster_id.or(file.cluster_id).unwrap_or(1),
@@ -194,6 +231,7 @@ impl NodeConfig {
                 .unwrap_or_else(|| PathBuf::from(format!("paxos-data-{id}"))),
             storage: args.storage.or(file.storage).unwrap_or_default(),
             transport: args.transport.or(file.transport).unwrap_or_default(),
+            tls,
             runtime: args.runtime.or(file.runtime).unwrap_or_default(),
             max_sessions: args
                 .max_sessions
@@ -215,6 +253,11 @@ impl NodeConfig {
             return Err(
                 "max_sessions, request_timeout_ms and client_deadline_ms must be at least 1".into(),
             );
+        }
+        if config.transport == TransportKind::Quic && config.tls.is_none() {
+            return Err("--transport quic needs --tls-ca, --tls-cert and --tls-key \
+                 (QUIC is always mutual TLS; `paxos-node certs` writes a development set)"
+                .into());
         }
         Ok(config)
     }
@@ -243,6 +286,7 @@ impl NodeConfig {
             max_sessions: Some(self.max_sessions),
             request_timeout_ms: Some(self.request_timeout_ms),
             client_deadline_ms: Some(self.client_deadline_ms),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -272,9 +316,16 @@ mod tests {
                 parse_peer("2=127.0.0.1:7002").unwrap(),
             ],
             storage: Some(StorageKind::Memory),
+            tls_ca: Some("certs/ca.pem".into()),
+            tls_cert: Some("certs/node-2.pem".into()),
+            tls_key: Some("certs/node-2.key".into()),
             ..ServeArgs::default()
         };
         let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            config.tls.as_ref().unwrap().key,
+            Path::new("certs/node-2.key")
+        );
         assert_eq!(config.listen(), "127.0.0.1:7002".parse().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
@@ -292,6 +343,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(overridden.storage, StorageKind::File);
+        assert_eq!(
+            overridden.tls, config.tls,
+            "the TLS files come from the file"
+        );
+        let quic_without_tls = ServeArgs {
+            transport: Some(TransportKind::Quic),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            ..args.clone()
+        };
+        let refused = NodeConfig::resolve(&quic_without_tls).unwrap_err();
+        assert!(refused.contains("--transport quic needs"), "{refused}");
         assert!(
             NodeConfig::resolve(&ServeArgs {
                 id: Some(9),

@@ -5,6 +5,7 @@
 //! paxos-node serve --id 1 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 \
 //!     --peer 3=127.0.0.1:7003 --resp 127.0.0.1:6379 --admin 127.0.0.1:8080
 //! paxos-node serve --config node.toml      # the same settings from a TOML file
+//! paxos-node certs --nodes 3 --out certs   # a dev CA + node-<id>.pem/.key for mutual TLS
 //! ```
 //!
 //! Commands: the Redis 7 connection commands clients open with (`HELLO` for RESP2 and
@@ -28,6 +29,7 @@
 //! itself runs on tokio. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
 
 mod admin;
+mod certs;
 mod clients;
 mod cluster;
 mod commands;
@@ -56,9 +58,12 @@ struct Cli {
 enum Cmd {
     /// Run one replica.
     #[command(after_help = server::SIZE_HELP)]
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Start and supervise a local cluster of `serve` processes.
     Cluster(cluster::ClusterArgs),
+    /// Write a development CA and a certificate and key for each node, for mutual TLS
+    /// (`serve --tls-ca --tls-cert --tls-key`, QUIC or TCP).
+    Certs(certs::CertsArgs),
 }
 
 fn main() {
@@ -73,6 +78,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Serve(args) => config::NodeConfig::resolve(&args).and_then(serve),
         Cmd::Cluster(args) => tokio_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
+        Cmd::Certs(args) => certs::run(&args),
     };
     if let Err(e) = result {
         eprintln!("paxos-node: {e}");

@@ -148,7 +148,10 @@ pub(crate) async fn serve(
         .runtime(runtime.clone())
         .state_machine(Box::new(KvStateMachine::new(config.max_sessions)));
     let builder = match config.transport {
-        TransportKind::Tcp => builder.tcp(config.listen(), peers),
+        TransportKind::Tcp if config.tls.is_none() => builder.tcp(config.listen(), peers),
+        TransportKind::Tcp | TransportKind::Quic => {
+            return Err("TLS and QUIC are not wired into `serve` yet".into());
+        }
     };
     let builder = match config.storage {
         StorageKind::Memory => builder.memory_storage(),
