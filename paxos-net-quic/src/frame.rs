@@ -63,6 +63,19 @@ pub(crate) enum ConnError {
 }
 
 impl ConnError {
+    /// Whether the peer closed the connection refusing this node (its Hello, its
+    /// certificate, or its frames): redialling at once would only be refused again.
+    pub(crate) fn is_refusal(&self) -> bool {
+        let refusals = [
+            error_code::REFUSED_HELLO,
+            error_code::REFUSED_IDENTITY,
+            error_code::BAD_FRAME,
+            error_code::UNEXPECTED_STREAM,
+        ];
+        matches!(self, Self::Connection(ConnectionError::ApplicationClosed(close))
+            if refusals.iter().any(|&code| close.error_code == VarInt::from_u32(code)))
+    }
+
     /// The code to close the connection with, and its reason text.
     pub(crate) fn close_code(&self) -> (VarInt, &'static [u8]) {
         let (code, reason): (u32, &'static [u8]) = match self {

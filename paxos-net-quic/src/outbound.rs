@@ -41,8 +41,12 @@ pub(crate) async fn dial_loop(
                 let error = run(&shared, peer, &conn, &queues).await;
                 let (code, reason) = error.close_code();
                 conn.close(code, reason);
-                // A connection that was up resets the backoff: it failed, not the dial.
-                backoff.reset();
+                // A connection that was up resets the backoff (it failed, not the dial),
+                // unless the peer refused this node: then the backoff keeps growing, so a
+                // misconfigured node does not redial a refusing peer in a tight loop.
+                if !error.is_refusal() {
+                    backoff.reset();
+                }
                 error
             }
             Err(error) => error,

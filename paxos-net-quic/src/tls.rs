@@ -47,6 +47,7 @@ fn transport(config: &QuicConfig, uni_streams: u32) -> Result<TransportConfig, S
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(config.keep_alive_interval))
+        .initial_rtt(config.initial_rtt)
         // Messages are never sent as datagrams.
         .datagram_receive_buffer_size(None);
     Ok(transport)

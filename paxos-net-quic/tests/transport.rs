@@ -16,6 +16,7 @@ on_both_runtimes!(
     a_big_bulk_backlog_does_not_hold_back_heartbeats,
     start_refuses_an_identity_naming_another_node,
     unknown_peers_and_oversized_messages_are_dropped_and_counted,
+    a_restarted_peer_is_redialled,
 );
 
 /// Every node sends every other node a message; each gets exactly the two meant for it,
@@ -177,4 +178,49 @@ async fn unknown_peers_and_oversized_messages_are_dropped_and_counted(runtime: A
     for node in nodes {
         node.close().await;
     }
+}
+
+/// Node 2 closes and starts again on the same address: node 1 notices (the close is
+/// signalled, no idle timeout needed), redials, and its messages reach the new node 2.
+async fn a_restarted_peer_is_redialled(runtime: Arc<dyn Runtime>) {
+    let ca = Ca::new("restart");
+    let (sockets, peers) = sockets(2);
+    let mut sockets = sockets.into_iter();
+    let start = |id: u64, socket: std::net::UdpSocket| {
+        let config = common::config(&ca, id, &socket, &peers);
+        QuicTransport::start_on(config, socket, runtime.clone()).unwrap()
+    };
+    let one = start(1, sockets.next().unwrap());
+    let mut two = start(2, sockets.next().unwrap());
+    send(&one, 2, decide(1));
+    recv_n(&*runtime, &mut two, 1).await;
+    let addr = two.local_addr();
+    two.close().await;
+    // The endpoint's driver may hold the port a moment after `close`; retry the bind.
+    let mut socket = None;
+    wait_until(&*runtime, "the port to be free again", || {
+        socket = std::net::UdpSocket::bind(addr).ok();
+        socket.is_some()
+    })
+    .await;
+    let mut two = start(2, socket.unwrap());
+    // Messages sent while node 1 has not yet noticed may be lost (the core retransmits),
+    // so keep sending until one arrives.
+    let mut got = Vec::new();
+    wait_until(&*runtime, "a message through the new connection", || {
+        send(&one, 2, decide(2));
+        let mut out = Vec::new();
+        if let Some(Ok(())) = futures::FutureExt::now_or_never(two.recv(&mut out, 64)) {
+            got.extend(out);
+        }
+        !got.is_empty()
+    })
+    .await;
+    assert!(
+        got.iter()
+            .all(|inbound| inbound.message == decide(2) && inbound.from == NodeId(1))
+    );
+    assert!(one.stats().connections_opened >= 2, "{:?}", one.stats());
+    one.close().await;
+    two.close().await;
 }

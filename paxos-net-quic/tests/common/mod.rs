@@ -159,6 +159,7 @@ pub fn config(
     config.reconnect_backoff_max = Duration::from_millis(100);
     config.handshake_timeout = Duration::from_secs(3);
     config.warn_interval = Duration::from_millis(1);
+    config.initial_rtt = Duration::from_millis(5);
     config
 }
 
