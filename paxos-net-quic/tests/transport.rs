@@ -17,6 +17,7 @@ on_both_runtimes!(
     start_refuses_an_identity_naming_another_node,
     unknown_peers_and_oversized_messages_are_dropped_and_counted,
     a_restarted_peer_is_redialled,
+    a_full_inbound_queue_stops_the_readers_without_loss,
 );
 
 /// Every node sends every other node a message; each gets exactly the two meant for it,
@@ -223,4 +224,45 @@ async fn a_restarted_peer_is_redialled(runtime: Arc<dyn Runtime>) {
     assert!(one.stats().connections_opened >= 2, "{:?}", one.stats());
     one.close().await;
     two.close().await;
+}
+
+/// Node 2's inbound queue holds 4 messages and nobody takes them: its readers stop
+/// reading (at most one decoded message in hand per stream besides the queue), QUIC flow
+/// control holds the rest at node 1, and once node 2 reads, all 50 arrive, in order,
+/// with nothing dropped anywhere.
+async fn a_full_inbound_queue_stops_the_readers_without_loss(runtime: Arc<dyn Runtime>) {
+    const SENT: u64 = 50;
+    const QUEUE: usize = 4;
+    let ca = Ca::new("backpressure");
+    let (sockets, peers) = sockets(2);
+    let mut nodes: Vec<QuicTransport> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let mut config = common::config(&ca, i as u64 + 1, &socket, &peers);
+            config.max_inbound_queue = QUEUE;
+            QuicTransport::start_on(config, socket, runtime.clone()).unwrap()
+        })
+        .collect();
+    for i in 0..SENT {
+        send(&nodes[0], 2, decide(i));
+    }
+    wait_until(&*runtime, "the inbound queue to fill", || {
+        nodes[1].stats().received_frames >= QUEUE as u64
+    })
+    .await;
+    let readers = StreamClass::ACTIVE.len() as u64;
+    let taken = nodes[1].stats().received_frames;
+    assert!(
+        taken <= QUEUE as u64 + readers,
+        "read {taken} frames past a full queue"
+    );
+    let got = recv_n(&*runtime, &mut nodes[1], SENT as usize).await;
+    let want: Vec<Message> = (0..SENT).map(decide).collect();
+    let got: Vec<Message> = got.into_iter().map(|inbound| inbound.message).collect();
+    assert_eq!(got, want);
+    assert_eq!(nodes[0].stats().dropped_queue_full, 0);
+    for node in nodes {
+        node.close().await;
+    }
 }
