@@ -20,10 +20,10 @@ const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Settings for one [`QuicTransport`](crate::QuicTransport). Build with [`QuicConfig::new`],
 /// adjust fields, then [`QuicTransport::start`](crate::QuicTransport::start) validates it.
 ///
-/// The bounds and timings that TCP also has keep [`paxos-net-tcp`'s] names and defaults.
-///
-/// [`paxos-net-tcp`'s]: https://docs.rs/paxos-net-tcp
-#[derive(Clone)]
+/// The bounds and timings that TCP also has keep the names and defaults of
+/// `paxos_net_tcp::TcpConfig`. `Debug` never prints the private key ([`TlsIdentity`]'s
+/// own `Debug` leaves it out).
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuicConfig {
     /// Identifies the cluster. A peer whose [`Hello`](crate::Hello) names another cluster
@@ -190,33 +190,6 @@ impl QuicConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl std::fmt::Debug for QuicConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The identity holds a private key: never printed.
-        f.debug_struct("QuicConfig")
-            .field("cluster_id", &self.cluster_id)
-            .field("node_id", &self.node_id)
-            .field("listen", &self.listen)
-            .field("peers", &self.peers)
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .field("max_outbound_queue", &self.max_outbound_queue)
-            .field("max_outbound_queue_bytes", &self.max_outbound_queue_bytes)
-            .field("max_inbound_queue", &self.max_inbound_queue)
-            .field("max_inbound_queue_bytes", &self.max_inbound_queue_bytes)
-            .field("max_write_batch_bytes", &self.max_write_batch_bytes)
-            .field("max_inbound_connections", &self.max_inbound_connections)
-            .field("reconnect_backoff_min", &self.reconnect_backoff_min)
-            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("write_timeout", &self.write_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("keep_alive_interval", &self.keep_alive_interval)
-            .field("initial_rtt", &self.initial_rtt)
-            .field("warn_interval", &self.warn_interval)
-            .finish_non_exhaustive()
     }
 }
 
