@@ -43,7 +43,13 @@ pub fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> 
     smol::block_on(test(paxos_net_quic::smol_runtime()));
 }
 
-/// Declares `<name>::tokio` and `<name>::smol` tests running `async fn <name>(runtime)`,
+/// Runs `test` on async-std with quinn's async-std runtime.
+#[cfg(feature = "async-std")]
+pub fn on_async_std<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
+    async_std::task::block_on(test(paxos_net_quic::async_std_runtime()));
+}
+
+/// Declares `<name>::tokio`, `<name>::smol` and `<name>::async_std` tests running `async fn <name>(runtime)`,
 /// each where its feature is enabled.
 #[macro_export]
 macro_rules! on_both_runtimes {
@@ -58,6 +64,11 @@ macro_rules! on_both_runtimes {
             #[test]
             fn smol() {
                 $crate::common::on_smol(super::$name);
+            }
+            #[cfg(feature = "async-std")]
+            #[test]
+            fn async_std() {
+                $crate::common::on_async_std(super::$name);
             }
         }
     )*};
