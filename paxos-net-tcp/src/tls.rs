@@ -31,7 +31,9 @@ pub(crate) struct Tls {
 pub(crate) enum TlsRefusal {
     #[error("the peer presented no client certificate")]
     NoClientCert,
-    #[error("the peer's certificate is not accepted (not from this cluster's CA?): {0}")]
+    #[error("the peer's certificate is not from this cluster's CA: {0:?}")]
+    UnknownCa(rustls::CertificateError),
+    #[error("the peer's certificate is refused: {0}")]
     BadCertificate(rustls::CertificateError),
     #[error("the peer does not speak TLS (a plain-TCP node?): {0}")]
     NotTls(rustls::Error),
@@ -97,6 +99,9 @@ fn classify(error: io::Error) -> TlsRefusal {
     };
     match inner {
         rustls::Error::NoCertificatesPresented => TlsRefusal::NoClientCert,
+        rustls::Error::InvalidCertificate(
+            e @ (rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature),
+        ) => TlsRefusal::UnknownCa(e.clone()),
         rustls::Error::InvalidCertificate(e) => TlsRefusal::BadCertificate(e.clone()),
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
             TlsRefusal::NotTls(inner.clone())
