@@ -68,6 +68,13 @@ pub struct TcpConfig {
     /// At most one warning per peer (or remote IP address, for inbound connections not yet
     /// identified) per interval; the rest are counted and reported with the next one.
     pub warn_interval: Duration,
+    /// Mutual TLS (feature `tls`): `None` (the default) speaks plain TCP. With an identity,
+    /// every connection runs a TLS 1.3 handshake before the [`Hello`](crate::Hello), both
+    /// sides present certificates from the cluster CA, and each side checks that the other's
+    /// certificate names the node id it claims (see the [crate docs](crate#mutual-tls)). A
+    /// TLS node and a plain node refuse each other. Set with [`with_tls`](Self::with_tls).
+    #[cfg(feature = "tls")]
+    pub tls: Option<paxos_tls::TlsIdentity>,
 }
 
 /// Why a [`TcpConfig`] was refused.
@@ -106,7 +113,19 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             warn_interval: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// This config with mutual TLS on, as `identity` (feature `tls`): sets
+    /// [`tls`](Self::tls). The identity's certificate must name
+    /// [`node_id`](Self::node_id), or [`TcpTransport::start`](crate::TcpTransport::start)
+    /// refuses with [`StartError::Tls`](crate::StartError::Tls).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, identity: paxos_tls::TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
     }
 
     /// Checks every bound and timing relation.

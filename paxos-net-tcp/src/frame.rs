@@ -34,15 +34,37 @@ pub(crate) enum ConnError {
     UnexpectedData,
     #[error("transport stopped")]
     Stopped,
+    #[cfg(feature = "tls")]
+    #[error("TLS refused: {0}")]
+    Tls(#[from] crate::tls::TlsRefusal),
 }
 
 impl ConnError {
     /// Whether the error is the peer's fault (bad bytes), as opposed to the network's.
     pub(crate) fn is_protocol(&self) -> bool {
-        matches!(
-            self,
-            Self::Codec(_) | Self::Handshake(_) | Self::UnexpectedData
-        )
+        match self {
+            Self::Codec(_) | Self::Handshake(_) | Self::UnexpectedData => true,
+            #[cfg(feature = "tls")]
+            Self::Tls(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether TLS refused the connection.
+    pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return matches!(self, Self::Tls(_));
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// A read error: an end of stream without TLS's `close_notify` (how a TLS peer's
+    /// connection ends when it is dropped) is an end of stream like TCP's.
+    pub(crate) fn read(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::UnexpectedEof => Self::Eof,
+            _ => Self::Io(error),
+        }
     }
 }
 
@@ -81,7 +103,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let read = self.io.read(&mut self.buf[start..]).await;
             let n = *read.as_ref().unwrap_or(&0);
             self.buf.truncate(start + n);
-            if read? == 0 {
+            if read.map_err(ConnError::read)? == 0 {
                 return Err(ConnError::Eof);
             }
         }

@@ -96,11 +96,13 @@ async fn serve(
     inbound: Sender<(Inbound, usize)>,
     _slot: OpenSlot,
 ) {
-    let mut reader = FrameReader::new(conn);
-    let from = match handshake(&shared, &mut reader).await {
-        Ok(from) => from,
+    let (from, mut reader) = match handshake(&shared, conn).await {
+        Ok(accepted) => accepted,
         Err(error) => {
             shared.count(&shared.counters.connections_refused);
+            if error.is_tls() {
+                shared.count(&shared.counters.refused_tls);
+            }
             shared.warn(WarnKey::Addr(addr.ip()), |suppressed| {
                 tracing::warn!(%addr, %error, suppressed, "refused inbound connection");
             });
@@ -132,24 +134,39 @@ async fn serve(
     }
 }
 
-/// The acceptor's half of the handshake (see [`crate::handshake`]); returns the peer.
+/// The acceptor's half of the handshake (see [`crate::handshake`]), after the TLS server
+/// handshake if TLS is on, all within the handshake timeout; returns the peer and the
+/// connection.
 async fn handshake(
     shared: &Shared,
-    reader: &mut FrameReader<BoxConn>,
-) -> Result<NodeId, ConnError> {
+    conn: BoxConn,
+) -> Result<(NodeId, FrameReader<BoxConn>), ConnError> {
     let config = &shared.config;
     let exchange = async {
+        #[cfg(feature = "tls")]
+        let (conn, chain) = match &shared.tls {
+            Some(tls) => {
+                let (conn, chain) = tls.accept(conn).await?;
+                (conn, Some(chain))
+            }
+            None => (conn, None),
+        };
+        let mut reader = FrameReader::new(conn);
         let theirs: Hello = reader.next(HELLO_MAX_BYTES).await?;
         theirs.check(config.cluster_id, config.node_id)?;
         if theirs.from == config.node_id || !shared.is_peer(theirs.from) {
             return Err(HandshakeError::UnexpectedPeer(theirs.from).into());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(chain) = &chain {
+            crate::tls::check_peer(chain, theirs.from)?;
         }
         let mut hello = BytesMut::new();
         let ours = Hello::new(config.cluster_id, config.node_id, theirs.from);
         encode_frame(&ours, &mut hello, HELLO_MAX_BYTES)?;
         reader.get_mut().write_all(&hello).await?;
         reader.get_mut().flush().await?;
-        Ok(theirs.from)
+        Ok((theirs.from, reader))
     };
     timeout(&*shared.net, config.handshake_timeout, exchange)
         .await

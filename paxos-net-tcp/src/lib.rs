@@ -6,11 +6,16 @@
 //! [`paxos_runtime::Runtime`] (tokio, smol, async-std, or your own), for its sockets,
 //! tasks and timers, and has no runtime features of its own.
 //!
-//! What it does **not** do: no TLS and no authentication (the handshake's cluster id
-//! catches misconfiguration, not attackers; run it on a trusted network), no delivery
-//! guarantee (messages are dropped when a queue is full or a connection fails; the core
-//! retransmits), no ordering across reconnects, and no use of the clock for anything but
-//! backoff, timeouts and log rate limiting.
+//! With the `tls` feature and [`TcpConfig::with_tls`], every connection is mutual TLS
+//! (rustls, TLS 1.3) and each node proves its id with a certificate from the cluster CA;
+//! see [Mutual TLS](#mutual-tls). Without it, connections are plain TCP.
+//!
+//! What it does **not** do: no authentication on plain TCP (the handshake's cluster id
+//! catches misconfiguration, not attackers; run plain TCP on a trusted network only); with
+//! TLS, no certificate revocation and no reloading of certificates while running (see
+//! [Mutual TLS](#mutual-tls)); no delivery guarantee (messages are dropped when a queue is
+//! full or a connection fails; the core retransmits), no ordering across reconnects, and
+//! no use of the clock for anything but backoff, timeouts and log rate limiting.
 //!
 //! Two transports on loopback, each on a port the kernel picks (port 0), each told the
 //! other's address; node 1 sends node 2 a message. In a deployment every node gets the
@@ -126,11 +131,52 @@
 //! listener. Warnings are logged with `tracing`, at most one per peer (or remote IP, before
 //! the handshake) per [`TcpConfig::warn_interval`]; every event is counted in [`TcpStats`].
 //!
+//! # Mutual TLS
+//!
+//! Behind the cargo feature `tls`, [`TcpConfig::tls`] (set with [`TcpConfig::with_tls`])
+//! holds the node's [`paxos_tls::TlsIdentity`]: the cluster CA, the node's certificate and
+//! its key (load them with [`paxos_tls::TlsIdentity::from_pem_files`]; `paxos_tls::dev`
+//! makes a development CA). A node's certificate names it by the DNS subject-alt-name
+//! `node-<id>.paxos` ([`paxos_tls::node_name`]). With an identity set:
+//!
+//! * at start, the identity's certificate must name [`TcpConfig::node_id`], or
+//!   [`TcpTransport::start`] fails with [`StartError::Tls`] before binding;
+//! * the **dialer** runs a TLS client handshake with server name `node-<addressee>.paxos`
+//!   (so rustls checks the acceptor's certificate chains to the CA *and* names the node
+//!   dialled), presents its own certificate, and then runs the [`Hello`] exchange above
+//!   inside TLS, unchanged;
+//! * the **acceptor** runs the server handshake, which requires a client certificate
+//!   chaining to the CA, reads the dialer's `Hello`, checks it as for plain TCP, and then
+//!   checks that the dialer's certificate names the id the `Hello` claims
+//!   ([`paxos_tls::verify_peer_node`]).
+//!
+//! The TLS handshake counts against [`TcpConfig::handshake_timeout`] with the `Hello`, and
+//! after it a TLS connection is just another [`BoxConn`]: the frame bound, the queues and
+//! the handling of bad input are exactly those of plain TCP (rustls's own buffers are
+//! bounded: one record, one handshake message of at most 64 KiB, 64 KiB of unsent
+//! plaintext). Both sides offer the ALPN protocol [`TLS_ALPN`]. Every connection runs a
+//! full handshake (no resumption). A connection refused by TLS (no client certificate, a
+//! certificate not from the cluster CA, a certificate naming another node than the `Hello`
+//! claims, a peer not speaking TLS) is closed, logged in one rate-limited warning, and
+//! counted in [`TcpStats::refused_tls`]; other peers are not affected. A TLS node and a
+//! plain node refuse each other.
+//!
+//! **What is authenticated**: that the peer holds the key of a certificate issued by the
+//! cluster CA for the node id it claims, in both directions; the messages on a connection
+//! are then confidential and integrity-protected, and "who sent this" (the handshake's
+//! answer, see [Connections](#connections)) is the certificate's node id. **What is not**:
+//! whether that node should be a peer (that is the `peers` map), revocation (no CRL or
+//! OCSP: a leaked key is trusted until the CA is replaced), and anything about the
+//! messages' content (a node with a valid certificate can still send nonsense; the core
+//! validates it). Certificates are read once, at start: to rotate them, restart the node.
+//!
 //! # Shutdown
 //!
 //! Dropping the [`TcpTransport`] stops all its tasks, closing the listener and every
 //! connection; [`TcpTransport::close`] also waits for the listener to be closed.
 #![forbid(unsafe_code)]
+// The "Mutual TLS" section links to items that exist only with the `tls` feature.
+#![cfg_attr(not(feature = "tls"), allow(rustdoc::broken_intra_doc_links))]
 
 mod budget;
 mod config;
@@ -139,9 +185,15 @@ pub mod handshake;
 mod inbound;
 mod limit;
 mod outbound;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 pub use config::{ConfigError, TcpConfig};
 pub use handshake::{HELLO_MAX_BYTES, Hello};
 pub use paxos_runtime::{BoxConn, Conn, Listener, Runtime};
+#[cfg(feature = "tls")]
+pub use paxos_tls;
+#[cfg(feature = "tls")]
+pub use tls::TLS_ALPN;
 pub use transport::{StartError, TcpStats, TcpTransport};

@@ -88,6 +88,10 @@ async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> Result<BoxConn
     let config = &shared.config;
     let handshake = async {
         let mut conn = shared.net.connect_tcp(addr).await?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &shared.tls {
+            conn = tls.connect(peer, conn).await?;
+        }
         let mut hello = BytesMut::new();
         let ours = Hello::new(config.cluster_id, config.node_id, peer);
         encode_frame(&ours, &mut hello, HELLO_MAX_BYTES)?;
@@ -119,7 +123,7 @@ async fn pump(shared: &Shared, conn: BoxConn, queue: &Queue) -> ConnError {
         match rd.read(&mut byte).await {
             Ok(0) => ConnError::Eof,
             Ok(_) => ConnError::UnexpectedData,
-            Err(e) => e.into(),
+            Err(e) => ConnError::read(e),
         }
     };
     let write = async move {

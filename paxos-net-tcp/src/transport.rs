@@ -58,6 +58,18 @@ pub enum StartError {
         /// The underlying I/O error.
         source: Arc<io::Error>,
     },
+    /// TLS is on ([`TcpConfig::tls`]) but the identity cannot be used: its certificate does
+    /// not name this node ([`paxos_tls::TlsIdentity::check_names`]), or rustls refused to
+    /// build a config from it.
+    #[cfg(feature = "tls")]
+    Tls {
+        /// This node's id ([`TcpConfig::node_id`]).
+        node: NodeId,
+        /// The error, as text.
+        reason: String,
+        /// The error.
+        source: Arc<paxos_tls::TlsError>,
+    },
 }
 
 // Display and Error are written out rather than derived: thiserror's `#[source]` on an
@@ -67,6 +79,10 @@ impl std::fmt::Display for StartError {
         match self {
             Self::Config(e) => e.fmt(f),
             Self::Bind { addr, reason, .. } => write!(f, "cannot listen on {addr}: {reason}"),
+            #[cfg(feature = "tls")]
+            Self::Tls { node, reason, .. } => {
+                write!(f, "TLS identity unusable for node {}: {reason}", node.0)
+            }
         }
     }
 }
@@ -76,6 +92,8 @@ impl std::error::Error for StartError {
         match self {
             Self::Config(e) => e.source(),
             Self::Bind { source, .. } => Some(&**source),
+            #[cfg(feature = "tls")]
+            Self::Tls { source, .. } => Some(&**source),
         }
     }
 }
@@ -122,6 +140,11 @@ pub struct TcpStats {
     pub connections_refused: u64,
     /// Established inbound connections closed for a malformed or oversized frame.
     pub connections_bad_frame: u64,
+    /// Inbound connections refused by TLS (feature `tls`; always 0 without it): no client
+    /// certificate, a certificate not from the cluster CA, a certificate naming another node
+    /// than the `Hello` claims, a peer not speaking TLS, or another failed TLS handshake.
+    /// Each is also counted in [`connections_refused`](Self::connections_refused).
+    pub refused_tls: u64,
     /// Warnings not logged because of rate limiting.
     pub warnings_suppressed: u64,
     /// The most bytes the inbound queue has held at once (see
@@ -145,6 +168,9 @@ pub(crate) struct Shared {
     pub(crate) inbound_open: AtomicUsize,
     /// Bytes in the inbound queue.
     pub(crate) inbound_bytes: ByteBudget,
+    /// The TLS configs, if [`TcpConfig::tls`] is set.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 struct Peer {
@@ -167,18 +193,23 @@ pub(crate) struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
     pub(crate) connections_bad_frame: AtomicU64,
+    pub(crate) refused_tls: AtomicU64,
 }
 
 impl TcpTransport {
     /// Validates `config`, binds the listener, and starts dialing every peer in
     /// `config.peers`. Must be called where `net` can spawn (for tokio: with a runtime
     /// handle; see `paxos_runtime::TokioRuntime`).
+    ///
+    /// With TLS on ([`TcpConfig::tls`]), fails with `StartError::Tls` before binding if the
+    /// identity's certificate does not name `config.node_id`.
     pub fn start(config: TcpConfig, net: Arc<dyn Runtime>) -> Result<Self, StartError> {
         config.validate()?;
+        let secure = Secure::new(&config)?;
         let listener = net
             .bind_tcp(config.listen)
             .map_err(|e| StartError::bind(config.listen, e))?;
-        Self::start_with(config, listener, net)
+        Self::start_with(config, secure, listener, net)
     }
 
     /// Like [`start`](Self::start), on a listener the caller already bound: `config.listen`
@@ -193,14 +224,16 @@ impl TcpTransport {
             config.listen = addr;
         }
         config.validate()?;
+        let secure = Secure::new(&config)?;
         let listener = net
             .listen_tcp(listener)
             .map_err(|e| StartError::bind(config.listen, e))?;
-        Self::start_with(config, listener, net)
+        Self::start_with(config, secure, listener, net)
     }
 
     fn start_with(
         config: TcpConfig,
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))] secure: Secure,
         listener: Box<dyn Listener>,
         net: Arc<dyn Runtime>,
     ) -> Result<Self, StartError> {
@@ -222,6 +255,8 @@ impl TcpTransport {
             next_reader: AtomicU64::new(0),
             inbound_open: AtomicUsize::new(0),
             inbound_bytes: ByteBudget::new(config_inbound_bytes),
+            #[cfg(feature = "tls")]
+            tls: secure.0,
         });
         for (&id, &addr) in &shared.config.peers {
             shared.set_peer(id, addr);
@@ -284,6 +319,7 @@ impl TcpTransport {
             connections_accepted: get(&c.connections_accepted),
             connections_refused: get(&c.connections_refused),
             connections_bad_frame: get(&c.connections_bad_frame),
+            refused_tls: get(&c.refused_tls),
             warnings_suppressed: self.shared.warn.suppressed(),
             peak_inbound_queue_bytes: u64::try_from(self.shared.inbound_bytes.peak())
                 .unwrap_or(u64::MAX),
@@ -375,6 +411,25 @@ impl Transport for TcpTransport {
             }
         }
         Ok(())
+    }
+}
+
+/// The TLS state a transport starts with: `Some` configs if TLS is on (feature `tls`).
+struct Secure(#[cfg(feature = "tls")] Option<crate::tls::Tls>);
+
+impl Secure {
+    #[cfg_attr(not(feature = "tls"), allow(clippy::unnecessary_wraps))]
+    fn new(config: &TcpConfig) -> Result<Self, StartError> {
+        #[cfg(feature = "tls")]
+        return match &config.tls {
+            Some(identity) => Ok(Self(Some(crate::tls::Tls::new(identity, config.node_id)?))),
+            None => Ok(Self(None)),
+        };
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = config;
+            Ok(Self())
+        }
     }
 }
 
