@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use paxos_core::NodeId;
-use paxos_tls::TlsIdentity;
+use paxos_node::NodeId;
+use paxos_node::tls::TlsIdentity;
 
 #[test]
 fn certs_writes_loadable_identities_and_never_overwrites() {

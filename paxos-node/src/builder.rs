@@ -1,14 +1,14 @@
 //! [`NodeBuilder`]: assembles a node from its parts and starts its driver.
 
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "quic"))]
 use std::collections::BTreeMap;
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "quic"))]
 use std::net::SocketAddr;
 #[cfg(feature = "file")]
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "quic"))]
 use paxos_core::NodeId;
 use paxos_core::{Config, Replica, StateMachine, Storage, StoreOwner, Transport};
 #[cfg(feature = "tcp")]
@@ -113,6 +113,10 @@ pub struct NodeBuilder {
     runtime: Option<Arc<dyn Runtime>>,
     #[cfg(feature = "tcp")]
     tcp_tune: Option<TcpTune>,
+    #[cfg(feature = "quic")]
+    quic_tune: Option<QuicTune>,
+    #[cfg(feature = "quic")]
+    quic_runtime: Option<Arc<dyn paxos_net_quic::Runtime>>,
 }
 
 /// The transport, as given to the builder: started already, or to be started by it.
@@ -120,6 +124,8 @@ enum TransportPart {
     Given(Box<dyn Transport>),
     #[cfg(feature = "tcp")]
     Tcp(TcpPart),
+    #[cfg(feature = "quic")]
+    Quic(QuicPart),
 }
 
 /// TCP, to be started by the builder with the node's id and cluster id.
@@ -127,6 +133,22 @@ enum TransportPart {
 struct TcpPart {
     listen: TcpListen,
     peers: BTreeMap<NodeId, SocketAddr>,
+    #[cfg(feature = "tls")]
+    tls: Option<paxos_tls::TlsIdentity>,
+}
+
+/// QUIC, to be started by the builder with the node's id and cluster id.
+#[cfg(feature = "quic")]
+struct QuicPart {
+    listen: QuicListen,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    identity: paxos_tls::TlsIdentity,
+}
+
+#[cfg(feature = "quic")]
+enum QuicListen {
+    Addr(SocketAddr),
+    Bound(std::net::UdpSocket),
 }
 
 #[cfg(feature = "tcp")]
@@ -157,6 +179,10 @@ impl NodeBuilder {
             runtime: None,
             #[cfg(feature = "tcp")]
             tcp_tune: None,
+            #[cfg(feature = "quic")]
+            quic_tune: None,
+            #[cfg(feature = "quic")]
+            quic_runtime: None,
         }
     }
 
@@ -206,6 +232,8 @@ impl NodeBuilder {
         self.transport = Some(TransportPart::Tcp(TcpPart {
             listen: TcpListen::Addr(listen),
             peers: peers.into_iter().collect(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }));
         self
     }
@@ -223,7 +251,110 @@ impl NodeBuilder {
         self.transport = Some(TransportPart::Tcp(TcpPart {
             listen: TcpListen::Bound(listener),
             peers: peers.into_iter().collect(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }));
+        self
+    }
+
+    /// Like [`tcp`](Self::tcp), with mutual TLS: this node presents `identity`'s
+    /// certificate, and accepts only peers whose certificates the same cluster CA signed
+    /// and name the node id they claim (see [`tls`](crate::tls)). The builder refuses an
+    /// identity whose certificate does not name this node ([`StartError::Transport`]).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tcp_tls(
+        mut self,
+        listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        identity: paxos_tls::TlsIdentity,
+    ) -> Self {
+        self.transport = Some(TransportPart::Tcp(TcpPart {
+            listen: TcpListen::Addr(listen),
+            peers: peers.into_iter().collect(),
+            tls: Some(identity),
+        }));
+        self
+    }
+
+    /// Like [`tcp_tls`](Self::tcp_tls), on a listener the caller bound already.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tcp_tls_listener(
+        mut self,
+        listener: std::net::TcpListener,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        identity: paxos_tls::TlsIdentity,
+    ) -> Self {
+        self.transport = Some(TransportPart::Tcp(TcpPart {
+            listen: TcpListen::Bound(listener),
+            peers: peers.into_iter().collect(),
+            tls: Some(identity),
+        }));
+        self
+    }
+
+    /// QUIC ([`QuicTransport`](crate::quic::QuicTransport)), started by the builder with
+    /// this node's id and [`cluster_id`](Self::cluster_id): bind UDP `listen`, reach each
+    /// member at its address in `peers`, always with mutual TLS from `identity` (the
+    /// cluster CA and this node's certificate, which must name it). Addresses are checked
+    /// as for `tcp`. The quinn runtime is quinn's pick among the enabled
+    /// runtime features (tokio when started inside tokio) unless
+    /// [`quic_runtime`](Self::quic_runtime) names one. Tune it with
+    /// [`quic_config`](Self::quic_config).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic(
+        mut self,
+        listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        identity: paxos_tls::TlsIdentity,
+    ) -> Self {
+        self.transport = Some(TransportPart::Quic(QuicPart {
+            listen: QuicListen::Addr(listen),
+            peers: peers.into_iter().collect(),
+            identity,
+        }));
+        self
+    }
+
+    /// Like [`quic`](Self::quic), on a UDP socket the caller bound already (to learn a
+    /// port-0 address before any node starts).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_socket(
+        mut self,
+        socket: std::net::UdpSocket,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        identity: paxos_tls::TlsIdentity,
+    ) -> Self {
+        self.transport = Some(TransportPart::Quic(QuicPart {
+            listen: QuicListen::Bound(socket),
+            peers: peers.into_iter().collect(),
+            identity,
+        }));
+        self
+    }
+
+    /// Adjusts the [`QuicConfig`](crate::quic::QuicConfig) the builder makes for
+    /// [`quic`](Self::quic). The ids, the listen address, the peers and the identity are
+    /// the builder's: changes to them are overwritten.
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_config(
+        mut self,
+        tune: impl FnOnce(&mut paxos_net_quic::QuicConfig) + Send + 'static,
+    ) -> Self {
+        self.quic_tune = Some(Box::new(tune));
+        self
+    }
+
+    /// The quinn runtime QUIC runs on (for example `paxos_net_quic::tokio_runtime()`);
+    /// defaults to [`quic::default_runtime`](crate::quic::default_runtime).
+    #[cfg(feature = "quic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+    pub fn quic_runtime(mut self, runtime: Arc<dyn paxos_net_quic::Runtime>) -> Self {
+        self.quic_runtime = Some(runtime);
         self
     }
 
@@ -309,6 +440,10 @@ impl NodeBuilder {
             runtime,
             #[cfg(feature = "tcp")]
             tcp_tune,
+            #[cfg(feature = "quic")]
+            quic_tune,
+            #[cfg(feature = "quic")]
+            quic_runtime,
         } = self;
         let transport = transport.ok_or(StartError::Missing("transport"))?;
         let storage = storage.ok_or(StartError::Missing("storage"))?;
@@ -330,7 +465,16 @@ impl NodeBuilder {
             TransportPart::Given(given) => check_given(&config, &**given)?,
             #[cfg(feature = "tcp")]
             TransportPart::Tcp(tcp) => check_addresses(&config, &tcp.peers)?,
+            #[cfg(feature = "quic")]
+            TransportPart::Quic(quic) => check_addresses(&config, &quic.peers)?,
         }
+        #[cfg(feature = "quic")]
+        let quic_runtime = match (&transport, quic_runtime) {
+            (TransportPart::Quic(_), None) => {
+                Some(paxos_net_quic::default_runtime().ok_or(StartError::NoRuntime)?)
+            }
+            (_, runtime) => runtime,
+        };
         let mut storage = match storage {
             StoragePart::Given(storage) => storage,
             #[cfg(feature = "file")]
@@ -348,6 +492,17 @@ impl NodeBuilder {
             #[cfg(feature = "tcp")]
             TransportPart::Tcp(tcp) => {
                 Box::new(start_tcp(cluster_id, &config, tcp, tcp_tune, &runtime)?)
+            }
+            #[cfg(feature = "quic")]
+            TransportPart::Quic(quic) => {
+                let quic_runtime = quic_runtime.expect("chosen above for QUIC");
+                Box::new(start_quic(
+                    cluster_id,
+                    &config,
+                    quic,
+                    quic_tune,
+                    quic_runtime,
+                )?)
             }
         };
         // Every message the core builds is bounded by `max_message_bytes`; its frame adds
@@ -451,8 +606,12 @@ fn check_given(config: &Config, transport: &dyn Transport) -> Result<(), StartEr
     Ok(())
 }
 
+/// A tuning closure for the QUIC config.
+#[cfg(feature = "quic")]
+type QuicTune = Box<dyn FnOnce(&mut paxos_net_quic::QuicConfig) + Send>;
+
 /// Every member but this node has an address, and every address is a member's.
-#[cfg(feature = "tcp")]
+#[cfg(any(feature = "tcp", feature = "quic"))]
 fn check_addresses(
     config: &Config,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -477,7 +636,12 @@ fn start_tcp(
     tune: Option<TcpTune>,
     runtime: &Arc<dyn Runtime>,
 ) -> Result<TcpTransport, StartError> {
-    let TcpPart { listen, peers } = tcp;
+    let TcpPart {
+        listen,
+        peers,
+        #[cfg(feature = "tls")]
+        tls,
+    } = tcp;
     let addr = match &listen {
         TcpListen::Addr(addr) => *addr,
         TcpListen::Bound(listener) => listener
@@ -496,9 +660,54 @@ fn start_tcp(
         tcp.listen = addr;
         tcp.peers = peers;
     }
+    #[cfg(feature = "tls")]
+    {
+        tcp.tls = tls;
+    }
     let started = match listen {
         TcpListen::Addr(_) => TcpTransport::start(tcp, runtime.clone()),
         TcpListen::Bound(listener) => TcpTransport::start_on(tcp, listener, runtime.clone()),
+    };
+    started.map_err(|e| StartError::Transport(Arc::new(e)))
+}
+
+/// Starts QUIC with the node's id and cluster id, tuned by the caller's closure.
+#[cfg(feature = "quic")]
+fn start_quic(
+    cluster_id: u64,
+    config: &Config,
+    quic: QuicPart,
+    tune: Option<QuicTune>,
+    runtime: Arc<dyn paxos_net_quic::Runtime>,
+) -> Result<paxos_net_quic::QuicTransport, StartError> {
+    use paxos_net_quic::{QuicConfig, QuicTransport};
+    let QuicPart {
+        listen,
+        peers,
+        identity,
+    } = quic;
+    let addr = match &listen {
+        QuicListen::Addr(addr) => *addr,
+        QuicListen::Bound(socket) => socket
+            .local_addr()
+            .map_err(|e| StartError::Transport(Arc::new(e)))?,
+    };
+    let peers: BTreeMap<NodeId, SocketAddr> = peers
+        .into_iter()
+        .filter(|&(id, _)| id != config.id)
+        .collect();
+    let mut quic = QuicConfig::new(cluster_id, config.id, addr, peers.clone(), identity.clone());
+    if let Some(tune) = tune {
+        tune(&mut quic);
+        quic.cluster_id = cluster_id;
+        quic.node_id = config.id;
+        quic.listen = addr;
+        quic.peers = peers;
+        quic.identity = identity;
+    }
+    let started = match listen {
+        QuicListen::Addr(_) => QuicTransport::start(quic, runtime),
+        QuicListen::Bound(socket) => QuicTransport::start_on(quic, socket, runtime),
     };
     started.map_err(|e| StartError::Transport(Arc::new(e)))
 }

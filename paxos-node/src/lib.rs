@@ -155,6 +155,25 @@ pub mod tcp {
     pub use paxos_net_tcp::{ConfigError, StartError, TcpConfig, TcpStats, TcpTransport};
 }
 
+/// Mutual TLS identities ([`paxos_tls`]) for `NodeBuilder::tcp_tls` (feature `tls`) and
+/// `NodeBuilder::quic` (feature `quic`): the cluster CA, this node's certificate naming it
+/// (`node-<id>.paxos`), and a development CA ([`tls::dev`]).
+#[cfg(any(feature = "tls", feature = "quic"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tls", feature = "quic"))))]
+pub mod tls {
+    pub use paxos_tls::{TlsError, TlsIdentity, dev, node_name};
+}
+
+/// The QUIC transport ([`paxos_net_quic`]), for [`NodeBuilder::quic`] and for tuning it
+/// ([`NodeBuilder::quic_config`]).
+#[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub mod quic {
+    pub use paxos_net_quic::{
+        ConfigError, QuicConfig, QuicStats, QuicTransport, Runtime, StartError, default_runtime,
+    };
+}
+
 /// The core, whole: messages, the codec, the [`Replica`](paxos_core::Replica), for what
 /// the names re-exported at this crate's root do not cover.
 pub use paxos_core as core;

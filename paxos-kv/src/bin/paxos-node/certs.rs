@@ -30,8 +30,8 @@ pub(crate) struct CertsArgs {
 /// Writes the files and prints where they went, and how to use them.
 pub(crate) fn run(args: &CertsArgs) -> Result<(), String> {
     let ids: Vec<NodeId> = (1..=args.nodes).map(NodeId).collect();
-    let files = paxos_tls::dev::write_cluster(&args.out, &ids).map_err(|e| match e {
-        paxos_tls::TlsError::Io { path, source }
+    let files = paxos_node::tls::dev::write_cluster(&args.out, &ids).map_err(|e| match e {
+        paxos_node::tls::TlsError::Io { path, source }
             if source.kind() == std::io::ErrorKind::AlreadyExists =>
         {
             format!(

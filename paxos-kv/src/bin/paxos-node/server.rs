@@ -149,9 +149,8 @@ pub(crate) async fn serve(
         .state_machine(Box::new(KvStateMachine::new(config.max_sessions)));
     let builder = match config.transport {
         TransportKind::Tcp if config.tls.is_none() => builder.tcp(config.listen(), peers),
-        TransportKind::Tcp | TransportKind::Quic => {
-            return Err("TLS and QUIC are not wired into `serve` yet".into());
-        }
+        TransportKind::Tcp => builder.tcp_tls(config.listen(), peers, tls_identity(&config)?),
+        TransportKind::Quic => builder.quic(config.listen(), peers, tls_identity(&config)?),
     };
     let builder = match config.storage {
         StorageKind::Memory => builder.memory_storage(),
@@ -333,6 +332,16 @@ pub(crate) fn too_large(command: &KvCommand, max_command_bytes: usize) -> Option
             "ERR command of {bound} bytes exceeds the largest accepted ({max_command_bytes} bytes)"
         ),
     })
+}
+
+/// The mutual-TLS identity from the configured files (`resolve` made sure QUIC has them).
+fn tls_identity(config: &NodeConfig) -> Result<paxos_node::tls::TlsIdentity, String> {
+    let files = config
+        .tls
+        .as_ref()
+        .ok_or("this transport needs --tls-ca, --tls-cert and --tls-key")?;
+    paxos_node::tls::TlsIdentity::from_pem_files(&files.ca, &files.cert, &files.key)
+        .map_err(|e| format!("loading the TLS files: {e}"))
 }
 
 #[cfg(test)]
