@@ -28,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, NodeConfig, Peer, RuntimeKind, StorageKind};
+use crate::config::{self, NodeConfig, Peer, RuntimeKind, StorageKind, TransportKind};
 
 /// `paxos-node cluster`.
 #[derive(Clone, Debug, Args)]
@@ -47,6 +47,15 @@ pub(crate) struct ClusterArgs {
     /// cluster is created; a reused cluster keeps the runtime saved in its configs.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
     pub(crate) runtime: RuntimeKind,
+    /// Transport between the nodes. Default tcp: plain TCP on loopback, where a local
+    /// development cluster has nothing to protect and no certificates to manage. quic is
+    /// always mutual TLS. Used when the cluster is created, like --runtime.
+    #[arg(long, value_enum, default_value_t = TransportKind::Tcp)]
+    pub(crate) transport: TransportKind,
+    /// Mutual TLS over TCP too. With it or with --transport quic, a development CA and a
+    /// certificate per node are written to `DIR/certs` (as `paxos-node certs` does).
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 /// Stop a child: SIGTERM, then SIGKILL after this long.
@@ -137,9 +146,25 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
             addr: addr(ports[3 * i]),
         })
         .collect();
+    let certs = if args.tls || args.transport == TransportKind::Quic {
+        let node_ids: Vec<paxos_node::NodeId> =
+            ids.iter().map(|&id| paxos_node::NodeId(id)).collect();
+        let files = paxos_node::tls::dev::write_cluster(&dir.join("certs"), &node_ids)
+            .map_err(|e| format!("writing the cluster's certificates: {e}"))?;
+        info!(dir = %dir.join("certs").display(), "wrote a development CA and node certificates");
+        Some(files)
+    } else {
+        None
+    };
     let mut configs = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         let node_dir = dir.join(format!("node-{id}"));
+        let tls = certs.as_ref().map(|files| {
+            (
+                files.ca.clone(),
+                files.nodes[&paxos_node::NodeId(id)].clone(),
+            )
+        });
         std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
         let config = NodeConfig::resolve(&config::ServeArgs {
             id: Some(id),
@@ -149,6 +174,10 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
             data_dir: Some(node_dir.join("data")),
             storage: Some(args.storage),
             runtime: Some(args.runtime),
+            transport: Some(args.transport),
+            tls_ca: tls.as_ref().map(|t| t.0.clone()),
+            tls_cert: tls.as_ref().map(|t| t.1.0.clone()),
+            tls_key: tls.as_ref().map(|t| t.1.1.clone()),
             ..config::ServeArgs::default()
         })?;
         config::write_file(&node_config_path(dir, id), &config.to_file())?;
