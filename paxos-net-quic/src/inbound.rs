@@ -15,12 +15,12 @@ use paxos_core::{Inbound, Message, NodeId};
 use quinn::{Connection, ConnectionError, RecvStream};
 use rustls::pki_types::CertificateDer;
 
-use crate::budget::Held;
 use crate::frame::{ConnError, FrameReader};
 use crate::hello::{HELLO_MAX_BYTES, Hello, HelloError, StreamClass};
-use crate::limit::WarnKey;
 use crate::rt::timeout;
 use crate::transport::Shared;
+use paxos_net_common::Held;
+use paxos_net_common::WarnKey;
 
 /// Counts an open inbound connection for as long as it lives.
 struct OpenSlot(Arc<Shared>);

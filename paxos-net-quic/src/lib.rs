@@ -163,12 +163,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod budget;
 mod config;
 mod frame;
 pub mod hello;
 mod inbound;
-mod limit;
 mod outbound;
 mod rt;
 mod tls;

@@ -17,9 +17,9 @@ use quinn::{Connection, SendStream};
 
 use crate::frame::ConnError;
 use crate::hello::{HELLO_MAX_BYTES, Hello};
-use crate::limit::{Backoff, WarnKey};
 use crate::rt::{sleep, timeout};
 use crate::transport::{ClassQueue, Shared};
+use paxos_net_common::{Backoff, WarnKey};
 
 /// Keeps a connection to `peer` at `addr` and writes `queues` (one per active class) to
 /// it, until the queues are closed (peer removed or moved) or the transport stops.

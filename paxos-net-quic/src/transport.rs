@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
@@ -18,12 +18,11 @@ use paxos_core::codec::encode_frame;
 use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
 use quinn::{Connection, Endpoint, Runtime, VarInt};
 
-use crate::budget::ByteBudget;
 use crate::config::{ConfigError, QuicConfig};
 use crate::frame::error_code;
 use crate::hello::StreamClass;
-use crate::limit::{WarnKey, WarnLimiter};
 use crate::{inbound, outbound, tls};
+use paxos_net_common::{ByteBudget, WarnKey, WarnLimiter, recv_batch, try_enqueue};
 
 /// A QUIC [`Transport`]: one quinn endpoint (one UDP socket) that dials every peer and
 /// accepts every peer's connection. See the [crate docs](crate) for the connection and
@@ -368,16 +367,7 @@ impl Transport for QuicTransport {
             let Some(frame) = self.shared.encode(to, &message) else {
                 continue;
             };
-            let len = frame.len();
-            let queued = bytes.try_acquire(len)
-                && match frames.try_send(frame) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                        bytes.release(len);
-                        false
-                    }
-                };
-            if !queued {
+            if !try_enqueue(&frames, &bytes, frame) {
                 self.shared.count(&self.shared.counters.dropped_queue_full);
                 self.shared.warn(WarnKey::QueueFull(to), |suppressed| {
                     tracing::warn!(peer = %to, class = class.name(), suppressed, "outbound queue full, dropping");
@@ -387,25 +377,7 @@ impl Transport for QuicTransport {
     }
 
     async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
-        if max == 0 {
-            return Ok(());
-        }
-        // Cancel-safe: a message leaves the channel only when this await completes.
-        let (first, bytes) = self
-            .inbound
-            .recv()
-            .await
-            .map_err(|_| TransportError::Closed)?;
-        self.shared.inbound_bytes.release(bytes);
-        out.push(first);
-        for _ in 1..max {
-            let Ok((message, bytes)) = self.inbound.try_recv() else {
-                break;
-            };
-            self.shared.inbound_bytes.release(bytes);
-            out.push(message);
-        }
-        Ok(())
+        recv_batch(&self.inbound, &self.shared.inbound_bytes, out, max).await
     }
 }
 

@@ -13,11 +13,11 @@ use futures::io::AsyncWriteExt;
 use paxos_core::codec::encode_frame;
 use paxos_core::{Inbound, Message, NodeId};
 
-use crate::budget::ByteBudget;
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
-use crate::limit::WarnKey;
 use crate::transport::Shared;
+use paxos_net_common::ByteBudget;
+use paxos_net_common::WarnKey;
 use paxos_runtime::{BoxConn, Listener};
 
 /// Owns the listening socket. Dropping it closes the socket first, then signals

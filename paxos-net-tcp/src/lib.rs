@@ -178,12 +178,10 @@
 // The "Mutual TLS" section links to items that exist only with the `tls` feature.
 #![cfg_attr(not(feature = "tls"), allow(rustdoc::broken_intra_doc_links))]
 
-mod budget;
 mod config;
 mod frame;
 pub mod handshake;
 mod inbound;
-mod limit;
 mod outbound;
 #[cfg(feature = "tls")]
 mod tls;

@@ -14,11 +14,11 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::NodeId;
 use paxos_core::codec::encode_frame;
 
-use crate::budget::ByteBudget;
 use crate::frame::{ConnError, FrameReader, timeout};
 use crate::handshake::{HELLO_MAX_BYTES, HandshakeError, Hello};
-use crate::limit::{Backoff, WarnKey};
 use crate::transport::Shared;
+use paxos_net_common::ByteBudget;
+use paxos_net_common::{Backoff, WarnKey};
 use paxos_runtime::BoxConn;
 
 /// Keeps a connection to `peer` and writes `queue` (encoded frames, whose bytes

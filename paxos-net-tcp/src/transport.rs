@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
@@ -17,11 +17,10 @@ use futures::future::{AbortHandle, select};
 use paxos_core::codec::encode_frame;
 use paxos_core::{Envelope, Inbound, Message, NodeId, Transport, TransportError};
 
-use crate::budget::ByteBudget;
 use crate::config::{ConfigError, TcpConfig};
 use crate::inbound::{self, ListenerGuard};
-use crate::limit::{WarnKey, WarnLimiter};
 use crate::outbound;
+use paxos_net_common::{ByteBudget, WarnKey, WarnLimiter, recv_batch, try_enqueue};
 use paxos_runtime::{Listener, Runtime};
 
 /// A TCP [`Transport`]: one listener, one dialing task per peer, one reader task per
@@ -371,16 +370,7 @@ impl Transport for TcpTransport {
             let Some(frame) = self.shared.encode(to, &message) else {
                 continue;
             };
-            let len = frame.len();
-            let queued = queued_bytes.try_acquire(len)
-                && match queue.try_send(frame) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                        queued_bytes.release(len);
-                        false
-                    }
-                };
-            if !queued {
+            if !try_enqueue(&queue, &queued_bytes, frame) {
                 self.shared.count(&self.shared.counters.dropped_queue_full);
                 self.shared.warn(WarnKey::QueueFull(to), |suppressed| {
                     tracing::warn!(peer = %to, suppressed, "outbound queue full, dropping");
@@ -390,27 +380,7 @@ impl Transport for TcpTransport {
     }
 
     async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
-        if max == 0 {
-            return Ok(());
-        }
-        // Cancel-safe: a message leaves the channel only when this await completes.
-        let (first, bytes) = self
-            .inbound
-            .recv()
-            .await
-            .map_err(|_| TransportError::Closed)?;
-        self.shared.inbound_bytes.release(bytes);
-        out.push(first);
-        for _ in 1..max {
-            match self.inbound.try_recv() {
-                Ok((message, bytes)) => {
-                    self.shared.inbound_bytes.release(bytes);
-                    out.push(message);
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(())
+        recv_batch(&self.inbound, &self.shared.inbound_bytes, out, max).await
     }
 }
 

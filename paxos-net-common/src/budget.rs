@@ -10,7 +10,7 @@ use event_listener::Event;
 /// the maximum. A message larger than the maximum therefore still passes, alone, so
 /// progress is always possible and the queue holds at most `max(max, one message)`.
 #[derive(Debug)]
-pub(crate) struct ByteBudget {
+pub struct ByteBudget {
     max: usize,
     state: Mutex<Usage>,
     freed: Event,
@@ -23,7 +23,8 @@ struct Usage {
 }
 
 impl ByteBudget {
-    pub(crate) fn new(max: usize) -> Self {
+    /// A budget of `max` bytes, nothing held.
+    pub fn new(max: usize) -> Self {
         Self {
             max,
             state: Mutex::new(Usage::default()),
@@ -37,7 +38,7 @@ impl ByteBudget {
     }
 
     /// Takes `bytes` if the rule admits them now.
-    pub(crate) fn try_acquire(&self, bytes: usize) -> bool {
+    pub fn try_acquire(&self, bytes: usize) -> bool {
         let mut usage = self.usage();
         let fits = usage.held == 0 || usage.held.saturating_add(bytes) <= self.max;
         if fits {
@@ -49,7 +50,7 @@ impl ByteBudget {
 
     /// Waits until `bytes` are admitted, and takes them. Cancel-safe: nothing is taken
     /// unless the future completes.
-    pub(crate) async fn acquire(&self, bytes: usize) {
+    pub async fn acquire(&self, bytes: usize) {
         loop {
             if self.try_acquire(bytes) {
                 return;
@@ -64,7 +65,7 @@ impl ByteBudget {
     }
 
     /// Returns `bytes` taken earlier and wakes every waiter.
-    pub(crate) fn release(&self, bytes: usize) {
+    pub fn release(&self, bytes: usize) {
         let mut usage = self.usage();
         usage.held = usage.held.saturating_sub(bytes);
         drop(usage);
@@ -72,24 +73,25 @@ impl ByteBudget {
     }
 
     /// The most bytes held at once so far.
-    pub(crate) fn peak(&self) -> usize {
+    pub fn peak(&self) -> usize {
         self.usage().peak
     }
 }
 
 /// Bytes taken from a [`ByteBudget`], returned on drop unless [`kept`](Self::kept).
-pub(crate) struct Held<'a> {
+pub struct Held<'a> {
     budget: &'a ByteBudget,
     bytes: usize,
 }
 
 impl<'a> Held<'a> {
-    pub(crate) fn new(budget: &'a ByteBudget, bytes: usize) -> Self {
+    /// Takes charge of `bytes` already acquired from `budget`.
+    pub fn new(budget: &'a ByteBudget, bytes: usize) -> Self {
         Self { budget, bytes }
     }
 
     /// The bytes now belong to whoever will release them later.
-    pub(crate) fn kept(self) {
+    pub fn kept(self) {
         std::mem::forget(self);
     }
 }

@@ -14,25 +14,28 @@ const MAX_KEYS: usize = 1024;
 
 /// What a warning is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum WarnKey {
+pub enum WarnKey {
     /// A configured peer's connection.
     Peer(NodeId),
     /// A peer's outbound queue overflowing.
     QueueFull(NodeId),
-    /// An inbound connection not yet identified.
+    /// An inbound connection not yet identified, by remote address.
     Addr(IpAddr),
+    /// The listener itself (accept errors).
+    Listener,
 }
 
 /// At most one warning per key per interval; the others are counted.
 #[derive(Debug)]
-pub(crate) struct WarnLimiter {
+pub struct WarnLimiter {
     interval: Duration,
     seen: Mutex<HashMap<WarnKey, (Instant, u64)>>,
     suppressed: AtomicU64,
 }
 
 impl WarnLimiter {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// A limiter allowing one warning per key per `interval`.
+    pub fn new(interval: Duration) -> Self {
         Self {
             interval,
             seen: Mutex::new(HashMap::new()),
@@ -42,7 +45,7 @@ impl WarnLimiter {
 
     /// `Some(n)` if a warning about `key` may be logged at `now`, with `n` the warnings
     /// about it suppressed since the last one logged; `None` (counted) otherwise.
-    pub(crate) fn allow(&self, key: WarnKey, now: Instant) -> Option<u64> {
+    pub fn allow(&self, key: WarnKey, now: Instant) -> Option<u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_KEYS && !seen.contains_key(&key) {
             let interval = self.interval;
@@ -71,7 +74,7 @@ impl WarnLimiter {
     }
 
     /// Warnings suppressed so far.
-    pub(crate) fn suppressed(&self) -> u64 {
+    pub fn suppressed(&self) -> u64 {
         self.suppressed.load(Ordering::Relaxed)
     }
 }
@@ -79,7 +82,7 @@ impl WarnLimiter {
 /// Exponential backoff with jitter: the n-th delay is uniform in `[d/2, d]` with
 /// `d = min(max, min * 2^n)`.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     ceiling: Duration,
@@ -87,7 +90,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration, rng: fastrand::Rng) -> Self {
+    /// A backoff from `min` doubling up to `max`, jittered by `rng`.
+    pub fn new(min: Duration, max: Duration, rng: fastrand::Rng) -> Self {
         Self {
             min,
             max,
@@ -97,11 +101,12 @@ impl Backoff {
     }
 
     /// Back to the shortest delay, after a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.ceiling = self.min;
     }
 
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    /// The delay before the next attempt; each call doubles the ceiling up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
         let nanos = u64::try_from(self.ceiling.as_nanos()).unwrap_or(u64::MAX);
         self.ceiling = self.ceiling.saturating_mul(2).min(self.max);
         Duration::from_nanos(self.rng.u64(nanos / 2..=nanos))
