@@ -70,35 +70,6 @@ async fn wait_refused_tls(net: &Arc<dyn Runtime>, node: &TcpTransport, count: u6
     .await;
 }
 
-/// Like `deliver_eventually`, and fails if `dest` receives the stranger's message meanwhile.
-async fn deliver_not_stranger(
-    net: &Arc<dyn Runtime>,
-    from: &TcpTransport,
-    dest: &mut TcpTransport,
-    tag: u64,
-) {
-    let (src, id) = (from.node_id(), dest.node_id());
-    within(
-        net,
-        &format!("delivery {src} -> {id} of tag {tag}"),
-        async {
-            let mut got = Vec::new();
-            loop {
-                from.send(vec![to(id.0, msg(tag))]);
-                let _ = timeout(net, Duration::from_millis(20), dest.recv(&mut got, 64)).await;
-                assert!(
-                    got.iter().all(|m| m.message != stranger_message()),
-                    "the stranger's message was delivered: {got:?}"
-                );
-                if got.iter().any(|m| m.from == src && m.message == msg(tag)) {
-                    return;
-                }
-            }
-        },
-    )
-    .await;
-}
-
 /// Dials `addr` over TLS with `config`, expecting to reach node `to`.
 async fn tls_dial(
     net: &Arc<dyn Runtime>,
@@ -158,32 +129,9 @@ async fn stranger_says_hello(
 /// Three TLS nodes: every ordered pair carries its messages, in order, and nothing is
 /// refused.
 async fn tls_nodes_exchange_in_all_directions(net: Arc<dyn Runtime>) {
-    const PER_PAIR: u64 = 50;
     let ca = DevCa::generate("exchange").unwrap();
     let mut nodes = tls_cluster(&net, &ca, &[0, 1, 2]);
-    for seq in 0..PER_PAIR {
-        for node in &nodes {
-            let me = node.node_id().0;
-            let batch = (0..3)
-                .filter(|&peer| peer != me)
-                .map(|peer| to(peer, msg(me * 1_000 + seq)))
-                .collect();
-            node.send(batch);
-        }
-    }
-    for node in &mut nodes {
-        let me = node.node_id();
-        let got = recv_n(&net, node, 2 * PER_PAIR as usize).await;
-        for peer in (0..3).map(NodeId).filter(|&p| p != me) {
-            let from_peer: Vec<_> = got
-                .iter()
-                .filter(|m| m.from == peer)
-                .map(|m| m.message.clone())
-                .collect();
-            let expected: Vec<_> = (0..PER_PAIR).map(|seq| msg(peer.0 * 1_000 + seq)).collect();
-            assert_eq!(from_peer, expected, "{peer} -> {me}");
-        }
-    }
+    exchange_in_all_directions(&net, &mut nodes, 50).await;
     for node in nodes {
         let stats = node.stats();
         assert_eq!(stats.connections_opened, 2, "{stats:?}");
@@ -198,7 +146,7 @@ async fn dialer_without_client_certificate_is_refused(net: Arc<dyn Runtime>) {
     let ca = DevCa::generate("no cert").unwrap();
     let mut nodes = tls_cluster(&net, &ca, &[0, 1]);
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 1).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 1, Some(&stranger_message())).await;
     // A dial can beat `tls_cluster`'s `set_peer` and be refused as an unknown peer.
     let before = nodes[0].stats();
 
@@ -207,7 +155,7 @@ async fn dialer_without_client_certificate_is_refused(net: Arc<dyn Runtime>) {
     wait_refused_tls(&net, &nodes[0], 1).await;
 
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 2).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 2, Some(&stranger_message())).await;
     let stats = nodes[0].stats();
     assert_eq!(stats.refused_tls, 1, "{stats:?}");
     assert_eq!(
@@ -236,7 +184,7 @@ async fn certificate_from_another_ca_is_refused(net: Arc<dyn Runtime>) {
     wait_refused_tls(&net, &nodes[0], 1).await;
 
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 1).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 1, Some(&stranger_message())).await;
     assert_eq!(stranger.stats().connections_opened, 0);
     assert_eq!(
         nodes[0].stats().connections_accepted,
@@ -252,14 +200,14 @@ async fn certificate_naming_another_node_is_refused(net: Arc<dyn Runtime>) {
     let ca = DevCa::generate("cluster").unwrap();
     let mut nodes = tls_cluster(&net, &ca, &[0, 2]);
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 1).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 1, Some(&stranger_message())).await;
 
     let three = identity(&ca, 3).client_config(&[TLS_ALPN]).unwrap();
     stranger_says_hello(&net, nodes[0].local_addr(), three, 2).await;
     wait_refused_tls(&net, &nodes[0], 1).await;
 
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 2).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 2, Some(&stranger_message())).await;
     let stats = nodes[0].stats();
     assert_eq!(
         (stats.refused_tls, stats.connections_accepted),
@@ -280,7 +228,7 @@ async fn plain_tcp_peer_is_refused(net: Arc<dyn Runtime>) {
     wait_refused_tls(&net, &nodes[0], 1).await;
 
     let (a, b) = nodes.split_at_mut(1);
-    deliver_not_stranger(&net, &b[0], &mut a[0], 1).await;
+    deliver_eventually_but_never(&net, &b[0], &mut a[0], 1, Some(&stranger_message())).await;
     assert_eq!(plain.stats().connections_opened, 0);
     // The TLS node's ClientHello is garbage to the plain node.
     within(&net, "the plain node refusing the TLS node", async {

@@ -39,34 +39,7 @@ on_both_runtimes!(
 async fn three_nodes_exchange_in_all_directions(net: Arc<dyn Runtime>) {
     const PER_PAIR: u64 = 100;
     let mut nodes = cluster(&net, 3);
-    for seq in 0..PER_PAIR {
-        for node in &nodes {
-            let me = node.node_id().0;
-            let batch = (0..3)
-                .filter(|&peer| peer != me)
-                .map(|peer| to(peer, msg(me * 1_000 + seq)))
-                .collect();
-            node.send(batch);
-        }
-    }
-    for node in &mut nodes {
-        let me = node.node_id();
-        let got = recv_n(&net, node, 2 * PER_PAIR as usize).await;
-        for peer in (0..3).map(NodeId).filter(|&p| p != me) {
-            let from_peer: Vec<_> = got.iter().filter(|m| m.from == peer).collect();
-            let expected: Vec<_> = (0..PER_PAIR)
-                .map(|seq| Inbound {
-                    from: peer,
-                    message: msg(peer.0 * 1_000 + seq),
-                })
-                .collect();
-            assert_eq!(
-                from_peer,
-                expected.iter().collect::<Vec<_>>(),
-                "{peer} -> {me}"
-            );
-        }
-    }
+    exchange_in_all_directions(&net, &mut nodes, PER_PAIR).await;
     for node in nodes {
         let stats = node.stats();
         // Counted before the frames they carried were written or delivered.

@@ -225,17 +225,11 @@ impl NodeBuilder {
     #[cfg(feature = "tcp")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     pub fn tcp(
-        mut self,
+        self,
         listen: SocketAddr,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Self {
-        self.transport = Some(TransportPart::Tcp(TcpPart {
-            listen: TcpListen::Addr(listen),
-            peers: peers.into_iter().collect(),
-            #[cfg(feature = "tls")]
-            tls: None,
-        }));
-        self
+        self.tcp_part(TcpListen::Addr(listen), peers)
     }
 
     /// Like [`tcp`](Self::tcp), on a listener the caller bound already. Binding first (to
@@ -244,16 +238,34 @@ impl NodeBuilder {
     #[cfg(feature = "tcp")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     pub fn tcp_listener(
-        mut self,
+        self,
         listener: std::net::TcpListener,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Self {
+        self.tcp_part(TcpListen::Bound(listener), peers)
+    }
+
+    #[cfg(feature = "tcp")]
+    fn tcp_part(
+        mut self,
+        listen: TcpListen,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Self {
         self.transport = Some(TransportPart::Tcp(TcpPart {
-            listen: TcpListen::Bound(listener),
+            listen,
             peers: peers.into_iter().collect(),
             #[cfg(feature = "tls")]
             tls: None,
         }));
+        self
+    }
+
+    /// Turns on mutual TLS for the TCP part just set.
+    #[cfg(feature = "tls")]
+    fn with_tls(mut self, identity: paxos_tls::TlsIdentity) -> Self {
+        if let Some(TransportPart::Tcp(part)) = &mut self.transport {
+            part.tls = Some(identity);
+        }
         self
     }
 
@@ -264,34 +276,24 @@ impl NodeBuilder {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tcp_tls(
-        mut self,
+        self,
         listen: SocketAddr,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         identity: paxos_tls::TlsIdentity,
     ) -> Self {
-        self.transport = Some(TransportPart::Tcp(TcpPart {
-            listen: TcpListen::Addr(listen),
-            peers: peers.into_iter().collect(),
-            tls: Some(identity),
-        }));
-        self
+        self.tcp(listen, peers).with_tls(identity)
     }
 
     /// Like [`tcp_tls`](Self::tcp_tls), on a listener the caller bound already.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tcp_tls_listener(
-        mut self,
+        self,
         listener: std::net::TcpListener,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         identity: paxos_tls::TlsIdentity,
     ) -> Self {
-        self.transport = Some(TransportPart::Tcp(TcpPart {
-            listen: TcpListen::Bound(listener),
-            peers: peers.into_iter().collect(),
-            tls: Some(identity),
-        }));
-        self
+        self.tcp_listener(listener, peers).with_tls(identity)
     }
 
     /// QUIC ([`QuicTransport`](crate::quic::QuicTransport)), started by the builder with
@@ -305,17 +307,12 @@ impl NodeBuilder {
     #[cfg(feature = "quic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic(
-        mut self,
+        self,
         listen: SocketAddr,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         identity: paxos_tls::TlsIdentity,
     ) -> Self {
-        self.transport = Some(TransportPart::Quic(QuicPart {
-            listen: QuicListen::Addr(listen),
-            peers: peers.into_iter().collect(),
-            identity,
-        }));
-        self
+        self.quic_part(QuicListen::Addr(listen), peers, identity)
     }
 
     /// Like [`quic`](Self::quic), on a UDP socket the caller bound already (to learn a
@@ -323,13 +320,23 @@ impl NodeBuilder {
     #[cfg(feature = "quic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
     pub fn quic_socket(
-        mut self,
+        self,
         socket: std::net::UdpSocket,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         identity: paxos_tls::TlsIdentity,
     ) -> Self {
+        self.quic_part(QuicListen::Bound(socket), peers, identity)
+    }
+
+    #[cfg(feature = "quic")]
+    fn quic_part(
+        mut self,
+        listen: QuicListen,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        identity: paxos_tls::TlsIdentity,
+    ) -> Self {
         self.transport = Some(TransportPart::Quic(QuicPart {
-            listen: QuicListen::Bound(socket),
+            listen,
             peers: peers.into_iter().collect(),
             identity,
         }));

@@ -248,6 +248,18 @@ pub(crate) async fn deliver_eventually(
     dest: &mut TcpTransport,
     tag: u64,
 ) {
+    deliver_eventually_but_never(net, from, dest, tag, None).await;
+}
+
+/// Like [`deliver_eventually`], and fails if `dest` receives `forbidden` meanwhile (a
+/// stranger's message, say).
+pub(crate) async fn deliver_eventually_but_never(
+    net: &Arc<dyn Runtime>,
+    from: &TcpTransport,
+    dest: &mut TcpTransport,
+    tag: u64,
+    forbidden: Option<&Message>,
+) {
     let (src, id) = (from.node_id(), dest.node_id());
     within(
         net,
@@ -258,6 +270,10 @@ pub(crate) async fn deliver_eventually(
                 from.send(vec![to(id.0, msg(tag))]);
                 // Cancelling recv here exercises its cancel safety too.
                 let _ = timeout(net, Duration::from_millis(20), dest.recv(&mut got, 64)).await;
+                assert!(
+                    got.iter().all(|m| Some(&m.message) != forbidden),
+                    "a forbidden message was delivered: {got:?}"
+                );
                 if got.iter().any(|m| m.from == src && m.message == msg(tag)) {
                     return;
                 }
@@ -265,6 +281,39 @@ pub(crate) async fn deliver_eventually(
         },
     )
     .await;
+}
+
+/// Every ordered pair of `nodes` (ids 0, 1, ...) carries `per_pair` messages, and each
+/// arrives in order, with the sender's id from the handshake.
+pub(crate) async fn exchange_in_all_directions(
+    net: &Arc<dyn Runtime>,
+    nodes: &mut [TcpTransport],
+    per_pair: u64,
+) {
+    let n = nodes.len() as u64;
+    for seq in 0..per_pair {
+        for node in nodes.iter() {
+            let me = node.node_id().0;
+            let batch = (0..n)
+                .filter(|&peer| peer != me)
+                .map(|peer| to(peer, msg(me * 1_000 + seq)))
+                .collect();
+            node.send(batch);
+        }
+    }
+    for node in nodes.iter_mut() {
+        let me = node.node_id();
+        let got = recv_n(net, node, ((n - 1) * per_pair) as usize).await;
+        for peer in (0..n).map(NodeId).filter(|&p| p != me) {
+            let from_peer: Vec<_> = got
+                .iter()
+                .filter(|m| m.from == peer)
+                .map(|m| m.message.clone())
+                .collect();
+            let expected: Vec<_> = (0..per_pair).map(|seq| msg(peer.0 * 1_000 + seq)).collect();
+            assert_eq!(from_peer, expected, "{peer} -> {me}");
+        }
+    }
 }
 
 /// The frame of `message`, as a dialer writes it after the handshake.
