@@ -12,8 +12,9 @@
 //! writes to disk (it hands you a [`PersistBatch`]), never reads a clock (you pass
 //! [`Instant`]s), never applies a command (it hands you [`Committed`] values), and never
 //! calls the [`Storage`], [`Transport`] or [`StateMachine`] traits defined here: those are
-//! the contracts between a driver and its backends. No snapshots, log compaction or
-//! membership change yet.
+//! the contracts between a driver and its backends. It never takes or moves a snapshot
+//! either: log compaction ([`compaction`]) is driven by the driver, the core only drops
+//! what the driver says is in a durable snapshot. No membership change yet.
 //!
 //! If you want a running replicated service rather than a protocol to drive by hand, use
 //! the `paxos-node` crate: its `NodeBuilder` wires a `Replica` to a transport
@@ -268,6 +269,7 @@
 //! let recovered = RecoveredState {
 //!     hard_state: cluster.nodes[follower].hard_state,
 //!     entries: cluster.nodes[follower].entries.values().cloned().collect(),
+//!     snapshot: None, // never compacted: see `compaction`
 //! };
 //! assert!(recovered.hard_state.promised > Ballot::ZERO, "its promise survived");
 //! let id = members[follower];
@@ -304,6 +306,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod compaction;
 pub mod config;
 pub mod error;
 mod lease;
@@ -316,11 +319,13 @@ pub mod transport;
 pub mod types;
 pub mod wire;
 
+pub use compaction::{CoreSnapshot, CoreSnapshotError};
 pub use config::{Config, ConfigError};
 pub use error::{ProposeRefused, ReadRefused};
 pub use message::{Envelope, Message};
 pub use ready::{
-    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
+    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role,
+    SnapshotFetch, Status,
 };
 pub use replica::Replica;
 pub use state_machine::{StateMachine, StateMachineError};

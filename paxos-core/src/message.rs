@@ -35,11 +35,14 @@ pub enum Message {
     PreVote(PreVote),
     /// The answer to [`Message::PreVote`].
     PreVoteReply(PreVoteReply),
+    /// In answer to [`Message::CatchUp`] from below the sender's compaction point: "those
+    /// slots are gone from my log; fetch my snapshot instead".
+    SnapshotOffer(SnapshotOffer),
 }
 
 impl Message {
     /// Every kind's short name, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 12] = [
         "prepare",
         "promise",
         "accept",
@@ -51,6 +54,7 @@ impl Message {
         "catch_up_reply",
         "pre_vote",
         "pre_vote_reply",
+        "snapshot_offer",
     ];
 
     /// Short name of the message kind, for logs and metrics.
@@ -79,6 +83,7 @@ impl Message {
             Self::PreVoteReply(m) => {
                 m.ballot.is_proposer_ballot() && m.promised.is_proposer_ballot()
             }
+            Self::SnapshotOffer(m) => m.upto <= m.commit,
         }
     }
 
@@ -96,6 +101,7 @@ impl Message {
             Self::CatchUpReply(_) => 8,
             Self::PreVote(_) => 9,
             Self::PreVoteReply(_) => 10,
+            Self::SnapshotOffer(_) => 11,
         }
     }
 }
@@ -202,6 +208,17 @@ pub struct CatchUpReply {
     /// The chosen values, each with the ballot the sender holds it at.
     pub values: Vec<(Ballot, Value)>,
     /// The sender's commit point.
+    pub commit: Slot,
+}
+
+/// The sender compacted its log below `upto`: every slot below it is chosen and applied
+/// there, and is in its latest snapshot, not in its log. A learner missing slots below
+/// `upto` fetches that snapshot ([`Ready::fetch_snapshot`](crate::Ready::fetch_snapshot)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotOffer {
+    /// The sender's compaction point: its snapshot covers every slot below it.
+    pub upto: Slot,
+    /// The sender's commit point (at least `upto`).
     pub commit: Slot,
 }
 

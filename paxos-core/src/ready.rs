@@ -1,5 +1,6 @@
 //! The output of the core: one [`Ready`] batch at a time, with its ordering rule.
 
+use crate::compaction::CoreSnapshot;
 use crate::message::Envelope;
 use crate::types::{Ballot, Entry, NodeId, Slot, Value};
 
@@ -47,7 +48,12 @@ pub struct RecoveredState {
     /// The last hard state written, or the default for a fresh store.
     pub hard_state: HardState,
     /// Every stored entry, in slot order, at most one per slot (the last written).
+    /// Entries below the snapshot's `upto`, if any are left, are ignored.
     pub entries: Vec<Entry>,
+    /// The core's part of the latest durable snapshot ([`CoreSnapshot`]), if the log was
+    /// compacted: the state machine has been restored from that snapshot, and the
+    /// replica resumes after it (see [`compaction`](crate::compaction)).
+    pub snapshot: Option<CoreSnapshot>,
 }
 
 /// A value chosen for a slot, ready to apply.
@@ -186,6 +192,21 @@ pub struct Ready {
     /// Reads that can no longer be answered here because leadership changed: fail them
     /// with a "leadership changed" error (no state was read, nothing was changed).
     pub aborted_reads: Vec<ReadId>,
+    /// Slots this replica needs were compacted away at a peer: fetch that peer's
+    /// snapshot, then [`install_snapshot`](crate::Replica::install_snapshot) it. Repeated
+    /// while the replica stays behind (about every `resend_interval`); a driver already
+    /// fetching one that covers `upto` ignores the repeats. Independent of the ordering
+    /// rule: nothing else in the Ready waits for it.
+    pub fetch_snapshot: Option<SnapshotFetch>,
+}
+
+/// A request to fetch a snapshot: see [`Ready::fetch_snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotFetch {
+    /// The peer that offered it.
+    pub from: NodeId,
+    /// Its snapshot covers at least every slot below this one.
+    pub upto: Slot,
 }
 
 impl Ready {
@@ -196,6 +217,7 @@ impl Ready {
             && self.committed.is_empty()
             && self.reads.is_empty()
             && self.aborted_reads.is_empty()
+            && self.fetch_snapshot.is_none()
     }
 }
 
@@ -214,6 +236,9 @@ pub struct Status {
     pub commit: Slot,
     /// Every slot below this has been handed out for applying.
     pub applied: Slot,
+    /// The compaction point: every slot below it was dropped from the log, and is in a
+    /// snapshot (0 until the first compaction or installed snapshot).
+    pub log_start: Slot,
     /// Until when (on this replica's clock) it holds the leader lease, if it does.
     pub lease_until: Option<crate::types::Instant>,
     /// It votes (promises and accepts). False for a replica that came back with an empty

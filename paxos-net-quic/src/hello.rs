@@ -35,8 +35,8 @@ pub const HELLO_MAX_BYTES: usize = 64;
 #[non_exhaustive]
 pub enum StreamClass {
     /// Small, latency-critical messages: Prepare, an empty Promise, Nack, PreVote,
-    /// PreVoteReply, Decide, Accepted, CatchUp, and the heartbeat (an Accept with no
-    /// values). Highest send priority.
+    /// PreVoteReply, Decide, Accepted, CatchUp, SnapshotOffer, and the heartbeat (an
+    /// Accept with no values). Highest send priority.
     Control,
     /// Messages that carry values: Accept with values, a Promise reporting accepted
     /// values, CatchUpReply, Forward.
@@ -67,7 +67,8 @@ impl StreamClass {
             | Message::Nack(_)
             | Message::CatchUp(_)
             | Message::PreVote(_)
-            | Message::PreVoteReply(_) => Self::Control,
+            | Message::PreVoteReply(_)
+            | Message::SnapshotOffer(_) => Self::Control,
             // Values, and any kind added later until it is classified: bulk is the safe
             // default, since only bulk may be large.
             _ => Self::Bulk,

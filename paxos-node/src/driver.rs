@@ -347,6 +347,10 @@ impl Driver {
             mut committed,
             reads,
             aborted_reads,
+            // This driver never compacts its log, and the nodes it talks to are built by
+            // it too, so no peer offers a snapshot yet: the node side of snapshot
+            // transfer comes with log compaction in paxos-node.
+            fetch_snapshot: _,
         } = ready;
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.

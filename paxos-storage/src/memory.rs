@@ -97,6 +97,8 @@ impl Storage for MemoryStorage {
         Ok(RecoveredState {
             hard_state: disk.hard_state,
             entries: disk.entries.values().cloned().collect(),
+            // Filled in by the driver from `load_snapshot` (see `RecoveredState::snapshot`).
+            snapshot: None,
         })
     }
 

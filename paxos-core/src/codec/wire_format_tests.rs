@@ -15,12 +15,12 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 use crate::message::{
     Accept, Accepted, CatchUp, CatchUpReply, Decide, Forward, Message, Nack, PreVote, PreVoteReply,
-    Prepare, Promise,
+    Prepare, Promise, SnapshotOffer,
 };
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 
 /// The full frame (length prefix, version byte, postcard body) of [`samples`], by kind.
-const REFERENCE: [(&str, &str); 11] = [
+const REFERENCE: [(&str, &str); 12] = [
     ("prepare", "080000000200ac0202f0a204"),
     (
         "promise",
@@ -44,6 +44,7 @@ const REFERENCE: [(&str, &str); 11] = [
     ),
     ("pre_vote", "070000000209ac02021109"),
     ("pre_vote_reply", "0b000000020aac02021101ab020109"),
+    ("snapshot_offer", "06000000020bac02ad02"),
 ];
 
 /// A ballot whose round takes a two-byte varint.
@@ -139,6 +140,10 @@ fn samples() -> Vec<Message> {
             granted: true,
             promised: Ballot::new(299, NodeId(1)),
             commit: Slot(9),
+        }),
+        Message::SnapshotOffer(SnapshotOffer {
+            upto: Slot(300),
+            commit: Slot(301),
         }),
     ]
 }

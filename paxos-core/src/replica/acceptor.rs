@@ -105,6 +105,11 @@ impl Replica {
             // Well formed: `first + values.len()` does not overflow.
             let this = slot;
             slot = Slot(slot.0 + 1);
+            if this < self.log_start {
+                // Compacted: chosen, but its value is gone, so this one cannot be
+                // checked against it. Accept (and count) nothing from here.
+                break;
+            }
             if let Some(a) = self.log.get(&this) {
                 let same = a.value == value;
                 if same && (a.ballot == m.ballot || a.ballot == Ballot::CHOSEN) {

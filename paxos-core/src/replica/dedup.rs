@@ -16,12 +16,12 @@ pub(crate) const WINDOW: u64 = 1 << 16;
 /// Incarnations remembered per origin.
 pub(crate) const EPOCHS_PER_ORIGIN: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Dedup {
     origins: BTreeMap<NodeId, Origin>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Origin {
     /// The remembered incarnations, oldest first (ascending epochs).
     epochs: VecDeque<(u64, Window)>,
@@ -29,7 +29,7 @@ struct Origin {
     floor: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Window {
     /// Highest sequence number applied.
     max: u64,
@@ -38,6 +38,31 @@ struct Window {
 }
 
 impl Dedup {
+    /// Checks what decoding cannot: the shapes the methods index by. For a filter read
+    /// from a snapshot's bytes, which may be corrupt.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        for (node, origin) in &self.origins {
+            if origin.epochs.len() > EPOCHS_PER_ORIGIN {
+                return Err(format!(
+                    "{} epochs remembered for {node}",
+                    origin.epochs.len()
+                ));
+            }
+            let mut pairs = origin.epochs.iter().zip(origin.epochs.iter().skip(1));
+            if pairs.any(|((a, _), (b, _))| a >= b) {
+                return Err(format!("epochs of {node} out of order"));
+            }
+            if origin
+                .epochs
+                .iter()
+                .any(|(_, w)| w.bits.len() != (WINDOW / 64) as usize)
+            {
+                return Err(format!("a window of {node} has the wrong size"));
+            }
+        }
+        Ok(())
+    }
+
     /// The highest epoch of `origin` seen in the applied log (forgotten ones included).
     pub(crate) fn max_epoch(&self, origin: NodeId) -> Option<u64> {
         let o = self.origins.get(&origin)?;

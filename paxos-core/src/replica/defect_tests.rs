@@ -489,6 +489,7 @@ fn a_new_leader_reproposes_within_the_pipelining_window() {
         })
         .collect();
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: old,
             ..HardState::default()

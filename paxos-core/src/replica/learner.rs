@@ -79,6 +79,9 @@ impl Replica {
     }
 
     pub(super) fn handle_catch_up(&mut self, from: NodeId, m: CatchUp) {
+        if self.offer_snapshot(from, &m) {
+            return;
+        }
         let known = self
             .log
             .range(m.from..self.commit.max(m.from))

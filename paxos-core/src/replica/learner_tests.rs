@@ -55,6 +55,7 @@ fn decide_commits_only_entries_at_its_ballot_and_fetches_the_rest() {
         value,
     };
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: b(2, N1),
             commit: Slot(0),
@@ -73,6 +74,7 @@ fn decide_commits_only_entries_at_its_ballot_and_fetches_the_rest() {
     assert_eq!(
         step(&mut r),
         Ready {
+            fetch_snapshot: None,
             id: 2,
             persist: PersistBatch::default(),
             messages: vec![catch_up(N1, 1)],
@@ -97,6 +99,7 @@ fn decide_commits_only_entries_at_its_ballot_and_fetches_the_rest() {
     assert_eq!(
         step(&mut r),
         Ready {
+            fetch_snapshot: None,
             id: 3,
             persist: PersistBatch {
                 hard_state: Some(HardState {
@@ -153,6 +156,7 @@ fn a_catch_up_reply_fills_the_log_at_chosen_and_advances_the_commit_point() {
     assert_eq!(
         step(&mut r),
         Ready {
+            fetch_snapshot: None,
             id: 3,
             persist: PersistBatch {
                 hard_state: Some(HardState {

@@ -5,6 +5,7 @@
 //! `election` (timers and randomized timeouts).
 
 mod acceptor;
+mod compaction;
 mod dedup;
 mod election;
 mod learner;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+use crate::compaction::CoreSnapshot;
 use crate::config::{Config, ConfigError};
 use crate::error::ProposeRefused;
 use crate::lease;
@@ -27,6 +29,8 @@ use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Va
 use crate::wire;
 
 use self::proposer::{Candidacy, Leadership};
+
+pub(crate) use self::dedup::Dedup;
 
 /// Committed values handed out per [`Ready`], to bound its size.
 const MAX_COMMITTED_PER_READY: usize = 1024;
@@ -70,7 +74,13 @@ pub struct Replica {
     /// False for a replica that came back with an empty disk: it never votes.
     voter: bool,
     promised: Ballot,
+    /// Accepted values from `log_start` on (a slot may be missing: never accepted here).
     log: BTreeMap<Slot, Accepted>,
+    /// The compaction point: every slot below it is chosen, applied, and in a durable
+    /// snapshot, and gone from `log`. At most `applied`.
+    log_start: Slot,
+    /// The snapshot fetch to ask the driver for in the next Ready.
+    fetch_snapshot: Option<crate::ready::SnapshotFetch>,
     /// The lease this acceptor granted: the ballot, and until when (our clock).
     granted: Option<(Ballot, Instant)>,
 
@@ -107,7 +117,7 @@ pub struct Replica {
     pending_bytes: usize,
 
     /// Filters duplicate proposals out of what is applied.
-    dedup: dedup::Dedup,
+    dedup: Dedup,
     /// Reads waiting to be answered (leader only).
     reads: VecDeque<reads::PendingRead>,
     next_read_id: u64,
@@ -166,7 +176,9 @@ impl Replica {
         let RecoveredState {
             hard_state,
             entries,
+            snapshot,
         } = recovered;
+        let log_start = snapshot.as_ref().map_or(Slot(0), |s| s.upto());
         // A fresh incarnation whatever the seed: written with the first Ready, before any
         // proposal of this incarnation can leave. A replica back with an empty disk writes
         // epoch 0 ("unknown") until it has caught up and can choose one (`settle_epoch`),
@@ -179,7 +191,7 @@ impl Replica {
         };
         let mut log = BTreeMap::new();
         let mut max_round_seen = hard_state.promised.round;
-        for e in entries {
+        for e in entries.into_iter().filter(|e| e.slot >= log_start) {
             if e.ballot.is_proposer_ballot() {
                 max_round_seen = max_round_seen.max(e.ballot.round);
             }
@@ -194,7 +206,7 @@ impl Replica {
         // Paired with the check before persisting: the chosen prefix must be complete.
         // Entries stored at `Ballot::CHOSEN` are chosen too, whatever the commit point
         // written last said.
-        let mut commit = Slot(0);
+        let mut commit = log_start;
         while log
             .get(&commit)
             .is_some_and(|a: &Accepted| commit < hard_state.commit || a.ballot == Ballot::CHOSEN)
@@ -212,9 +224,11 @@ impl Replica {
             voter,
             promised: hard_state.promised,
             log,
+            log_start,
+            fetch_snapshot: None,
             granted: None,
             commit,
-            applied: Slot(0),
+            applied: log_start,
             commit_hint: commit,
             catch_up_sent: None,
             catch_up_from: None,
@@ -228,7 +242,7 @@ impl Replica {
             leadership: None,
             pending: VecDeque::new(),
             pending_bytes: 0,
-            dedup: dedup::Dedup::default(),
+            dedup: snapshot.map(CoreSnapshot::into_dedup).unwrap_or_default(),
             reads: VecDeque::new(),
             next_read_id: 0,
             metrics: Metrics::default(),
@@ -238,7 +252,9 @@ impl Replica {
         };
         replica.out.hard_state_dirty = true;
         replica.reset_election_deadline();
-        let granted_nothing = replica.promised == Ballot::ZERO && replica.log.is_empty();
+        let granted_nothing = replica.promised == Ballot::ZERO
+            && replica.log.is_empty()
+            && replica.log_start == Slot(0);
         if let (Some(lease), false) = (replica.cfg.lease_duration, granted_nothing) {
             // Grants live in memory only. Before the crash this acceptor may have granted a
             // lease it no longer remembers, so it honours one full lease from restart:
@@ -263,6 +279,7 @@ impl Replica {
             leader: self.leader_id(),
             commit: self.commit,
             applied: self.applied,
+            log_start: self.log_start,
             lease_until: self.lease_until(),
             voter: self.voter,
         }
@@ -399,6 +416,7 @@ impl Replica {
             committed,
             reads: out.reads,
             aborted_reads: out.aborted_reads,
+            fetch_snapshot: self.fetch_snapshot.take(),
         };
         if ready.is_empty() && out.loopback.is_empty() {
             return None;
@@ -452,6 +470,7 @@ impl Replica {
             Message::CatchUpReply(m) => self.handle_catch_up_reply(from, m),
             Message::PreVote(m) => self.handle_pre_vote(from, m),
             Message::PreVoteReply(m) => self.handle_pre_vote_reply(from, m),
+            Message::SnapshotOffer(m) => self.handle_snapshot_offer(from, m),
         }
     }
 
@@ -651,6 +670,8 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod defect_tests;
 #[cfg(test)]

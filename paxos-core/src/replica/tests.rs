@@ -8,7 +8,9 @@ use super::Replica;
 use crate::message::{
     Accept, Accepted, Envelope, Forward, Message, Nack, PreVoteReply, Prepare, Promise,
 };
-use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState, Role};
+use crate::ready::{
+    Committed, HardState, PersistBatch, Ready, RecoveredState, Role, SnapshotFetch,
+};
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, Slot, Value};
 use crate::{Config, ProposeRefused};
 
@@ -80,6 +82,7 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
     assert_eq!(
         ready,
         Ready {
+            fetch_snapshot: None,
             id: 1,
             persist: PersistBatch {
                 hard_state: Some(HardState {
@@ -278,19 +281,21 @@ pub(super) fn cmd(seq: u64) -> Command {
 const N9: NodeId = NodeId(9);
 
 /// A lossless in-memory cluster for step tests.
-struct Cluster {
-    replicas: Vec<Replica>,
-    now: Instant,
-    committed: Vec<Vec<Committed>>,
-    sent: Vec<(NodeId, NodeId, Message)>,
+pub(super) struct Cluster {
+    pub(super) replicas: Vec<Replica>,
+    pub(super) now: Instant,
+    pub(super) committed: Vec<Vec<Committed>>,
+    pub(super) sent: Vec<(NodeId, NodeId, Message)>,
+    /// Snapshot fetches asked for, by replica index, in order.
+    pub(super) fetches: Vec<(usize, SnapshotFetch)>,
     /// A replica cut off from the others.
-    down: Option<NodeId>,
+    pub(super) down: Option<NodeId>,
     /// A replica that sends but hears nothing.
     deaf: Option<NodeId>,
 }
 
 impl Cluster {
-    fn new(configure: impl Fn(&mut Config)) -> Self {
+    pub(super) fn new(configure: impl Fn(&mut Config)) -> Self {
         let replicas = [N1, N2, N3]
             .iter()
             .map(|&id| {
@@ -304,17 +309,18 @@ impl Cluster {
             now: Instant::ZERO,
             committed: vec![vec![]; 3],
             sent: vec![],
+            fetches: vec![],
             down: None,
             deaf: None,
         }
     }
 
-    fn idx(id: NodeId) -> usize {
+    pub(super) fn idx(id: NodeId) -> usize {
         (id.0 - 1) as usize
     }
 
     /// Delivers everything until quiet.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..100 {
             let mut inflight = vec![];
             for i in 0..3 {
@@ -325,6 +331,7 @@ impl Cluster {
                         inflight.push((from, e.to, e.message));
                     }
                     self.committed[i].extend(ready.committed);
+                    self.fetches.extend(ready.fetch_snapshot.map(|f| (i, f)));
                     self.replicas[i].advance(ready.id);
                 }
             }
@@ -341,7 +348,7 @@ impl Cluster {
         panic!("cluster did not settle");
     }
 
-    fn elect(&mut self, id: NodeId) {
+    pub(super) fn elect(&mut self, id: NodeId) {
         let i = Self::idx(id);
         self.now = self.now + Duration::from_millis(1000);
         self.replicas[i].handle_timeout(self.now);
@@ -511,6 +518,7 @@ fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
     let first = Value::Batch(vec![cmd(3)]);
     // Our own acceptor holds slot 2 at ballot 1.2; N2 reports slot 2 at 2.3.
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: b(2, N3),
             commit: Slot(0),
@@ -604,6 +612,7 @@ fn promise_pages_are_requested_until_complete() {
 fn recovered_state_is_restored() {
     let v = Value::Batch(vec![cmd(3)]);
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: b(4, N3),
             commit: Slot(1),
@@ -649,6 +658,7 @@ fn time_going_backwards_is_refused() {
 #[test]
 fn a_restarted_acceptor_honours_a_full_lease_before_promising_anew() {
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: b(4, N3),
             commit: Slot(0),
@@ -702,6 +712,7 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
         value: Value::Batch(vec![cmd(n)]),
     };
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: HardState {
             promised: b(1, N2),
             commit: Slot(0),
@@ -823,6 +834,7 @@ fn a_replica_back_with_an_empty_disk_never_votes() {
 
     // Restarted from its disk, even with `bootstrap` on, it still does not vote.
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: written,
         entries: ready.persist.entries,
     };
@@ -845,6 +857,7 @@ fn a_replica_back_with_an_empty_disk_proposes_only_above_its_old_epochs() {
     );
     // Restarted before it caught up (and with `bootstrap` on): still unknown.
     let recovered = RecoveredState {
+        snapshot: None,
         hard_state: first,
         entries: vec![],
     };

@@ -70,6 +70,9 @@ impl Recovered {
         RecoveredState {
             hard_state: self.hard_state,
             entries: self.entries.values().cloned().collect(),
+            // The core's part of a snapshot travels inside the snapshot's data; the
+            // driver fills this in from `load_snapshot`.
+            snapshot: None,
         }
     }
 }
