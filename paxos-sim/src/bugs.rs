@@ -19,6 +19,10 @@ pub enum Bug {
     /// sent the request: the network rewrites each Accepted's echoed stamp to the
     /// leader's clock at delivery. The classic lease bug.
     LeaseFromReply,
+    /// A replica that installs a fetched snapshot keeps its own stale registers instead
+    /// of restoring the snapshot's (the core part is installed): a driver that forgets
+    /// to restore its state machine.
+    InstallKeepsStaleState,
 }
 
 /// Storage that never makes the promised ballot durable: after a restart the acceptor

@@ -91,4 +91,9 @@ impl Kv {
     pub fn contents(&self) -> &BTreeMap<u64, u64> {
         &self.map
     }
+
+    /// The registers as given: for restoring a snapshot.
+    pub fn from_contents(map: BTreeMap<u64, u64>) -> Self {
+        Self { map }
+    }
 }

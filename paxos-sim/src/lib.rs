@@ -69,6 +69,11 @@ pub struct SimConfig {
     /// Serve three reads in four with `Replica::read` (lease or read-index); the rest, and
     /// all reads when `false`, go through the log.
     pub direct_reads: bool,
+    /// Log compaction: every replica takes a snapshot and compacts its log each time it has
+    /// applied this many slots past its compaction point; a lagging replica then catches
+    /// up through a snapshot transfer. 0: never. The default depends on the seed (see
+    /// [`SimConfig::compact_every_for`]).
+    pub compact_every: u64,
 }
 
 impl SimConfig {
@@ -87,6 +92,18 @@ impl SimConfig {
             leases: true,
             faults: true,
             direct_reads: true,
+            compact_every: Self::compact_every_for(seed),
+        }
+    }
+
+    /// The default [`compact_every`](Self::compact_every) for `seed`: off for one seed in
+    /// four (the uncompacted path keeps its coverage), else 4 to 64 slots, so that crashes,
+    /// pauses and partitions of ordinary length leave a replica behind a compaction point.
+    pub fn compact_every_for(seed: u64) -> u64 {
+        if seed % 4 == 3 {
+            0
+        } else {
+            4 + (seed / 4) % 61
         }
     }
 
@@ -114,6 +131,9 @@ impl SimConfig {
         if !self.direct_reads {
             cmd += " --log-reads";
         }
+        if self.compact_every != Self::compact_every_for(self.seed) {
+            cmd += &format!(" --compact-every {}", self.compact_every);
+        }
         if let Some(bug) = self.bug {
             cmd += &format!(" --bug {}", bugs_name(bug));
         }
@@ -126,6 +146,7 @@ fn bugs_name(bug: Bug) -> &'static str {
         Bug::StripPromiseValues => "strip-promise-values",
         Bug::ForgetPromiseOnRestart => "forget-promise",
         Bug::LeaseFromReply => "lease-from-reply",
+        Bug::InstallKeepsStaleState => "install-keeps-stale-state",
     }
 }
 
@@ -138,6 +159,12 @@ pub struct Report {
     pub nodes: usize,
     /// Client operations issued.
     pub issued: usize,
+    /// Snapshots taken (each followed by a compaction).
+    pub snapshots: u64,
+    /// Snapshots fetched from a peer and installed.
+    pub installs: u64,
+    /// Snapshot transfers cut off by a crash or a partition before they completed.
+    pub transfers_cut: u64,
     /// Operations that completed with a result.
     pub ok: u64,
     /// Completed reads (through the log or `Replica::read`).
@@ -225,6 +252,7 @@ pub fn parse_bug(name: &str) -> Option<Bug> {
         "strip-promise-values" => Some(Bug::StripPromiseValues),
         "forget-promise" => Some(Bug::ForgetPromiseOnRestart),
         "lease-from-reply" => Some(Bug::LeaseFromReply),
+        "install-keeps-stale-state" => Some(Bug::InstallKeepsStaleState),
         _ => None,
     }
 }

@@ -61,6 +61,10 @@ struct Args {
     /// Whole-node mode: operations in flight per pipelined client.
     #[arg(long)]
     depth: Option<usize>,
+    /// Core mode: take a snapshot and compact every N applied slots (0: never). Default:
+    /// chosen by the seed.
+    #[arg(long)]
+    compact_every: Option<u64>,
 }
 
 fn main() {
@@ -91,6 +95,7 @@ fn main() {
             leases: !args.no_leases,
             faults: !args.no_faults,
             direct_reads: !args.log_reads,
+            compact_every: args.compact_every.unwrap_or(base.compact_every),
             ..base
         }
     };

@@ -166,3 +166,45 @@ fn stable_leader_sends_no_prepare_and_lease_reads_send_no_message() {
         "{no_lease:?}"
     );
 }
+
+#[test]
+fn installing_a_snapshot_without_its_state_is_caught() {
+    let found = violations(Bug::InstallKeepsStaleState, 20);
+    assert!(!found.is_empty(), "no violation in 20 seeds");
+    eprintln!(
+        "install-keeps-stale-state: {} of 20 seeds violated; first: {}",
+        found.len(),
+        found[0]
+    );
+    assert!(
+        found.iter().any(|v| v.contains("differs from another's")
+            || v.contains("different states")
+            || v.contains("not linearizable")),
+        "the violation is a diverged snapshot or state, or a wrong answer: {found:?}"
+    );
+}
+
+#[test]
+fn the_default_schedules_compact_transfer_and_cut_transfers_off() {
+    // Crashes, pauses and partitions of ordinary length leave replicas behind the
+    // compaction point: they catch up by snapshot, and some transfers are cut off.
+    let (mut snapshots, mut installs, mut cut, mut off) = (0, 0, 0, 0);
+    for seed in 0..12 {
+        let cfg = SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 });
+        let r = run(&cfg);
+        assert_eq!(r.violation, None, "seed {seed}");
+        if cfg.compact_every == 0 {
+            off += 1;
+            assert_eq!(r.snapshots, 0, "seed {seed}: compaction is off");
+        }
+        snapshots += r.snapshots;
+        installs += r.installs;
+        cut += r.transfers_cut;
+    }
+    eprintln!("12 seeds: {snapshots} snapshots, {installs} installs, {cut} transfers cut");
+    assert!(
+        off > 0 && off < 12,
+        "some seeds run without compaction, most with"
+    );
+    assert!(snapshots > 100 && installs > 20 && cut > 0);
+}

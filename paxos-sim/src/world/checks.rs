@@ -41,6 +41,15 @@ impl World {
                 if converged(self.probe_done, self.chosen.max_chosen(), &views) {
                     self.report.heal_ms = (self.now - since) / MS;
                     self.phase = Phase::Done;
+                    // Same applied point everywhere, so the same registers: whether a
+                    // replica replayed the log or installed a snapshot.
+                    let first = self.nodes[0].kv.contents();
+                    if let Some(other) = self.nodes.iter().find(|n| n.kv.contents() != first) {
+                        return Err(format!(
+                            "replicas 1 and {} applied the same log into different states",
+                            other.id
+                        ));
+                    }
                 } else if self.now > since + HEAL_BOUND_NS {
                     return Err(format!(
                         "liveness: not converged {} ms after faults healed (probe done: {}, views: {views:?})",

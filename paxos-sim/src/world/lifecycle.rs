@@ -11,9 +11,11 @@ impl World {
             Some(Bug::ForgetPromiseOnRestart) => Box::new(ForgetfulStorage::new(node.disk.clone())),
             _ => Box::new(node.disk.clone()),
         };
-        let recovered = block_on(node.storage.load()).map_err(|e| format!("load failed: {e}"))?;
+        let mut recovered =
+            block_on(node.storage.load()).map_err(|e| format!("load failed: {e}"))?;
         node.kv = Kv::default();
         node.paused_until = 0;
+        self.restore_snapshot(n, &mut recovered)?;
         let now = self.local_now(n);
         let replica = Replica::new(cfg, recovered, now).map_err(|e| e.to_string())?;
         self.nodes[n].replica = Some(replica);
@@ -116,6 +118,9 @@ impl World {
             self.transmit(n, envelope.to, envelope.message);
         }
         self.apply(n, &ready.committed)?;
+        if let Some(fetch) = ready.fetch_snapshot {
+            self.fetch_snapshot(n, fetch);
+        }
         for id in ready.reads {
             if let Some(client) = self.waiting_reads.remove(&(n, id)) {
                 let key = self.clients[client]
@@ -136,7 +141,7 @@ impl World {
         if let Some(r) = self.nodes[n].replica.as_mut() {
             r.advance(ready.id);
         }
-        Ok(())
+        self.maybe_compact(n)
     }
 
     pub(super) fn transmit(&mut self, from: usize, to: NodeId, mut message: Message) {

@@ -28,6 +28,7 @@ use crate::rng::{between, chance, rng_for};
 use crate::{Report, SimConfig};
 
 mod checks;
+mod compaction;
 mod faults;
 mod lifecycle;
 mod workload;
@@ -78,6 +79,13 @@ enum Event {
     HealPartition {
         generation: u64,
     },
+    /// A snapshot transfer from `from` to `to` ends (see `compaction.rs`).
+    SnapshotArrive {
+        to: usize,
+        from: usize,
+        to_incarnation: u64,
+        from_incarnation: u64,
+    },
 }
 
 struct Scheduled {
@@ -119,6 +127,8 @@ struct SimNode {
     paused_until: u64,
     /// Counters of earlier incarnations.
     past_metrics: Metrics,
+    /// A snapshot transfer to this node is under way.
+    fetching: bool,
 }
 
 struct PendingOp {
@@ -166,6 +176,8 @@ pub(crate) struct World {
     proposals: Proposals,
     promises: PromiseLedger,
     applied: AppliedLog,
+    /// The first snapshot data taken at each `upto`: every later one must equal it.
+    snapshots: HashMap<paxos_core::Slot, Vec<u8>>,
     report: Report,
 }
 
@@ -198,6 +210,7 @@ impl World {
                     clock_rate_ppm,
                     paused_until: 0,
                     past_metrics: Metrics::default(),
+                    fetching: false,
                     id,
                     replica: None,
                     storage: Box::new(disk.clone()),
@@ -244,6 +257,7 @@ impl World {
             proposals: Proposals::default(),
             promises: PromiseLedger::new(nodes_n),
             applied: AppliedLog::default(),
+            snapshots: HashMap::new(),
             report,
         }
     }
@@ -452,6 +466,12 @@ impl World {
                 }
                 Ok(())
             }
+            Event::SnapshotArrive {
+                to,
+                from,
+                to_incarnation,
+                from_incarnation,
+            } => self.snapshot_arrive(to, from, to_incarnation, from_incarnation),
         }
     }
 }
