@@ -3,14 +3,14 @@
 //! second with no writes at all, 20 GETs sent one after the other to the leader must each
 //! answer correctly and promptly. Two of three nodes are a majority, so the leader can
 //! serve reads either under its lease or with a read-index round to the live follower;
-//! writes must not be needed to make reads work.
+//! writes must not be needed to make reads work. It runs over TCP and over QUIC.
 
 mod proc;
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use proc::{NodeAddrs, WAIT, http_get, layout, poll, serve, wait_writable};
+use proc::{NodeAddrs, Transport, WAIT, http_get, layout, poll, serve_over, wait_writable};
 
 /// GETs sent to the leader while the follower is paused.
 const GETS: usize = 20;
@@ -33,14 +33,25 @@ fn status(node: &NodeAddrs) -> Option<serde_json::Value> {
 
 #[test]
 fn leader_reads_do_not_need_writes_when_a_follower_is_down() {
+    leader_reads_with_a_follower_down(Transport::Tcp);
+}
+
+#[test]
+fn leader_reads_do_not_need_writes_when_a_follower_is_down_over_quic() {
+    leader_reads_with_a_follower_down(Transport::Quic);
+}
+
+fn leader_reads_with_a_follower_down(transport: Transport) {
     let dir = proc::tempdir();
     let nodes = layout(3);
+    transport.prepare(&nodes, dir.path());
     let procs: Vec<proc::Proc> = (0..3)
-        .map(|i| serve(&nodes, i, dir.path(), &["--storage", "memory"]))
+        .map(|i| serve_over(transport, &nodes, i, dir.path(), &["--storage", "memory"]))
         .collect();
     for n in &nodes {
         drop(wait_writable(n.resp));
     }
+    transport.assert_listening(&nodes);
 
     // The leader, as every node sees it, and a follower that agrees.
     let (leader, follower) = poll("a leader known to a follower", WAIT, || {

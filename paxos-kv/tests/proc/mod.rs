@@ -1,8 +1,9 @@
 //! Helpers for tests that run the `paxos-node` binary as real processes on 127.0.0.1.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,9 +76,29 @@ pub struct NodeAddrs {
     pub admin: u16,
 }
 
-/// Addresses for nodes `1..=n`.
+/// `n` distinct ports from [`free_ports`] that are free for UDP as well as TCP: under
+/// QUIC a node's peer port is a UDP port. A port some UDP socket holds is skipped
+/// (`free_ports` hands each port out once, so the next call offers others).
+pub fn free_tcp_udp_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    // Bounded: a few passes; each offers fresh ports.
+    for _ in 0..16 {
+        if ports.len() == n {
+            break;
+        }
+        for port in free_ports(n - ports.len()) {
+            if !ports.contains(&port) && UdpSocket::bind(local(port)).is_ok() {
+                ports.push(port);
+            }
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} ports free for both TCP and UDP");
+    ports
+}
+
+/// Addresses for nodes `1..=n`, each port free for TCP and UDP (QUIC's peer port is UDP).
 pub fn layout(n: usize) -> Vec<NodeAddrs> {
-    let ports = free_ports(3 * n);
+    let ports = free_tcp_udp_ports(3 * n);
     (0..n)
         .map(|i| NodeAddrs {
             id: i as u64 + 1,
@@ -96,9 +117,93 @@ pub fn cluster_id(nodes: &[NodeAddrs]) -> u64 {
     (u64::from(std::process::id()) << 16) | u64::from(nodes[0].peer)
 }
 
+/// How the nodes talk to each other (`serve --transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP, the default.
+    Tcp,
+    /// QUIC, always mutual TLS: each node gets the files `paxos-node certs` wrote into
+    /// `dir/certs` (see [`Transport::prepare`]).
+    Quic,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Quic => "quic",
+        }
+    }
+
+    /// What the nodes of `dir` need before they start: for QUIC, a development CA and a
+    /// certificate and key for each of `nodes`, written into `dir/certs` by
+    /// `paxos-node certs`.
+    pub fn prepare(self, nodes: &[NodeAddrs], dir: &Path) {
+        if self == Self::Tcp {
+            return;
+        }
+        let out = Command::new(EXE)
+            .args(["certs", "--nodes", &nodes.len().to_string(), "--out"])
+            .arg(dir.join("certs"))
+            .output()
+            .expect("run paxos-node certs");
+        assert!(out.status.success(), "paxos-node certs: {out:?}");
+    }
+
+    /// The `serve` flags of node `id` of the cluster in `dir`.
+    fn flags(self, id: u64, dir: &Path) -> Vec<OsString> {
+        match self {
+            Self::Tcp => Vec::new(),
+            Self::Quic => {
+                let certs = dir.join("certs");
+                vec![
+                    "--transport".into(),
+                    "quic".into(),
+                    "--tls-ca".into(),
+                    certs.join("ca.pem").into(),
+                    "--tls-cert".into(),
+                    certs.join(format!("node-{id}.pem")).into(),
+                    "--tls-key".into(),
+                    certs.join(format!("node-{id}.key")).into(),
+                ]
+            }
+        }
+    }
+
+    /// Asserts that the running `nodes` listen on their peer ports over this transport:
+    /// for TCP a TCP listener; for QUIC a UDP socket (binding the port fails) and no TCP
+    /// listener. Neither `/status` nor the log says which transport a node runs.
+    pub fn assert_listening(self, nodes: &[NodeAddrs]) {
+        for n in nodes {
+            let tcp = TcpStream::connect(local(n.peer)).is_ok();
+            let udp_taken = UdpSocket::bind(local(n.peer)).is_err();
+            match self {
+                Self::Tcp => assert!(tcp, "node {}: no TCP listener on {}", n.id, n.peer),
+                Self::Quic => assert!(
+                    udp_taken && !tcp,
+                    "node {} on peer port {}: UDP socket bound {udp_taken}, TCP listener {tcp}",
+                    n.id,
+                    n.peer
+                ),
+            }
+        }
+    }
+}
+
 /// Starts `paxos-node serve` for `nodes[i]`, with file storage under `dir`, logging to
 /// `dir/node-<id>.log`.
 pub fn serve(nodes: &[NodeAddrs], i: usize, dir: &Path, extra: &[&str]) -> Proc {
+    serve_over(Transport::Tcp, nodes, i, dir, extra)
+}
+
+/// [`serve`] over `transport` ([`Transport::prepare`] must have run for `dir`).
+pub fn serve_over(
+    transport: Transport,
+    nodes: &[NodeAddrs],
+    i: usize,
+    dir: &Path,
+    extra: &[&str],
+) -> Proc {
     let node = &nodes[i];
     let log_path = dir.join(format!("node-{}.log", node.id));
     let log = std::fs::OpenOptions::new()
@@ -121,7 +226,8 @@ pub fn serve(nodes: &[NodeAddrs], i: usize, dir: &Path, extra: &[&str]) -> Proc 
     for n in nodes {
         cmd.arg("--peer").arg(format!("{}={}", n.id, local(n.peer)));
     }
-    cmd.args(extra)
+    cmd.args(transport.flags(node.id, dir))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);

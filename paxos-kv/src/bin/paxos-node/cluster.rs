@@ -192,17 +192,19 @@ const PORT_FIRST: u32 = 1024;
 const PORT_ROOM_MIN: u32 = 1000;
 
 /// `n` distinct free ports on 127.0.0.1, outside the ephemeral range
-/// (`net.ipv4.ip_local_port_range`) where it leaves room.
+/// (`net.ipv4.ip_local_port_range`) where it leaves room, each free for both TCP and UDP
+/// (a node's peer port is a UDP port under `--transport quic`).
 ///
 /// Why not `bind(0)`: a node that is restarted binds its saved ports again while its peers
 /// keep redialling it. `bind(0)` takes ports from the ephemeral range, the range the kernel
-/// also draws the source port of every outbound connection from; once a node's port is
-/// free, a peer's redial (which can even connect to itself, by TCP simultaneous open) or
-/// any other outbound socket may get it, and the node's bind fails for as long as that
-/// connection lives. The kernel never assigns a port outside the range by itself: only an
-/// explicit bind takes one. Each candidate is checked by binding it, and all are held until
-/// every one is chosen, so they are distinct. The scan starts at an offset taken from the
-/// process id, so two clusters started at once rarely try the same ports.
+/// also draws the source port of every outbound connection (and unbound UDP socket) from;
+/// once a node's port is free, a peer's redial (which can even connect to itself, by TCP
+/// simultaneous open) or any other outbound socket may get it, and the node's bind fails
+/// for as long as that connection lives. The kernel never assigns a port outside the range
+/// by itself: only an explicit bind takes one. Each candidate is checked by binding it for
+/// TCP and for UDP, and all are held until every one is chosen, so they are distinct. The
+/// scan starts at an offset taken from the process id, so two clusters started at once
+/// rarely try the same ports.
 fn pick_ports(n: usize) -> Result<Vec<u16>, String> {
     let (low, high) = ephemeral_range();
     let below = (PORT_FIRST, low.saturating_sub(PORT_FIRST));
@@ -212,29 +214,56 @@ fn pick_ports(n: usize) -> Result<Vec<u16>, String> {
     if len >= PORT_ROOM_MIN {
         let offset = std::process::id().wrapping_mul(7919) % len;
         // Bounded: one pass over the stretch.
-        for i in 0..len {
-            if held.len() == n {
-                break;
-            }
-            let port = (start + (offset + i) % len) as u16;
-            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                held.push(l);
-            }
-        }
+        let candidates = (0..len).map(|i| (start + (offset + i) % len) as u16);
+        held = hold_ports(n, candidates);
     }
     if held.len() < n {
         warn!("no free ports outside the ephemeral range {low}-{high}; using bind(0)");
+        // Bounded: a port that `bind(0)` gives for TCP is rarely taken for UDP.
+        let more = hold_ports(n - held.len(), std::iter::repeat_n(0, 100 * n));
+        held.extend(more);
     }
-    while held.len() < n {
-        held.push(
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| format!("picking ports: {e}"))?,
-        );
+    if held.len() < n {
+        return Err(format!(
+            "picking ports: no {n} ports free for both TCP and UDP"
+        ));
     }
-    held.iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("picking ports: {e}"))
+    Ok(held.iter().map(|h| h.port).collect())
+}
+
+/// A port held for TCP and UDP while [`pick_ports`] chooses.
+struct HeldPort {
+    port: u16,
+    _tcp: std::net::TcpListener,
+    _udp: std::net::UdpSocket,
+}
+
+/// The first `n` of `candidates` (0: any port `bind(0)` gives) that 127.0.0.1 binds for
+/// both TCP and UDP, held; fewer if the candidates run out.
+fn hold_ports(n: usize, candidates: impl Iterator<Item = u16>) -> Vec<HeldPort> {
+    let mut held: Vec<HeldPort> = Vec::with_capacity(n);
+    for candidate in candidates {
+        if held.len() == n {
+            break;
+        }
+        let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
+        let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if held.iter().any(|h| h.port == port) {
+            continue;
+        }
+        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            held.push(HeldPort {
+                port,
+                _tcp: tcp,
+                _udp: udp,
+            });
+        }
+    }
+    held
 }
 
 /// `net.ipv4.ip_local_port_range`; Linux's default where it cannot be read.
@@ -484,6 +513,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
+    }
+
+    #[test]
+    fn a_port_taken_for_udp_or_tcp_is_not_picked() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (taken_udp, taken_tcp) = (
+            udp.local_addr().unwrap().port(),
+            tcp.local_addr().unwrap().port(),
+        );
+        let free = hold_ports(1, std::iter::once(0))[0].port;
+        let held = hold_ports(3, [taken_udp, taken_tcp, free].into_iter());
+        let ports: Vec<u16> = held.iter().map(|h| h.port).collect();
+        assert_eq!(ports, [free], "taken: UDP {taken_udp}, TCP {taken_tcp}");
     }
 
     #[test]
