@@ -330,11 +330,7 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     );
     for (i, (name, points)) in series.iter_mut().enumerate() {
         points.sort_by_key(|r| r.clients);
-        let colour = if name.starts_with("redis") {
-            "#444"
-        } else {
-            COLOURS[i % COLOURS.len()]
-        };
+        let colour = COLOURS[i % COLOURS.len()];
         let dash = if name.starts_with("redis") {
             " stroke-dasharray=\"5,4\""
         } else {
