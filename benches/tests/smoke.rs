@@ -40,9 +40,23 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
     let out = out_dir();
     let md = out.join("BENCHMARKS.md");
     let output = Command::new(env!("CARGO_BIN_EXE_paxos-benches"))
-        .args(["--transport", "tcp", "--storage", "memory", "--runtime", "tokio"])
+        .args([
+            "--transport",
+            "tcp",
+            "--storage",
+            "memory",
+            "--runtime",
+            "tokio",
+        ])
         .args(["--clients", "2", "--workload", "set", "--seconds", "2"])
-        .args(["--warmup", "0.5", "--floor-seconds", "0.3", "--op-timeout", "10"])
+        .args([
+            "--warmup",
+            "0.5",
+            "--floor-seconds",
+            "0.3",
+            "--op-timeout",
+            "10",
+        ])
         .args(node_exe_args())
         .arg("--out")
         .arg(&out)
@@ -52,7 +66,10 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
         .expect("the harness starts");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "harness failed:\n{stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "harness failed:\n{stderr}\n{stdout}"
+    );
 
     let jsonl = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     let lines: Vec<Value> = jsonl
@@ -87,9 +104,17 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
     }
 
     let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
     let md = std::fs::read_to_string(&md).unwrap();
-    for part in ["# Benchmarks", "**Commit:**", "| tcp/memory/tokio | set | 2 |", "plot.svg"] {
+    for part in [
+        "# Benchmarks",
+        "**Commit:**",
+        "| tcp/memory/tokio | set | 2 |",
+        "plot.svg",
+    ] {
         assert!(md.contains(part), "{part:?} missing from:\n{md}");
     }
     assert!(stdout.contains("tcp/memory/tokio"), "{stdout}");

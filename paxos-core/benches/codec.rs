@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p paxos-core --bench codec`
 
+// `criterion_group!` defines an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use paxos_core::codec::{DEFAULT_MAX_FRAME_BYTES, decode_frame, encode_frame};
@@ -40,8 +43,12 @@ fn codec(c: &mut Criterion) {
         let mut out = BytesMut::with_capacity(frame.len());
         b.iter(|| {
             out.clear();
-            encode_frame(std::hint::black_box(&message), &mut out, DEFAULT_MAX_FRAME_BYTES)
-                .unwrap();
+            encode_frame(
+                std::hint::black_box(&message),
+                &mut out,
+                DEFAULT_MAX_FRAME_BYTES,
+            )
+            .unwrap();
             out.len()
         });
     });

@@ -8,6 +8,9 @@
 //!
 //! `cargo bench -p paxos-core --bench core_step`
 
+// `criterion_group!` defines an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
@@ -36,7 +39,9 @@ impl Cluster {
             replicas,
             now: Instant::ZERO,
         };
-        let deadline = cluster.replicas[0].poll_timeout().expect("an election timer");
+        let deadline = cluster.replicas[0]
+            .poll_timeout()
+            .expect("an election timer");
         cluster.now = deadline;
         cluster.replicas[0].handle_timeout(deadline);
         cluster.pump();

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p paxos-kv --bench resp`
 
+// `criterion_group!` defines an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use paxos_kv::resp::{Limits, parse_request};
