@@ -92,6 +92,8 @@ pub struct Outcome {
     pub rows: Vec<Row>,
     /// Wall time of the whole run.
     pub wall: Duration,
+    /// `/proc/loadavg` when the run started: how busy the machine was.
+    pub load_at_start: String,
 }
 
 fn secs(s: f64) -> Duration {
@@ -102,6 +104,7 @@ fn secs(s: f64) -> Duration {
 /// `block_on` runs on the main thread (see [`crate::cluster`] on why).
 pub async fn run(args: &BenchArgs) -> Result<Outcome, String> {
     let began = Instant::now();
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     validate(args)?;
     let exe = locate_node_exe(args)?;
     let dir = match &args.dir {
@@ -109,7 +112,7 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome, String> {
         None => std::env::temp_dir().join(format!("paxos-benches-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let result = run_in(args, &exe, &dir, began).await;
+    let result = run_in(args, &exe, &dir, began, load_at_start).await;
     if !args.keep && args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -135,6 +138,7 @@ async fn run_in(
     exe: &Path,
     dir: &Path,
     began: Instant,
+    load_at_start: String,
 ) -> Result<Outcome, String> {
     let floor_time = secs(args.floor_seconds);
     eprintln!(
@@ -240,6 +244,7 @@ async fn run_in(
         floors,
         rows,
         wall: began.elapsed(),
+        load_at_start,
     })
 }
 

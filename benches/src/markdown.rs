@@ -42,6 +42,17 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
     line(w, "```");
     line(w, "");
     line(w, &format!("* **Machine:** {}", machine()));
+    let load: Vec<&str> = outcome.load_at_start.split_whitespace().take(3).collect();
+    if load.len() == 3 {
+        line(
+            w,
+            &format!(
+                "* **Load average at start** (1, 5, 15 min): {} (other work on the machine \
+                 shows here; compare rows of one run, not across runs)",
+                load.join(", ")
+            ),
+        );
+    }
     line(w, &format!("* **Commit:** {}", commit()));
     line(
         w,

@@ -199,10 +199,10 @@ pub fn markdown_tables(floors: &[Floor], rows: &[Row]) -> String {
         "| floor | measured on | p50 us | p99 us | samples |\n|---|---|---:|---:|---:|\n",
     );
     for f in floors {
-        let on = if f.cluster.is_empty() {
-            "two processes / the data directory"
-        } else {
-            &f.cluster
+        let on = match (f.name.as_str(), f.cluster.as_str()) {
+            ("fdatasync", _) => "the run directory, beside the cluster data",
+            (_, "") => "two processes on loopback",
+            (_, cluster) => cluster,
         };
         writeln!(
             out,
