@@ -1,0 +1,122 @@
+//! The harness end to end, small: one combination (TCP, memory, tokio, 2 clients, SET) for
+//! 2 seconds, with every floor and (when `redis-server` is installed) the ceiling, so the
+//! harness cannot rot. It checks that the run completes and that what it reports is sane
+//! (parses, counts commands, floors above zero), never how fast anything is.
+//!
+//! The `paxos-node` binary: `PAXOS_NODE_EXE` if set, else the one in this test's profile
+//! directory (`cargo test --workspace` builds it there for paxos-kv's own tests, so CI
+//! never runs a second cargo), else the harness builds it with `cargo build -p paxos-kv
+//! --bin paxos-node` into the same target directory (`cargo test -p paxos-benches` alone).
+//! A binary already there is used as it is: this test checks the harness, not the node.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `--node-exe PATH` for the binary beside this test's profile directory, if there is one
+/// (and `PAXOS_NODE_EXE` is not set: the harness reads that itself).
+fn node_exe_args() -> Vec<String> {
+    if std::env::var_os("PAXOS_NODE_EXE").is_some() {
+        return Vec::new();
+    }
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_paxos-benches"));
+    let node = harness.with_file_name("paxos-node");
+    if node.is_file() {
+        vec!["--node-exe".into(), node.to_string_lossy().into_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn out_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("paxos-benches-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
+    let out = out_dir();
+    let md = out.join("BENCHMARKS.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_paxos-benches"))
+        .args([
+            "--transport",
+            "tcp",
+            "--storage",
+            "memory",
+            "--runtime",
+            "tokio",
+        ])
+        .args(["--clients", "2", "--workload", "set", "--seconds", "2"])
+        .args([
+            "--warmup",
+            "0.5",
+            "--floor-seconds",
+            "0.3",
+            "--op-timeout",
+            "10",
+        ])
+        .args(node_exe_args())
+        .arg("--out")
+        .arg(&out)
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .expect("the harness starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "harness failed:\n{stderr}\n{stdout}"
+    );
+
+    let jsonl = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let floors: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "floor").collect();
+    for name in ["tcp_rtt", "quic_rtt", "fdatasync", "ping"] {
+        let floor = floors
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} floor in {jsonl}"));
+        assert!(floor["p50_us"].as_f64().unwrap() > 0.0, "{floor}");
+        assert!(floor["samples"].as_u64().unwrap() > 0, "{floor}");
+    }
+    let results: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "result").collect();
+    assert_eq!(results.len(), 1, "{jsonl}");
+    let r = results[0];
+    assert_eq!(r["transport"], "tcp");
+    assert_eq!(r["workload"], "set");
+    assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p99 >= p50, "{r}");
+    assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["batch"].as_f64().unwrap() >= 1.0, "{r}");
+    assert!(r["persists_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["floor"], "2xtcp_rtt", "{r}");
+    assert!(r["p50_x_floor"].as_f64().unwrap() > 0.0, "{r}");
+    if lines.iter().any(|v| v["kind"] == "ceiling") {
+        assert!(r["ops_x_ceiling"].as_f64().unwrap() > 0.0, "{r}");
+    }
+
+    let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    let md = std::fs::read_to_string(&md).unwrap();
+    for part in [
+        "# Benchmarks",
+        "**Commit:**",
+        "| tcp/memory/tokio | set | 2 |",
+        "plot.svg",
+    ] {
+        assert!(md.contains(part), "{part:?} missing from:\n{md}");
+    }
+    assert!(stdout.contains("tcp/memory/tokio"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
