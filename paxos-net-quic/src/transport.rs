@@ -233,7 +233,7 @@ impl QuicTransport {
             source,
         };
         let endpoint = Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config(&config),
             Some(server),
             socket,
             runtime.clone(),
@@ -490,4 +490,30 @@ impl Shared {
     fn lock_readers(&self) -> MutexGuard<'_, HashMap<NodeId, (u64, Connection)>> {
         self.readers.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The endpoint's keys, derived from the node's private key so that a restarted node
+/// keeps them. quinn's defaults are random per process: a restarted node then cannot tell
+/// its predecessor's connection ids from noise and never answers its peers' packets with a
+/// stateless reset, so each peer keeps sending into the dead connection until its idle
+/// timeout (10 s by default) before it redials. With the same reset key and connection id
+/// key, the new process resets those connections at the first packet and peers redial at
+/// once. The keys are secret (a reset token forged by anyone else would close
+/// connections), which is why they come from the private key.
+fn endpoint_config(config: &QuicConfig) -> quinn::EndpointConfig {
+    let reset = config
+        .identity
+        .derive_secret("paxos-net-quic stateless reset key");
+    let cids = config
+        .identity
+        .derive_secret("paxos-net-quic connection id key");
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &reset,
+    )));
+    let cid_key = u64::from_le_bytes(cids[..8].try_into().expect("8 of 32 bytes"));
+    endpoint.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    endpoint
 }

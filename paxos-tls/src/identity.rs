@@ -94,6 +94,18 @@ impl TlsIdentity {
         verify_peer_node(&self.chain, node)
     }
 
+    /// A 32-byte secret for `purpose`, derived from this identity's private key
+    /// (HMAC-SHA256 keyed by the key's DER bytes): the same across restarts of a node with
+    /// the same key, unknown to anyone without the key, and different per `purpose`. For
+    /// keys a transport must keep across restarts, like QUIC's stateless-reset key.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.key.secret_der());
+        let tag = ring::hmac::sign(&key, purpose.as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// This identity's certificate chain, end-entity first.
     pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
         &self.chain

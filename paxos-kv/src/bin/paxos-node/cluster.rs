@@ -325,7 +325,9 @@ pub(crate) async fn run(args: ClusterArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_child(exe: &Path, id: u64, config: &Path) -> Result<Child, String> {
+/// Starts node `id`; `restart` when it ran before (then it gets `--rejoin`: with an empty
+/// store, memory storage for one, it must rejoin without a vote).
+fn spawn_child(exe: &Path, id: u64, config: &Path, restart: bool) -> Result<Child, String> {
     // The child's PR_SET_PDEATHSIG fires when the thread that forks it exits: only the
     // main thread lives exactly as long as this process.
     assert_eq!(
@@ -344,6 +346,7 @@ fn spawn_child(exe: &Path, id: u64, config: &Path) -> Result<Child, String> {
         .arg("serve")
         .arg("--config")
         .arg(config)
+        .args(restart.then_some("--rejoin"))
         .env("PAXOS_NODE_SUPERVISOR_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(log)
@@ -383,14 +386,16 @@ async fn supervise(
     grace: Duration,
 ) {
     let mut policy = RestartPolicy::new();
+    let mut restart = false;
     while !*stop.borrow() {
-        let mut child = match spawn_child(&exe, id, &config) {
+        let mut child = match spawn_child(&exe, id, &config, restart) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e}");
                 return;
             }
         };
+        restart = true;
         let started = Instant::now();
         tokio::select! {
             status = child.wait() => {

@@ -38,7 +38,8 @@ pub(crate) enum StorageKind {
     /// `FileStorage` under `data_dir` (durable; survives restarts).
     #[default]
     File,
-    /// `MemoryStorage` (lost on exit; a restarted node rejoins empty and catches up).
+    /// `MemoryStorage` (lost on exit; a restarted node rejoins empty, without a vote since
+    /// its promises are gone (`--rejoin`), and catches up).
     Memory,
 }
 
@@ -147,6 +148,13 @@ pub(crate) struct ServeArgs {
     /// with an error, in ms. Default 10000.
     #[arg(long)]
     pub(crate) client_deadline_ms: Option<u64>,
+    /// This node ran before under this id and may have lost what it stored (memory
+    /// storage, or a wiped data directory). If its store is empty it rejoins as a
+    /// non-voting learner, because the promises it made are gone (`Config::bootstrap`
+    /// false); a store that holds state is used as usual. `paxos-node cluster` passes it
+    /// on every restart. Not read from the config file: it is about this start.
+    #[arg(long)]
+    pub(crate) rejoin: bool,
 }
 
 fn parse_peer(s: &str) -> Result<Peer, String> {
@@ -177,6 +185,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_sessions: usize,
     pub(crate) request_timeout_ms: u64,
     pub(crate) client_deadline_ms: u64,
+    /// See [`ServeArgs::rejoin`].
+    pub(crate) rejoin: bool,
 }
 
 impl NodeConfig {
@@ -245,6 +255,7 @@ impl NodeConfig {
                 .client_deadline_ms
                 .or(file.client_deadline_ms)
                 .unwrap_or(10_000),
+            rejoin: args.rejoin,
         };
         if config.max_sessions == 0
             || config.request_timeout_ms == 0

@@ -142,7 +142,11 @@ pub(crate) async fn serve(
     options.request_timeout = Duration::from_millis(config.request_timeout_ms);
     // The builder starts the transport and opens the storage, so that the node id and
     // cluster id are given once and checked (addresses, frame limit, data directory).
-    let builder = NodeBuilder::new(Config::new(NodeId(config.id), members))
+    let mut core = Config::new(NodeId(config.id), members);
+    // An empty store on a node that ran before: its promises are gone, so it must not
+    // vote (it becomes a learner); see `--rejoin`.
+    core.bootstrap = !config.rejoin;
+    let builder = NodeBuilder::new(core)
         .cluster_id(config.cluster_id)
         .options(options)
         .runtime(runtime.clone())
