@@ -1,5 +1,7 @@
 //! Test harness: a KV state machine, transports and stores that tests can steer, an
-//! in-process cluster over loopback TCP, and the same async test body on every runtime.
+//! in-process cluster over loopback TCP (or, with features `tls` and `quic`, over TCP
+//! with mutual TLS or QUIC: [`Net`]), and the same async test body on every runtime and
+//! network.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use paxos_core::{
     Slot, Snapshot, StateMachine, StateMachineError, Storage, StorageError, Transport,
     TransportError,
 };
-use paxos_net_tcp::{TcpConfig, TcpTransport};
+use paxos_net_tcp::TcpConfig;
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, Runtime, timeout_at};
 use paxos_storage::{FileStorage, FileStorageOptions, IoFaults, MemoryStorage, RecoveryReport};
 
@@ -27,6 +29,9 @@ use paxos_storage::{FileStorage, FileStorageOptions, IoFaults, MemoryStorage, Re
 /// the module's docs).
 #[path = "../ports/mod.rs"]
 pub mod ports;
+
+pub mod net;
+pub use net::{Keys, Net, NetStats, NetTransport, Probe, Returning};
 
 /// The cluster id every test node uses.
 pub const CLUSTER: u64 = 0x5EED;
@@ -55,25 +60,66 @@ pub fn on_async_std<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>
     async_std::task::block_on(test(Arc::new(paxos_node::AsyncIoRuntime::new())));
 }
 
-/// Declares `<name>::{tokio, async_std, smol}` tests running `async fn <name>(runtime)`.
+/// Declares `<name>::{tokio, async_std, smol}` tests running `async fn <name>(net,
+/// runtime)` over plain TCP, and with [`secure_variants!`] the same over QUIC and TCP+TLS.
 #[macro_export]
-macro_rules! on_every_runtime {
+macro_rules! on_every_net {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
             fn tokio() {
-                $crate::common::on_tokio(super::$name);
+                $crate::common::on_tokio(|rt| super::$name($crate::common::Net::Tcp, rt));
             }
             #[test]
             fn async_std() {
-                $crate::common::on_async_std(super::$name);
+                $crate::common::on_async_std(|rt| super::$name($crate::common::Net::Tcp, rt));
             }
             #[test]
             fn smol() {
-                $crate::common::on_smol(super::$name);
+                $crate::common::on_smol(|rt| super::$name($crate::common::Net::Tcp, rt));
             }
+            $crate::secure_variants!(super::$name);
         }
     )*};
+}
+
+/// Declares `<name>::{quic_tokio, quic_smol}` (feature `quic`) and
+/// `<name>::{tcp_tls_tokio, tcp_tls_smol}` (feature `tls`) tests running `async fn
+/// <name>(net, runtime)`.
+#[macro_export]
+macro_rules! on_secure_nets {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            $crate::secure_variants!(super::$name);
+        }
+    )*};
+}
+
+/// The secure tests of [`on_every_net!`] and [`on_secure_nets!`], running `$body`.
+#[macro_export]
+macro_rules! secure_variants {
+    ($body:path) => {
+        #[cfg(feature = "quic")]
+        #[test]
+        fn quic_tokio() {
+            $crate::common::on_tokio(|rt| $body($crate::common::Net::Quic, rt));
+        }
+        #[cfg(feature = "quic")]
+        #[test]
+        fn quic_smol() {
+            $crate::common::on_smol(|rt| $body($crate::common::Net::Quic, rt));
+        }
+        #[cfg(feature = "tls")]
+        #[test]
+        fn tcp_tls_tokio() {
+            $crate::common::on_tokio(|rt| $body($crate::common::Net::TcpTls, rt));
+        }
+        #[cfg(feature = "tls")]
+        #[test]
+        fn tcp_tls_smol() {
+            $crate::common::on_smol(|rt| $body($crate::common::Net::TcpTls, rt));
+        }
+    };
 }
 
 /// Waits for `future` for at most [`WAIT`]; panics with `what` on timeout.
@@ -176,53 +222,6 @@ impl StateMachine for Kv {
 
 // ---------------------------------------------------------------------------------------
 // Transports and stores the tests steer.
-
-/// A [`TcpTransport`] that, when the node drops it, hands it back to the test, so the test
-/// can [`close`](TcpTransport::close) it and know the port is free.
-pub struct Returning {
-    inner: Option<TcpTransport>,
-    back: Option<oneshot::Sender<TcpTransport>>,
-}
-
-impl Returning {
-    pub fn new(inner: TcpTransport) -> (Self, oneshot::Receiver<TcpTransport>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Self {
-                inner: Some(inner),
-                back: Some(tx),
-            },
-            rx,
-        )
-    }
-
-    fn inner(&self) -> &TcpTransport {
-        self.inner.as_ref().expect("present until dropped")
-    }
-}
-
-#[async_trait]
-impl Transport for Returning {
-    fn send(&self, batch: Vec<Envelope>) {
-        self.inner().send(batch);
-    }
-
-    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
-        self.inner
-            .as_mut()
-            .expect("present until dropped")
-            .recv(out, max)
-            .await
-    }
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        if let (Some(inner), Some(back)) = (self.inner.take(), self.back.take()) {
-            let _ = back.send(inner);
-        }
-    }
-}
 
 /// A transport with no peers: sends go nowhere, nothing arrives. For one-node clusters.
 #[derive(Debug, Default)]
@@ -411,6 +410,48 @@ pub fn tcp_config(id: u64, listen: SocketAddr) -> TcpConfig {
     config
 }
 
+/// A loopback QUIC config with fast reconnects, as node `id` with `identity`.
+#[cfg(feature = "quic")]
+pub fn quic_config(
+    id: u64,
+    listen: SocketAddr,
+    identity: paxos_tls::TlsIdentity,
+) -> paxos_net_quic::QuicConfig {
+    let mut config =
+        paxos_net_quic::QuicConfig::new(CLUSTER, NodeId(id), listen, BTreeMap::new(), identity);
+    config.reconnect_backoff_min = Duration::from_millis(5);
+    config.reconnect_backoff_max = Duration::from_millis(50);
+    config.handshake_timeout = Duration::from_secs(1);
+    config.write_timeout = Duration::from_secs(1);
+    config.initial_rtt = Duration::from_millis(5);
+    // Shorter than the default 10 s: now and then `QuicTransport::close` returns only once
+    // one of its connections has idled out (seen in ~2% of closes under load).
+    config.idle_timeout = Duration::from_secs(2);
+    config.keep_alive_interval = Duration::from_millis(500);
+    config
+}
+
+/// quinn's runtime for the executor the caller runs on: tokio inside a tokio runtime,
+/// else smol's.
+#[cfg(feature = "quic")]
+pub fn quinn_runtime() -> Arc<dyn paxos_net_quic::Runtime> {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return paxos_net_quic::tokio_runtime();
+    }
+    quinn_off_tokio()
+}
+
+#[cfg(all(feature = "quic", feature = "smol"))]
+fn quinn_off_tokio() -> Arc<dyn paxos_net_quic::Runtime> {
+    paxos_net_quic::smol_runtime()
+}
+
+#[cfg(all(feature = "quic", not(feature = "smol")))]
+fn quinn_off_tokio() -> Arc<dyn paxos_net_quic::Runtime> {
+    paxos_net_quic::default_runtime().expect("a quinn runtime feature")
+}
+
 // ---------------------------------------------------------------------------------------
 // The cluster.
 
@@ -418,7 +459,8 @@ pub fn tcp_config(id: u64, listen: SocketAddr) -> TcpConfig {
 pub struct Member {
     pub handle: NodeHandle,
     pub kv: Kv,
-    transport_back: oneshot::Receiver<TcpTransport>,
+    pub probe: Probe,
+    transport_back: oneshot::Receiver<NetTransport>,
 }
 
 /// Where a member keeps its promises and accepted values, across its restarts.
@@ -431,17 +473,22 @@ pub enum Disk {
     File { dir: PathBuf, faults: IoFaults },
 }
 
-/// Nodes `1..=n` over loopback TCP with [`Kv`], on [`MemoryStorage`] unless the test
-/// gives [`Disk`]s. Members that are not started (`real < n`) are left to the test (e.g. a
-/// fake peer on `addrs[i]`).
+/// Nodes `1..=n` over loopback TCP (or another [`Net`]) with [`Kv`], on [`MemoryStorage`]
+/// unless the test gives [`Disk`]s. Members that are not started (`real < n`) are left to
+/// the test (e.g. a fake peer on `addrs[i]`).
 pub struct Cluster {
     pub rt: Arc<dyn Runtime>,
+    pub net: Net,
+    /// The cluster CA, for a secure net.
+    pub keys: Keys,
     pub ids: Vec<u64>,
     pub addrs: Vec<SocketAddr>,
     pub disks: Vec<Disk>,
     /// What the last open of each member's [`Disk::File`] recovered.
     pub recoveries: Vec<Option<RecoveryReport>>,
     pub members: Vec<Option<Member>>,
+    /// The transports of members [`stop`](Self::stop)ped, to close on shutdown.
+    stopped: Vec<oneshot::Receiver<NetTransport>>,
 }
 
 /// Attempts at a fresh port for a member's first start: a port checked free can still be
@@ -451,9 +498,18 @@ const BIND_ATTEMPTS: usize = 5;
 impl Cluster {
     /// Starts every node of a cluster of `n` on free loopback ports.
     pub async fn start(rt: Arc<dyn Runtime>, n: usize) -> Self {
+        Self::start_over(Net::Tcp, rt, n).await
+    }
+
+    /// Starts every node of a cluster of `n` over `net` on free loopback ports.
+    pub async fn start_over(net: Net, rt: Arc<dyn Runtime>, n: usize) -> Self {
         let ids: Vec<u64> = (1..=n as u64).collect();
         let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
-        Self::start_with(rt, ids, addrs).await
+        let disks = ids
+            .iter()
+            .map(|_| Disk::Memory(MemoryStorage::new()))
+            .collect();
+        Self::start_full(net, rt, ids, addrs, disks).await
     }
 
     /// Starts every node of a cluster of `disks.len()` on free loopback ports, member `i`
@@ -462,7 +518,7 @@ impl Cluster {
         let n = disks.len();
         let ids: Vec<u64> = (1..=n as u64).collect();
         let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
-        Self::start_full(rt, ids, addrs, disks).await
+        Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
     /// Starts a node for every address that is port 0 (on a fresh port); the others are
@@ -472,10 +528,11 @@ impl Cluster {
             .iter()
             .map(|_| Disk::Memory(MemoryStorage::new()))
             .collect();
-        Self::start_full(rt, ids, addrs, disks).await
+        Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
     async fn start_full(
+        net: Net,
         rt: Arc<dyn Runtime>,
         ids: Vec<u64>,
         addrs: Vec<SocketAddr>,
@@ -483,6 +540,7 @@ impl Cluster {
     ) -> Self {
         let n = ids.len();
         let real: Vec<bool> = addrs.iter().map(|a| a.port() == 0).collect();
+        let keys = Keys::for_net(net);
         let mut transports = Vec::new();
         let mut addrs = addrs;
         for i in 0..n {
@@ -490,9 +548,7 @@ impl Cluster {
                 // A port outside the ephemeral range (not the kernel's pick for port 0), so
                 // that a restart on it cannot find it taken by some socket's source port.
                 let t = (0..BIND_ATTEMPTS)
-                    .find_map(|_| {
-                        TcpTransport::start(tcp_config(ids[i], ports::free_addr()), rt.clone()).ok()
-                    })
+                    .find_map(|_| net.start(&keys, ids[i], None, &rt).ok())
                     .expect("a transport on a free port");
                 addrs[i] = t.local_addr();
                 transports.push(Some(t));
@@ -507,11 +563,14 @@ impl Cluster {
         }
         let mut cluster = Self {
             rt,
+            net,
+            keys,
             ids,
             addrs,
             disks,
             recoveries: vec![None; n],
             members: (0..n).map(|_| None).collect(),
+            stopped: Vec::new(),
         };
         for (i, t) in transports.into_iter().enumerate() {
             if let Some(t) = t {
@@ -521,8 +580,8 @@ impl Cluster {
         cluster
     }
 
-    async fn launch(&mut self, i: usize, transport: TcpTransport) {
-        let (transport, transport_back) = Returning::new(transport);
+    async fn launch(&mut self, i: usize, transport: NetTransport) {
+        let (transport, probe, transport_back) = Returning::new(transport);
         let kv = Kv::default();
         let storage: Box<dyn Storage> = match &self.disks[i] {
             Disk::Memory(disk) => Box::new(disk.clone()),
@@ -548,6 +607,7 @@ impl Cluster {
         self.members[i] = Some(Member {
             handle,
             kv,
+            probe,
             transport_back,
         });
     }
@@ -558,6 +618,22 @@ impl Cluster {
 
     pub fn kv(&self, i: usize) -> &Kv {
         &self.members[i].as_ref().expect("member is running").kv
+    }
+
+    /// Member `i`'s transport counters now.
+    pub async fn stats(&self, i: usize) -> NetStats {
+        let probe = &self.members[i].as_ref().expect("member is running").probe;
+        within(&*self.rt, "the transport's counters", probe.stats()).await
+    }
+
+    /// How many [`forged`](net::forged) messages member `i`'s core has been handed since it
+    /// started.
+    pub fn forged(&self, i: usize) -> u64 {
+        self.members[i]
+            .as_ref()
+            .expect("member is running")
+            .probe
+            .forged()
     }
 
     /// Handles of the running members.
@@ -612,14 +688,21 @@ impl Cluster {
     }
 
     /// Stops member `i` and closes its transport, so its port is free and its peers see
-    /// the connections drop.
+    /// the connections drop (QUIC: the peers are told).
     pub async fn kill(&mut self, i: usize) {
+        self.stop(i).await;
+        let back = self.stopped.pop().expect("stopped just now");
+        close_returned(&*self.rt, back).await;
+    }
+
+    /// Stops member `i` like [`kill`](Self::kill), but leaves its transport open until
+    /// [`shutdown`](Self::shutdown): it returns as soon as the node has stopped, for a test
+    /// that must act before the peers notice (closing a QUIC transport drains its
+    /// connections, which can take a while on a loaded machine).
+    pub async fn stop(&mut self, i: usize) {
         let member = self.members[i].take().expect("member is running");
         member.handle.shutdown().await;
-        let transport = within(&*self.rt, "the transport back", member.transport_back)
-            .await
-            .expect("the driver hands the transport back when it drops it");
-        transport.close().await;
+        self.stopped.push(member.transport_back);
     }
 
     /// Restarts member `i` on its old address, over the same disk, with a fresh state
@@ -627,7 +710,9 @@ impl Cluster {
     pub async fn restart(&mut self, i: usize) {
         // The port is outside the ephemeral range: no peer's redial or other outbound
         // socket can have taken it as a source port since `kill` freed it.
-        let t = TcpTransport::start(tcp_config(self.ids[i], self.addrs[i]), self.rt.clone())
+        let t = self
+            .net
+            .start(&self.keys, self.ids[i], Some(self.addrs[i]), &self.rt)
             .unwrap_or_else(|e| panic!("member {i} cannot bind {} again: {e}", self.addrs[i]));
         for (j, &addr) in self.addrs.iter().enumerate() {
             t.set_peer(NodeId(self.ids[j]), addr);
@@ -641,7 +726,18 @@ impl Cluster {
                 self.kill(i).await;
             }
         }
+        for back in std::mem::take(&mut self.stopped) {
+            close_returned(&*self.rt, back).await;
+        }
     }
+}
+
+/// Closes the transport a stopped node hands `back`, once it has.
+async fn close_returned(rt: &dyn Runtime, back: oneshot::Receiver<NetTransport>) {
+    let transport = within(rt, "the transport back", back)
+        .await
+        .expect("the driver hands the transport back when it drops it");
+    within(rt, "the transport closed", transport.close()).await;
 }
 
 /// Proposes `command` through `nodes`, starting at `first`, until one applies it; retries

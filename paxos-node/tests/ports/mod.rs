@@ -17,9 +17,12 @@
 //! time start at offsets taken from their process ids, and a port held elsewhere fails the
 //! check and is skipped. If the range leaves no room (a machine configured to use every
 //! port as ephemeral), this falls back to `bind(0)`, with the old race.
+//!
+//! UDP (QUIC) has the same ephemeral range; [`free_udp_socket`] takes its ports from the
+//! same stretch.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -113,4 +116,24 @@ pub fn free_port() -> u16 {
 /// 127.0.0.1 on a [`free_port`].
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A UDP socket bound to 127.0.0.1 on a port outside the ephemeral range, held: a QUIC
+/// transport started on it can be stopped and started again on the same port, since no
+/// socket takes that port implicitly meanwhile. Ports come from the same counter as
+/// [`free_ports`], so the two never hand out the same port within one test binary.
+pub fn free_udp_socket() -> UdpSocket {
+    let (stretch, next) = allocator();
+    let Some(stretch) = *stretch else {
+        return UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1:0");
+    };
+    // Bounded: one pass over the stretch.
+    for _ in 0..stretch.len {
+        let index = next.fetch_add(1, Ordering::Relaxed) % stretch.len;
+        let port = (stretch.start + index) as u16;
+        if let Ok(socket) = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+            return socket;
+        }
+    }
+    panic!("no free UDP port outside the ephemeral range");
 }
