@@ -129,6 +129,18 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
+    /// Nothing answered yet, over a window of `window`.
+    fn empty(window: Duration) -> Self {
+        Self {
+            ops: 0,
+            errors: 0,
+            answered: 0,
+            first_error: None,
+            window,
+            latency_ns: histogram(),
+        }
+    }
+
     /// Commands per second.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.window.as_secs_f64()
@@ -179,14 +191,7 @@ pub async fn run(
             client_loop(addr, &spec, client as u64, start, end, &progress).await
         }));
     }
-    let mut total = LoadResult {
-        ops: 0,
-        errors: 0,
-        answered: 0,
-        first_error: None,
-        window: spec.window,
-        latency_ns: histogram(),
-    };
+    let mut total = LoadResult::empty(spec.window);
     let mut failure = None;
     for task in tasks {
         match task.await {
@@ -223,14 +228,7 @@ async fn client_loop(
         .map_err(|e| format!("client {client}: {e}"))?;
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (client + 1).wrapping_mul(0xA24B_AED4));
     let value = vec![b'v'; spec.value_bytes];
-    let mut result = LoadResult {
-        ops: 0,
-        errors: 0,
-        answered: 0,
-        first_error: None,
-        window: spec.window,
-        latency_ns: histogram(),
-    };
+    let mut result = LoadResult::empty(spec.window);
     let mut out = Vec::new();
     loop {
         let sent = Instant::now();
