@@ -328,8 +328,8 @@ pub use ready::{
     SnapshotFetch, Status,
 };
 pub use replica::Replica;
-pub use state_machine::{StateMachine, StateMachineError};
-pub use storage::{Snapshot, Storage, StorageError, StoreOwner};
+pub use state_machine::{SnapshotRead, SnapshotWrite, StateMachine, StateMachineError};
+pub use storage::{SnapshotMeta, Storage, StorageError, StoreOwner};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 

@@ -38,11 +38,17 @@ pub enum Message {
     /// In answer to [`Message::CatchUp`] from below the sender's compaction point: "those
     /// slots are gone from my log; fetch my snapshot instead".
     SnapshotOffer(SnapshotOffer),
+    /// Snapshot transfer: "send me your snapshot's bytes from `offset` on". Carried for
+    /// the node driver, which moves snapshot bytes; [`Replica`](crate::Replica) ignores it.
+    SnapshotRequest(SnapshotRequest),
+    /// Snapshot transfer: one chunk of the sender's latest snapshot, in answer to a
+    /// [`Message::SnapshotRequest`]. Also the driver's; the `Replica` ignores it.
+    SnapshotChunk(SnapshotChunk),
 }
 
 impl Message {
     /// Every kind's short name, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 14] = [
         "prepare",
         "promise",
         "accept",
@@ -55,6 +61,8 @@ impl Message {
         "pre_vote",
         "pre_vote_reply",
         "snapshot_offer",
+        "snapshot_request",
+        "snapshot_chunk",
     ];
 
     /// Short name of the message kind, for logs and metrics.
@@ -84,6 +92,11 @@ impl Message {
                 m.ballot.is_proposer_ballot() && m.promised.is_proposer_ballot()
             }
             Self::SnapshotOffer(m) => m.upto <= m.commit,
+            Self::SnapshotRequest(_) => true,
+            Self::SnapshotChunk(m) => m
+                .offset
+                .checked_add(m.bytes.len() as u64)
+                .is_some_and(|end| end <= m.total),
         }
     }
 
@@ -102,6 +115,8 @@ impl Message {
             Self::PreVote(_) => 9,
             Self::PreVoteReply(_) => 10,
             Self::SnapshotOffer(_) => 11,
+            Self::SnapshotRequest(_) => 12,
+            Self::SnapshotChunk(_) => 13,
         }
     }
 }
@@ -220,6 +235,36 @@ pub struct SnapshotOffer {
     pub upto: Slot,
     /// The sender's commit point (at least `upto`).
     pub commit: Slot,
+}
+
+/// Asks a peer for its latest snapshot's bytes from `offset` on (snapshot transfer, which
+/// the node driver runs; see `paxos_core::compaction`). The answer is one
+/// [`SnapshotChunk`]: the receiver keeps one request in flight, so memory is bounded on
+/// both sides whatever the snapshot's size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    /// The snapshot being fetched, by its `upto`; `Slot(0)` for "your latest". A sender
+    /// whose latest snapshot has another `upto` answers from offset 0 of its latest.
+    pub upto: Slot,
+    /// First byte wanted: how much the asker already holds (so a transfer resumes after a
+    /// reconnect, or from another peer holding the same snapshot).
+    pub offset: u64,
+}
+
+/// One chunk of the sender's latest snapshot: bytes `offset..offset + bytes.len()` of
+/// `total`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The snapshot's `upto` (it covers every slot below it).
+    pub upto: Slot,
+    /// The snapshot's whole length in bytes.
+    pub total: u64,
+    /// Where `bytes` start in the snapshot.
+    pub offset: u64,
+    /// crc32c of `bytes`: a chunk that fails it is dropped and asked for again.
+    pub crc: u32,
+    /// The bytes; empty when the sender has no snapshot (then `total` is 0).
+    pub bytes: bytes::Bytes,
 }
 
 /// Pre-vote, asked before phase 1 so that a replica that cannot win never raises any

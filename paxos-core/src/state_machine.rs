@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ready::Committed;
+use crate::storage::StorageError;
 use crate::types::ProposalId;
 
 /// Why the state machine failed. Fatal for the replica: a deterministic state machine that
@@ -113,24 +114,88 @@ pub trait StateMachine: Send {
     /// Answers a read-only query against the current applied state.
     async fn query(&mut self, query: &[u8]) -> Result<Bytes, StateMachineError>;
 
-    /// Serializes the applied state.
+    /// Writes a snapshot of the applied state into `out`, as a stream of bytes.
     ///
-    /// **Not called yet**: log compaction, which will call it, is not built, so neither the
-    /// core nor `paxos-node` ever asks for a snapshot today. The default refuses with an
-    /// error; a state machine that is to be compacted later overrides both this and
-    /// [`restore`](Self::restore).
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+    /// Called by the node's driver when it compacts the log (by policy or on demand), at
+    /// a point where every command handed to [`apply`](Self::apply) has been applied and
+    /// nothing else: the snapshot is the state after every slot below the applied point.
+    /// Write the state in pieces (say, one record or a few KiB at a time): `out` passes
+    /// them on to storage, so a snapshot need not fit in memory. `out` may fail with a
+    /// [`StorageError`]; return it (wrapped) and the driver stops the node on it.
+    ///
+    /// The bytes must be a deterministic function of the state: replicas compare them in
+    /// tests, and the transfer resumes a snapshot from another peer holding the same
+    /// `upto`. Must not change the state.
+    ///
+    /// The default refuses with an error: the node then never compacts its log (it logs
+    /// a warning and keeps the whole log, as before compaction existed).
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        let _ = out;
         Err(StateMachineError::new(
             "this state machine does not take snapshots",
         ))
     }
 
-    /// Replaces the state with a snapshot's. **Not called yet** (see
-    /// [`snapshot`](Self::snapshot)); the default refuses with an error.
-    async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        let _ = data;
+    /// Replaces the whole state with the one `input` holds: the bytes an earlier
+    /// [`snapshot`](Self::snapshot) wrote, on this replica or another (after a transfer).
+    ///
+    /// Called on restart, before anything is applied, and when a lagging replica installs
+    /// a snapshot fetched from a peer. The driver has checked the bytes' checksum before
+    /// this is called. An `Err` stops the node (the state may be half replaced); a node
+    /// restarted on the same store tries again.
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        let _ = input;
         Err(StateMachineError::new(
             "this state machine does not restore snapshots",
         ))
+    }
+}
+
+/// Where [`StateMachine::snapshot`] writes: a byte sink backed by the node's storage (a
+/// staged file for `FileStorage`), which the driver appends its own parts to.
+#[async_trait]
+pub trait SnapshotWrite: Send {
+    /// Appends `bytes` to the snapshot.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+}
+
+/// Where [`StateMachine::restore`] reads from: the snapshot's bytes, in order.
+#[async_trait]
+pub trait SnapshotRead: Send {
+    /// Reads up to `buf.len()` bytes into `buf`; `Ok(0)` at the end (and only there,
+    /// for a non-empty `buf`).
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StorageError>;
+
+    /// Fills `buf` unless the end comes first; returns how many bytes it read (less than
+    /// `buf.len()` only at the end).
+    async fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read(&mut buf[filled..]).await? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+/// A snapshot held in memory: for tests, and for state machines that build theirs whole.
+#[async_trait]
+impl SnapshotWrite for Vec<u8> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads a snapshot held in memory, advancing the slice.
+#[async_trait]
+impl SnapshotRead for &[u8] {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let n = buf.len().min(self.len());
+        buf[..n].copy_from_slice(&self[..n]);
+        *self = &self[n..];
+        Ok(n)
     }
 }

@@ -6,18 +6,20 @@ use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::ready::{PersistBatch, RecoveredState};
 use crate::types::{NodeId, Slot};
 
-/// A state-machine snapshot: the applied state after every slot below `upto`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
+/// Which snapshot a store holds, or is staging: its `upto` and its length.
+///
+/// The bytes are opaque to the store (the node's driver writes the state machine's
+/// snapshot and the core's part, with its own checksum; see `paxos_node`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
     /// The snapshot covers every slot below this one.
     pub upto: Slot,
-    /// The state machine's encoding of its state.
-    pub data: Bytes,
+    /// Its length in bytes (for a staged snapshot, the bytes appended so far).
+    pub len: u64,
 }
 
 /// Who a store belongs to: one node of one cluster.
@@ -118,6 +120,9 @@ pub enum StorageError {
     Poisoned(String),
     /// The store is closed.
     Closed,
+    /// The caller broke the trait's contract (for example, appended to a snapshot it
+    /// never began, or read past a snapshot's end). Nothing was written.
+    InvalidCall(String),
 }
 
 impl StorageError {
@@ -162,6 +167,7 @@ impl fmt::Display for StorageError {
                 "storage is poisoned by an earlier failure and refuses writes: {reason}"
             ),
             Self::Closed => f.write_str("storage is closed"),
+            Self::InvalidCall(what) => write!(f, "storage called out of contract: {what}"),
         }
     }
 }
@@ -214,6 +220,7 @@ impl PartialEq for StorageError {
             ) => expected == other_expected && found == other_found,
             (Self::Poisoned(reason), Self::Poisoned(other)) => reason == other,
             (Self::Closed, Self::Closed) => true,
+            (Self::InvalidCall(what), Self::InvalidCall(other)) => what == other,
             _ => false,
         }
     }
@@ -278,12 +285,34 @@ pub trait Storage: Send {
     /// Durably and atomically writes `batch`. See the trait docs.
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError>;
 
-    /// Durably saves a snapshot, replacing any older one. Atomic: after a crash, either the
-    /// old or the new snapshot loads, never a mix.
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
+    /// Starts staging a new snapshot covering every slot below `upto`, discarding any
+    /// snapshot staged before and not committed. The saved snapshot (if any) stays what
+    /// [`snapshot`](Self::snapshot) reports until [`commit_snapshot`](Self::commit_snapshot).
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError>;
 
-    /// The last saved snapshot, if any.
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
+    /// Appends `bytes` to the staged snapshot. Need not be durable before
+    /// [`commit_snapshot`](Self::commit_snapshot). [`StorageError::InvalidCall`] if no
+    /// snapshot is staged.
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// The staged snapshot's `upto` and the bytes appended to it so far, if one is
+    /// staged (since this store was opened: staging does not survive a restart).
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError>;
+
+    /// Makes the staged snapshot durable and the saved one, replacing the old one
+    /// atomically: after a crash, either the old or the new snapshot loads, never a mix.
+    /// Returns what is now saved. [`StorageError::InvalidCall`] if none is staged.
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError>;
+
+    /// The saved snapshot, if any. A store detects a snapshot that is not whole (its
+    /// length differs from the one recorded) and reports it as
+    /// [`StorageError::Corrupt`].
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError>;
+
+    /// Reads bytes of the saved snapshot from `offset` into `buf`; returns how many (less
+    /// than `buf.len()` only at its end, 0 at or past it). [`StorageError::InvalidCall`]
+    /// if there is no saved snapshot.
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError>;
 
     /// Drops entries for slots below `before`. Only called for slots covered by a saved
     /// snapshot; may reclaim space lazily, but later loads must not return them. The mark

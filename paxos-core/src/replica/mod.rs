@@ -471,6 +471,8 @@ impl Replica {
             Message::PreVote(m) => self.handle_pre_vote(from, m),
             Message::PreVoteReply(m) => self.handle_pre_vote_reply(from, m),
             Message::SnapshotOffer(m) => self.handle_snapshot_offer(from, m),
+            // Snapshot bytes are the driver's to move (see `compaction`).
+            Message::SnapshotRequest(_) | Message::SnapshotChunk(_) => {}
         }
     }
 
