@@ -15,12 +15,12 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 use crate::message::{
     Accept, Accepted, CatchUp, CatchUpReply, Decide, Forward, Message, Nack, PreVote, PreVoteReply,
-    Prepare, Promise, SnapshotOffer,
+    Prepare, Promise, SnapshotChunk, SnapshotOffer, SnapshotRequest,
 };
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 
 /// The full frame (length prefix, version byte, postcard body) of [`samples`], by kind.
-const REFERENCE: [(&str, &str); 12] = [
+const REFERENCE: [(&str, &str); 14] = [
     ("prepare", "080000000200ac0202f0a204"),
     (
         "promise",
@@ -45,6 +45,8 @@ const REFERENCE: [(&str, &str); 12] = [
     ("pre_vote", "070000000209ac02021109"),
     ("pre_vote_reply", "0b000000020aac02021101ab020109"),
     ("snapshot_offer", "06000000020bac02ad02"),
+    ("snapshot_request", "07000000020cac02808010"),
+    ("snapshot_chunk", "13000000020dac02838010808010b7ffacb20303616263"),
 ];
 
 /// A ballot whose round takes a two-byte varint.
@@ -144,6 +146,17 @@ fn samples() -> Vec<Message> {
         Message::SnapshotOffer(SnapshotOffer {
             upto: Slot(300),
             commit: Slot(301),
+        }),
+        Message::SnapshotRequest(SnapshotRequest {
+            upto: Slot(300),
+            offset: 262_144,
+        }),
+        Message::SnapshotChunk(SnapshotChunk {
+            upto: Slot(300),
+            total: 262_147,
+            offset: 262_144,
+            crc: 0x364b_3fb7, // crc32c of "abc"
+            bytes: Bytes::from_static(b"abc"),
         }),
     ]
 }
