@@ -35,21 +35,21 @@ pub const HELLO_MAX_BYTES: usize = 64;
 #[non_exhaustive]
 pub enum StreamClass {
     /// Small, latency-critical messages: Prepare, an empty Promise, Nack, PreVote,
-    /// PreVoteReply, Decide, Accepted, CatchUp, SnapshotOffer, and the heartbeat (an
-    /// Accept with no values). Highest send priority.
+    /// PreVoteReply, Decide, Accepted, CatchUp, SnapshotOffer, SnapshotRequest, and the
+    /// heartbeat (an Accept with no values). Highest send priority.
     Control,
     /// Messages that carry values: Accept with values, a Promise reporting accepted
     /// values, CatchUpReply, Forward.
     Bulk,
-    /// Reserved for snapshot transfer (log compaction, a later issue). No message is
-    /// classified here yet and no such stream is opened; an acceptor already admits one,
-    /// so a newer dialer can add it without a new header version. Lowest send priority.
+    /// Snapshot transfer: [`SnapshotChunk`](paxos_core::message::SnapshotChunk)s, each
+    /// up to a few hundred KiB, on a stream of their own with the lowest send priority, so
+    /// a large snapshot moving never holds up a heartbeat or an Accept behind it.
     Snapshot,
 }
 
 impl StreamClass {
-    /// The classes that currently get a stream and a queue, in stream-opening order.
-    pub const ACTIVE: [Self; 2] = [Self::Control, Self::Bulk];
+    /// The classes that get a stream and a queue, in stream-opening order.
+    pub const ACTIVE: [Self; 3] = [Self::Control, Self::Bulk, Self::Snapshot];
 
     /// Every class an acceptor admits on one connection (each at most once).
     pub const ALL: [Self; 3] = [Self::Control, Self::Bulk, Self::Snapshot];
@@ -68,7 +68,9 @@ impl StreamClass {
             | Message::CatchUp(_)
             | Message::PreVote(_)
             | Message::PreVoteReply(_)
-            | Message::SnapshotOffer(_) => Self::Control,
+            | Message::SnapshotOffer(_)
+            | Message::SnapshotRequest(_) => Self::Control,
+            Message::SnapshotChunk(_) => Self::Snapshot,
             // Values, and any kind added later until it is classified: bulk is the safe
             // default, since only bulk may be large.
             _ => Self::Bulk,

@@ -78,10 +78,10 @@
 //! class** ([`StreamClass`]) and never a stream per message (measured: 12-20x slower):
 //!
 //! * `control`, highest send priority: Prepare, an empty Promise, Nack, PreVote,
-//!   PreVoteReply, Decide, Accepted, CatchUp, and the heartbeat (an Accept with no values);
+//!   PreVoteReply, Decide, Accepted, CatchUp, SnapshotOffer, SnapshotRequest, and the
+//!   heartbeat (an Accept with no values);
 //! * `bulk`: Accept with values, a Promise reporting accepted values, CatchUpReply, Forward;
-//! * `snapshot`, lowest priority: reserved for snapshot transfer (the log compaction
-//!   issue). An acceptor admits it already; nothing is sent on it yet.
+//! * `snapshot`, lowest priority: SnapshotChunk, the bytes of a snapshot transfer.
 //!
 //! Each class has its own queue and writer task per peer and its own QUIC stream, with
 //! quinn's stream priorities set so that control data is sent before bulk data waiting in

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use paxos_core::{Committed, Config, NodeId, ProposalId, Role, StateMachine, StateMachineError};
+use paxos_core::{
+    Committed, Config, NodeId, ProposalId, Role, SnapshotRead, SnapshotWrite, StateMachine,
+    StateMachineError,
+};
 use paxos_net_tcp::{TcpConfig, TcpTransport};
 use paxos_node::{AsyncIoRuntime, NodeBuilder, NodeHandle, NodeOptions, Runtime};
 use paxos_storage::{FileStorage, FileStorageOptions};
@@ -219,14 +222,21 @@ impl StateMachine for Counter {
         Ok(Bytes::copy_from_slice(&self.0.to_le_bytes()))
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Ok(Bytes::copy_from_slice(&self.0.to_le_bytes()))
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        out.write(&self.0.to_le_bytes())
+            .await
+            .map_err(|e| StateMachineError::with_source("snapshot", e))
     }
 
-    async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        let bytes = data
-            .try_into()
-            .map_err(|_| StateMachineError::new("bad snapshot"))?;
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        let mut bytes = [0; 8];
+        let read = input
+            .read_full(&mut bytes)
+            .await
+            .map_err(|e| StateMachineError::with_source("restore", e))?;
+        if read != 8 {
+            return Err(StateMachineError::new("bad snapshot"));
+        }
         self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 #[cfg(feature = "file")]
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 #[cfg(any(feature = "tcp", feature = "quic"))]
 use paxos_core::NodeId;
@@ -18,11 +19,13 @@ use paxos_storage::MemoryStorage;
 use paxos_storage::{FileStorage, FileStorageOptions};
 
 use crate::command;
+use crate::compaction::Snapshots;
 use crate::driver::{self, DoneSignal, Driver};
 use crate::error::StartError;
 use crate::handle::{NodeHandle, NodeStatus, Shared};
 use crate::options::NodeOptions;
 use crate::runtime::{Runtime, default_runtime};
+use crate::snapshot::{self, SnapshotFailure};
 use crate::waiters::Waiters;
 
 /// Builds a node: the core [`Config`] (which holds the node id and the members, given
@@ -454,7 +457,7 @@ impl NodeBuilder {
         } = self;
         let transport = transport.ok_or(StartError::Missing("transport"))?;
         let storage = storage.ok_or(StartError::Missing("storage"))?;
-        let state_machine = state_machine.ok_or(StartError::Missing("state machine"))?;
+        let mut state_machine = state_machine.ok_or(StartError::Missing("state machine"))?;
         let runtime = runtime
             .or_else(default_runtime)
             .ok_or(StartError::NoRuntime)?;
@@ -493,7 +496,18 @@ impl NodeBuilder {
             .claim(StoreOwner::new(cluster_id, config.id))
             .await
             .map_err(StartError::Storage)?;
-        let recovered = storage.load().await.map_err(StartError::Storage)?;
+        let mut recovered = storage.load().await.map_err(StartError::Storage)?;
+        // The latest snapshot first, then only the log after it is replayed.
+        let saved = storage.snapshot().await.map_err(StartError::Storage)?;
+        if let Some(meta) = saved {
+            let core = snapshot::restore(&mut *storage, &mut *state_machine, meta)
+                .await
+                .map_err(|e| match e {
+                    SnapshotFailure::Storage(e) => StartError::Storage(e),
+                    SnapshotFailure::StateMachine(e) => StartError::StateMachine(e),
+                })?;
+            recovered.snapshot = Some(core);
+        }
         let transport: Box<dyn Transport> = match transport {
             TransportPart::Given(given) => given,
             #[cfg(feature = "tcp")]
@@ -522,6 +536,11 @@ impl NodeBuilder {
                 frame_limit,
             });
         }
+        // A chunk and its message's fields fit one frame.
+        let chunk_bytes = options
+            .snapshot_chunk_bytes
+            .min(frame_limit.saturating_sub(64).max(1));
+        let snapshots = Snapshots::new(saved, chunk_bytes, options.snapshot_send_rate);
         let origin = runtime.now();
         let replica = Replica::new(config.clone(), recovered, paxos_core::Instant::ZERO)?;
         let status = replica.status();
@@ -535,6 +554,13 @@ impl NodeBuilder {
             lease_held: false,
             stopped: None,
         }));
+        let counters = &shared.counters;
+        counters
+            .log_start
+            .store(status.log_start.0, Ordering::Relaxed);
+        counters
+            .snapshot_bytes
+            .store(saved.map_or(0, |m| m.len), Ordering::Relaxed);
         let (requests_tx, requests) = async_channel::bounded(options.request_queue);
         let (control_tx, control) = async_channel::bounded(1);
         let handle = NodeHandle {
@@ -569,6 +595,7 @@ impl NodeBuilder {
             markers: Vec::new(),
             leader: status.leader,
             shared: shared.clone(),
+            snapshots,
             _done: DoneSignal(shared),
         };
         runtime.spawn(Box::pin(driver::run(driver)));

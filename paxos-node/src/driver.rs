@@ -19,12 +19,13 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
 use paxos_core::{
-    Committed, Inbound, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused, Ready, Replica,
-    StateMachine, Storage, Transport,
+    Committed, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused, Ready,
+    Replica, StateMachine, Storage, Transport,
 };
 
 use crate::command;
-use crate::error::{FatalError, ProposeError, ReadError};
+use crate::compaction::Snapshots;
+use crate::error::{CompactError, FatalError, ProposeError, ReadError};
 use crate::handle::{PeerContact, Request, Shared};
 use crate::metrics::Counters;
 use crate::options::NodeOptions;
@@ -66,6 +67,8 @@ pub(crate) struct Driver {
     /// The leader the replica believed in at the end of the last cycle.
     pub(crate) leader: Option<NodeId>,
     pub(crate) shared: Arc<Shared>,
+    /// Snapshots taken, sent and fetched (see `compaction.rs`).
+    pub(crate) snapshots: Snapshots,
     /// Declared last: dropped after the transport, storage and state machine.
     pub(crate) _done: DoneSignal,
 }
@@ -152,6 +155,8 @@ impl Driver {
             // Advancing may deliver loopback messages that make another Ready.
             more = true;
         }
+        // Between two Readys: the state machine has applied exactly what the core did.
+        more |= self.snapshot_work().await?;
         self.observe();
         Ok(more)
     }
@@ -191,7 +196,7 @@ impl Driver {
     }
 
     /// The replica's time now; never goes backwards.
-    fn tick(&mut self) -> paxos_core::Instant {
+    pub(crate) fn tick(&mut self) -> paxos_core::Instant {
         let elapsed = self.runtime.now().saturating_duration_since(self.origin);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.now = self.now.max(paxos_core::Instant::from_nanos(nanos));
@@ -204,8 +209,9 @@ impl Driver {
             .poll_timeout()
             .map(|t| self.origin + Duration::from_nanos(t.as_nanos()));
         let waiter = self.waiters.next_deadline();
+        let snapshot = self.snapshot_deadline();
         let idle = self.runtime.now() + IDLE_WAKE;
-        [core, waiter]
+        [core, waiter, snapshot]
             .into_iter()
             .flatten()
             .fold(idle, std::time::Instant::min)
@@ -264,6 +270,7 @@ impl Driver {
                 }
                 self.new_reads.push(read);
             }
+            Request::Compact { reply } => self.snapshots.add_waiter(reply),
         }
     }
 
@@ -333,7 +340,13 @@ impl Driver {
         // After every message in `inbound` arrived (the ones taken in `wait` and above).
         let now = self.tick();
         for Inbound { from, message } in self.inbound.drain(..) {
-            self.replica.handle_message(now, from, message);
+            match message {
+                // Snapshot transfer is the driver's; handled after the cycle's Ready.
+                Message::SnapshotRequest(_) | Message::SnapshotChunk(_) => {
+                    self.snapshots.inbound.push(Inbound { from, message });
+                }
+                message => self.replica.handle_message(now, from, message),
+            }
         }
         Ok(n >= max)
     }
@@ -347,10 +360,7 @@ impl Driver {
             mut committed,
             reads,
             aborted_reads,
-            // This driver never compacts its log, and the nodes it talks to are built by
-            // it too, so no peer offers a snapshot yet: the node side of snapshot
-            // transfer comes with log compaction in paxos-node.
-            fetch_snapshot: _,
+            fetch_snapshot,
         } = ready;
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.
@@ -378,6 +388,9 @@ impl Driver {
         }
         for read in aborted_reads {
             self.abort_reads(read);
+        }
+        if let Some(fetch) = fetch_snapshot {
+            self.want_snapshot(fetch.from, fetch.upto);
         }
         self.replica.advance(id);
         Ok(())
@@ -432,6 +445,7 @@ impl Driver {
         command::strip(committed, &mut self.markers);
         let counters = &self.shared.counters;
         let mut commands = 0;
+        let mut bytes = 0;
         for c in committed.iter() {
             let n = c.value.commands().len() as u64;
             commands += n;
@@ -440,9 +454,12 @@ impl Driver {
             // command, kept on the waiter (bounded with it).
             for command in c.value.commands() {
                 self.waiters.record_slot(command.id, c.slot);
+                bytes += command.payload.len() as u64;
             }
         }
         Counters::add(&counters.committed_slots, committed.len() as u64);
+        self.snapshots.entries_since += committed.len() as u64;
+        self.snapshots.bytes_since += bytes;
         Counters::add(&counters.committed_commands, commands);
         self.outputs.clear();
         if let Err(e) = self.state_machine.apply(committed, &mut self.outputs).await {
@@ -505,7 +522,7 @@ impl Driver {
         }
     }
 
-    fn publish_status(&self) -> paxos_core::Status {
+    pub(crate) fn publish_status(&self) -> paxos_core::Status {
         let status = self.replica.status();
         self.shared.publish(|s| {
             s.role = status.role;
@@ -549,8 +566,12 @@ impl Drop for Driver {
                     let _ = reply.send(Err(ProposeError::Fatal(fatal.clone())));
                 }
                 Request::Read(read) => read.fail(ReadError::Fatal(fatal.clone())),
+                Request::Compact { reply } => {
+                    let _ = reply.send(Err(CompactError::Fatal(fatal.clone())));
+                }
             }
         }
+        self.snapshots.fail_waiters(&fatal);
         for r in self.new_reads.drain(..) {
             r.fail(ReadError::Fatal(fatal.clone()));
         }

@@ -31,6 +31,27 @@ pub enum FatalError {
     Stopped,
 }
 
+/// Why [`compact`](crate::NodeHandle::compact) failed. The node keeps running after
+/// every kind but [`Fatal`](Self::Fatal).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactError {
+    /// The state machine refused to take a snapshot (the trait's default does) or failed
+    /// to. Nothing was compacted.
+    #[error("the state machine took no snapshot: {0}")]
+    StateMachine(#[source] StateMachineError),
+    /// This node is fetching a snapshot from a peer (it is far behind); it takes its own
+    /// once caught up.
+    #[error("a snapshot is being fetched from a peer")]
+    Fetching,
+    /// Too many compactions are already waiting.
+    #[error("too many compactions waiting")]
+    Overloaded,
+    /// The node stopped, for this reason.
+    #[error("the node stopped: {0}")]
+    Fatal(#[source] FatalError),
+}
+
 /// Why a [`propose`](crate::NodeHandle::propose) failed.
 ///
 /// Only `Ok` means the command was applied. `LeadershipChanged` and `Timeout` mean the
@@ -183,6 +204,9 @@ pub enum StartError {
     /// ([`StorageError::OwnedByOther`]), its directory is locked by another process
     /// ([`StorageError::Locked`]), or loading it failed.
     Storage(StorageError),
+    /// The state machine could not be restored from the store's snapshot (a corrupt
+    /// snapshot is a [`Storage`](Self::Storage) error instead).
+    StateMachine(StateMachineError),
     /// The transport could not start (its listener could not be bound, say). The source
     /// is the transport's own error (for TCP, `paxos_net_tcp::StartError`).
     Transport(Arc<dyn std::error::Error + Send + Sync + 'static>),
@@ -227,6 +251,7 @@ impl fmt::Display for StartError {
                  command tag"
             ),
             Self::Storage(e) => write!(f, "storage: {e}"),
+            Self::StateMachine(e) => write!(f, "restoring the snapshot: {e}"),
             Self::Transport(e) => write!(f, "the transport could not start: {e}"),
         }
     }
@@ -238,6 +263,7 @@ impl std::error::Error for StartError {
             Self::Config(e) => Some(e),
             Self::Options(e) => Some(e),
             Self::Storage(e) => Some(e),
+            Self::StateMachine(e) => Some(e),
             Self::Transport(e) => Some(&**e),
             _ => None,
         }

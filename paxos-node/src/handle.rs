@@ -13,7 +13,7 @@ use paxos_core::{Ballot, Metrics, NodeId, Role, Slot};
 
 use crate::client::Applied;
 use crate::command;
-use crate::error::{FatalError, ProposeError, ReadError};
+use crate::error::{CompactError, FatalError, ProposeError, ReadError};
 use crate::metrics::{Counters, NodeMetrics};
 use crate::runtime::{Runtime, timeout_at};
 use crate::waiters::{ReadReply, ReadWaiter};
@@ -65,6 +65,10 @@ pub(crate) enum Request {
     },
     /// A read or a read barrier.
     Read(ReadWaiter),
+    /// Take a snapshot now and compact the log.
+    Compact {
+        reply: oneshot::Sender<Result<Slot, CompactError>>,
+    },
 }
 
 /// State shared by the handles and the driver.
@@ -279,6 +283,28 @@ impl NodeHandle {
     pub async fn read_barrier(&self) -> Result<Slot, ReadError> {
         let (reply, answer) = oneshot::channel();
         self.read_with(ReadReply::Barrier { reply }, answer).await
+    }
+
+    /// Takes a snapshot of the state machine now and drops the log below it (keeping
+    /// [`Compaction::keep_entries`](crate::Compaction::keep_entries) slots
+    /// behind), as the [compaction policy](crate::NodeOptions::compaction) does on its
+    /// own. Returns the snapshot's `upto`: every slot below it is in the snapshot. If
+    /// nothing was applied since the last snapshot, returns that one's `upto` at once.
+    ///
+    /// The driver takes the snapshot between two cycles, so this node serves no request
+    /// while the state machine writes it. No timeout: a large state takes as long as
+    /// writing it takes.
+    pub async fn compact(&self) -> Result<Slot, CompactError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Compact { reply })
+            .map_err(|e| match e {
+                Submit::Full => CompactError::Overloaded,
+                Submit::Stopped(fatal) => CompactError::Fatal(fatal),
+            })?;
+        match answer.await {
+            Ok(outcome) => outcome,
+            Err(oneshot::Canceled) => Err(CompactError::Fatal(self.stopped_reason().await)),
+        }
     }
 
     /// Queues a read (or barrier) and waits for its answer on `answer`.

@@ -120,11 +120,13 @@
 mod builder;
 mod client;
 mod command;
+mod compaction;
 mod driver;
 mod error;
 mod handle;
 mod metrics;
 mod options;
+mod snapshot;
 mod waiters;
 
 /// The runtime seam: [`paxos_runtime`], re-exported.
@@ -182,17 +184,17 @@ pub use paxos_core as core;
 pub use async_trait::async_trait;
 pub use bytes::{self, Bytes};
 pub use paxos_core::{
-    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot, Snapshot,
-    StateMachine, StateMachineError, Storage, StorageError, StoreOwner, Transport, TransportError,
-    Value,
+    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot, SnapshotMeta,
+    SnapshotRead, SnapshotWrite, StateMachine, StateMachineError, Storage, StorageError,
+    StoreOwner, Transport, TransportError, Value,
 };
 
 pub use builder::NodeBuilder;
 pub use client::{Applied, wait_for_leader};
-pub use error::{FatalError, OptionsError, ProposeError, ReadError, StartError};
+pub use error::{CompactError, FatalError, OptionsError, ProposeError, ReadError, StartError};
 pub use handle::{NodeHandle, NodeStatus, PeerContact};
 pub use metrics::{LATENCY_BOUNDS_US, LatencyHistogram, Metric, MetricValue, NodeMetrics};
-pub use options::NodeOptions;
+pub use options::{Compaction, NodeOptions};
 #[cfg(any(feature = "smol", feature = "async-std"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "async-std"))))]
 pub use runtime::AsyncIoRuntime;

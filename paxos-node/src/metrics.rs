@@ -96,6 +96,25 @@ node_metrics! {
     persisted_entries: Counter,
     /// Driver cycles run.
     driver_cycles: Counter,
+    /// Snapshots this node took of its own state (by policy or on demand).
+    snapshots_taken: Counter,
+    /// Snapshots this node fetched from a peer and installed.
+    snapshots_installed: Counter,
+    /// Snapshot chunks sent to peers.
+    snapshot_chunks_sent: Counter,
+    /// Snapshot bytes sent to peers.
+    snapshot_bytes_sent: Counter,
+    /// Snapshot chunks received and staged.
+    snapshot_chunks_received: Counter,
+    /// Snapshot chunks received and dropped (out of order, stale, bad checksum), and
+    /// whole transfers that failed their checksum.
+    snapshot_chunks_dropped: Counter,
+    /// Snapshots the state machine failed to take (the node kept running).
+    snapshot_failures: Counter,
+    /// The first slot still in the log: everything below is in the snapshot.
+    log_start: Gauge,
+    /// Size of the saved snapshot, in bytes.
+    snapshot_bytes: Gauge,
 }
 
 impl NodeMetrics {

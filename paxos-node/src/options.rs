@@ -24,11 +24,74 @@ pub struct NodeOptions {
     pub max_requests_per_cycle: usize,
     /// Inbound messages taken from the transport in one driver cycle.
     pub max_inbound_per_cycle: usize,
+    /// When the node snapshots its state machine and drops the log below the snapshot.
+    pub compaction: Compaction,
+    /// Bytes of snapshot in one [`SnapshotChunk`](paxos_core::message::SnapshotChunk) of
+    /// a transfer (capped to fit the transport's frame). The receiver has one chunk in
+    /// flight, so this is also the memory a transfer holds on either side.
+    pub snapshot_chunk_bytes: usize,
+    /// The most snapshot bytes a second this node sends, to all peers together, so that
+    /// replication and heartbeats keep flowing while a large snapshot moves.
+    pub snapshot_send_rate: u64,
+    /// How long a snapshot fetch waits for the next chunk before asking again (the
+    /// request or its answer may have been lost with a connection).
+    pub snapshot_request_timeout: Duration,
+}
+
+/// The compaction policy: a snapshot is taken when either threshold is reached (and on
+/// demand, [`NodeHandle::compact`](crate::NodeHandle::compact)); then the log below
+/// `applied - keep_entries` is dropped, in memory and in storage.
+///
+/// A state machine that does not take snapshots (the trait's default) is never asked
+/// twice: the node logs a warning and keeps its whole log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compaction {
+    /// Snapshot after this many slots applied since the last snapshot; `None`: never by
+    /// count.
+    pub every_entries: Option<u64>,
+    /// Snapshot after this many bytes of commands applied since the last snapshot;
+    /// `None`: never by size.
+    pub every_bytes: Option<u64>,
+    /// Slots kept in the log behind a snapshot, so that a follower a little behind catches
+    /// up from the log instead of fetching the whole snapshot.
+    pub keep_entries: u64,
+}
+
+impl Compaction {
+    /// Never compacts by policy (only on demand).
+    pub fn never() -> Self {
+        Self {
+            every_entries: None,
+            every_bytes: None,
+            keep_entries: 0,
+        }
+    }
+
+    /// True if `entries` slots and `bytes` bytes applied since the last snapshot call
+    /// for a new one.
+    pub fn due(&self, entries: u64, bytes: u64) -> bool {
+        self.every_entries.is_some_and(|n| entries >= n)
+            || self.every_bytes.is_some_and(|n| bytes >= n)
+    }
+}
+
+impl Default for Compaction {
+    /// Every 50,000 slots or 64 MiB of commands, keeping 1,000 slots behind.
+    fn default() -> Self {
+        Self {
+            every_entries: Some(50_000),
+            every_bytes: Some(64 << 20),
+            keep_entries: 1_000,
+        }
+    }
 }
 
 impl Default for NodeOptions {
     /// Request timeout 5 s, 1024 queued requests, 1024 requests and 1024 messages per
-    /// cycle, waiters bounded by the core's pending-proposal bound.
+    /// cycle, waiters bounded by the core's pending-proposal bound; the default
+    /// [`Compaction`]; snapshot chunks of 256 KiB, sent at most 128 MiB/s, asked for
+    /// again after 1 s.
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(5),
@@ -36,6 +99,10 @@ impl Default for NodeOptions {
             max_waiters: None,
             max_requests_per_cycle: 1024,
             max_inbound_per_cycle: 1024,
+            compaction: Compaction::default(),
+            snapshot_chunk_bytes: 256 << 10,
+            snapshot_send_rate: 128 << 20,
+            snapshot_request_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -67,6 +134,24 @@ impl NodeOptions {
         if self.max_inbound_per_cycle == 0 {
             return zero("max_inbound_per_cycle");
         }
+        if self.compaction.every_entries == Some(0) {
+            return zero("compaction.every_entries");
+        }
+        if self.compaction.every_bytes == Some(0) {
+            return zero("compaction.every_bytes");
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return zero("snapshot_chunk_bytes");
+        }
+        if self.snapshot_send_rate == 0 {
+            return zero("snapshot_send_rate");
+        }
+        if self.snapshot_request_timeout.is_zero() {
+            return Err(OptionsError {
+                field: "snapshot_request_timeout",
+                reason: "must be non-zero",
+            });
+        }
         Ok(())
     }
 }
@@ -84,6 +169,11 @@ mod tests {
             |o| o.max_waiters = Some(0),
             |o| o.max_requests_per_cycle = 0,
             |o| o.max_inbound_per_cycle = 0,
+            |o| o.compaction.every_entries = Some(0),
+            |o| o.compaction.every_bytes = Some(0),
+            |o| o.snapshot_chunk_bytes = 0,
+            |o| o.snapshot_send_rate = 0,
+            |o| o.snapshot_request_timeout = Duration::ZERO,
         ];
         for (i, case) in cases.into_iter().enumerate() {
             let mut o = NodeOptions::default();

@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use paxos_core::{NodeId, Role, StateMachineError, Storage};
+use paxos_core::{NodeId, Role, SnapshotRead, SnapshotWrite, StateMachineError, Storage};
 use paxos_node::{
     FatalError, NodeBuilder, NodeHandle, NodeOptions, ProposeError, ReadError, Runtime, StartError,
 };
@@ -420,11 +420,11 @@ impl paxos_core::StateMachine for Brittle {
         Ok(Bytes::new())
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Ok(Bytes::new())
+    async fn snapshot(&mut self, _out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        Ok(())
     }
 
-    async fn restore(&mut self, _data: &[u8]) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, _input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
         Ok(())
     }
 }

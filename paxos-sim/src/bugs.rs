@@ -4,7 +4,7 @@
 //! storage wrapper.
 
 use async_trait::async_trait;
-use paxos_core::storage::Snapshot;
+use paxos_core::SnapshotMeta;
 use paxos_core::{Ballot, HardState, PersistBatch, RecoveredState, Slot, Storage, StorageError};
 
 /// A bug to inject.
@@ -61,12 +61,28 @@ impl<S: Storage> Storage for ForgetfulStorage<S> {
         self.inner.persist(&forgetful).await
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.inner.save_snapshot(snapshot).await
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.inner.begin_snapshot(upto).await
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.inner.load_snapshot().await
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.append_snapshot(bytes).await
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.inner.staged_snapshot().await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        self.inner.commit_snapshot().await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.inner.snapshot().await
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.inner.read_snapshot(offset, buf).await
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {

@@ -4,9 +4,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner};
+use paxos_core::{
+    PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
+};
 
-/// How an injected failure of a write (`persist`, `save_snapshot` or `compact`) behaves.
+/// How an injected failure of a write (`persist`, `commit_snapshot` or `compact`) behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
@@ -139,25 +141,28 @@ impl<S: Storage> FaultyStorage<S> {
         }
     }
 
-    /// Runs one write through the plan.
-    async fn write(&mut self, op: Write<'_>) -> Result<(), StorageError> {
+    /// Runs one write through the plan; a snapshot commit's outcome comes back.
+    async fn write(&mut self, op: Write<'_>) -> Result<Option<SnapshotMeta>, StorageError> {
         self.check_poisoned()?;
         let fault = self.plan.next_write();
         let result = match fault {
             Some(Fault::LoseWrite) => Err(injected_error(op.name())),
             _ => {
                 let written = match op {
-                    Write::Persist(batch) => self.inner.persist(batch).await,
-                    Write::SaveSnapshot(snapshot) => self.inner.save_snapshot(snapshot).await,
-                    Write::Compact(before) => self.inner.compact(before).await,
+                    Write::Persist(batch) => self.inner.persist(batch).await.map(|()| None),
+                    Write::CommitSnapshot => self.inner.commit_snapshot().await.map(Some),
+                    Write::Compact(before) => self.inner.compact(before).await.map(|()| None),
                 };
-                written.and_then(|()| match fault {
+                written.and_then(|meta| match fault {
                     Some(Fault::KeepWrite) => Err(injected_error(op.name())),
-                    _ => Ok(()),
+                    _ => Ok(meta),
                 })
             }
         };
-        if let Err(error) = &result {
+        // A call out of contract wrote nothing: no reason to refuse what follows.
+        if let Err(error) = &result
+            && !matches!(error, StorageError::InvalidCall(_))
+        {
             self.poisoned = Some(error.to_string());
         }
         result
@@ -168,7 +173,7 @@ impl<S: Storage> FaultyStorage<S> {
 #[derive(Clone, Copy)]
 enum Write<'a> {
     Persist(&'a PersistBatch),
-    SaveSnapshot(&'a Snapshot),
+    CommitSnapshot,
     Compact(Slot),
 }
 
@@ -176,7 +181,7 @@ impl Write<'_> {
     fn name(self) -> &'static str {
         match self {
             Self::Persist(_) => "persist",
-            Self::SaveSnapshot(_) => "save_snapshot",
+            Self::CommitSnapshot => "commit_snapshot",
             Self::Compact(_) => "compact",
         }
     }
@@ -206,20 +211,43 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     }
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        self.write(Write::Persist(batch)).await
+        self.write(Write::Persist(batch)).await.map(drop)
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.write(Write::SaveSnapshot(snapshot)).await
-    }
-
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    /// Passes through: staging is not a write the plan counts (the number of appends
+    /// depends on the snapshot's size); [`commit_snapshot`](Storage::commit_snapshot) is.
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
         self.check_poisoned()?;
-        self.inner.load_snapshot().await
+        self.inner.begin_snapshot(upto).await
+    }
+
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        self.inner.append_snapshot(bytes).await
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.check_poisoned()?;
+        self.inner.staged_snapshot().await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        let meta = self.write(Write::CommitSnapshot).await?;
+        Ok(meta.expect("a commit returns its snapshot"))
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.check_poisoned()?;
+        self.inner.snapshot().await
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.check_poisoned()?;
+        self.inner.read_snapshot(offset, buf).await
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
-        self.write(Write::Compact(before)).await
+        self.write(Write::Compact(before)).await.map(drop)
     }
 }
 

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use paxos_core::{
-    HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
+    HardState, PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
 };
 
 /// A [`Storage`] whose "disk" lives in memory, for tests, simulation and benchmarks.
@@ -38,10 +39,12 @@ use paxos_core::{
 /// backwards (a panic, since it is a caller bug), entries below the compaction point are
 /// never returned again, and once [`claim`](Storage::claim)ed by one owner the disk
 /// refuses every other (the owner is part of the shared disk, so it survives a simulated
-/// crash).
+/// crash). A snapshot being staged belongs to the handle, not the disk: like a temporary
+/// file, it is gone after a simulated crash; a committed one is on the disk.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStorage {
     disk: Arc<Mutex<Disk>>,
+    staged: Option<(Slot, Vec<u8>)>,
 }
 
 /// What a [`MemoryStorage`] keeps.
@@ -51,7 +54,8 @@ struct Disk {
     entries: BTreeMap<Slot, paxos_core::Entry>,
     /// Entries for slots below this are dropped and never returned again.
     compacted_before: Slot,
-    snapshot: Option<Snapshot>,
+    /// The committed snapshot: its `upto` and bytes.
+    snapshot: Option<(Slot, Bytes)>,
     /// Recorded by the first `claim`.
     owner: Option<StoreOwner>,
     persist_calls: u64,
@@ -123,13 +127,66 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.disk().snapshot = Some(snapshot.clone());
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.staged = Some((upto, Vec::new()));
         Ok(())
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.disk().snapshot.clone())
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        match &mut self.staged {
+            Some((_, staged)) => {
+                staged.extend_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(StorageError::InvalidCall(
+                "append_snapshot with no snapshot begun".into(),
+            )),
+        }
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        Ok(self.staged.as_ref().map(|(upto, bytes)| SnapshotMeta {
+            upto: *upto,
+            len: bytes.len() as u64,
+        }))
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        let (upto, bytes) = self.staged.take().ok_or_else(|| {
+            StorageError::InvalidCall("commit_snapshot with no snapshot begun".into())
+        })?;
+        let meta = SnapshotMeta {
+            upto,
+            len: bytes.len() as u64,
+        };
+        self.disk().snapshot = Some((upto, Bytes::from(bytes)));
+        Ok(meta)
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        Ok(self
+            .disk()
+            .snapshot
+            .as_ref()
+            .map(|(upto, bytes)| SnapshotMeta {
+                upto: *upto,
+                len: bytes.len() as u64,
+            }))
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let disk = self.disk();
+        let Some((_, bytes)) = &disk.snapshot else {
+            return Err(StorageError::InvalidCall(
+                "read_snapshot with no snapshot saved".into(),
+            ));
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {

@@ -30,7 +30,8 @@
 //! a fresh store loads the default; what is persisted reloads exactly after a reopen; a
 //! later entry for a slot replaces an earlier one (across and within batches); the hard
 //! state is last-write-wins and unchanged by batches without one; an empty batch is fine;
-//! snapshots save, replace and reload whole; compaction drops entries below the slot and
+//! snapshots stream in, stay staged apart until committed, replace the old one and read
+//! back whole at any offset; compaction drops entries below the slot and
 //! they stay gone after a reopen; `load` returns entries in slot order, one per slot;
 //! many reopen-append cycles in a row keep everything; and [`claim`](Storage::claim)
 //! records the first owner and refuses another node or cluster, also after a reopen and on
@@ -48,7 +49,7 @@ use std::future::Future;
 use bytes::Bytes;
 use paxos_core::{
     Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, RecoveredState, Slot,
-    Snapshot, Storage, StorageError, StoreOwner, Value,
+    SnapshotMeta, Storage, StorageError, StoreOwner, Value,
 };
 
 /// Opens a store on one fixed underlying location (a directory, a database, a shared
@@ -78,6 +79,7 @@ pub async fn suite<F: StoreFactory>(mut fresh: impl FnMut() -> F) {
     hard_state_is_last_write_wins(&mut fresh()).await;
     empty_batch_is_ok(&mut fresh()).await;
     snapshots_save_replace_and_reload(&mut fresh()).await;
+    staged_snapshots_stay_apart_until_committed(&mut fresh()).await;
     compact_drops_entries_for_good(&mut fresh()).await;
     load_returns_slot_order_one_per_slot(&mut fresh()).await;
     many_reopen_append_cycles(&mut fresh()).await;
@@ -94,7 +96,7 @@ pub async fn fresh_store_is_empty<F: StoreFactory>(factory: &mut F) {
         RecoveredState::default(),
         "fresh_store_is_empty: a fresh store must load the default state"
     );
-    let snapshot = store.load_snapshot().await;
+    let snapshot = store.snapshot().await;
     assert_eq!(
         snapshot,
         Ok(None),
@@ -308,39 +310,97 @@ pub async fn snapshots_save_replace_and_reload<F: StoreFactory>(factory: &mut F)
     persist(&mut store, &batch, CHECK).await;
     model.apply(&batch);
 
-    let snapshots = [
-        Snapshot {
-            upto: Slot(5),
-            data: Bytes::from_static(b"state after slot 4"),
-        },
-        Snapshot {
-            upto: Slot(10),
-            data: Bytes::new(),
-        },
-        Snapshot {
-            upto: Slot(15),
-            data: Bytes::from((0..1_000_000_u32).map(|i| i as u8).collect::<Vec<u8>>()),
-        },
+    // Empty, small, and a megabyte appended in 64 KiB pieces (and one odd-sized one).
+    let big: Vec<u8> = (0..1_000_000_u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
+    let snapshots: [(u64, Vec<u8>); 3] = [
+        (5, b"state after slot 4".to_vec()),
+        (10, Vec::new()),
+        (15, big),
     ];
-    for snapshot in &snapshots {
-        let saved = store.save_snapshot(snapshot).await;
-        assert_eq!(saved, Ok(()), "{CHECK}: save_snapshot failed");
-        let loaded = store.load_snapshot().await;
-        assert!(
-            loaded.as_ref() == Ok(&Some(snapshot.clone())),
-            "{CHECK}: load_snapshot right after save_snapshot(upto {}) returned a different snapshot",
-            snapshot.upto
+    for (upto, data) in &snapshots {
+        stage(&mut store, *upto, data, 64 << 10, CHECK).await;
+        let meta = SnapshotMeta {
+            upto: Slot(*upto),
+            len: data.len() as u64,
+        };
+        assert_eq!(
+            store.commit_snapshot().await,
+            Ok(meta),
+            "{CHECK}: commit_snapshot (upto {upto})"
         );
+        assert_eq!(
+            store.staged_snapshot().await,
+            Ok(None),
+            "{CHECK}: staged after commit"
+        );
+        assert_snapshot(&mut store, *upto, data, CHECK).await;
         drop(store);
         store = reopen(factory, CHECK).await;
         model.assert_loads(&mut store, CHECK).await;
-        let loaded = store.load_snapshot().await;
-        assert!(
-            loaded.as_ref() == Ok(&Some(snapshot.clone())),
-            "{CHECK}: after a reopen, load_snapshot must return the last saved snapshot (upto {})",
-            snapshot.upto
-        );
+        assert_snapshot(&mut store, *upto, data, CHECK).await;
     }
+}
+
+/// A staged snapshot is invisible until committed, a new `begin_snapshot` discards it,
+/// staging does not survive a reopen (the saved one does), and the calls out of contract
+/// are refused with `InvalidCall`.
+pub async fn staged_snapshots_stay_apart_until_committed<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "staged_snapshots_stay_apart_until_committed";
+    let mut store = reopen(factory, CHECK).await;
+    load(&mut store, CHECK).await;
+    let invalid = |r: Result<(), StorageError>, what: &str| {
+        assert!(
+            matches!(r, Err(StorageError::InvalidCall(_))),
+            "{CHECK}: {what} must be refused with InvalidCall, got {r:?}"
+        );
+    };
+    invalid(
+        store.append_snapshot(b"x").await,
+        "append with nothing begun",
+    );
+    invalid(
+        store.commit_snapshot().await.map(drop),
+        "commit with nothing begun",
+    );
+    invalid(
+        store.read_snapshot(0, &mut [0; 4]).await.map(drop),
+        "read with nothing saved",
+    );
+    stage(&mut store, 3, b"old state", 4, CHECK).await;
+    assert_eq!(
+        store.snapshot().await,
+        Ok(None),
+        "{CHECK}: staged is not saved"
+    );
+    assert!(store.commit_snapshot().await.is_ok(), "{CHECK}: commit");
+    // Staged, then discarded by a second begin, then a third one committed.
+    stage(&mut store, 7, b"discarded", 3, CHECK).await;
+    assert_eq!(
+        store.staged_snapshot().await,
+        Ok(Some(SnapshotMeta {
+            upto: Slot(7),
+            len: 9
+        })),
+        "{CHECK}: staged_snapshot"
+    );
+    assert_snapshot(&mut store, 3, b"old state", CHECK).await;
+    stage(&mut store, 8, b"new", 1, CHECK).await;
+    drop(store);
+    // Staging is gone with the store; the committed one stays.
+    let mut store = reopen(factory, CHECK).await;
+    load(&mut store, CHECK).await;
+    assert_eq!(
+        store.staged_snapshot().await,
+        Ok(None),
+        "{CHECK}: staged after reopen"
+    );
+    assert_snapshot(&mut store, 3, b"old state", CHECK).await;
+    invalid(store.append_snapshot(b"x").await, "append after a reopen");
+    stage(&mut store, 9, b"newest", 2, CHECK).await;
+    assert!(store.commit_snapshot().await.is_ok(), "{CHECK}: commit");
+    assert_snapshot(&mut store, 9, b"newest", CHECK).await;
 }
 
 /// Compaction drops entries below the slot, keeps the rest and the hard state, never moves
@@ -640,13 +700,71 @@ async fn persist<S: Storage>(store: &mut S, batch: &PersistBatch, check: &str) {
 }
 
 async fn save_snapshot<S: Storage>(store: &mut S, upto: u64, check: &str) {
-    let snapshot = Snapshot {
-        upto: Slot(upto),
-        data: Bytes::from(format!("snapshot up to {upto}")),
-    };
-    if let Err(e) = store.save_snapshot(&snapshot).await {
-        panic!("{check}: save_snapshot failed: {e}");
+    let data = format!("snapshot up to {upto}");
+    stage(store, upto, data.as_bytes(), 8, check).await;
+    if let Err(e) = store.commit_snapshot().await {
+        panic!("{check}: commit_snapshot failed: {e}");
     }
+}
+
+/// Begins a snapshot at `upto` and appends `data` in pieces of `piece` bytes.
+async fn stage<S: Storage>(store: &mut S, upto: u64, data: &[u8], piece: usize, check: &str) {
+    if let Err(e) = store.begin_snapshot(Slot(upto)).await {
+        panic!("{check}: begin_snapshot failed: {e}");
+    }
+    for part in data.chunks(piece.max(1)) {
+        if let Err(e) = store.append_snapshot(part).await {
+            panic!("{check}: append_snapshot failed: {e}");
+        }
+    }
+}
+
+/// The saved snapshot is `upto` and `data`: read whole with several buffer sizes and
+/// offsets, short only at its end, empty past it.
+async fn assert_snapshot<S: Storage>(store: &mut S, upto: u64, data: &[u8], check: &str) {
+    let meta = SnapshotMeta {
+        upto: Slot(upto),
+        len: data.len() as u64,
+    };
+    assert_eq!(
+        store.snapshot().await,
+        Ok(Some(meta)),
+        "{check}: snapshot()"
+    );
+    for size in [1, 7, 4096, 100_000] {
+        let mut read = Vec::new();
+        let mut buf = vec![0; size];
+        loop {
+            let n = match store.read_snapshot(read.len() as u64, &mut buf).await {
+                Ok(n) => n,
+                Err(e) => panic!("{check}: read_snapshot failed: {e}"),
+            };
+            if n == 0 {
+                break;
+            }
+            assert!(
+                n == size || read.len() + n == data.len(),
+                "{check}: a short read ({n} of {size}) before the end"
+            );
+            read.extend_from_slice(&buf[..n]);
+            if size == 1 && read.len() > 64 {
+                // Byte by byte is slow for the big one: the rest in one go below.
+                break;
+            }
+        }
+        let mut rest = vec![0; data.len() - read.len()];
+        let n = store.read_snapshot(read.len() as u64, &mut rest).await;
+        assert_eq!(n, Ok(rest.len()), "{check}: read of the rest");
+        read.extend_from_slice(&rest);
+        assert!(
+            read == data,
+            "{check}: read back different bytes (buffer {size})"
+        );
+    }
+    let past = store
+        .read_snapshot(data.len() as u64 + 10, &mut [0; 8])
+        .await;
+    assert_eq!(past, Ok(0), "{check}: a read past the end");
 }
 
 async fn compact<S: Storage>(store: &mut S, model: &mut Model, before: u64, check: &str) {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::executor::block_on;
 use paxos_core::{
-    Ballot, Entry, HardState, NodeId, PersistBatch, ProposalId, Slot, Snapshot, Storage, Value,
+    Ballot, Entry, HardState, NodeId, PersistBatch, ProposalId, Slot, Storage, Value,
 };
 use paxos_storage::{FileStorage, FileStorageOptions, IoFaults};
 
@@ -83,7 +83,7 @@ fn crash_child_entry_point() {
     let faults = IoFaults::new();
     let mut store = FileStorage::open(&dir, options().faults(faults.clone())).expect("child: open");
     let recovered = block_on(store.load()).expect("child: load");
-    let snapshot = block_on(store.load_snapshot()).expect("child: load_snapshot");
+    let snapshot = block_on(store.snapshot()).expect("child: snapshot");
     let mut next_slot = recovered
         .entries
         .last()
@@ -140,11 +140,13 @@ fn crash_child_entry_point() {
         }
         if batch_number % COMPACT_EVERY_BATCHES == COMPACT_EVERY_BATCHES - 1 {
             let upto = Slot(next_slot.saturating_sub(50));
-            let snapshot = Snapshot {
-                upto,
-                data: Bytes::from(format!("applied below {upto}")),
-            };
-            block_on(store.save_snapshot(&snapshot)).expect("child: save_snapshot");
+            // Streamed in pieces, so a kill can land halfway through the staging too.
+            let data = format!("applied below {upto}").repeat(4096);
+            block_on(store.begin_snapshot(upto)).expect("child: begin_snapshot");
+            for piece in data.as_bytes().chunks(16 << 10) {
+                block_on(store.append_snapshot(piece)).expect("child: append_snapshot");
+            }
+            block_on(store.commit_snapshot()).expect("child: commit_snapshot");
             block_on(store.compact(upto)).expect("child: compact");
         }
     }
@@ -289,7 +291,7 @@ fn sigkill_at_random_moments_never_loses_or_corrupts_acknowledged_entries() {
             );
         }
         let recovered = block_on(store.load()).expect("load");
-        let snapshot = block_on(store.load_snapshot()).expect("load_snapshot");
+        let snapshot = block_on(store.snapshot()).expect("snapshot");
         check_recovered(
             &recovered.entries,
             recovered.hard_state,

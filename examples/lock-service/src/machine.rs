@@ -3,12 +3,19 @@
 
 use std::collections::BTreeMap;
 
-use paxos_node::{Bytes, Committed, ProposalId, StateMachine, StateMachineError, async_trait};
+use paxos_node::{
+    Bytes, Committed, ProposalId, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError,
+    async_trait,
+};
 use serde::{Deserialize, Serialize};
 
 /// The longest lock or owner name accepted, in bytes. A longer one is refused with
 /// [`Response::Invalid`], identically on every replica.
 pub const MAX_NAME_BYTES: usize = 256;
+
+/// The largest lock table snapshot [`LockMachine`] restores (64 MiB): far above what a
+/// lock service holds, and a bound on what a corrupt length can make it allocate.
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 
 /// A write, proposed through the log. Encode with [`Command::encode`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,14 +242,36 @@ impl StateMachine for LockMachine {
         Ok(response.encode())
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        postcard::to_allocvec(self)
-            .map(Bytes::from)
-            .map_err(|e| StateMachineError::new(format!("encoding the lock table: {e}")))
+    /// The lock table is small (bounded by its locks), so it is encoded whole and
+    /// written in one piece, with its length first.
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        let bytes = postcard::to_allocvec(self)
+            .map_err(|e| StateMachineError::new(format!("encoding the lock table: {e}")))?;
+        let io = |e| StateMachineError::with_source("writing the lock table snapshot", e);
+        out.write(&(bytes.len() as u64).to_le_bytes())
+            .await
+            .map_err(io)?;
+        out.write(&bytes).await.map_err(io)
     }
 
-    async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        *self = postcard::from_bytes(data)
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        let io = |e| StateMachineError::with_source("reading the lock table snapshot", e);
+        let bad = || StateMachineError::new("the lock table snapshot is cut short or too long");
+        let mut len = [0; 8];
+        if input.read_full(&mut len).await.map_err(io)? != 8 {
+            return Err(bad());
+        }
+        let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad())?;
+        if len > MAX_SNAPSHOT_BYTES {
+            return Err(bad());
+        }
+        let mut bytes = vec![0; len];
+        if input.read_full(&mut bytes).await.map_err(io)? != len
+            || input.read(&mut [0; 1]).await.map_err(io)? != 0
+        {
+            return Err(bad());
+        }
+        *self = postcard::from_bytes(&bytes)
             .map_err(|e| StateMachineError::new(format!("decoding a lock table snapshot: {e}")))?;
         Ok(())
     }
@@ -341,9 +370,15 @@ mod tests {
         m.execute(&acquire("queue", "bob"));
         let mut copy = LockMachine::new();
         futures::executor::block_on(async {
-            let data = m.snapshot().await.unwrap();
-            copy.restore(&data).await.unwrap();
-            assert!(copy.restore(b"\xff").await.is_err());
+            let mut data = Vec::new();
+            m.snapshot(&mut data).await.unwrap();
+            copy.restore(&mut data.as_slice()).await.unwrap();
+            for len in 0..data.len() {
+                let mut cut = &data[..len];
+                assert!(copy.restore(&mut cut).await.is_err(), "cut at {len}");
+            }
+            assert!(copy.restore(&mut &b"\xff"[..]).await.is_err());
+            copy.restore(&mut data.as_slice()).await.unwrap();
         });
         assert_eq!(copy, m);
         assert_eq!(

@@ -46,7 +46,10 @@ const REFERENCE: [(&str, &str); 14] = [
     ("pre_vote_reply", "0b000000020aac02021101ab020109"),
     ("snapshot_offer", "06000000020bac02ad02"),
     ("snapshot_request", "07000000020cac02808010"),
-    ("snapshot_chunk", "13000000020dac02838010808010b7ffacb20303616263"),
+    (
+        "snapshot_chunk",
+        "13000000020dac02838010808010b7ffacb20303616263",
+    ),
 ];
 
 /// A ballot whose round takes a two-byte varint.

@@ -1,7 +1,6 @@
 //! Encodings: round trips of every type, garbage and hostile nesting never panicking, the
 //! size rule of [`KvCommand::max_request_bytes`], and snapshots.
 
-use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
@@ -448,17 +447,28 @@ fn existing_tags_keep_their_encoding() {
     assert_eq!(KvQuery::Get { key: key() }.encode().to_vec(), [0, 1, b'k']);
 }
 
+async fn take(sm: &mut KvStateMachine) -> Vec<u8> {
+    let mut out = Vec::new();
+    sm.snapshot(&mut out).await.unwrap();
+    out
+}
+
+async fn restored(bytes: &[u8]) -> Result<KvStateMachine, StateMachineError> {
+    let mut sm = KvStateMachine::default();
+    let mut input = bytes;
+    sm.restore(&mut input).await.map(|()| sm)
+}
+
 #[test]
-fn snapshot_round_trips() {
+fn snapshot_round_trips_with_sessions_and_the_eviction_floor() {
     futures::executor::block_on(async {
         let mut sm = KvStateMachine::default();
         sm.apply_one(&req(1, 1, set("k", "v")));
         sm.max_sessions = 1;
         sm.apply_one(&req(2, 1, set("k", "w")));
         assert_eq!(sm.eviction_floor(), Some(1));
-        let snap = sm.snapshot().await.unwrap();
-        let mut other = KvStateMachine::default();
-        other.restore(&snap).await.unwrap();
+        let snap = take(&mut sm).await;
+        let mut other = restored(&snap).await.unwrap();
         assert_eq!(other.state, sm.state);
         let answer = other
             .query(&KvQuery::Get { key: b"k".to_vec() }.encode())
@@ -466,68 +476,96 @@ fn snapshot_round_trips() {
             .unwrap();
         assert_eq!(decode_get_answer(&answer), Some(Some(b"w".to_vec())));
         assert_eq!(other.eviction_floor(), Some(1));
+        // A retry of client 2's request replays its saved output instead of running
+        // again, and client 1 (evicted) is refused, on both.
+        other.max_sessions = 1;
+        for m in [&mut sm, &mut other] {
+            assert_eq!(m.apply_one(&req(2, 1, set("k", "again"))), KvOutput::Ok);
+            assert_eq!(get(m, "k"), Some(b"w".to_vec()));
+            assert_eq!(
+                m.apply_one(&req(1, 2, set("k", "x"))),
+                KvOutput::SessionExpired
+            );
+        }
+        assert_eq!(other.state, sm.state);
     });
 }
 
-/// The state as it was serialized before the scan order: the keyspace a plain map.
-#[derive(Serialize)]
-struct OldState {
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
-    sessions: BTreeMap<u64, Session>,
-    by_age: BTreeMap<u64, u64>,
-    next_stamp: u64,
-    evicted_born_max: Option<u64>,
+fn get(sm: &KvStateMachine, k: &str) -> Option<Vec<u8>> {
+    sm.state.map.get(&store::Key::new(k.into())).cloned()
 }
 
 #[test]
-fn snapshots_taken_before_the_scan_order_restore() {
+fn snapshots_are_a_function_of_the_state_and_hold_large_values() {
     futures::executor::block_on(async {
-        let old = OldState {
-            map: (0..100u32)
-                .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8]))
-                .collect(),
-            sessions: BTreeMap::from([(
-                7,
-                Session {
-                    seq: 3,
-                    output: KvOutput::Integer(4),
-                    stamp: 0,
-                    born_slot: 9,
-                },
-            )]),
-            by_age: BTreeMap::from([(0, 7)]),
-            next_stamp: 1,
-            evicted_born_max: Some(5),
-        };
-        let bytes = postcard::to_allocvec(&old).unwrap();
-        let mut sm = KvStateMachine::default();
-        sm.restore(&bytes).await.unwrap();
-        assert_eq!(sm.len(), 100);
-        assert_eq!(sm.eviction_floor(), Some(5));
-        let answer = sm
-            .query(
-                &KvQuery::Get {
-                    key: 42u32.to_be_bytes().to_vec(),
+        let big = vec![7u8; 1 << 20];
+        let mut a = KvStateMachine::default();
+        let mut b = KvStateMachine::default();
+        // The same requests give the same bytes (the maps are ordered).
+        for i in 0..200u64 {
+            let key = format!("key{i}");
+            a.apply_one(&req(i % 7 + 1, i / 7 + 1, set(&key, "x")));
+            b.apply_one(&req(i % 7 + 1, i / 7 + 1, set(&key, "x")));
+        }
+        let big_set = |sm: &mut KvStateMachine| {
+            sm.apply_one(
+                &KvRequest {
+                    id: RequestId {
+                        client: 99,
+                        born_slot: 0,
+                        seq: 1,
+                    },
+                    command: KvCommand::Set {
+                        key: b"big".to_vec(),
+                        value: big.clone(),
+                    },
                 }
                 .encode(),
             )
-            .await
-            .unwrap();
-        assert_eq!(decode_get_answer(&answer), Some(Some(vec![42])));
-        // A retry of the session's request still replays its output.
-        let retry = KvRequest {
-            id: RequestId {
-                client: 7,
-                born_slot: 9,
-                seq: 3,
-            },
-            command: KvCommand::Incr { key: b"n".to_vec() },
         };
-        assert_eq!(sm.apply_one(&retry.encode()), KvOutput::Integer(4));
-        // And the snapshot it takes now is the same map, in scan order.
-        let again = sm.snapshot().await.unwrap();
-        let mut other = KvStateMachine::default();
-        other.restore(&again).await.unwrap();
-        assert_eq!(other.state, sm.state);
+        big_set(&mut a);
+        big_set(&mut b);
+        let snap = take(&mut a).await;
+        assert_eq!(snap, take(&mut b).await);
+        assert!(snap.len() > big.len());
+        let c = restored(&snap).await.unwrap();
+        assert_eq!(c.state, a.state);
+        assert_eq!(get(&c, "big"), Some(big.clone()));
+    });
+}
+
+#[test]
+fn a_malformed_snapshot_is_an_error_not_a_panic() {
+    futures::executor::block_on(async {
+        let mut sm = KvStateMachine::default();
+        for i in 0..5u64 {
+            sm.apply_one(&req(i + 1, 1, set(&format!("k{i}"), "v")));
+        }
+        let snap = take(&mut sm).await;
+        // Cut short anywhere.
+        for len in 0..snap.len() {
+            assert!(restored(&snap[..len]).await.is_err(), "cut at {len}");
+        }
+        // A byte too many.
+        let mut long = snap.clone();
+        long.push(0);
+        assert!(restored(&long).await.is_err());
+        // Another format version, and another magic.
+        for at in [0, 4] {
+            let mut other = snap.clone();
+            other[at] ^= 1;
+            let err = restored(&other).await.unwrap_err();
+            assert!(err.message().contains("malformed"), "{err}");
+        }
+        // A record claiming more than any key and value.
+        let mut huge = snap[..5].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(restored(&huge).await.is_err());
+        // Every single-byte change decodes to something or fails cleanly.
+        for at in 5..snap.len() {
+            let mut flipped = snap.clone();
+            flipped[at] ^= 0xff;
+            let _ = restored(&flipped).await;
+        }
     });
 }

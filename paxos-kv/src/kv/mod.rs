@@ -160,11 +160,12 @@
 //! commands. Decoding never panics, whatever the bytes. A batch (`Batch`,
 //! `Many`) holds one level only: a batch inside a batch does not decode (so hostile bytes
 //! cannot nest deeply enough to overflow the stack), and its request is refused as
-//! malformed. Snapshots encode the keyspace as a map from key to value, as before the scan
-//! order existed, so older snapshots restore.
+//! malformed. Snapshots are a stream of records, one session or one key at a time (see
+//! `snapshot.rs` for the format, which carries its own version byte).
 
 mod commands;
 mod glob;
+mod snapshot;
 mod store;
 mod wire;
 
@@ -172,7 +173,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use paxos_core::{Committed, ProposalId, StateMachine, StateMachineError};
+use paxos_core::{
+    Committed, ProposalId, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError,
+};
 use serde::{Deserialize, Serialize};
 
 use store::Store;
@@ -759,15 +762,12 @@ impl StateMachine for KvStateMachine {
         Ok(self.answer(query).encode())
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        postcard::to_allocvec(&self.state)
-            .map(Bytes::from)
-            .map_err(|e| StateMachineError::with_source("snapshot encoding", e))
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        snapshot::write(&self.state, out).await
     }
 
-    async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        self.state = postcard::from_bytes(data)
-            .map_err(|e| StateMachineError::with_source("snapshot decoding", e))?;
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        self.state = snapshot::read(input).await?;
         Ok(())
     }
 }

@@ -54,6 +54,13 @@ pub(super) struct ScanPage {
 }
 
 impl Store {
+    /// Every key and value, in scan order (what a snapshot writes).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.map
+            .iter()
+            .map(|(key, value)| (key.bytes.as_slice(), value.as_slice()))
+    }
+
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }

@@ -18,8 +18,8 @@ use event_listener::Event;
 use futures::channel::oneshot;
 use paxos_core::{
     Committed, Config, Envelope, Inbound, NodeId, PersistBatch, ProposalId, RecoveredState, Role,
-    Slot, Snapshot, StateMachine, StateMachineError, Storage, StorageError, Transport,
-    TransportError,
+    Slot, SnapshotMeta, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError, Storage,
+    StorageError, Transport, TransportError,
 };
 use paxos_net_tcp::TcpConfig;
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, Runtime, timeout_at};
@@ -211,12 +211,43 @@ impl StateMachine for Kv {
             .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(&v.to_le_bytes())))
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Err(StateMachineError::new("no snapshots in tests"))
+    /// The applied point, the number of pairs, then the pairs: 8 bytes each, little-endian.
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        let io = |e| StateMachineError::with_source("snapshot", e);
+        let (applied, map) = {
+            let state = self.state();
+            (state.applied, state.map.clone())
+        };
+        out.write(&applied.0.to_le_bytes()).await.map_err(io)?;
+        out.write(&(map.len() as u64).to_le_bytes())
+            .await
+            .map_err(io)?;
+        for (key, value) in map {
+            out.write(&key.to_le_bytes()).await.map_err(io)?;
+            out.write(&value.to_le_bytes()).await.map_err(io)?;
+        }
+        Ok(())
     }
 
-    async fn restore(&mut self, _data: &[u8]) -> Result<(), StateMachineError> {
-        Err(StateMachineError::new("no snapshots in tests"))
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        async fn next(input: &mut dyn SnapshotRead) -> Result<u64, StateMachineError> {
+            let mut word = [0; 8];
+            match input.read_full(&mut word).await {
+                Ok(8) => Ok(u64::from_le_bytes(word)),
+                Ok(_) => Err(StateMachineError::new("snapshot cut short")),
+                Err(e) => Err(StateMachineError::with_source("restore", e)),
+            }
+        }
+        let applied = Slot(next(input).await?);
+        let mut map = BTreeMap::new();
+        for _ in 0..next(input).await? {
+            let key = next(input).await?;
+            map.insert(key, next(input).await?);
+        }
+        let mut state = self.state();
+        state.applied = applied;
+        state.map = map;
+        Ok(())
     }
 }
 
@@ -366,12 +397,28 @@ impl Storage for GatedStorage {
         self.inner.persist(batch).await
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.inner.save_snapshot(snapshot).await
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.inner.begin_snapshot(upto).await
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.inner.load_snapshot().await
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.append_snapshot(bytes).await
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.inner.staged_snapshot().await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        self.inner.commit_snapshot().await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.inner.snapshot().await
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.inner.read_snapshot(offset, buf).await
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
-    Committed, Config, NodeId, ProposalId, Slot, StateMachine, StateMachineError, Storage,
+    Committed, Config, NodeId, ProposalId, Slot, SnapshotRead, SnapshotWrite, StateMachine,
+    StateMachineError, Storage,
 };
 use paxos_kv::kv::KvStateMachine;
 use paxos_node::{FatalError, NodeBuilder, NodeHandle, NodeOptions};
@@ -111,12 +112,12 @@ impl StateMachine for Recording {
         self.inner.query(query).await
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        self.inner.snapshot().await
+    async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        self.inner.snapshot(out).await
     }
 
-    async fn restore(&mut self, data: &[u8]) -> Result<(), StateMachineError> {
-        self.inner.restore(data).await
+    async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        self.inner.restore(input).await
     }
 }
 

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use paxos_core::{PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError};
+use paxos_core::{PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError};
 use paxos_runtime::Runtime;
 use paxos_storage::MemoryStorage;
 
@@ -75,12 +75,30 @@ impl Storage for SimDisk {
         self.platter.persist(batch).await
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.platter.save_snapshot(snapshot).await
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.platter.begin_snapshot(upto).await
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.platter.load_snapshot().await
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.platter.append_snapshot(bytes).await
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.platter.staged_snapshot().await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        // The fsync and rename take a sync's time; a crash during it keeps the old one.
+        self.rt.sleep(self.sync).await;
+        self.platter.commit_snapshot().await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.platter.snapshot().await
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.platter.read_snapshot(offset, buf).await
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {
@@ -139,12 +157,28 @@ impl Storage for AckBeforeSync {
         Ok(())
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.disk.save_snapshot(snapshot).await
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.disk.begin_snapshot(upto).await
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.disk.load_snapshot().await
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.disk.append_snapshot(bytes).await
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.disk.staged_snapshot().await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        self.disk.commit_snapshot().await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.disk.snapshot().await
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.disk.read_snapshot(offset, buf).await
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {

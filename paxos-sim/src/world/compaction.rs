@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use paxos_core::{CoreSnapshot, RecoveredState, Snapshot, SnapshotFetch};
+use paxos_core::{CoreSnapshot, RecoveredState, Slot, SnapshotFetch, Storage};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -53,11 +53,7 @@ impl World {
                 self.snapshots.insert(upto, data.clone());
             }
         }
-        let snapshot = Snapshot {
-            upto,
-            data: data.into(),
-        };
-        block_on(node.storage.save_snapshot(&snapshot)).map_err(|e| format!("save: {e}"))?;
+        save(&mut *node.storage, upto, &data)?;
         r.compact(upto);
         block_on(node.storage.compact(upto)).map_err(|e| format!("compact: {e}"))?;
         self.report.snapshots += 1;
@@ -105,9 +101,7 @@ impl World {
             self.report.transfers_cut += 1;
             return Ok(());
         }
-        let Some(snapshot) =
-            block_on(self.nodes[from].storage.load_snapshot()).map_err(|e| e.to_string())?
-        else {
+        let Some(snapshot) = load(&mut *self.nodes[from].storage)? else {
             return Err(format!(
                 "replica {} offered a snapshot it does not have",
                 from + 1
@@ -124,7 +118,7 @@ impl World {
         }
         // Durable first, then the state machine, then the core: a crash in between
         // restarts from this snapshot.
-        block_on(node.storage.save_snapshot(&snapshot)).map_err(|e| format!("save: {e}"))?;
+        save(&mut *node.storage, snapshot.0, &snapshot.1)?;
         if self.cfg.bug != Some(Bug::InstallKeepsStaleState) {
             node.kv = kv;
         }
@@ -146,9 +140,7 @@ impl World {
     ) -> Result<(), String> {
         let node = &mut self.nodes[n];
         node.fetching = false;
-        let Some(snapshot) =
-            block_on(node.storage.load_snapshot()).map_err(|e| format!("load snapshot: {e}"))?
-        else {
+        let Some(snapshot) = load(&mut *node.storage)? else {
             return Ok(());
         };
         let (core, kv) = decode(&snapshot)?;
@@ -158,14 +150,39 @@ impl World {
     }
 }
 
-fn decode(snapshot: &Snapshot) -> Result<(CoreSnapshot, Kv), String> {
-    let sim: SimSnapshot =
-        postcard::from_bytes(&snapshot.data).map_err(|e| format!("snapshot data: {e}"))?;
+/// Saves `data` as the snapshot at `upto`, streamed in small pieces as a driver does.
+fn save(storage: &mut dyn Storage, upto: Slot, data: &[u8]) -> Result<(), String> {
+    block_on(async {
+        storage.begin_snapshot(upto).await?;
+        for piece in data.chunks(64) {
+            storage.append_snapshot(piece).await?;
+        }
+        storage.commit_snapshot().await.map(drop)
+    })
+    .map_err(|e| format!("save snapshot: {e}"))
+}
+
+/// The saved snapshot, read back whole (the sim's are small).
+fn load(storage: &mut dyn Storage) -> Result<Option<(Slot, Vec<u8>)>, String> {
+    block_on(async {
+        let Some(meta) = storage.snapshot().await? else {
+            return Ok(None);
+        };
+        let mut data = vec![0; meta.len as usize];
+        let n = storage.read_snapshot(0, &mut data).await?;
+        data.truncate(n);
+        Ok(Some((meta.upto, data)))
+    })
+    .map_err(|e: paxos_core::StorageError| format!("load snapshot: {e}"))
+}
+
+fn decode((upto, data): &(Slot, Vec<u8>)) -> Result<(CoreSnapshot, Kv), String> {
+    let sim: SimSnapshot = postcard::from_bytes(data).map_err(|e| format!("snapshot data: {e}"))?;
     let core = CoreSnapshot::decode(&sim.core).map_err(|e| e.to_string())?;
-    if core.upto() != snapshot.upto {
+    if core.upto() != *upto {
         return Err(format!(
             "snapshot saved at {} holds a core snapshot at {}",
-            snapshot.upto,
+            upto,
             core.upto()
         ));
     }

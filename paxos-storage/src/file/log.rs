@@ -12,16 +12,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
 use futures::channel::oneshot;
-use paxos_core::{RecoveredState, Slot, Snapshot, StorageError, StoreOwner};
+use paxos_core::{RecoveredState, Slot, SnapshotMeta, StorageError, StoreOwner};
 
 use super::faults::WriteFault;
 use super::recovery::{self, Mode, SegmentInfo};
+use super::snapshot::SnapshotFiles;
 use super::{
-    FileStorageOptions, IoFaults, Preallocate, SEGMENT_SUFFIX, SNAPSHOT_FILE,
-    SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC, TMP_SUFFIX, ZERO_AHEAD_BYTES, io_error, owner,
-    preallocate, record, replace_file, sync_all,
+    FileStorageOptions, IoFaults, Preallocate, SEGMENT_SUFFIX, TMP_SUFFIX, ZERO_AHEAD_BYTES,
+    io_error, owner, preallocate, record, sync_all,
 };
 
 /// Name of the I/O thread.
@@ -74,12 +73,27 @@ pub(crate) enum Job {
     Reload {
         reply: oneshot::Sender<Result<RecoveredState, StorageError>>,
     },
-    SaveSnapshot {
-        snapshot: Snapshot,
+    BeginSnapshot {
+        upto: Slot,
         reply: oneshot::Sender<Result<(), StorageError>>,
     },
-    LoadSnapshot {
-        reply: oneshot::Sender<Result<Option<Snapshot>, StorageError>>,
+    AppendSnapshot {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+    StagedSnapshot {
+        reply: oneshot::Sender<Option<SnapshotMeta>>,
+    },
+    CommitSnapshot {
+        reply: oneshot::Sender<Result<SnapshotMeta, StorageError>>,
+    },
+    SavedSnapshot {
+        reply: oneshot::Sender<Result<Option<SnapshotMeta>, StorageError>>,
+    },
+    ReadSnapshot {
+        offset: u64,
+        len: usize,
+        reply: oneshot::Sender<Result<Vec<u8>, StorageError>>,
     },
     Claim {
         owner: StoreOwner,
@@ -110,6 +124,8 @@ pub(crate) struct Log {
     pub(super) active: Option<Active>,
     pub(super) next_seq: u64,
     pub(super) shared: Arc<Shared>,
+    /// The staged and saved snapshot files.
+    pub(super) snapshots: SnapshotFiles,
 }
 
 /// The segment appends go to.
@@ -148,18 +164,36 @@ impl Log {
             Job::Reload { reply } => {
                 let _ = reply.send(self.reload());
             }
-            Job::SaveSnapshot { snapshot, reply } => {
-                let result = self.shared.check_poisoned().and_then(|()| {
-                    self.write_snapshot(&snapshot)
-                        .map_err(|e| self.shared.poison(e))
+            Job::BeginSnapshot { upto, reply } => {
+                let result = self.snapshot_write(|log| log.snapshots.begin(&log.dir, upto));
+                let _ = reply.send(result);
+            }
+            Job::AppendSnapshot { bytes, reply } => {
+                let result = self.snapshot_write(|log| log.snapshots.append(&log.dir, &bytes));
+                let _ = reply.send(result);
+            }
+            Job::StagedSnapshot { reply } => {
+                let _ = reply.send(self.snapshots.staged());
+            }
+            Job::CommitSnapshot { reply } => {
+                let result = self.snapshot_write(|log| {
+                    let faults = log.options.faults.as_ref();
+                    log.snapshots.commit(&log.dir, &log.dir_file, faults)
                 });
                 let _ = reply.send(result);
             }
-            Job::LoadSnapshot { reply } => {
+            Job::SavedSnapshot { reply } => {
                 let result = self
                     .shared
                     .check_poisoned()
-                    .and_then(|()| self.read_snapshot());
+                    .and_then(|()| self.snapshots.saved(&self.dir));
+                let _ = reply.send(result);
+            }
+            Job::ReadSnapshot { offset, len, reply } => {
+                let result = self
+                    .shared
+                    .check_poisoned()
+                    .and_then(|()| self.snapshots.read(&self.dir, offset, len));
                 let _ = reply.send(result);
             }
             Job::Claim { owner, reply } => {
@@ -317,6 +351,20 @@ impl Log {
         Ok(recovered.state())
     }
 
+    /// Runs a snapshot write unless poisoned; an I/O failure poisons the store (a
+    /// contract error does not: nothing was written).
+    fn snapshot_write<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.shared.check_poisoned()?;
+        match write(self) {
+            Err(e @ StorageError::InvalidCall(_)) => Err(e),
+            Err(e) => Err(self.shared.poison(e)),
+            ok => ok,
+        }
+    }
+
     /// Checks `owner` against the `OWNER` file, writing it on the first claim.
     fn claim(&self, owner: StoreOwner) -> Result<(), StorageError> {
         self.shared.check_poisoned()?;
@@ -330,54 +378,5 @@ impl Log {
             None => owner::write(&self.dir, &self.dir_file, owner, self.faults())
                 .map_err(|e| self.shared.poison(e)),
         }
-    }
-
-    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let mut header = [0_u8; SNAPSHOT_HEADER_BYTES];
-        header[0..4].copy_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
-        header[8..16].copy_from_slice(&snapshot.upto.0.to_le_bytes());
-        header[16..24].copy_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), &snapshot.data);
-        header[4..8].copy_from_slice(&crc.to_le_bytes());
-        let parts: [&[u8]; 2] = [&header, &snapshot.data];
-        replace_file(
-            &self.dir,
-            &self.dir_file,
-            SNAPSHOT_FILE,
-            &parts,
-            self.faults(),
-        )
-    }
-
-    fn read_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(format!("read {}", path.display()), e)),
-        };
-        let bad = |reason: &str| recovery::corrupt(&path, 0, reason.into());
-        let Some((header, data)) = bytes.split_first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
-            return Err(bad("the snapshot file is shorter than its header"));
-        };
-        let field = |range: std::ops::Range<usize>| {
-            let mut word = [0; 8];
-            word[..range.len()].copy_from_slice(&header[range]);
-            u64::from_le_bytes(word)
-        };
-        if field(0..4) != u64::from(SNAPSHOT_MAGIC) {
-            return Err(bad("the snapshot file has a bad magic number"));
-        }
-        if field(16..24) != data.len() as u64 {
-            return Err(bad("the snapshot file's length does not match its header"));
-        }
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), data);
-        if u64::from(crc) != field(4..8) {
-            return Err(bad("the snapshot file fails its checksum"));
-        }
-        Ok(Some(Snapshot {
-            upto: Slot(field(8..16)),
-            data: Bytes::copy_from_slice(data),
-        }))
     }
 }

@@ -9,7 +9,8 @@
 //! * `NNNNNNNNNNNNNNNNNNNN.wal`: log segments. The 20-digit name is the sequence number of
 //!   the segment's first record; sequence numbers grow by one per record across segments,
 //!   so a missing or truncated segment shows up as a gap.
-//! * `snapshot`: the last saved state-machine snapshot.
+//! * `snapshot`: the last committed snapshot (the node's state machine and core state,
+//!   opaque to the store), with a checksummed header; see `snapshot.rs`.
 //! * `OWNER`: the node and cluster the store belongs to, written by the first
 //!   [`claim`](Storage::claim) (see below).
 //! * `*.tmp`: files being created; deleted at open.
@@ -39,8 +40,10 @@
 //!   of once per 4 KiB block keeps a batch of 64 small entries as fast as the raw floor. It returns only after the `fdatasync`
 //!   returned. An empty batch writes nothing.
 //! * A new segment: the file (`fsync`), then the directory.
-//! * [`save_snapshot`](Storage::save_snapshot): `snapshot.tmp` is written and fsynced,
-//!   renamed over `snapshot`, and the directory fsynced.
+//! * Snapshots (`snapshot.rs`): [`begin_snapshot`](Storage::begin_snapshot) creates
+//!   `snapshot.tmp`, [`append_snapshot`](Storage::append_snapshot) writes to it (no sync),
+//!   and [`commit_snapshot`](Storage::commit_snapshot) writes its header, fsyncs it,
+//!   renames it over `snapshot` and fsyncs the directory.
 //! * [`claim`](Storage::claim), the first time: `OWNER.tmp` is written and fsynced,
 //!   renamed over `OWNER`, and the directory fsynced.
 //! * [`compact`](Storage::compact): the checkpoint record as in `persist`; then each
@@ -101,6 +104,7 @@ mod log;
 mod owner;
 mod record;
 mod recovery;
+mod snapshot;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -111,7 +115,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use paxos_core::{
-    HardState, PersistBatch, RecoveredState, Slot, Snapshot, Storage, StorageError, StoreOwner,
+    HardState, PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
 };
 
 pub use faults::IoFaults;
@@ -136,10 +140,6 @@ const TMP_SUFFIX: &str = ".tmp";
 /// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
 /// multiple of this, so reserved blocks are initialized once per window, not per block.
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
-/// Snapshot file header: magic, crc32c, `upto`, data length.
-const SNAPSHOT_HEADER_BYTES: usize = 24;
-/// Identifies a snapshot file and its format version.
-const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"PXS1");
 
 /// How [`FileStorage`] preallocates segments.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -337,6 +337,7 @@ impl FileStorage {
             dir_file,
             options,
             segments: recovered.segments.iter().cloned().collect(),
+            snapshots: Default::default(),
             active,
             next_seq: recovered.next_seq,
             shared: shared.clone(),
@@ -495,17 +496,46 @@ impl Storage for FileStorage {
         Ok(())
     }
 
-    async fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+    async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
         self.shared.check_poisoned()?;
-        // Cheap: the data is shared, not copied.
-        let snapshot = snapshot.clone();
-        self.call(|reply| Job::SaveSnapshot { snapshot, reply })
+        self.call(|reply| Job::BeginSnapshot { upto, reply })
             .await?
     }
 
-    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    /// Copies `bytes` into the job (the I/O thread writes them): callers append in
+    /// bounded pieces (the node's driver, 256 KiB), so this copy is bounded too.
+    async fn append_snapshot(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.shared.check_poisoned()?;
-        self.call(|reply| Job::LoadSnapshot { reply }).await?
+        let bytes = bytes.to_vec();
+        self.call(|reply| Job::AppendSnapshot { bytes, reply })
+            .await?
+    }
+
+    async fn staged_snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.shared.check_poisoned()?;
+        self.call(|reply| Job::StagedSnapshot { reply }).await
+    }
+
+    async fn commit_snapshot(&mut self) -> Result<SnapshotMeta, StorageError> {
+        self.shared.check_poisoned()?;
+        self.call(|reply| Job::CommitSnapshot { reply }).await?
+    }
+
+    /// The first call after open checks the whole file's checksum (one pass through a
+    /// 1 MiB buffer); later calls answer from what it found.
+    async fn snapshot(&mut self) -> Result<Option<SnapshotMeta>, StorageError> {
+        self.shared.check_poisoned()?;
+        self.call(|reply| Job::SavedSnapshot { reply }).await?
+    }
+
+    async fn read_snapshot(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        self.shared.check_poisoned()?;
+        let len = buf.len();
+        let bytes = self
+            .call(|reply| Job::ReadSnapshot { offset, len, reply })
+            .await??;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
     }
 
     async fn compact(&mut self, before: Slot) -> Result<(), StorageError> {

@@ -6,8 +6,8 @@ use std::os::unix::fs::FileExt;
 use bytes::Bytes;
 use futures::executor::block_on;
 use paxos_core::{
-    Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, Slot, Snapshot, Storage,
-    StorageError, Value,
+    Ballot, Command, Entry, HardState, NodeId, PersistBatch, ProposalId, Slot, SnapshotMeta,
+    Storage, StorageError, Value,
 };
 
 use super::*;
@@ -254,11 +254,8 @@ fn rollover_and_compaction_delete_old_segments() {
     }
     let before = store.segment_count();
     assert!(before >= 5, "{before}");
-    let snapshot = Snapshot {
-        upto: Slot(290),
-        data: Bytes::from_static(b"state"),
-    };
-    block_on(store.save_snapshot(&snapshot)).unwrap();
+    let snapshot = (290, &b"state"[..]);
+    save(&mut store, snapshot);
     block_on(store.compact(Slot(290))).unwrap();
     assert!(store.segment_count() <= 2, "{}", store.segment_count());
     let on_disk = recovery::list_segments(dir.path()).unwrap().len();
@@ -269,7 +266,7 @@ fn rollover_and_compaction_delete_old_segments() {
     let recovered = block_on(store.load()).unwrap();
     assert_eq!(recovered.hard_state, batch(298..300).hard_state.unwrap());
     assert_eq!(recovered.entries, batch(290..300).entries);
-    assert_eq!(block_on(store.load_snapshot()).unwrap(), Some(snapshot));
+    assert_eq!(saved(&mut store), Some(owned(snapshot)));
 }
 
 #[test]
@@ -373,12 +370,9 @@ fn failed_fsync_poisons_the_store_and_is_never_retried() {
         block_on(store.persist(&empty)),
         Err(StorageError::Poisoned(_))
     ));
-    let snapshot = Snapshot {
-        upto: Slot(1),
-        data: Bytes::new(),
-    };
+    let snapshot = (1, &b""[..]);
     assert!(matches!(
-        block_on(store.save_snapshot(&snapshot)),
+        block_on(store.begin_snapshot(Slot(snapshot.0))),
         Err(StorageError::Poisoned(_))
     ));
     assert!(matches!(
@@ -390,7 +384,7 @@ fn failed_fsync_poisons_the_store_and_is_never_retried() {
         Err(StorageError::Poisoned(_))
     ));
     assert!(matches!(
-        block_on(store.load_snapshot()),
+        block_on(store.snapshot()),
         Err(StorageError::Poisoned(_))
     ));
     assert_eq!(
@@ -435,40 +429,35 @@ fn failed_snapshot_fsync_poisons_and_keeps_the_old_snapshot() {
     let faults = IoFaults::new();
     let options = FileStorageOptions::default().faults(faults.clone());
     let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
-    let old = Snapshot {
-        upto: Slot(3),
-        data: Bytes::from_static(b"old"),
-    };
-    block_on(store.save_snapshot(&old)).unwrap();
+    let old = (3, &b"old"[..]);
+    save(&mut store, old);
     faults.fail_next_syncs(1);
-    let new = Snapshot {
-        upto: Slot(5),
-        data: Bytes::from_static(b"new"),
-    };
+    let new = (5, &b"new"[..]);
+    block_on(store.begin_snapshot(Slot(new.0))).unwrap();
+    block_on(store.append_snapshot(new.1)).unwrap();
     assert!(matches!(
-        block_on(store.save_snapshot(&new)),
+        block_on(store.commit_snapshot()),
         Err(StorageError::Io { .. })
     ));
     assert!(matches!(
-        block_on(store.save_snapshot(&new)),
+        block_on(store.begin_snapshot(Slot(new.0))),
         Err(StorageError::Poisoned(_))
     ));
     drop(store);
     let mut store = FileStorage::open(dir.path(), options).unwrap();
-    assert_eq!(block_on(store.load_snapshot()).unwrap(), Some(old));
+    assert_eq!(saved(&mut store), Some(owned(old)));
 }
 
 #[test]
 fn corrupt_snapshot_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path()).unwrap();
-    let snapshot = Snapshot {
-        upto: Slot(3),
-        data: Bytes::from_static(b"some state machine state"),
-    };
-    block_on(store.save_snapshot(&snapshot)).unwrap();
+    let snapshot = (3, &b"some state machine state"[..]);
+    save(&mut store, snapshot);
     flip_byte(&dir.path().join(SNAPSHOT_FILE), 30);
-    match block_on(store.load_snapshot()) {
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    match block_on(store.snapshot()) {
         Err(StorageError::Corrupt { file, .. }) => assert!(file.ends_with(SNAPSHOT_FILE)),
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -744,11 +733,8 @@ fn every_write_and_fsync_after_open_runs_on_the_io_thread() {
     for i in 0..20 {
         persist(&mut store, &batch(i * 2..i * 2 + 2));
     }
-    let snapshot = Snapshot {
-        upto: Slot(30),
-        data: Bytes::from_static(b"state"),
-    };
-    block_on(store.save_snapshot(&snapshot)).unwrap();
+    let snapshot = (30, &b"state"[..]);
+    save(&mut store, snapshot);
     block_on(store.compact(Slot(30))).unwrap();
     let threads = faults.sync_threads();
     // The owner file, every batch, new segments and their directory entries, the
@@ -792,4 +778,67 @@ fn a_persist_whose_future_is_dropped_still_completes() {
     drop(store);
     let mut store = open(dir.path()).unwrap();
     assert_eq!(slots(&mut store), vec![0, 1, 2, 3]);
+}
+
+/// Saves `(upto, data)` as the snapshot, in pieces of 5 bytes.
+fn save(store: &mut FileStorage, (upto, data): (u64, &[u8])) -> SnapshotMeta {
+    block_on(store.begin_snapshot(Slot(upto))).unwrap();
+    for piece in data.chunks(5) {
+        block_on(store.append_snapshot(piece)).unwrap();
+    }
+    block_on(store.commit_snapshot()).unwrap()
+}
+
+/// The saved snapshot's `upto` and bytes.
+fn saved(store: &mut FileStorage) -> Option<(u64, Vec<u8>)> {
+    let meta = block_on(store.snapshot()).unwrap()?;
+    let mut data = vec![0; meta.len as usize];
+    assert_eq!(block_on(store.read_snapshot(0, &mut data)), Ok(data.len()));
+    Some((meta.upto.0, data))
+}
+
+fn owned((upto, data): (u64, &[u8])) -> (u64, Vec<u8>) {
+    (upto, data.to_vec())
+}
+
+#[test]
+fn a_crash_while_staging_keeps_the_old_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    save(&mut store, (4, b"old state"));
+    block_on(store.begin_snapshot(Slot(9))).unwrap();
+    block_on(store.append_snapshot(&[7; 100_000])).unwrap();
+    // The process dies here: the store is dropped without a commit.
+    drop(store);
+    assert!(
+        dir.path().join("snapshot.tmp").exists(),
+        "staging is on disk"
+    );
+    let mut store = open(dir.path()).unwrap();
+    assert!(
+        !dir.path().join("snapshot.tmp").exists(),
+        "leftover staging deleted at open"
+    );
+    assert_eq!(saved(&mut store), Some((4, b"old state".to_vec())));
+    assert_eq!(block_on(store.staged_snapshot()), Ok(None));
+}
+
+#[test]
+fn a_snapshot_streams_without_being_held_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    block_on(store.begin_snapshot(Slot(77))).unwrap();
+    let piece: Vec<u8> = (0..256 << 10).map(|i: u32| (i % 251) as u8).collect();
+    for _ in 0..64 {
+        block_on(store.append_snapshot(&piece)).unwrap();
+    }
+    let meta = block_on(store.commit_snapshot()).unwrap();
+    assert_eq!(meta.len, 64 * piece.len() as u64);
+    drop(store);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(block_on(store.snapshot()), Ok(Some(meta)));
+    let mut buf = vec![0; 1000];
+    let at = 40 * piece.len() as u64 + 5;
+    assert_eq!(block_on(store.read_snapshot(at, &mut buf)), Ok(1000));
+    assert_eq!(buf, piece[5..1005]);
 }

@@ -1,4 +1,6 @@
-//! The admin port: `GET /status` (JSON), `GET /metrics` (Prometheus text), `GET /health`.
+//! The admin port: `GET /status` (JSON), `GET /metrics` (Prometheus text), `GET /health`,
+//! and `POST /compact` (take a snapshot and compact the log now; answers
+//! `{"upto": N}`, or 503 with the reason).
 //!
 //! # HTTP
 //!
@@ -9,7 +11,8 @@
 //!
 //! One request per connection (keep-alive off, `Connection: close`). `HEAD` gets the
 //! headers `GET` would, its `Content-Length` included (RFC 9110 §9.3.2), and no body;
-//! other methods get 405 with `Allow: GET, HEAD`; unknown paths 404; a malformed request
+//! `POST` is for `/compact` alone, other methods and other `POST`s get 405 with
+//! `Allow: GET, HEAD`; unknown paths 404; a malformed request
 //! head 400, one over 8 KiB 431 (hyper's answers). A connection that sends only empty
 //! lines is closed without a reply, as RFC 9112 §2.2 lets a server ignore them. Header
 //! names go out in title case (`Content-Length`), as before.
@@ -39,6 +42,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
 
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -83,11 +88,46 @@ type Reply = Response<Full<Bytes>>;
 /// Answers a `GET` (or `HEAD`) of a path.
 type Route = dyn Fn(&str) -> Reply + Send + Sync;
 
+/// Runs the `POST` of a path, if it is an action.
+type Action = dyn Fn(&str) -> Option<BoxFuture<'static, Reply>> + Send + Sync;
+
 /// Serves the admin port until the task is dropped.
 pub(crate) async fn serve(listener: Box<dyn Listener>, rt: Arc<dyn Runtime>, ctx: Arc<Ctx>) {
     let registry = crate::metrics::registry(&ctx.node, &ctx.stats);
+    let node = ctx.node.clone();
     let route = move |path: &str| route(path, &ctx, &registry);
-    serve_http(listener, rt, Bounds::DEFAULT, Arc::new(route)).await;
+    let action = move |path: &str| action(path, &node);
+    serve_http(
+        listener,
+        rt,
+        Bounds::DEFAULT,
+        Arc::new(route),
+        Arc::new(action),
+    )
+    .await;
+}
+
+/// `POST /compact`: a snapshot now. Bounded by the connection's time like any request;
+/// a compaction that takes longer goes on after the connection is closed.
+fn action(path: &str, node: &paxos_node::NodeHandle) -> Option<BoxFuture<'static, Reply>> {
+    if path != "/compact" {
+        return None;
+    }
+    let node = node.clone();
+    Some(Box::pin(async move {
+        match node.compact().await {
+            Ok(upto) => reply(
+                StatusCode::OK,
+                "application/json",
+                format!("{{\"upto\":{}}}\n", upto.0),
+            ),
+            Err(e) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("compaction failed: {e}\n"),
+            ),
+        }
+    }))
 }
 
 /// The HTTP layer: accepts connections within `bounds` and answers each with `route`.
@@ -96,6 +136,7 @@ async fn serve_http(
     rt: Arc<dyn Runtime>,
     bounds: Bounds,
     route: Arc<Route>,
+    action: Arc<Action>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -115,9 +156,10 @@ async fn serve_http(
             );
             continue;
         };
-        let (task_rt, route) = (rt.clone(), route.clone());
+        let (task_rt, route, action) = (rt.clone(), route.clone(), action.clone());
         rt.spawn(Box::pin(async move {
-            connection(conn, &*task_rt, bounds.connection_time, &*route).await;
+            let time = bounds.connection_time;
+            connection(conn, &*task_rt, time, &*route, &*action).await;
             drop(slot);
         }));
     }
@@ -143,19 +185,29 @@ impl Drop for Slot {
 }
 
 /// Serves one request on `conn`, then closes it; all within `time`.
-async fn connection(conn: BoxConn, rt: &dyn Runtime, time: Duration, route: &Route) {
+async fn connection(
+    conn: BoxConn,
+    rt: &dyn Runtime,
+    time: Duration,
+    route: &Route,
+    action: &Action,
+) {
     let deadline = rt.now() + time;
     let service = hyper::service::service_fn(|request: Request<Incoming>| {
+        let path = request.uri().path();
         let reply = match *request.method() {
-            Method::GET | Method::HEAD => route(request.uri().path()),
-            _ => {
-                let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-                let allow = HeaderValue::from_static("GET, HEAD");
-                reply.headers_mut().insert(ALLOW, allow);
-                reply
-            }
+            Method::GET | Method::HEAD => Either::Left(route(path)),
+            Method::POST => match action(path) {
+                Some(running) => Either::Right(running),
+                None => Either::Left(not_allowed()),
+            },
+            _ => Either::Left(not_allowed()),
         };
-        std::future::ready(Ok::<_, Infallible>(reply))
+        let reply: BoxFuture<'static, Reply> = match reply {
+            Either::Left(now) => Box::pin(std::future::ready(now)),
+            Either::Right(running) => running,
+        };
+        reply.map(Ok::<_, Infallible>)
     });
     let mut http = http1::Builder::new()
         .keep_alive(false)
@@ -173,6 +225,13 @@ async fn connection(conn: BoxConn, rt: &dyn Runtime, time: Duration, route: &Rou
     let conn = http.into_parts().io.into_inner();
     let linger_until = deadline.min(rt.now() + LINGER_TIME);
     crate::server::lingering_close(rt, conn, linger_until, LINGER_BYTES).await;
+}
+
+fn not_allowed() -> Reply {
+    let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    let allow = HeaderValue::from_static("GET, HEAD");
+    reply.headers_mut().insert(ALLOW, allow);
+    reply
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
@@ -252,6 +311,14 @@ struct Status {
     max_command_bytes: usize,
     /// The largest key + value of a `SET`, bytes.
     max_set_bytes: usize,
+    /// The first slot still in the log (everything below is in the snapshot).
+    log_start: u64,
+    /// Size of the saved snapshot, bytes (0 if none).
+    snapshot_bytes: u64,
+    /// Snapshots this node took of its own state.
+    snapshots_taken: u64,
+    /// Snapshots it fetched from a peer and installed.
+    snapshots_installed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -287,6 +354,7 @@ impl Status {
             }
         });
         let max_command_bytes = ctx.node.max_command_bytes();
+        let metrics = ctx.node.metrics();
         Self {
             id: s.id.0,
             pid: std::process::id(),
@@ -311,6 +379,10 @@ impl Status {
             storage: ctx.config.storage,
             max_command_bytes,
             max_set_bytes: crate::server::max_set_bytes(max_command_bytes),
+            log_start: metrics.log_start,
+            snapshot_bytes: metrics.snapshot_bytes,
+            snapshots_taken: metrics.snapshots_taken,
+            snapshots_installed: metrics.snapshots_installed,
         }
     }
 }
@@ -349,7 +421,14 @@ mod tests {
         let listener = rt.bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
         let addr = listener.local_addr().unwrap();
         let route = |path: &str| reply(StatusCode::OK, "text/plain", format!("body of {path}\n"));
-        let server = pin!(serve_http(listener, rt, bounds, Arc::new(route)));
+        let action = |_: &str| None;
+        let server = pin!(serve_http(
+            listener,
+            rt,
+            bounds,
+            Arc::new(route),
+            Arc::new(action)
+        ));
         match select(server, pin!(client(addr))).await {
             Either::Left(_) => unreachable!("the server returned"),
             Either::Right(((), _)) => {}

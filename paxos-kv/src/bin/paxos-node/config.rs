@@ -90,6 +90,9 @@ pub(crate) struct ConfigFile {
     pub(crate) max_sessions: Option<usize>,
     pub(crate) request_timeout_ms: Option<u64>,
     pub(crate) client_deadline_ms: Option<u64>,
+    pub(crate) compact_every_entries: Option<u64>,
+    pub(crate) compact_every_bytes: Option<u64>,
+    pub(crate) compact_keep_entries: Option<u64>,
     /// Last: a TOML table must follow the plain keys.
     pub(crate) tls: Option<TlsFiles>,
 }
@@ -148,6 +151,16 @@ pub(crate) struct ServeArgs {
     /// with an error, in ms. Default 10000.
     #[arg(long)]
     pub(crate) client_deadline_ms: Option<u64>,
+    /// Snapshot the store and compact the log after this many log slots applied since the
+    /// last snapshot; 0: never by count. Default 50000.
+    #[arg(long)]
+    pub(crate) compact_every_entries: Option<u64>,
+    /// ... or after this many bytes of commands applied; 0: never by size. Default 64 MiB.
+    #[arg(long)]
+    pub(crate) compact_every_bytes: Option<u64>,
+    /// Log slots kept behind a snapshot, for followers a little behind. Default 1000.
+    #[arg(long)]
+    pub(crate) compact_keep_entries: Option<u64>,
     /// This node ran before under this id and may have lost what it stored (memory
     /// storage, or a wiped data directory). If its store is empty it rejoins as a
     /// non-voting learner, because the promises it made are gone (`Config::bootstrap`
@@ -169,6 +182,22 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
     })
 }
 
+/// The node's default policy, which the `--compact-*` defaults repeat.
+static DEFAULT_COMPACTION: std::sync::LazyLock<paxos_node::Compaction> =
+    std::sync::LazyLock::new(paxos_node::Compaction::default);
+
+impl NodeConfig {
+    /// The compaction policy these settings give.
+    pub(crate) fn compaction(&self) -> paxos_node::Compaction {
+        let mut policy = paxos_node::Compaction::never();
+        policy.every_entries =
+            (self.compact_every_entries > 0).then_some(self.compact_every_entries);
+        policy.every_bytes = (self.compact_every_bytes > 0).then_some(self.compact_every_bytes);
+        policy.keep_entries = self.compact_keep_entries;
+        policy
+    }
+}
+
 /// The resolved settings of one replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NodeConfig {
@@ -185,6 +214,10 @@ pub(crate) struct NodeConfig {
     pub(crate) max_sessions: usize,
     pub(crate) request_timeout_ms: u64,
     pub(crate) client_deadline_ms: u64,
+    /// The compaction policy (see the `--compact-*` flags); 0 disables a threshold.
+    pub(crate) compact_every_entries: u64,
+    pub(crate) compact_every_bytes: u64,
+    pub(crate) compact_keep_entries: u64,
     /// See [`ServeArgs::rejoin`].
     pub(crate) rejoin: bool,
 }
@@ -255,6 +288,18 @@ impl NodeConfig {
                 .client_deadline_ms
                 .or(file.client_deadline_ms)
                 .unwrap_or(10_000),
+            compact_every_entries: args
+                .compact_every_entries
+                .or(file.compact_every_entries)
+                .unwrap_or(DEFAULT_COMPACTION.every_entries.unwrap_or(0)),
+            compact_every_bytes: args
+                .compact_every_bytes
+                .or(file.compact_every_bytes)
+                .unwrap_or(DEFAULT_COMPACTION.every_bytes.unwrap_or(0)),
+            compact_keep_entries: args
+                .compact_keep_entries
+                .or(file.compact_keep_entries)
+                .unwrap_or(DEFAULT_COMPACTION.keep_entries),
             rejoin: args.rejoin,
         };
         if config.max_sessions == 0
@@ -297,6 +342,9 @@ impl NodeConfig {
             max_sessions: Some(self.max_sessions),
             request_timeout_ms: Some(self.request_timeout_ms),
             client_deadline_ms: Some(self.client_deadline_ms),
+            compact_every_entries: Some(self.compact_every_entries),
+            compact_every_bytes: Some(self.compact_every_bytes),
+            compact_keep_entries: Some(self.compact_keep_entries),
             tls: self.tls.clone(),
         }
     }

@@ -140,6 +140,7 @@ pub(crate) async fn serve(
     let members = config.peers.iter().map(|p| NodeId(p.id)).collect();
     let mut options = NodeOptions::default();
     options.request_timeout = Duration::from_millis(config.request_timeout_ms);
+    options.compaction = config.compaction();
     // The builder starts the transport and opens the storage, so that the node id and
     // cluster id are given once and checked (addresses, frame limit, data directory).
     let mut core = Config::new(NodeId(config.id), members);

@@ -1,0 +1,408 @@
+//! The driver's snapshot work, between two cycles: taking snapshots by policy or on
+//! demand, answering peers' chunk requests under the rate limit, and fetching and
+//! installing a snapshot when the core is behind a peer's compaction point.
+//!
+//! All of it runs on the driver task, when no `Ready` is outstanding and the state machine
+//! has applied exactly up to the core's applied point, so the state machine's snapshot and
+//! the core's describe the same prefix of the log.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use paxos_core::message::{SnapshotChunk, SnapshotRequest};
+use paxos_core::{Envelope, Inbound, Message, NodeId, Slot, SnapshotMeta};
+
+use crate::driver::Driver;
+use crate::error::{CompactError, FatalError};
+use crate::metrics::Counters;
+use crate::snapshot::{self, ChunkFate, Fetch, RateLimit, SnapshotFailure};
+
+/// Bound on compactions waiting (requests through the handle).
+const MAX_COMPACT_WAITERS: usize = 16;
+
+/// The driver's snapshot state.
+pub(crate) struct Snapshots {
+    /// The saved snapshot (what peers are sent), if any.
+    pub(crate) saved: Option<SnapshotMeta>,
+    /// Slots and command bytes applied since the last snapshot.
+    pub(crate) entries_since: u64,
+    pub(crate) bytes_since: u64,
+    /// The state machine refused to take a snapshot: never asked again by policy.
+    pub(crate) unsupported: bool,
+    /// After a failed snapshot, none by policy before another full interval.
+    pub(crate) failed_at_entries: Option<u64>,
+    /// A fetch under way.
+    pub(crate) fetch: Option<Fetch>,
+    /// Snapshot messages taken from the transport, handled after the cycle's `Ready`.
+    pub(crate) inbound: Vec<Inbound>,
+    /// Chunk requests to answer, at most one per peer (the latest).
+    pub(crate) requests: Vec<(NodeId, SnapshotRequest)>,
+    /// When the rate limit next allows a chunk, if a request waits on it.
+    pub(crate) send_at: Option<Instant>,
+    pub(crate) limit: RateLimit,
+    pub(crate) chunk_bytes: usize,
+    pub(crate) waiters: Vec<oneshot::Sender<Result<Slot, CompactError>>>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(saved: Option<SnapshotMeta>, chunk_bytes: usize, rate: u64) -> Self {
+        Self {
+            saved,
+            entries_since: 0,
+            bytes_since: 0,
+            unsupported: false,
+            failed_at_entries: None,
+            fetch: None,
+            inbound: Vec::new(),
+            requests: Vec::new(),
+            send_at: None,
+            limit: RateLimit::new(rate, chunk_bytes as u64, Instant::now()),
+            chunk_bytes,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Queues a compaction request from the handle.
+    pub(crate) fn add_waiter(&mut self, reply: oneshot::Sender<Result<Slot, CompactError>>) {
+        if self.waiters.len() >= MAX_COMPACT_WAITERS {
+            let _ = reply.send(Err(CompactError::Overloaded));
+        } else {
+            self.waiters.push(reply);
+        }
+    }
+
+    /// Fails every waiting compaction (the node is stopping).
+    pub(crate) fn fail_waiters(&mut self, fatal: &FatalError) {
+        for reply in self.waiters.drain(..) {
+            let _ = reply.send(Err(CompactError::Fatal(fatal.clone())));
+        }
+    }
+
+    fn answer_waiters(&mut self, outcome: &Result<Slot, CompactError>) {
+        for reply in self.waiters.drain(..) {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+impl Driver {
+    /// The cycle's snapshot work. Returns whether it did something (another cycle should
+    /// follow at once).
+    pub(crate) async fn snapshot_work(&mut self) -> Result<bool, FatalError> {
+        let mut did = !self.snapshots.inbound.is_empty();
+        for Inbound { from, message } in std::mem::take(&mut self.snapshots.inbound) {
+            match message {
+                Message::SnapshotRequest(request) => self.queue_request(from, request),
+                Message::SnapshotChunk(chunk) => self.receive_chunk(from, chunk).await?,
+                _ => {}
+            }
+        }
+        did |= self.serve_requests().await?;
+        self.drop_needless_fetch();
+        if !self.snapshots.waiters.is_empty() {
+            self.compact_on_demand().await?;
+            did = true;
+        } else if self.compaction_due() {
+            // A state machine failure is logged and counted there; the node goes on.
+            let _ = self.take_snapshot().await?;
+            did = true;
+        }
+        Ok(did)
+    }
+
+    /// When the driver must wake for snapshot work: the rate limit's next chunk.
+    pub(crate) fn snapshot_deadline(&self) -> Option<Instant> {
+        self.snapshots.send_at
+    }
+
+    // --- Taking snapshots -----------------------------------------------------------
+
+    fn compaction_due(&self) -> bool {
+        let s = &self.snapshots;
+        if s.unsupported || s.fetch.is_some() {
+            return false;
+        }
+        if let Some(at) = s.failed_at_entries {
+            // Back off a whole interval after a failure.
+            if s.entries_since < at.saturating_mul(2) {
+                return false;
+            }
+        }
+        self.options.compaction.due(s.entries_since, s.bytes_since)
+    }
+
+    async fn compact_on_demand(&mut self) -> Result<(), FatalError> {
+        let applied = self.replica.status().applied;
+        let outcome = if self.snapshots.fetch.is_some() {
+            Err(CompactError::Fetching)
+        } else if self.snapshots.saved.is_some_and(|s| s.upto == applied) || applied == Slot(0) {
+            Ok(self.snapshots.saved.map_or(Slot(0), |s| s.upto))
+        } else {
+            match self.take_snapshot().await? {
+                Ok(upto) => Ok(upto),
+                Err(e) => Err(CompactError::StateMachine(e)),
+            }
+        };
+        self.snapshots.answer_waiters(&outcome);
+        Ok(())
+    }
+
+    /// Takes a snapshot at the applied point, then compacts the log behind it. A state
+    /// machine's failure is returned (the node goes on with its whole log); a storage
+    /// failure is fatal.
+    async fn take_snapshot(
+        &mut self,
+    ) -> Result<Result<Slot, paxos_core::StateMachineError>, FatalError> {
+        let core = self.replica.core_snapshot();
+        let upto = core.upto();
+        let started = Instant::now();
+        match snapshot::take(&mut *self.storage, &mut *self.state_machine, &core).await {
+            Ok(meta) => {
+                tracing::info!(
+                    node = %self.replica.id(),
+                    %upto,
+                    bytes = meta.len,
+                    ms = started.elapsed().as_millis() as u64,
+                    "took a snapshot"
+                );
+                Counters::add(&self.shared.counters.snapshots_taken, 1);
+                self.saved_snapshot(meta);
+                let keep = self.options.compaction.keep_entries;
+                self.compact_log(Slot(upto.0.saturating_sub(keep))).await?;
+                Ok(Ok(upto))
+            }
+            Err(SnapshotFailure::Storage(e)) => Err(FatalError::Storage(e)),
+            Err(SnapshotFailure::StateMachine(e)) => {
+                Counters::add(&self.shared.counters.snapshot_failures, 1);
+                let s = &mut self.snapshots;
+                if e.message().contains("does not take snapshots") {
+                    if !s.unsupported {
+                        tracing::warn!(
+                            node = %self.replica.id(),
+                            "the state machine takes no snapshots: the log is never compacted"
+                        );
+                    }
+                    s.unsupported = true;
+                } else {
+                    tracing::warn!(node = %self.replica.id(), error = %e, "snapshot failed");
+                    s.failed_at_entries = Some(s.entries_since.max(1));
+                }
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Records `meta` as the saved snapshot.
+    fn saved_snapshot(&mut self, meta: SnapshotMeta) {
+        let s = &mut self.snapshots;
+        s.saved = Some(meta);
+        s.entries_since = 0;
+        s.bytes_since = 0;
+        s.failed_at_entries = None;
+        let counters = &self.shared.counters;
+        counters.snapshot_bytes.store(meta.len, Ordering::Relaxed);
+    }
+
+    /// Drops the log below `before` (covered by the saved snapshot), in the core and in
+    /// storage.
+    async fn compact_log(&mut self, before: Slot) -> Result<(), FatalError> {
+        self.replica.compact(before);
+        if let Err(e) = self.storage.compact(before).await {
+            return Err(FatalError::Storage(e));
+        }
+        let start = self.replica.status().log_start;
+        self.shared
+            .counters
+            .log_start
+            .store(start.0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    // --- Sending snapshots ----------------------------------------------------------
+
+    fn queue_request(&mut self, from: NodeId, request: SnapshotRequest) {
+        let requests = &mut self.snapshots.requests;
+        match requests.iter_mut().find(|(peer, _)| *peer == from) {
+            Some(slot) => slot.1 = request,
+            // One entry per peer that asks: bounded by the cluster's size, since the
+            // transport only admits members.
+            None => requests.push((from, request)),
+        }
+    }
+
+    /// Answers waiting requests while the rate limit allows. True if it sent any.
+    async fn serve_requests(&mut self) -> Result<bool, FatalError> {
+        self.snapshots.send_at = None;
+        let Some(saved) = self.snapshots.saved else {
+            // Nothing to send: only a node that compacted offers snapshots, so a request
+            // here is stale (from before a restart); the asker asks again elsewhere.
+            self.snapshots.requests.clear();
+            return Ok(false);
+        };
+        let mut sent = false;
+        while let Some((to, request)) = self.snapshots.requests.first().cloned() {
+            let offset = if request.upto == saved.upto {
+                request.offset.min(saved.len)
+            } else {
+                0
+            };
+            let len = (saved.len - offset).min(self.snapshots.chunk_bytes as u64);
+            if let Err(at) = self.snapshots.limit.take(len, Instant::now()) {
+                self.snapshots.send_at = Some(at);
+                break;
+            }
+            self.snapshots.requests.remove(0);
+            let mut bytes = vec![0; len as usize];
+            let n = match self.storage.read_snapshot(offset, &mut bytes).await {
+                Ok(n) => n,
+                Err(e) => return Err(FatalError::Storage(e)),
+            };
+            bytes.truncate(n);
+            let chunk = SnapshotChunk {
+                upto: saved.upto,
+                total: saved.len,
+                offset,
+                crc: crc32c::crc32c(&bytes),
+                bytes: bytes.into(),
+            };
+            let counters = &self.shared.counters;
+            Counters::add(&counters.snapshot_chunks_sent, 1);
+            Counters::add(&counters.snapshot_bytes_sent, n as u64);
+            self.send(to, Message::SnapshotChunk(chunk));
+            sent = true;
+        }
+        Ok(sent)
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        Counters::add(&self.shared.counters.sent[message.kind_index()], 1);
+        self.transport.send(vec![Envelope { to, message }]);
+    }
+
+    // --- Fetching snapshots ---------------------------------------------------------
+
+    /// The core asked (again) for a snapshot from `from` covering at least `upto`.
+    pub(crate) fn want_snapshot(&mut self, from: NodeId, upto: Slot) {
+        if upto <= self.replica.status().applied {
+            return;
+        }
+        let fetch = self
+            .snapshots
+            .fetch
+            .get_or_insert_with(|| Fetch::new(from, upto));
+        fetch.from = from;
+        fetch.min_upto = fetch.min_upto.max(upto);
+        self.ask_for_chunk();
+    }
+
+    fn ask_for_chunk(&mut self) {
+        let patience = self.options.snapshot_request_timeout;
+        let Some(fetch) = &mut self.snapshots.fetch else {
+            return;
+        };
+        if let Some(request) = fetch.due_request(Instant::now(), patience) {
+            let to = fetch.from;
+            self.send(to, Message::SnapshotRequest(request));
+        }
+    }
+
+    /// A fetch is no longer needed once the core caught up past it another way.
+    fn drop_needless_fetch(&mut self) {
+        let applied = self.replica.status().applied;
+        if let Some(fetch) = &self.snapshots.fetch {
+            let staged_ahead = fetch.staged.is_some_and(|s| s.upto > applied);
+            if fetch.min_upto <= applied && !staged_ahead {
+                self.snapshots.fetch = None;
+            }
+        }
+    }
+
+    async fn receive_chunk(
+        &mut self,
+        from: NodeId,
+        chunk: SnapshotChunk,
+    ) -> Result<(), FatalError> {
+        let applied = self.replica.status().applied;
+        let Some(fetch) = &self.snapshots.fetch else {
+            Counters::add(&self.shared.counters.snapshot_chunks_dropped, 1);
+            return Ok(());
+        };
+        let fate = fetch.judge(&chunk, applied);
+        if let ChunkFate::Drop(why) = fate {
+            tracing::trace!(node = %self.replica.id(), %from, why, "snapshot chunk dropped");
+            Counters::add(&self.shared.counters.snapshot_chunks_dropped, 1);
+            return Ok(());
+        }
+        if fate == ChunkFate::Begin {
+            if let Err(e) = self.storage.begin_snapshot(chunk.upto).await {
+                return Err(FatalError::Storage(e));
+            }
+        }
+        if let Err(e) = self.storage.append_snapshot(&chunk.bytes).await {
+            return Err(FatalError::Storage(e));
+        }
+        Counters::add(&self.shared.counters.snapshot_chunks_received, 1);
+        let fetch = self.snapshots.fetch.as_mut().expect("checked above");
+        fetch.staged_chunk(&fate, &chunk);
+        // Whoever sent a chunk we took holds this snapshot: continue with it.
+        fetch.from = from;
+        match fetch.finished() {
+            None => self.ask_for_chunk(),
+            Some(Err(staged)) => {
+                tracing::warn!(
+                    node = %self.replica.id(),
+                    upto = %staged.upto,
+                    "a fetched snapshot failed its checksum; fetching it again"
+                );
+                Counters::add(&self.shared.counters.snapshot_chunks_dropped, 1);
+                fetch.staged = None;
+                self.ask_for_chunk();
+            }
+            Some(Ok(_)) => self.install().await?,
+        }
+        Ok(())
+    }
+
+    /// Commits the fetched snapshot, restores the state machine from it and moves the
+    /// core past it. A crash before the commit leaves the previous snapshot and state; a
+    /// crash after it restarts from the new one.
+    async fn install(&mut self) -> Result<(), FatalError> {
+        self.snapshots.fetch = None;
+        let meta = match self.storage.commit_snapshot().await {
+            Ok(meta) => meta,
+            Err(e) => return Err(FatalError::Storage(e)),
+        };
+        let applied = self.replica.status().applied;
+        assert!(
+            meta.upto > applied,
+            "installing a snapshot at {} that is not ahead of the applied point {applied}",
+            meta.upto
+        );
+        let started = Instant::now();
+        let core = match snapshot::restore(&mut *self.storage, &mut *self.state_machine, meta).await
+        {
+            Ok(core) => core,
+            Err(SnapshotFailure::Storage(e)) => return Err(FatalError::Storage(e)),
+            Err(SnapshotFailure::StateMachine(e)) => return Err(FatalError::StateMachine(e)),
+        };
+        let now = self.tick();
+        // Checked ahead of the restore: nothing moved the applied point since.
+        assert!(
+            self.replica.install_snapshot(now, core),
+            "the core refused a snapshot ahead of its applied point"
+        );
+        tracing::info!(
+            node = %self.replica.id(),
+            upto = %meta.upto,
+            bytes = meta.len,
+            ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot fetched from a peer"
+        );
+        Counters::add(&self.shared.counters.snapshots_installed, 1);
+        self.saved_snapshot(meta);
+        self.compact_log(meta.upto).await?;
+        self.publish_status();
+        Ok(())
+    }
+}
