@@ -121,7 +121,8 @@ pub enum StorageError {
     /// The store is closed.
     Closed,
     /// The caller broke the trait's contract (for example, appended to a snapshot it
-    /// never began, or read past a snapshot's end). Nothing was written.
+    /// never began, or read a snapshot when none is saved). Nothing was written, and the
+    /// store is not poisoned.
     InvalidCall(String),
 }
 

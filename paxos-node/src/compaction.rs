@@ -129,7 +129,10 @@ impl Driver {
                 return false;
             }
         }
-        self.options.compaction.due(s.entries_since, s.bytes_since)
+        let saved = s.saved.map_or(0, |m| m.len);
+        self.options
+            .compaction
+            .due(s.entries_since, s.bytes_since, saved)
     }
 
     async fn compact_on_demand(&mut self) -> Result<(), FatalError> {

@@ -83,10 +83,16 @@ fn run_chunk(chunk: u64) {
         "largest value written: {largest} bytes"
     );
     assert!(sum(|r| r.clients.writes_ok) > 0 && sum(|r| r.clients.reads_ok) > 0);
+    // Compaction ran, and nodes left behind a compaction point caught up by transfer.
+    assert!(
+        sum(|r| r.snapshots_taken) > 0 && sum(|r| r.snapshots_installed) > 0,
+        "chunk {chunk}: no snapshot taken or installed"
+    );
     eprintln!(
         "chunk {chunk}: seeds {}..{} and {}..{} (fresh window from {fresh}), violations=0 \
          writes={} reads={} crashes={} partitions={} long_partitions={} pauses={} wipes={} \
-         down_for_good={} storage_stops={} largest_value={largest} wall={:.1}s",
+         down_for_good={} storage_stops={} snapshots_taken={} snapshots_installed={} \
+         largest_value={largest} wall={:.1}s",
         chunk * FIXED,
         (chunk + 1) * FIXED,
         fresh + chunk * FRESH,
@@ -100,6 +106,8 @@ fn run_chunk(chunk: u64) {
         sum(|r| r.faults.wipes),
         sum(|r| r.faults.down_for_good),
         sum(|r| r.storage_stops),
+        sum(|r| r.snapshots_taken),
+        sum(|r| r.snapshots_installed),
         started.elapsed().as_secs_f64()
     );
 }

@@ -1,7 +1,6 @@
 //! Encodings: round trips of every type, garbage and hostile nesting never panicking, the
 //! size rule of [`KvCommand::max_request_bytes`], and snapshots.
 
-
 use proptest::prelude::*;
 
 use super::*;

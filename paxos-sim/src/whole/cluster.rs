@@ -112,11 +112,25 @@ impl StateMachine for Recording {
         self.inner.query(query).await
     }
 
+    /// The next slot to apply, then the KV store's snapshot: a restored incarnation goes
+    /// on checking that slots come contiguous from there.
     async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
+        out.write(&self.next.0.to_le_bytes())
+            .await
+            .map_err(|e| StateMachineError::with_source("snapshot", e))?;
         self.inner.snapshot(out).await
     }
 
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
+        let mut next = [0; 8];
+        let read = input
+            .read_full(&mut next)
+            .await
+            .map_err(|e| StateMachineError::with_source("restore", e))?;
+        if read != 8 {
+            return Err(StateMachineError::new("snapshot cut short"));
+        }
+        self.next = Slot(u64::from_le_bytes(next));
         self.inner.restore(input).await
     }
 }
@@ -138,6 +152,9 @@ pub(crate) struct Timing {
     /// The core's `max_inflight_slots` (varied by seed): a leader's Accepts stay below its
     /// commit point plus this (checked by the network).
     pub(crate) window: u64,
+    /// Compaction every this many applied slots, keeping this many (by seed; `None`:
+    /// never by policy).
+    pub(crate) compaction: Option<(u64, u64)>,
 }
 
 pub(crate) struct NodeSlot {
@@ -314,6 +331,11 @@ impl Cluster {
         let mut options = NodeOptions::default();
         options.request_timeout = self.timing.request_timeout;
         options.request_queue = 256;
+        options.compaction = paxos_node::Compaction::never();
+        if let Some((every, keep)) = self.timing.compaction {
+            options.compaction.every_entries = Some(every);
+            options.compaction.keep_entries = keep;
+        }
         let builder = NodeBuilder::new(config)
             .options(options)
             .transport(Box::new(self.net.attach(i)))
