@@ -237,6 +237,9 @@ impl Driver {
     /// Answers waiting requests while the rate limit allows. True if it sent any.
     async fn serve_requests(&mut self) -> Result<bool, FatalError> {
         self.snapshots.send_at = None;
+        if self.snapshots.requests.is_empty() {
+            return Ok(false);
+        }
         let Some(saved) = self.snapshots.saved else {
             // Nothing to send: only a node that compacted offers snapshots, so a request
             // here is stale (from before a restart); the asker asks again elsewhere.
@@ -312,12 +315,14 @@ impl Driver {
 
     /// A fetch is no longer needed once the core caught up past it another way.
     fn drop_needless_fetch(&mut self) {
+        let Some(fetch) = &self.snapshots.fetch else {
+            // The common case, every cycle: nothing to look up.
+            return;
+        };
         let applied = self.replica.status().applied;
-        if let Some(fetch) = &self.snapshots.fetch {
-            let staged_ahead = fetch.staged.is_some_and(|s| s.upto > applied);
-            if fetch.min_upto <= applied && !staged_ahead {
-                self.snapshots.fetch = None;
-            }
+        let staged_ahead = fetch.staged.is_some_and(|s| s.upto > applied);
+        if fetch.min_upto <= applied && !staged_ahead {
+            self.snapshots.fetch = None;
         }
     }
 
