@@ -328,7 +328,9 @@ pub use ready::{
     SnapshotFetch, Status,
 };
 pub use replica::Replica;
-pub use state_machine::{SnapshotRead, SnapshotWrite, StateMachine, StateMachineError};
+pub use state_machine::{
+    FrozenState, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError,
+};
 pub use storage::{SnapshotMeta, Storage, StorageError, StoreOwner};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};

@@ -136,6 +136,24 @@ pub trait StateMachine: Send {
         ))
     }
 
+    /// Freezes the applied state, so that its snapshot can be written on another thread
+    /// while the node goes on applying.
+    ///
+    /// Called instead of [`snapshot`](Self::snapshot), at the same point: every command
+    /// handed to [`apply`](Self::apply) is applied and nothing else. Return a cheap,
+    /// independent copy of that state (a persistent map's clone, a copy-on-write
+    /// handle): the node calls [`FrozenState::write`] on a thread of its own and keeps
+    /// calling `apply` and `query` meanwhile, so the copy must not see those changes.
+    /// The bytes it writes must be exactly the bytes `snapshot` would have written.
+    ///
+    /// The default returns `None`: the node then calls `snapshot` on its own task, which
+    /// stops it from serving for as long as the snapshot takes to write (about a second
+    /// per 300 MB). A state machine with more than a few megabytes of state should
+    /// implement this.
+    fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
+        None
+    }
+
     /// Replaces the whole state with the one `input` holds: the bytes an earlier
     /// [`snapshot`](Self::snapshot) wrote, on this replica or another (after a transfer).
     ///
@@ -149,6 +167,18 @@ pub trait StateMachine: Send {
             "this state machine does not restore snapshots",
         ))
     }
+}
+
+/// A copy of a state machine's state, taken by [`StateMachine::freeze`], that writes its
+/// snapshot on a thread of the node's.
+pub trait FrozenState: Send + 'static {
+    /// Writes the snapshot into `out`, the same bytes [`StateMachine::snapshot`] writes.
+    ///
+    /// Runs on a thread of its own, so it may block and take its time; `out` blocks while
+    /// the node's storage catches up, which bounds the memory the snapshot holds. A write
+    /// to `out` fails once the node abandons the snapshot (it stopped, or it began
+    /// fetching a newer one from a peer): return the error (wrapped) and end.
+    fn write(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError>;
 }
 
 /// Where [`StateMachine::snapshot`] writes: a byte sink backed by the node's storage (a

@@ -16,7 +16,7 @@ use paxos_core::{Envelope, Inbound, Message, NodeId, Slot, SnapshotMeta};
 use crate::driver::Driver;
 use crate::error::{CompactError, FatalError};
 use crate::metrics::Counters;
-use crate::snapshot::{self, ChunkFate, Fetch, RateLimit, SnapshotFailure};
+use crate::snapshot::{self, ChunkFate, Fetch, Piece, RateLimit, Sink, SnapshotFailure};
 
 /// Bound on compactions waiting (requests through the handle).
 const MAX_COMPACT_WAITERS: usize = 16;
@@ -43,6 +43,35 @@ pub(crate) struct Snapshots {
     pub(crate) limit: RateLimit,
     pub(crate) chunk_bytes: usize,
     pub(crate) waiters: Vec<oneshot::Sender<Result<Slot, CompactError>>>,
+    /// A snapshot being written in the background, from a frozen state.
+    pub(crate) taking: Option<Taking>,
+    /// The background snapshot's next piece, received while the driver waited.
+    pub(crate) next_piece: Option<Piece>,
+}
+
+/// A snapshot being written on the snapshot thread (see [`snapshot::spawn_frozen`]).
+pub(crate) struct Taking {
+    upto: Slot,
+    sink: Sink,
+    pub(crate) pieces: async_channel::Receiver<Piece>,
+    started: Instant,
+    /// The policy's counters when it began, restored if it fails.
+    entries_before: u64,
+    bytes_before: u64,
+}
+
+/// Pieces of a background snapshot appended per cycle (each up to `IO_CHUNK`), so that a
+/// cycle stays short however fast the snapshot thread writes.
+const PIECES_PER_CYCLE: usize = 4;
+
+/// How a snapshot that was asked for went.
+enum Took {
+    /// Saved, up to this slot.
+    Saved(Slot),
+    /// Being written in the background; waiters are answered when it ends.
+    Started,
+    /// The state machine failed (logged and counted); the node goes on.
+    Failed(paxos_core::StateMachineError),
 }
 
 impl Snapshots {
@@ -60,6 +89,8 @@ impl Snapshots {
             limit: RateLimit::new(rate, chunk_bytes as u64, Instant::now()),
             chunk_bytes,
             waiters: Vec::new(),
+            taking: None,
+            next_piece: None,
         }
     }
 
@@ -100,12 +131,14 @@ impl Driver {
         }
         did |= self.serve_requests().await?;
         self.drop_needless_fetch();
-        if !self.snapshots.waiters.is_empty() {
+        if self.snapshots.taking.is_some() {
+            // Waiters and the policy wait for the snapshot under way.
+            did |= self.continue_taking().await?;
+        } else if !self.snapshots.waiters.is_empty() {
             self.compact_on_demand().await?;
             did = true;
         } else if self.compaction_due() {
-            // A state machine failure is logged and counted there; the node goes on.
-            let _ = self.take_snapshot().await?;
+            self.take_snapshot().await?;
             did = true;
         }
         Ok(did)
@@ -143,24 +176,131 @@ impl Driver {
             Ok(self.snapshots.saved.map_or(Slot(0), |s| s.upto))
         } else {
             match self.take_snapshot().await? {
-                Ok(upto) => Ok(upto),
-                Err(e) => Err(CompactError::StateMachine(e)),
+                Took::Saved(upto) => Ok(upto),
+                Took::Started => return Ok(()),
+                Took::Failed(e) => Err(CompactError::StateMachine(e)),
             }
         };
         self.snapshots.answer_waiters(&outcome);
         Ok(())
     }
 
-    /// Takes a snapshot at the applied point, then compacts the log behind it. A state
-    /// machine's failure is returned (the node goes on with its whole log); a storage
-    /// failure is fatal.
-    async fn take_snapshot(
-        &mut self,
-    ) -> Result<Result<Slot, paxos_core::StateMachineError>, FatalError> {
+    /// Takes a snapshot at the applied point, then compacts the log behind it: in the
+    /// background if the state machine can [`freeze`](paxos_core::StateMachine::freeze)
+    /// its state, else on this task. A state machine's failure is returned (the node goes
+    /// on with its whole log); a storage failure is fatal.
+    async fn take_snapshot(&mut self) -> Result<Took, FatalError> {
         let core = self.replica.core_snapshot();
         let upto = core.upto();
         let started = Instant::now();
-        match snapshot::take(&mut *self.storage, &mut *self.state_machine, &core).await {
+        let s = &mut self.snapshots;
+        let (entries_before, bytes_before) = (s.entries_since, s.bytes_since);
+        // Counted from this point: what a snapshot taken now covers.
+        s.entries_since = 0;
+        s.bytes_since = 0;
+        let outcome = match self.state_machine.freeze() {
+            Some(frozen) => match snapshot::begin(&mut *self.storage, &core).await {
+                Ok(sink) => match snapshot::spawn_frozen(&*self.runtime, frozen) {
+                    Ok(pieces) => {
+                        self.snapshots.taking = Some(Taking {
+                            upto,
+                            sink,
+                            pieces,
+                            started,
+                            entries_before,
+                            bytes_before,
+                        });
+                        return Ok(Took::Started);
+                    }
+                    Err(e) => Err(SnapshotFailure::StateMachine(e)),
+                },
+                Err(e) => Err(e),
+            },
+            None => snapshot::take(&mut *self.storage, &mut *self.state_machine, &core).await,
+        };
+        self.snapshot_ended(upto, started, outcome, entries_before, bytes_before)
+            .await
+    }
+
+    /// Appends the background snapshot's next pieces; finishes it when the state machine
+    /// is done. True if it did anything.
+    async fn continue_taking(&mut self) -> Result<bool, FatalError> {
+        let mut did = false;
+        for _ in 0..PIECES_PER_CYCLE {
+            let taking = self.snapshots.taking.as_mut().expect("called while taking");
+            let piece = match self.snapshots.next_piece.take() {
+                Some(piece) => piece,
+                None => match taking.pieces.try_recv() {
+                    Ok(piece) => piece,
+                    Err(async_channel::TryRecvError::Empty) => break,
+                    Err(async_channel::TryRecvError::Closed) => {
+                        Piece::Done(Err(paxos_core::StateMachineError::new(
+                            "the snapshot thread ended without finishing (it panicked)",
+                        )))
+                    }
+                },
+            };
+            did = true;
+            match piece {
+                Piece::Bytes(bytes) => {
+                    if let Err(e) = taking.sink.write(&mut *self.storage, &bytes).await {
+                        return Err(FatalError::Storage(e));
+                    }
+                }
+                Piece::Done(result) => {
+                    let t = self.snapshots.taking.take().expect("checked above");
+                    let outcome = match result {
+                        Ok(()) => snapshot::finish(&mut *self.storage, t.sink).await,
+                        Err(e) => Err(SnapshotFailure::StateMachine(e)),
+                    };
+                    let took = self
+                        .snapshot_ended(
+                            t.upto,
+                            t.started,
+                            outcome,
+                            t.entries_before,
+                            t.bytes_before,
+                        )
+                        .await?;
+                    let outcome = match took {
+                        Took::Saved(upto) => {
+                            Counters::add(&self.shared.counters.snapshots_background, 1);
+                            Ok(upto)
+                        }
+                        Took::Failed(e) => Err(CompactError::StateMachine(e)),
+                        Took::Started => unreachable!("a snapshot that ended"),
+                    };
+                    self.snapshots.answer_waiters(&outcome);
+                    break;
+                }
+            }
+        }
+        Ok(did)
+    }
+
+    /// Stops the background snapshot, if one is under way: a fetch is about to stage
+    /// a newer one. Its waiters learn why.
+    fn abandon_taking(&mut self) {
+        let s = &mut self.snapshots;
+        if let Some(t) = s.taking.take() {
+            tracing::info!(node = %self.replica.id(), upto = %t.upto, "snapshot abandoned for a fetch");
+            s.next_piece = None;
+            s.entries_since += t.entries_before;
+            s.bytes_since += t.bytes_before;
+            s.answer_waiters(&Err(CompactError::Fetching));
+        }
+    }
+
+    /// Records how a snapshot up to `upto` ended; compacts the log behind a saved one.
+    async fn snapshot_ended(
+        &mut self,
+        upto: Slot,
+        started: Instant,
+        outcome: Result<SnapshotMeta, SnapshotFailure>,
+        entries_before: u64,
+        bytes_before: u64,
+    ) -> Result<Took, FatalError> {
+        match outcome {
             Ok(meta) => {
                 tracing::info!(
                     node = %self.replica.id(),
@@ -171,14 +311,16 @@ impl Driver {
                 );
                 Counters::add(&self.shared.counters.snapshots_taken, 1);
                 self.saved_snapshot(meta);
-                let keep = self.options.compaction.keep_entries;
-                self.compact_log(Slot(upto.0.saturating_sub(keep))).await?;
-                Ok(Ok(upto))
+                let before = self.compaction_point(upto);
+                self.compact_log(before).await?;
+                Ok(Took::Saved(upto))
             }
             Err(SnapshotFailure::Storage(e)) => Err(FatalError::Storage(e)),
             Err(SnapshotFailure::StateMachine(e)) => {
                 Counters::add(&self.shared.counters.snapshot_failures, 1);
                 let s = &mut self.snapshots;
+                s.entries_since += entries_before;
+                s.bytes_since += bytes_before;
                 if e.message().contains("does not take snapshots") {
                     if !s.unsupported {
                         tracing::warn!(
@@ -191,17 +333,23 @@ impl Driver {
                     tracing::warn!(node = %self.replica.id(), error = %e, "snapshot failed");
                     s.failed_at_entries = Some(s.entries_since.max(1));
                 }
-                Ok(Err(e))
+                Ok(Took::Failed(e))
             }
         }
+    }
+
+    /// Where to cut the log behind a snapshot up to `upto`: `keep_entries` slots behind
+    /// it, and fewer if those hold more than `keep_bytes` of commands.
+    fn compaction_point(&self, upto: Slot) -> Slot {
+        let c = &self.options.compaction;
+        let by_count = Slot(upto.0.saturating_sub(c.keep_entries));
+        self.replica.log_start_keeping(by_count, upto, c.keep_bytes)
     }
 
     /// Records `meta` as the saved snapshot.
     fn saved_snapshot(&mut self, meta: SnapshotMeta) {
         let s = &mut self.snapshots;
         s.saved = Some(meta);
-        s.entries_since = 0;
-        s.bytes_since = 0;
         s.failed_at_entries = None;
         let counters = &self.shared.counters;
         counters.snapshot_bytes.store(meta.len, Ordering::Relaxed);
@@ -292,6 +440,11 @@ impl Driver {
     pub(crate) fn want_snapshot(&mut self, from: NodeId, upto: Slot) {
         if upto <= self.replica.status().applied {
             return;
+        }
+        if self.snapshots.fetch.is_none() {
+            // Our own snapshot would be older than the one fetched, and both are staged
+            // in the one place storage has.
+            self.abandon_taking();
         }
         let fetch = self
             .snapshots
@@ -409,6 +562,8 @@ impl Driver {
         );
         Counters::add(&self.shared.counters.snapshots_installed, 1);
         self.saved_snapshot(meta);
+        self.snapshots.entries_since = 0;
+        self.snapshots.bytes_since = 0;
         self.compact_log(meta.upto).await?;
         self.publish_status();
         Ok(())

@@ -173,8 +173,20 @@ impl Driver {
             timer,
             stashed,
             options,
+            snapshots,
             ..
         } = self;
+        let Snapshots {
+            taking, next_piece, ..
+        } = snapshots;
+        // A background snapshot's next piece (none pending: the cycle took them all).
+        let want_piece = next_piece.is_none();
+        let mut piece = pin!(async {
+            match taking {
+                Some(t) if want_piece => t.pieces.recv().await.ok(),
+                _ => futures::future::pending().await,
+            }
+        });
         let mut request = pin!(requests.recv());
         let mut shutdown = pin!(control.recv());
         let mut message = transport.recv(inbound, options.max_inbound_per_cycle);
@@ -189,6 +201,11 @@ impl Driver {
             }
             if let Poll::Ready(r) = message.as_mut().poll(cx) {
                 return Poll::Ready(r.map_err(FatalError::Transport));
+            }
+            if let Poll::Ready(p) = piece.as_mut().poll(cx) {
+                // A closed channel (the thread died) shows in the cycle's `try_recv`.
+                *next_piece = p;
+                return Poll::Ready(Ok(()));
             }
             timer.as_mut().poll(cx).map(Ok)
         })

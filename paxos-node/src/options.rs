@@ -41,7 +41,8 @@ pub struct NodeOptions {
 /// The compaction policy: a snapshot is taken when either threshold is reached and the
 /// commands applied since the last snapshot outweigh it (see [`due`](Self::due)), and on
 /// demand ([`NodeHandle::compact`](crate::NodeHandle::compact)); then the log below
-/// `applied - keep_entries` is dropped, in memory and in storage.
+/// `applied - keep_entries` is dropped, in memory and in storage, and more of it if the
+/// slots kept would carry over `keep_bytes` of commands.
 ///
 /// A state machine that does not take snapshots (the trait's default) is never asked
 /// twice: the node logs a warning and keeps its whole log.
@@ -57,6 +58,9 @@ pub struct Compaction {
     /// Slots kept in the log behind a snapshot, so that a follower a little behind catches
     /// up from the log instead of fetching the whole snapshot.
     pub keep_entries: u64,
+    /// Bound on the command bytes those kept slots carry: with large values, fewer
+    /// slots are kept (1,000 slots of 1 MB values would keep 1 GB of log).
+    pub keep_bytes: u64,
 }
 
 impl Compaction {
@@ -66,6 +70,7 @@ impl Compaction {
             every_entries: None,
             every_bytes: None,
             keep_entries: 0,
+            keep_bytes: 0,
         }
     }
 
@@ -85,12 +90,14 @@ impl Compaction {
 }
 
 impl Default for Compaction {
-    /// Every 50,000 slots or 64 MiB of commands, keeping 1,000 slots behind.
+    /// Every 50,000 slots or 64 MiB of commands, keeping 1,000 slots (at most 16 MiB of
+    /// commands) behind.
     fn default() -> Self {
         Self {
             every_entries: Some(50_000),
             every_bytes: Some(64 << 20),
             keep_entries: 1_000,
+            keep_bytes: 16 << 20,
         }
     }
 }

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use paxos_core::message::{SnapshotChunk, SnapshotRequest};
 use paxos_core::{
-    CoreSnapshot, NodeId, Slot, SnapshotMeta, SnapshotRead, SnapshotWrite, StateMachine,
-    StateMachineError, Storage, StorageError,
+    CoreSnapshot, FrozenState, NodeId, Slot, SnapshotMeta, SnapshotRead, SnapshotWrite,
+    StateMachine, StateMachineError, Storage, StorageError,
 };
+use paxos_runtime::Runtime;
 
 /// What a driver snapshot starts with.
 const MAGIC: &[u8; 4] = b"PXSN";
@@ -52,47 +53,41 @@ pub(crate) enum SnapshotFailure {
     StateMachine(StateMachineError),
 }
 
-/// The byte sink handed to [`StateMachine::snapshot`]: buffers into [`IO_CHUNK`]s,
-/// appends them to the staged snapshot, and keeps the checksum and length.
-pub(crate) struct StoreWriter<'a> {
-    storage: &'a mut dyn Storage,
+/// A snapshot being written: buffers into [`IO_CHUNK`]s, appends them to the staged
+/// snapshot, and keeps the checksum and length. Owns no storage, so a snapshot written
+/// in the background keeps one between cycles.
+pub(crate) struct Sink {
     buf: Vec<u8>,
     crc: u32,
     len: u64,
+    /// Where the state machine's part starts.
+    sm_start: u64,
     /// The first storage failure: every later write fails with it.
     failed: Option<StorageError>,
 }
 
-impl<'a> StoreWriter<'a> {
-    fn new(storage: &'a mut dyn Storage) -> Self {
-        Self {
-            storage,
-            buf: Vec::with_capacity(IO_CHUNK),
-            crc: 0,
-            len: 0,
-            failed: None,
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), StorageError> {
+impl Sink {
+    async fn flush(&mut self, storage: &mut dyn Storage) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = self.storage.append_snapshot(&self.buf).await;
+        let result = storage.append_snapshot(&self.buf).await;
         self.buf.clear();
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
         result
     }
-}
 
-#[async_trait]
-impl SnapshotWrite for StoreWriter<'_> {
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Appends `bytes` to the snapshot.
+    pub(crate) async fn write(
+        &mut self,
+        storage: &mut dyn Storage,
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -102,11 +97,11 @@ impl SnapshotWrite for StoreWriter<'_> {
             self.buf.extend_from_slice(bytes);
             return Ok(());
         }
-        self.flush().await?;
+        self.flush(storage).await?;
         if bytes.len() >= IO_CHUNK {
             // A large piece (a big value) goes straight through, in bounded appends.
             for piece in bytes.chunks(IO_CHUNK) {
-                if let Err(e) = self.storage.append_snapshot(piece).await {
+                if let Err(e) = storage.append_snapshot(piece).await {
                     self.failed = Some(e.clone());
                     return Err(e);
                 }
@@ -118,57 +113,106 @@ impl SnapshotWrite for StoreWriter<'_> {
     }
 }
 
-/// Takes a snapshot at `upto` (the applied point, with `state_machine` applied exactly
-/// that far) into `storage` and commits it. Returns what is saved.
-pub(crate) async fn take(
+/// The byte sink handed to [`StateMachine::snapshot`].
+struct StoreWriter<'a> {
+    storage: &'a mut dyn Storage,
+    sink: &'a mut Sink,
+}
+
+#[async_trait]
+impl SnapshotWrite for StoreWriter<'_> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.sink.write(self.storage, bytes).await
+    }
+}
+
+/// Begins a snapshot at `core`'s point: stages a new snapshot in `storage` and writes
+/// the driver's head. The state machine's bytes follow, then [`finish`].
+pub(crate) async fn begin(
     storage: &mut dyn Storage,
-    state_machine: &mut dyn StateMachine,
     core: &CoreSnapshot,
-) -> Result<SnapshotMeta, SnapshotFailure> {
+) -> Result<Sink, SnapshotFailure> {
     storage
         .begin_snapshot(core.upto())
         .await
         .map_err(SnapshotFailure::Storage)?;
     let core_bytes = core.encode();
-    let mut out = StoreWriter::new(storage);
-    let mut head = Vec::with_capacity(HEAD_BYTES as usize + core_bytes.len());
-    head.extend_from_slice(MAGIC);
-    head.push(VERSION);
     let core_len = u32::try_from(core_bytes.len()).map_err(|_| {
         SnapshotFailure::StateMachine(StateMachineError::new("core snapshot over 4 GiB"))
     })?;
+    let mut head = Vec::with_capacity(HEAD_BYTES as usize + core_bytes.len());
+    head.extend_from_slice(MAGIC);
+    head.push(VERSION);
     head.extend_from_slice(&core_len.to_le_bytes());
     head.extend_from_slice(&core_bytes);
-    out.write(&head).await.map_err(SnapshotFailure::Storage)?;
-    let sm_start = out.len;
-    let result = state_machine.snapshot(&mut out).await;
-    if let Some(e) = out.failed.take() {
-        // The state machine saw the store fail (and may have wrapped or dropped it).
-        return Err(SnapshotFailure::Storage(e));
-    }
-    result.map_err(SnapshotFailure::StateMachine)?;
-    let sm_len = out.len - sm_start;
-    out.write(&sm_len.to_le_bytes())
+    let mut sink = Sink {
+        buf: Vec::with_capacity(IO_CHUNK),
+        crc: 0,
+        len: 0,
+        sm_start: 0,
+        failed: None,
+    };
+    sink.write(storage, &head)
         .await
         .map_err(SnapshotFailure::Storage)?;
-    let crc = out.crc;
-    out.buf.extend_from_slice(&crc.to_le_bytes());
-    out.flush().await.map_err(SnapshotFailure::Storage)?;
+    sink.sm_start = sink.len;
+    Ok(sink)
+}
+
+/// Ends a snapshot whose state machine bytes are all in `sink`: writes the trailer and
+/// commits it. Returns what is saved.
+pub(crate) async fn finish(
+    storage: &mut dyn Storage,
+    mut sink: Sink,
+) -> Result<SnapshotMeta, SnapshotFailure> {
+    let sm_start = sink.sm_start;
+    let sm_len = sink.len - sm_start;
+    sink.write(storage, &sm_len.to_le_bytes())
+        .await
+        .map_err(SnapshotFailure::Storage)?;
+    let crc = sink.crc;
+    sink.buf.extend_from_slice(&crc.to_le_bytes());
+    sink.flush(storage)
+        .await
+        .map_err(SnapshotFailure::Storage)?;
     let meta = storage
         .commit_snapshot()
         .await
         .map_err(SnapshotFailure::Storage)?;
-    if meta.len != out_len(sm_start, sm_len) {
+    let expected = out_len(sm_start, sm_len);
+    if meta.len != expected {
         return Err(SnapshotFailure::Storage(corrupt(
             meta.len,
             format!(
-                "the store saved {} bytes of a {}-byte snapshot",
-                meta.len,
-                out_len(sm_start, sm_len)
+                "the store saved {} bytes of a {expected}-byte snapshot",
+                meta.len
             ),
         )));
     }
     Ok(meta)
+}
+
+/// Takes a snapshot at `upto` (the applied point, with `state_machine` applied exactly
+/// that far) into `storage` on this task, through [`StateMachine::snapshot`], and
+/// commits it. Returns what is saved.
+pub(crate) async fn take(
+    storage: &mut dyn Storage,
+    state_machine: &mut dyn StateMachine,
+    core: &CoreSnapshot,
+) -> Result<SnapshotMeta, SnapshotFailure> {
+    let mut sink = begin(storage, core).await?;
+    let result = state_machine
+        .snapshot(&mut StoreWriter {
+            storage,
+            sink: &mut sink,
+        })
+        .await;
+    if let Some(e) = sink.failed.take() {
+        // The state machine saw the store fail (and may have wrapped or dropped it).
+        return Err(SnapshotFailure::Storage(e));
+    }
+    result.map_err(SnapshotFailure::StateMachine)?;
+    finish(storage, sink).await
 }
 
 fn out_len(sm_start: u64, sm_len: u64) -> u64 {
@@ -511,6 +555,90 @@ impl RateLimit {
         let missing = bytes - self.tokens;
         let wait_ns = (u128::from(missing) * 1_000_000_000).div_ceil(u128::from(self.rate));
         Err(now + Duration::from_nanos(u64::try_from(wait_ns).unwrap_or(u64::MAX)))
+    }
+}
+
+/// What the snapshot thread hands the driver.
+pub(crate) enum Piece {
+    /// The state machine's next bytes (at most [`IO_CHUNK`]).
+    Bytes(Vec<u8>),
+    /// The state machine's part is complete, or failed.
+    Done(Result<(), StateMachineError>),
+}
+
+/// Pieces the snapshot thread may have written ahead of the driver's appends: the
+/// memory a background snapshot holds, whatever its size.
+const PIECES_AHEAD: usize = 2;
+
+/// Writes `frozen` through [`Runtime::spawn_blocking`] (a thread of its own). The driver receives its bytes in pieces and
+/// appends them to storage between cycles; dropping the receiver abandons the snapshot
+/// (the thread's next write fails and it ends).
+pub(crate) fn spawn_frozen(
+    runtime: &dyn Runtime,
+    frozen: Box<dyn FrozenState>,
+) -> Result<async_channel::Receiver<Piece>, StateMachineError> {
+    let (tx, rx) = async_channel::bounded(PIECES_AHEAD);
+    runtime
+        .spawn_blocking(Box::new(move || {
+            let mut out = PieceWriter {
+                tx,
+                buf: Vec::with_capacity(IO_CHUNK),
+            };
+            let result = frozen.write(&mut out).and_then(|()| {
+                out.send_buf()
+                    .map_err(|e| StateMachineError::with_source("snapshot", e))
+            });
+            // The driver may be gone: nothing to tell then.
+            let _ = out.tx.send_blocking(Piece::Done(result));
+        }))
+        .map_err(|e| StateMachineError::with_source("starting the snapshot thread", e))?;
+    Ok(rx)
+}
+
+/// The `io::Write` a [`FrozenState`] writes into: cuts the bytes into [`IO_CHUNK`]
+/// pieces and blocks while [`PIECES_AHEAD`] of them wait for the driver.
+struct PieceWriter {
+    tx: async_channel::Sender<Piece>,
+    buf: Vec<u8>,
+}
+
+impl PieceWriter {
+    fn send(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.tx.send_blocking(Piece::Bytes(bytes)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the node abandoned this snapshot",
+            )
+        })
+    }
+
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(IO_CHUNK));
+        self.send(full)
+    }
+}
+
+impl std::io::Write for PieceWriter {
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len();
+        while !bytes.is_empty() {
+            let room = IO_CHUNK - self.buf.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buf.extend_from_slice(now);
+            bytes = rest;
+            if self.buf.len() == IO_CHUNK {
+                self.send_buf()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Pieces go out as they fill; the rest goes with the end of the snapshot.
+        Ok(())
     }
 }
 

@@ -132,6 +132,16 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
         Err(no_sockets())
     }
 
+    /// Runs `job`, which may block for a long time (a snapshot being written out), away
+    /// from the tasks. The default starts a thread of its own for it (jobs are rare, so
+    /// there is no pool); a simulator runs it as a task at a time it chooses.
+    fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("paxos-blocking".into())
+            .spawn(job)
+            .map(drop)
+    }
+
     /// Completes at `deadline`. A convenience over [`new_timer`](Self::new_timer).
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
         let mut timer = self.new_timer(deadline);

@@ -88,10 +88,19 @@ fn run_chunk(chunk: u64) {
         sum(|r| r.snapshots_taken) > 0 && sum(|r| r.snapshots_installed) > 0,
         "chunk {chunk}: no snapshot taken or installed"
     );
+    // Both ways of taking one ran: inline, and in the background while the node served.
+    assert!(
+        sum(|r| r.snapshots_background) > 0
+            && sum(|r| r.snapshots_taken) > sum(|r| r.snapshots_background),
+        "chunk {chunk}: snapshots_taken={} of which in the background {}",
+        sum(|r| r.snapshots_taken),
+        sum(|r| r.snapshots_background)
+    );
     eprintln!(
         "chunk {chunk}: seeds {}..{} and {}..{} (fresh window from {fresh}), violations=0 \
          writes={} reads={} crashes={} partitions={} long_partitions={} pauses={} wipes={} \
-         down_for_good={} storage_stops={} snapshots_taken={} snapshots_installed={} \
+         down_for_good={} storage_stops={} snapshots_taken={} (background {}) \
+         snapshots_installed={} \
          largest_value={largest} wall={:.1}s",
         chunk * FIXED,
         (chunk + 1) * FIXED,
@@ -107,6 +116,7 @@ fn run_chunk(chunk: u64) {
         sum(|r| r.faults.down_for_good),
         sum(|r| r.storage_stops),
         sum(|r| r.snapshots_taken),
+        sum(|r| r.snapshots_background),
         sum(|r| r.snapshots_installed),
         started.elapsed().as_secs_f64()
     );

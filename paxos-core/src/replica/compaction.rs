@@ -43,6 +43,21 @@ impl Replica {
         self.log_start = upto;
     }
 
+    /// Where to start the log when compacting behind a snapshot up to `upto` while
+    /// keeping at most `max_bytes` of command payload: the lowest slot at or above
+    /// `from` such that the slots from it to `upto` carry at most `max_bytes` (so a log of
+    /// large values keeps fewer slots). Walks the slots between `from` and `upto` only.
+    pub fn log_start_keeping(&self, from: Slot, upto: Slot, max_bytes: u64) -> Slot {
+        let mut kept = 0u64;
+        for (slot, accepted) in self.log.range(from..upto).rev() {
+            kept = kept.saturating_add(accepted.value.payload_bytes() as u64);
+            if kept > max_bytes {
+                return slot.next();
+            }
+        }
+        from
+    }
+
     /// Moves the replica past a snapshot fetched from a peer: commit and applied points
     /// to its [`upto`](CoreSnapshot::upto), the log below it dropped, the core's state
     /// replaced by the snapshot's. Call it once the snapshot is durable here and the

@@ -285,3 +285,27 @@ fn a_core_snapshot_round_trips_and_bad_bytes_are_refused() {
         let _ = CoreSnapshot::decode(&junk);
     }
 }
+
+#[test]
+fn the_log_kept_behind_a_snapshot_is_bounded_by_bytes_too() {
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    // One command of 100 bytes per slot.
+    for i in 0..20 {
+        c.replicas[0]
+            .propose(c.now, Bytes::from(format!("{i:0>100}")))
+            .unwrap();
+        c.settle();
+    }
+    let r = &c.replicas[0];
+    let upto = r.status().applied;
+    let from = Slot(upto.0 - 10);
+    // Room for all ten slots: the count decides.
+    assert_eq!(r.log_start_keeping(from, upto, 10_000), from);
+    // Room for three whole slots of 100 bytes: the three below `upto`.
+    assert_eq!(r.log_start_keeping(from, upto, 399), Slot(upto.0 - 3));
+    assert_eq!(r.log_start_keeping(from, upto, 300), Slot(upto.0 - 3));
+    // No room: nothing kept.
+    assert_eq!(r.log_start_keeping(from, upto, 0), upto);
+    assert_eq!(r.log_start_keeping(upto, upto, 0), upto);
+}

@@ -1,8 +1,6 @@
 //! What each write and read does to the keyspace: Redis 7's semantics for strings (see the
 //! [module docs](super#commands)).
 
-use std::collections::btree_map::Entry;
-
 use super::glob::Glob;
 use super::store::{Key, Store};
 use super::{
@@ -51,20 +49,22 @@ fn execute_one(store: &mut Store, command: KvCommand) -> KvOutput {
             let removed = keys
                 .into_iter()
                 .map(Key::new)
-                .filter(|key| store.remove(key).is_some())
+                .filter(|key| store.remove(key))
                 .count();
             integer(removed)
         }
         KvCommand::Incr { key } => incr_by(store, Key::new(key), 1),
         KvCommand::IncrBy { key, delta } => incr_by(store, Key::new(key), delta),
         KvCommand::Append { key, value } => append(store, Key::new(key), value, MAX_VALUE_BYTES),
-        KvCommand::Cas { key, expected, new } => match store.entry(Key::new(key)) {
-            Entry::Occupied(mut entry) if *entry.get() == expected => {
-                entry.insert(new);
+        KvCommand::Cas { key, expected, new } => {
+            let key = Key::new(key);
+            if store.get(&key) == Some(&expected) {
+                store.insert(key, new);
                 KvOutput::Integer(1)
+            } else {
+                KvOutput::Integer(0)
             }
-            _ => KvOutput::Integer(0),
-        },
+        }
         KvCommand::Batch(_) => KvOutput::Error(NESTED_BATCH.into()),
     }
 }
@@ -83,16 +83,15 @@ fn set_with(
         SetCondition::IfAbsent => (false, true),
         SetCondition::IfPresent => (true, false),
     };
-    let (did_set, old) = match store.entry(key) {
-        Entry::Occupied(mut entry) if set_if_present => {
-            (true, Some(std::mem::replace(entry.get_mut(), value)))
-        }
-        Entry::Occupied(entry) => (false, get.then(|| entry.get().clone())),
-        Entry::Vacant(entry) if set_if_absent => {
-            entry.insert(value);
+    let present = store.get(&key).is_some();
+    let (did_set, old) = match (present, set_if_present, set_if_absent) {
+        (true, true, _) => (true, store.replace(key, value)),
+        (true, false, _) => (false, if get { store.get(&key).cloned() } else { None }),
+        (false, _, true) => {
+            store.insert(key, value);
             (true, None)
         }
-        Entry::Vacant(_) => (false, None),
+        (false, _, false) => (false, None),
     };
     match (get, did_set) {
         (true, _) => KvOutput::Bulk(old),
@@ -122,20 +121,19 @@ fn incr_by(store: &mut Store, key: Key, delta: i64) -> KvOutput {
 /// ([`MAX_VALUE_BYTES`]).
 fn append(store: &mut Store, key: Key, value: Vec<u8>, max_bytes: usize) -> KvOutput {
     let too_long = |len: usize| len > max_bytes;
-    match store.entry(key) {
-        Entry::Occupied(mut entry) => {
-            let old = entry.get_mut();
-            if too_long(old.len().saturating_add(value.len())) {
-                return KvOutput::Error(TOO_LONG.into());
-            }
+    let old_len = store.get(&key).map(Vec::len);
+    if too_long(old_len.unwrap_or(0).saturating_add(value.len())) {
+        return KvOutput::Error(TOO_LONG.into());
+    }
+    match store.get_mut(&key) {
+        Some(old) => {
             old.extend_from_slice(&value);
             integer(old.len())
         }
-        Entry::Vacant(entry) => {
-            if too_long(value.len()) {
-                return KvOutput::Error(TOO_LONG.into());
-            }
-            integer(entry.insert(value).len())
+        None => {
+            let len = value.len();
+            store.insert(key, value);
+            integer(len)
         }
     }
 }

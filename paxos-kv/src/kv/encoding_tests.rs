@@ -534,6 +534,39 @@ fn snapshots_are_a_function_of_the_state_and_hold_large_values() {
 }
 
 #[test]
+fn a_frozen_state_writes_the_snapshot_of_its_moment() {
+    futures::executor::block_on(async {
+        let mut sm = KvStateMachine::default();
+        for i in 0..3000u64 {
+            sm.apply_one(&req(
+                i % 5 + 1,
+                i / 5 + 1,
+                set(&format!("key{i}"), "before"),
+            ));
+        }
+        let expected = take(&mut sm).await;
+        let frozen = sm.freeze().expect("the KV store freezes");
+        // The node goes on applying while the frozen copy is written: overwrites, new
+        // keys, appends and deletes, into nodes the copy shares.
+        for i in 0..3000u64 {
+            sm.apply_one(&req(i % 5 + 1, 601 + i, set(&format!("key{i}"), "after")));
+        }
+        sm.apply_one(&req(9, 1, set("new", "x")));
+        let mut written = Vec::new();
+        frozen.write(&mut written).unwrap();
+        assert_eq!(
+            written, expected,
+            "the same bytes as `snapshot` at the freeze"
+        );
+        let old = restored(&written).await.unwrap();
+        assert_eq!(get(&old, "key7"), Some(b"before".to_vec()));
+        assert_eq!(get(&old, "new"), None);
+        assert_eq!(get(&sm, "key7"), Some(b"after".to_vec()));
+        assert_ne!(take(&mut sm).await, expected);
+    });
+}
+
+#[test]
 fn a_malformed_snapshot_is_an_error_not_a_panic() {
     futures::executor::block_on(async {
         let mut sm = KvStateMachine::default();

@@ -169,12 +169,11 @@ mod snapshot;
 mod store;
 mod wire;
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
-    Committed, ProposalId, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError,
+    Committed, FrozenState, ProposalId, SnapshotRead, SnapshotWrite, StateMachine,
+    StateMachineError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -586,14 +585,17 @@ struct Session {
     born_slot: u64,
 }
 
-/// The replicated state. Everything is ordered (`BTreeMap`s, the keyspace in scan order):
-/// iteration order and eviction are the same on every replica.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated state. Everything is ordered (ordered maps, the keyspace in scan
+/// order): iteration order and eviction are the same on every replica.
+///
+/// Every map is persistent ([`imbl::OrdMap`], see [`Store`]), so a clone is O(1) and is
+/// what [`KvStateMachine::freeze`](StateMachine::freeze) hands the snapshot thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct KvState {
     map: Store,
-    sessions: BTreeMap<u64, Session>,
+    sessions: imbl::OrdMap<u64, Session>,
     /// Session stamp -> client, oldest first.
-    by_age: BTreeMap<u64, u64>,
+    by_age: imbl::OrdMap<u64, u64>,
     /// The next stamp: counts requests applied.
     next_stamp: u64,
     /// The eviction floor: the highest `born_slot` of an evicted session (`None` before the
@@ -695,9 +697,10 @@ impl KvStateMachine {
         }
         state.by_age.insert(stamp, id.client);
         while state.sessions.len() > self.max_sessions {
-            let Some((_, oldest)) = state.by_age.pop_first() else {
+            let Some(&(stamp, oldest)) = state.by_age.get_min() else {
                 break;
             };
+            state.by_age.remove(&stamp);
             if let Some(evicted) = state.sessions.remove(&oldest) {
                 let floor = state.evicted_born_max.get_or_insert(evicted.born_slot);
                 *floor = (*floor).max(evicted.born_slot);
@@ -764,6 +767,10 @@ impl StateMachine for KvStateMachine {
 
     async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
         snapshot::write(&self.state, out).await
+    }
+
+    fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
+        Some(Box::new(snapshot::Frozen(self.state.clone())))
     }
 
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {

@@ -20,9 +20,7 @@
 //! (bad magic, a record too long or cut short, counts that disagree, trailing bytes) is an
 //! error, never a panic.
 
-use std::collections::BTreeMap;
-
-use paxos_core::{SnapshotRead, SnapshotWrite, StateMachineError};
+use paxos_core::{FrozenState, SnapshotRead, SnapshotWrite, StateMachineError};
 use serde::{Deserialize, Serialize};
 
 use super::store::{Key, Store};
@@ -56,17 +54,80 @@ fn io(e: paxos_core::StorageError) -> StateMachineError {
     StateMachineError::with_source("KV snapshot I/O", e)
 }
 
-/// Writes one record, reusing `buf` (small writes are fine: the node's writer buffers).
-async fn put<T: Serialize>(
-    out: &mut dyn SnapshotWrite,
-    buf: &mut Vec<u8>,
-    record: &T,
-) -> Result<(), StateMachineError> {
-    buf.clear();
+/// Appends one framed record (length, then postcard) to `buf`.
+fn put<T: Serialize>(buf: &mut Vec<u8>, record: &T) -> Result<(), StateMachineError> {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
     *buf = postcard::to_extend(record, std::mem::take(buf)).map_err(encoding_error)?;
-    let len = u32::try_from(buf.len()).map_err(|_| bad("a record over 4 GiB"))?;
-    out.write(&len.to_le_bytes()).await.map_err(io)?;
-    out.write(buf).await.map_err(io)
+    let len = u32::try_from(buf.len() - at - 4).map_err(|_| bad("a record over 4 GiB"))?;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// The snapshot's bytes, in pieces of a record or a few (at least [`PIECE_BYTES`] unless
+/// it is the last): what [`write`] and [`Frozen`] both send.
+fn pieces(state: &KvState) -> impl Iterator<Item = Result<Vec<u8>, StateMachineError>> + '_ {
+    let mut start = MAGIC.to_vec();
+    start.push(VERSION);
+    let head = Head {
+        next_stamp: state.next_stamp,
+        evicted_born_max: state.evicted_born_max,
+        sessions: state.sessions.len() as u64,
+        keys: state.map.len() as u64,
+    };
+    let mut first = Some((start, head));
+    let mut sessions = state.sessions.iter();
+    let mut keys = state.map.iter();
+    std::iter::from_fn(move || {
+        let mut buf = Vec::new();
+        if let Some((start, head)) = first.take() {
+            buf = start;
+            if let Err(e) = put(&mut buf, &head) {
+                return Some(Err(e));
+            }
+        }
+        while buf.len() < PIECE_BYTES {
+            let put = if let Some((client, session)) = sessions.next() {
+                put(&mut buf, &(client, session))
+            } else if let Some(pair) = keys.next() {
+                put(&mut buf, &pair)
+            } else {
+                break;
+            };
+            if let Err(e) = put {
+                return Some(Err(e));
+            }
+        }
+        (!buf.is_empty()).then_some(Ok(buf))
+    })
+}
+
+/// Pieces are cut at record boundaries once past this size.
+const PIECE_BYTES: usize = 64 << 10;
+
+/// Writes `state` to `out`.
+pub(super) async fn write(
+    state: &KvState,
+    out: &mut dyn SnapshotWrite,
+) -> Result<(), StateMachineError> {
+    for piece in pieces(state) {
+        out.write(&piece?).await.map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A frozen copy of the state (O(1): the maps are persistent), written on the node's
+/// snapshot thread with the same bytes as [`write`].
+pub(super) struct Frozen(pub(super) KvState);
+
+impl FrozenState for Frozen {
+    fn write(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        for piece in pieces(&self.0) {
+            out.write_all(&piece?)
+                .map_err(|e| StateMachineError::with_source("KV snapshot I/O", e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads one record into `buf` and decodes it.
@@ -89,31 +150,6 @@ async fn get<T: for<'de> Deserialize<'de>>(
     postcard::from_bytes(buf).map_err(|e| StateMachineError::with_source("KV snapshot decoding", e))
 }
 
-/// Writes `state` to `out`.
-pub(super) async fn write(
-    state: &KvState,
-    out: &mut dyn SnapshotWrite,
-) -> Result<(), StateMachineError> {
-    let mut start = MAGIC.to_vec();
-    start.push(VERSION);
-    out.write(&start).await.map_err(io)?;
-    let mut buf = Vec::new();
-    let head = Head {
-        next_stamp: state.next_stamp,
-        evicted_born_max: state.evicted_born_max,
-        sessions: state.sessions.len() as u64,
-        keys: state.map.len() as u64,
-    };
-    put(out, &mut buf, &head).await?;
-    for (client, session) in &state.sessions {
-        put(out, &mut buf, &(client, session)).await?;
-    }
-    for (key, value) in state.map.iter() {
-        put(out, &mut buf, &(key, value)).await?;
-    }
-    Ok(())
-}
-
 /// Reads a state written by [`write`].
 pub(super) async fn read(input: &mut dyn SnapshotRead) -> Result<KvState, StateMachineError> {
     let mut start = [0; 5];
@@ -128,8 +164,8 @@ pub(super) async fn read(input: &mut dyn SnapshotRead) -> Result<KvState, StateM
     }
     let mut buf = Vec::new();
     let head: Head = get(input, &mut buf).await?;
-    let mut sessions = BTreeMap::new();
-    let mut by_age = BTreeMap::new();
+    let mut sessions = imbl::OrdMap::new();
+    let mut by_age = imbl::OrdMap::new();
     for _ in 0..head.sessions {
         let (client, session): (u64, Session) = get(input, &mut buf).await?;
         if by_age.insert(session.stamp, client).is_some() {

@@ -1,9 +1,10 @@
 //! The keyspace, kept in scan order: by a fixed 64-bit hash of the key, then by the key.
 //! The design, and what `SCAN` guarantees from it, is in the [module docs](super#scan).
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,30 +17,41 @@ use super::{MAX_SCAN_COUNT, MAX_SCAN_WORK};
 pub(super) struct Key {
     /// [`key_hash`] of `bytes`; compared first.
     hash: u64,
-    bytes: Vec<u8>,
+    /// Shared, so that copying a map node (see [`Store`]) copies no key.
+    bytes: Bytes,
 }
 
 impl Key {
     pub(super) fn new(bytes: Vec<u8>) -> Self {
         Self {
             hash: key_hash(&bytes),
-            bytes,
+            bytes: bytes.into(),
         }
     }
 
     /// A key with a hash of the test's choosing, to build collisions.
     #[cfg(test)]
     pub(super) fn with_hash(hash: u64, bytes: Vec<u8>) -> Self {
-        Self { hash, bytes }
+        Self {
+            hash,
+            bytes: bytes.into(),
+        }
     }
 }
 
 /// The key-value map. Serialized as a map from key to value, as the `BTreeMap<Vec<u8>,
 /// Vec<u8>>` it replaces was, so snapshots taken before the scan order restore unchanged
 /// (the hashes are recomputed).
+///
+/// A persistent B-tree ([`imbl::OrdMap`]): a clone costs O(1) and shares every node,
+/// and a write copies only the nodes on its path that a clone still shares. That is how
+/// the state machine [freezes](paxos_core::StateMachine::freeze) its state for a
+/// snapshot written on another thread while it goes on applying. Values sit behind an
+/// `Arc` so that copying a node copies no value (a node holds up to 64 of them, which
+/// may be a megabyte each); a value is changed in place unless a frozen copy shares it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Store {
-    map: BTreeMap<Key, Vec<u8>>,
+    map: imbl::OrdMap<Key, Arc<Vec<u8>>>,
 }
 
 /// What one `SCAN` call found.
@@ -58,7 +70,7 @@ impl Store {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.map
             .iter()
-            .map(|(key, value)| (key.bytes.as_slice(), value.as_slice()))
+            .map(|(key, value)| (&key.bytes[..], value.as_slice()))
     }
 
     pub(super) fn len(&self) -> usize {
@@ -66,19 +78,29 @@ impl Store {
     }
 
     pub(super) fn get(&self, key: &Key) -> Option<&Vec<u8>> {
-        self.map.get(key)
+        self.map.get(key).map(|value| &**value)
     }
 
-    pub(super) fn entry(&mut self, key: Key) -> Entry<'_, Key, Vec<u8>> {
-        self.map.entry(key)
+    /// The value under `key`, to change in place (copied first if a frozen copy of the
+    /// store shares it).
+    pub(super) fn get_mut(&mut self, key: &Key) -> Option<&mut Vec<u8>> {
+        self.map.get_mut(key).map(Arc::make_mut)
     }
 
     pub(super) fn insert(&mut self, key: Key, value: Vec<u8>) {
-        self.map.insert(key, value);
+        self.map.insert(key, Arc::new(value));
     }
 
-    pub(super) fn remove(&mut self, key: &Key) -> Option<Vec<u8>> {
-        self.map.remove(key)
+    /// Inserts `value`, returning the value it replaced.
+    pub(super) fn replace(&mut self, key: Key, value: Vec<u8>) -> Option<Vec<u8>> {
+        self.map
+            .insert(key, Arc::new(value))
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// Removes `key`; true if it was there.
+    pub(super) fn remove(&mut self, key: &Key) -> bool {
+        self.map.remove(key).is_some()
     }
 
     /// One `SCAN` call: visits the keys from hash `cursor` on, in scan order, whole hash
@@ -89,7 +111,7 @@ impl Store {
         let count = count.clamp(1, MAX_SCAN_COUNT);
         let from = Key {
             hash: cursor,
-            bytes: Vec::new(),
+            bytes: Bytes::new(),
         };
         let mut page = ScanPage {
             cursor: 0,
@@ -112,7 +134,7 @@ impl Store {
             page.visited += 1;
             work = work.saturating_add(key.bytes.len().saturating_mul(cost_per_byte));
             if pattern.is_none_or(|p| p.matches(&key.bytes)) {
-                page.keys.push(key.bytes.clone());
+                page.keys.push(key.bytes.to_vec());
             }
         }
         page
@@ -121,8 +143,7 @@ impl Store {
     /// Inserts under a hash of the test's choosing.
     #[cfg(test)]
     fn insert_with_hash(&mut self, hash: u64, key: &[u8]) {
-        self.map
-            .insert(Key::with_hash(hash, key.to_vec()), Vec::new());
+        self.insert(Key::with_hash(hash, key.to_vec()), Vec::new());
     }
 
     #[cfg(test)]
@@ -133,7 +154,11 @@ impl Store {
 
 impl Serialize for Store {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.map.iter().map(|(key, value)| (&key.bytes, value)))
+        serializer.collect_map(
+            self.map
+                .iter()
+                .map(|(key, value)| (&key.bytes[..], &value[..])),
+        )
     }
 }
 
@@ -148,11 +173,11 @@ impl<'de> Deserialize<'de> for Store {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Store, A::Error> {
-                let mut map = BTreeMap::new();
+                let mut store = Store::default();
                 while let Some((key, value)) = entries.next_entry::<Vec<u8>, Vec<u8>>()? {
-                    map.insert(Key::new(key), value);
+                    store.insert(Key::new(key), value);
                 }
-                Ok(Store { map })
+                Ok(store)
             }
         }
         deserializer.deserialize_map(StoreVisitor)
@@ -359,7 +384,7 @@ mod tests {
                 let matching: Vec<Vec<u8>> = visited
                     .iter()
                     .filter(|k| pattern.is_none_or(|p| p.matches(&k.bytes)))
-                    .map(|k| k.bytes.clone())
+                    .map(|k| k.bytes.to_vec())
                     .collect();
                 prop_assert_eq!(&page.keys, &matching);
                 for key in page.keys {

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use event_listener::Event;
 use futures::channel::oneshot;
 use paxos_core::{
-    Committed, Config, Envelope, Inbound, NodeId, PersistBatch, ProposalId, RecoveredState, Role,
-    Slot, SnapshotMeta, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError, Storage,
-    StorageError, Transport, TransportError,
+    Committed, Config, Envelope, FrozenState, Inbound, NodeId, PersistBatch, ProposalId,
+    RecoveredState, Role, Slot, SnapshotMeta, SnapshotRead, SnapshotWrite, StateMachine,
+    StateMachineError, Storage, StorageError, Transport, TransportError,
 };
 use paxos_net_tcp::TcpConfig;
 use paxos_node::{NodeBuilder, NodeHandle, NodeOptions, ProposeError, Runtime, timeout_at};
@@ -145,6 +145,47 @@ pub struct KvState {
     pub map: BTreeMap<u64, u64>,
     /// Every slot below this was applied.
     pub applied: Slot,
+    /// Holds the next snapshot written in the background until the test releases it.
+    pub freeze_gate: Option<FreezeGate>,
+}
+
+/// Steers one background snapshot of a [`Kv`]: it says when it starts writing, then waits
+/// for the test's word.
+#[derive(Debug)]
+pub struct FreezeGate {
+    pub started: async_channel::Sender<()>,
+    pub release: std::sync::mpsc::Receiver<()>,
+}
+
+/// The snapshot's bytes: the applied point, the number of pairs, then the pairs, 8 bytes
+/// each, little-endian.
+fn kv_snapshot(applied: Slot, map: &BTreeMap<u64, u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 16 * map.len());
+    out.extend_from_slice(&applied.0.to_le_bytes());
+    out.extend_from_slice(&(map.len() as u64).to_le_bytes());
+    for (key, value) in map {
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out
+}
+
+/// A [`Kv`]'s frozen state (a copy of its map), written on the node's snapshot thread.
+struct FrozenKv {
+    applied: Slot,
+    map: BTreeMap<u64, u64>,
+    gate: Option<FreezeGate>,
+}
+
+impl FrozenState for FrozenKv {
+    fn write(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        if let Some(gate) = self.gate {
+            let _ = gate.started.send_blocking(());
+            let _ = gate.release.recv();
+        }
+        out.write_all(&kv_snapshot(self.applied, &self.map))
+            .map_err(|e| StateMachineError::with_source("snapshot", e))
+    }
 }
 
 impl Kv {
@@ -211,22 +252,25 @@ impl StateMachine for Kv {
             .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(&v.to_le_bytes())))
     }
 
-    /// The applied point, the number of pairs, then the pairs: 8 bytes each, little-endian.
+    /// [`kv_snapshot`]'s bytes.
     async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
-        let io = |e| StateMachineError::with_source("snapshot", e);
-        let (applied, map) = {
+        let bytes = {
             let state = self.state();
-            (state.applied, state.map.clone())
+            kv_snapshot(state.applied, &state.map)
         };
-        out.write(&applied.0.to_le_bytes()).await.map_err(io)?;
-        out.write(&(map.len() as u64).to_le_bytes())
+        out.write(&bytes)
             .await
-            .map_err(io)?;
-        for (key, value) in map {
-            out.write(&key.to_le_bytes()).await.map_err(io)?;
-            out.write(&value.to_le_bytes()).await.map_err(io)?;
-        }
-        Ok(())
+            .map_err(|e| StateMachineError::with_source("snapshot", e))
+    }
+
+    /// The same bytes, written in the background from a copy.
+    fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
+        let mut state = self.state();
+        Some(Box::new(FrozenKv {
+            applied: state.applied,
+            map: state.map.clone(),
+            gate: state.freeze_gate.take(),
+        }))
     }
 
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
@@ -536,6 +580,8 @@ pub struct Cluster {
     pub members: Vec<Option<Member>>,
     /// The transports of members [`stop`](Self::stop)ped, to close on shutdown.
     stopped: Vec<oneshot::Receiver<NetTransport>>,
+    /// What members are started with ([`options`] unless the test says otherwise).
+    options: NodeOptions,
 }
 
 /// Attempts at a fresh port for a member's first start: a port checked free can still be
@@ -578,12 +624,34 @@ impl Cluster {
         Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
+    /// Starts every node of a cluster of `n` on free loopback ports, with `options`.
+    pub async fn start_tuned(rt: Arc<dyn Runtime>, n: usize, options: NodeOptions) -> Self {
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
+        let disks = ids
+            .iter()
+            .map(|_| Disk::Memory(MemoryStorage::new()))
+            .collect();
+        Self::start_full_with(Net::Tcp, rt, ids, addrs, disks, Some(options)).await
+    }
+
     async fn start_full(
         net: Net,
         rt: Arc<dyn Runtime>,
         ids: Vec<u64>,
         addrs: Vec<SocketAddr>,
         disks: Vec<Disk>,
+    ) -> Self {
+        Self::start_full_with(net, rt, ids, addrs, disks, None).await
+    }
+
+    async fn start_full_with(
+        net: Net,
+        rt: Arc<dyn Runtime>,
+        ids: Vec<u64>,
+        addrs: Vec<SocketAddr>,
+        disks: Vec<Disk>,
+        options: Option<NodeOptions>,
     ) -> Self {
         let n = ids.len();
         let real: Vec<bool> = addrs.iter().map(|a| a.port() == 0).collect();
@@ -618,6 +686,7 @@ impl Cluster {
             recoveries: vec![None; n],
             members: (0..n).map(|_| None).collect(),
             stopped: Vec::new(),
+            options: options.unwrap_or_else(self::options),
         };
         for (i, t) in transports.into_iter().enumerate() {
             if let Some(t) = t {
@@ -643,7 +712,7 @@ impl Cluster {
             }
         };
         let handle = NodeBuilder::new(core_config(self.ids[i], &self.ids))
-            .options(options())
+            .options(self.options.clone())
             .transport(Box::new(transport))
             .storage(storage)
             .state_machine(Box::new(kv.clone()))

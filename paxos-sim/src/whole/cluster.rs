@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
-    Committed, Config, NodeId, ProposalId, Slot, SnapshotRead, SnapshotWrite, StateMachine,
-    StateMachineError, Storage,
+    Committed, Config, FrozenState, NodeId, ProposalId, Slot, SnapshotRead, SnapshotWrite,
+    StateMachine, StateMachineError, Storage,
 };
 use paxos_kv::kv::KvStateMachine;
 use paxos_node::{FatalError, NodeBuilder, NodeHandle, NodeOptions};
@@ -51,6 +51,8 @@ pub(crate) struct Recording {
     next: Slot,
     /// Every proposal this incarnation applied, and where: **at most once**.
     applied: BTreeMap<ProposalId, Slot>,
+    /// Whether [`freeze`](StateMachine::freeze) answers (see [`Timing`]).
+    freezes: bool,
 }
 
 #[async_trait]
@@ -121,6 +123,19 @@ impl StateMachine for Recording {
         self.inner.snapshot(out).await
     }
 
+    /// Half the seeds freeze (the node writes the snapshot in the background), the
+    /// others snapshot inline: both of the driver's paths run.
+    fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
+        if !self.freezes {
+            return None;
+        }
+        let inner = self.inner.freeze()?;
+        Some(Box::new(FrozenRecording {
+            next: self.next,
+            inner,
+        }))
+    }
+
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
         let mut next = [0; 8];
         let read = input
@@ -132,6 +147,46 @@ impl StateMachine for Recording {
         }
         self.next = Slot(u64::from_le_bytes(next));
         self.inner.restore(input).await
+    }
+}
+
+/// [`Recording`]'s frozen state: the same bytes as its `snapshot`.
+struct FrozenRecording {
+    next: Slot,
+    inner: Box<dyn FrozenState>,
+}
+
+impl FrozenState for FrozenRecording {
+    fn write(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        use std::io::Write as _;
+        let mut out = Bounded { out, written: 0 };
+        out.write_all(&self.next.0.to_le_bytes())
+            .map_err(|e| StateMachineError::with_source("snapshot", e))?;
+        self.inner.write(&mut out)
+    }
+}
+
+/// Stops a run whose snapshots outgrow what the simulator's inline jobs may write (see
+/// `SimRuntime::spawn_blocking`): the driver's channel holds two 256 KiB pieces, and a
+/// third would block the whole simulation. A loud failure instead of a hang.
+struct Bounded<'a> {
+    out: &'a mut dyn std::io::Write,
+    written: usize,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.written += bytes.len();
+        assert!(
+            self.written <= 384 << 10,
+            "a simulated node's snapshot passed 384 KiB: raise the driver's pieces channel \
+             or shrink the workload"
+        );
+        self.out.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -155,6 +210,9 @@ pub(crate) struct Timing {
     /// Compaction every this many applied slots, keeping this many (by seed; `None`:
     /// never by policy).
     pub(crate) compaction: Option<(u64, u64)>,
+    /// The state machine freezes its state, and the node writes its snapshots in the
+    /// background (else inline).
+    pub(crate) background_snapshots: bool,
 }
 
 pub(crate) struct NodeSlot {
@@ -327,6 +385,7 @@ impl Cluster {
             agreement: self.agreement.clone(),
             next: Slot(0),
             applied: BTreeMap::new(),
+            freezes: self.timing.background_snapshots,
         };
         let mut options = NodeOptions::default();
         options.request_timeout = self.timing.request_timeout;

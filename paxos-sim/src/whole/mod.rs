@@ -199,6 +199,8 @@ pub struct NodeReport {
     pub storage_stops: u64,
     /// Snapshots taken by the nodes' last incarnations (compaction by policy).
     pub snapshots_taken: u64,
+    /// Snapshots the last incarnations began writing in the background.
+    pub snapshots_background: u64,
     /// Snapshots the nodes' last incarnations fetched from a peer and installed.
     pub snapshots_installed: u64,
     /// Probes (a read, a write and a read, in a calm) that completed.
@@ -258,6 +260,8 @@ fn timing(cfg: &NodeSimConfig) -> Timing {
             0 => None,
             _ => Some((8 + cfg.seed % 57, cfg.seed % 8)),
         },
+        // Odd seeds write snapshots in the background (the state machine freezes).
+        background_snapshots: cfg.seed % 2 == 1,
     }
 }
 
@@ -403,6 +407,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         .collect();
     NodeReport {
         snapshots_taken: metrics.iter().map(|m| m.snapshots_taken).sum(),
+        snapshots_background: metrics.iter().map(|m| m.snapshots_background).sum(),
         snapshots_installed: metrics.iter().map(|m| m.snapshots_installed).sum(),
         seed: cfg.seed,
         nodes: cfg.nodes,

@@ -155,6 +155,22 @@ impl Runtime for SimRuntime {
         now
     }
 
+    /// Runs `job` on the executor, as the node's task, after a seeded delay of up to
+    /// 50 ms: the node goes on cycling meanwhile (a background snapshot stays under way
+    /// across applies, fetches and crashes), and the schedule stays the seed's.
+    ///
+    /// The job runs inline and must not block: the snapshots written this way (the
+    /// `Recording` state machine's) are far below the driver's pieces channel's room.
+    fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+        let delay = Duration::from_micros(self.exec.random() % 50_000);
+        let sleep = self.sleep(delay);
+        self.spawn(Box::pin(async move {
+            sleep.await;
+            job();
+        }));
+        Ok(())
+    }
+
     fn connect_tcp(&self, _addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxConn>> {
         Box::pin(async { Err(no_sockets()) })
     }

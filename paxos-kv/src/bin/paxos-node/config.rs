@@ -93,6 +93,7 @@ pub(crate) struct ConfigFile {
     pub(crate) compact_every_entries: Option<u64>,
     pub(crate) compact_every_bytes: Option<u64>,
     pub(crate) compact_keep_entries: Option<u64>,
+    pub(crate) compact_keep_bytes: Option<u64>,
     /// Last: a TOML table must follow the plain keys.
     pub(crate) tls: Option<TlsFiles>,
 }
@@ -161,6 +162,9 @@ pub(crate) struct ServeArgs {
     /// Log slots kept behind a snapshot, for followers a little behind. Default 1000.
     #[arg(long)]
     pub(crate) compact_keep_entries: Option<u64>,
+    /// ... but fewer if they carry more than this many bytes of commands. Default 16 MiB.
+    #[arg(long)]
+    pub(crate) compact_keep_bytes: Option<u64>,
     /// This node ran before under this id and may have lost what it stored (memory
     /// storage, or a wiped data directory). If its store is empty it rejoins as a
     /// non-voting learner, because the promises it made are gone (`Config::bootstrap`
@@ -194,6 +198,7 @@ impl NodeConfig {
             (self.compact_every_entries > 0).then_some(self.compact_every_entries);
         policy.every_bytes = (self.compact_every_bytes > 0).then_some(self.compact_every_bytes);
         policy.keep_entries = self.compact_keep_entries;
+        policy.keep_bytes = self.compact_keep_bytes;
         policy
     }
 }
@@ -218,6 +223,7 @@ pub(crate) struct NodeConfig {
     pub(crate) compact_every_entries: u64,
     pub(crate) compact_every_bytes: u64,
     pub(crate) compact_keep_entries: u64,
+    pub(crate) compact_keep_bytes: u64,
     /// See [`ServeArgs::rejoin`].
     pub(crate) rejoin: bool,
 }
@@ -300,6 +306,10 @@ impl NodeConfig {
                 .compact_keep_entries
                 .or(file.compact_keep_entries)
                 .unwrap_or(DEFAULT_COMPACTION.keep_entries),
+            compact_keep_bytes: args
+                .compact_keep_bytes
+                .or(file.compact_keep_bytes)
+                .unwrap_or(DEFAULT_COMPACTION.keep_bytes),
             rejoin: args.rejoin,
         };
         if config.max_sessions == 0
@@ -345,6 +355,7 @@ impl NodeConfig {
             compact_every_entries: Some(self.compact_every_entries),
             compact_every_bytes: Some(self.compact_every_bytes),
             compact_keep_entries: Some(self.compact_keep_entries),
+            compact_keep_bytes: Some(self.compact_keep_bytes),
             tls: self.tls.clone(),
         }
     }
