@@ -16,7 +16,7 @@ use paxos_core::{Envelope, Inbound, Message, NodeId, Slot, SnapshotMeta};
 use crate::driver::Driver;
 use crate::error::{CompactError, FatalError};
 use crate::metrics::Counters;
-use crate::snapshot::{self, ChunkFate, Fetch, Piece, RateLimit, Sink, SnapshotFailure};
+use crate::snapshot::{self, ChunkFate, Fetch, Piece, RateLimit, Sending, Sink, SnapshotFailure};
 
 /// Bound on compactions waiting (requests through the handle).
 const MAX_COMPACT_WAITERS: usize = 16;
@@ -36,8 +36,8 @@ pub(crate) struct Snapshots {
     pub(crate) fetch: Option<Fetch>,
     /// Snapshot messages taken from the transport, handled after the cycle's `Ready`.
     pub(crate) inbound: Vec<Inbound>,
-    /// Chunk requests to answer, at most one per peer (the latest).
-    pub(crate) requests: Vec<(NodeId, SnapshotRequest)>,
+    /// Transfers to peers: at most one per peer (its latest request's window).
+    pub(crate) sending: Vec<Sending>,
     /// When the rate limit next allows a chunk, if a request waits on it.
     pub(crate) send_at: Option<Instant>,
     pub(crate) limit: RateLimit,
@@ -47,6 +47,8 @@ pub(crate) struct Snapshots {
     pub(crate) taking: Option<Taking>,
     /// The background snapshot's next piece, received while the driver waited.
     pub(crate) next_piece: Option<Piece>,
+    /// When the fetch under way staged its first chunk (for the log).
+    fetch_began: Option<Instant>,
 }
 
 /// A snapshot being written on the snapshot thread (see [`snapshot::spawn_frozen`]).
@@ -84,13 +86,14 @@ impl Snapshots {
             failed_at_entries: None,
             fetch: None,
             inbound: Vec::new(),
-            requests: Vec::new(),
+            sending: Vec::new(),
             send_at: None,
             limit: RateLimit::new(rate, chunk_bytes as u64, Instant::now()),
             chunk_bytes,
             waiters: Vec::new(),
             taking: None,
             next_piece: None,
+            fetch_began: None,
         }
     }
 
@@ -373,46 +376,55 @@ impl Driver {
     // --- Sending snapshots ----------------------------------------------------------
 
     fn queue_request(&mut self, from: NodeId, request: SnapshotRequest) {
-        let requests = &mut self.snapshots.requests;
-        match requests.iter_mut().find(|(peer, _)| *peer == from) {
-            Some(slot) => slot.1 = request,
+        let s = &mut self.snapshots;
+        let Some(saved) = s.saved else {
+            // Nothing to send: only a node that compacted offers snapshots, so this request
+            // is stale (from before a restart); the asker asks again elsewhere.
+            return;
+        };
+        let sending = Sending::new(from, &request, saved, s.chunk_bytes as u64);
+        match s.sending.iter_mut().find(|t| t.to == from) {
+            Some(t) => *t = sending,
             // One entry per peer that asks: bounded by the cluster's size, since the
             // transport only admits members.
-            None => requests.push((from, request)),
+            None => s.sending.push(sending),
         }
     }
 
-    /// Answers waiting requests while the rate limit allows. True if it sent any.
+    /// Sends the windows' chunks while the rate limit allows, taking peers in turn. True
+    /// if it sent any.
     async fn serve_requests(&mut self) -> Result<bool, FatalError> {
         self.snapshots.send_at = None;
-        if self.snapshots.requests.is_empty() {
-            return Ok(false);
-        }
         let Some(saved) = self.snapshots.saved else {
-            // Nothing to send: only a node that compacted offers snapshots, so a request
-            // here is stale (from before a restart); the asker asks again elsewhere.
-            self.snapshots.requests.clear();
+            self.snapshots.sending.clear();
             return Ok(false);
         };
+        let chunk = self.snapshots.chunk_bytes as u64;
+        self.snapshots
+            .sending
+            .retain(|t| t.next_chunk(saved, chunk).is_some());
         let mut sent = false;
-        while let Some((to, request)) = self.snapshots.requests.first().cloned() {
-            let offset = if request.upto == saved.upto {
-                request.offset.min(saved.len)
-            } else {
-                0
+        while let Some(t) = self.snapshots.sending.first().copied() {
+            let Some((offset, len)) = t.next_chunk(saved, chunk) else {
+                self.snapshots.sending.remove(0);
+                continue;
             };
-            let len = (saved.len - offset).min(self.snapshots.chunk_bytes as u64);
             if let Err(at) = self.snapshots.limit.take(len, Instant::now()) {
                 self.snapshots.send_at = Some(at);
                 break;
             }
-            self.snapshots.requests.remove(0);
             let mut bytes = vec![0; len as usize];
             let n = match self.storage.read_snapshot(offset, &mut bytes).await {
                 Ok(n) => n,
                 Err(e) => return Err(FatalError::Storage(e)),
             };
             bytes.truncate(n);
+            // Next chunk from the next peer: the window moves to the back.
+            let mut t = self.snapshots.sending.remove(0);
+            t.next = offset + n as u64;
+            if n > 0 {
+                self.snapshots.sending.push(t);
+            }
             let chunk = SnapshotChunk {
                 upto: saved.upto,
                 total: saved.len,
@@ -423,7 +435,7 @@ impl Driver {
             let counters = &self.shared.counters;
             Counters::add(&counters.snapshot_chunks_sent, 1);
             Counters::add(&counters.snapshot_bytes_sent, n as u64);
-            self.send(to, Message::SnapshotChunk(chunk));
+            self.send(t.to, Message::SnapshotChunk(chunk));
             sent = true;
         }
         Ok(sent)
@@ -450,7 +462,9 @@ impl Driver {
             .snapshots
             .fetch
             .get_or_insert_with(|| Fetch::new(from, upto));
-        fetch.from = from;
+        if !fetch.progressing(Instant::now(), self.options.snapshot_request_timeout) {
+            fetch.from = from;
+        }
         fetch.min_upto = fetch.min_upto.max(upto);
         self.ask_for_chunk();
     }
@@ -499,6 +513,14 @@ impl Driver {
             if let Err(e) = self.storage.begin_snapshot(chunk.upto).await {
                 return Err(FatalError::Storage(e));
             }
+            tracing::info!(
+                node = %self.replica.id(),
+                %from,
+                upto = %chunk.upto,
+                bytes = chunk.total,
+                "fetching a snapshot"
+            );
+            self.snapshots.fetch_began = Some(Instant::now());
         }
         if let Err(e) = self.storage.append_snapshot(&chunk.bytes).await {
             return Err(FatalError::Storage(e));
@@ -506,6 +528,7 @@ impl Driver {
         Counters::add(&self.shared.counters.snapshot_chunks_received, 1);
         let fetch = self.snapshots.fetch.as_mut().expect("checked above");
         fetch.staged_chunk(&fate, &chunk);
+        fetch.progress_at = Some(Instant::now());
         // Whoever sent a chunk we took holds this snapshot: continue with it.
         fetch.from = from;
         match fetch.finished() {
@@ -530,10 +553,17 @@ impl Driver {
     /// crash after it restarts from the new one.
     async fn install(&mut self) -> Result<(), FatalError> {
         self.snapshots.fetch = None;
+        let fetch_ms = self
+            .snapshots
+            .fetch_began
+            .take()
+            .map_or(0, |at| at.elapsed().as_millis() as u64);
+        let commit_started = Instant::now();
         let meta = match self.storage.commit_snapshot().await {
             Ok(meta) => meta,
             Err(e) => return Err(FatalError::Storage(e)),
         };
+        let commit_ms = commit_started.elapsed().as_millis() as u64;
         let applied = self.replica.status().applied;
         assert!(
             meta.upto > applied,
@@ -557,6 +587,8 @@ impl Driver {
             node = %self.replica.id(),
             upto = %meta.upto,
             bytes = meta.len,
+            fetch_ms,
+            commit_ms,
             ms = started.elapsed().as_millis() as u64,
             "installed a snapshot fetched from a peer"
         );

@@ -427,6 +427,64 @@ pub(crate) struct Fetch {
     pub(crate) staged: Option<Staged>,
     /// The last request: to whom, when, for which offset.
     pub(crate) asked: Option<(NodeId, Instant, u64)>,
+    /// Chunks staged since that request.
+    since_ask: u64,
+    /// When the last chunk was staged: while chunks come, the source is kept even if the
+    /// core names another (two senders' windows would interleave out of order).
+    pub(crate) progress_at: Option<Instant>,
+}
+
+/// Chunks one request lets the sender send: the transfer's window (2 MiB at the default
+/// chunk size). The receiver asks for the next window when the whole of this one has
+/// arrived, so the link idles one round trip per window rather than per chunk, and a
+/// request always names where the receiver really is: a lost chunk is sent again on the
+/// next request, and nothing is sent twice otherwise.
+pub(crate) const WINDOW_CHUNKS: u64 = 8;
+
+/// The sender's side of one peer's transfer: the window its last request granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sending {
+    pub(crate) to: NodeId,
+    /// The snapshot being sent (the saved one when the request came).
+    pub(crate) upto: Slot,
+    /// The next offset to send.
+    pub(crate) next: u64,
+    /// Where the window ends.
+    end: u64,
+}
+
+impl Sending {
+    /// Answers `request` from `to` out of `saved`: the window from the asked offset, or
+    /// from the start if it asks for another snapshot than the one saved (or for "your
+    /// latest").
+    pub(crate) fn new(
+        to: NodeId,
+        request: &SnapshotRequest,
+        saved: SnapshotMeta,
+        chunk: u64,
+    ) -> Self {
+        let next = if request.upto == saved.upto {
+            request.offset.min(saved.len)
+        } else {
+            0
+        };
+        Self {
+            to,
+            upto: saved.upto,
+            next,
+            end: next.saturating_add(WINDOW_CHUNKS.saturating_mul(chunk)),
+        }
+    }
+
+    /// The next chunk to send from `saved`, as (offset, length), if the window allows.
+    pub(crate) fn next_chunk(&self, saved: SnapshotMeta, chunk: u64) -> Option<(u64, u64)> {
+        if self.upto != saved.upto {
+            // Compacted again since the request: the peer asks again and gets the new one.
+            return None;
+        }
+        let end = self.end.min(saved.len);
+        (self.next < end).then(|| (self.next, (end - self.next).min(chunk)))
+    }
 }
 
 /// What to do with a chunk that arrived.
@@ -447,11 +505,14 @@ impl Fetch {
             min_upto,
             staged: None,
             asked: None,
+            since_ask: 0,
+            progress_at: None,
         }
     }
 
-    /// The request to send now, if one is due: none outstanding, another source, or the
-    /// last one unanswered for `patience`.
+    /// The request to send now, if one is due: none outstanding, another source, the
+    /// whole window received, the staged offset gone back (a new start), or the last one
+    /// older than `patience`.
     pub(crate) fn due_request(
         &mut self,
         now: Instant,
@@ -462,7 +523,8 @@ impl Fetch {
             None => true,
             Some((to, at, asked_offset)) => {
                 to != self.from
-                    || asked_offset != offset
+                    || offset < asked_offset
+                    || self.since_ask >= WINDOW_CHUNKS
                     || now.saturating_duration_since(at) >= patience
             }
         };
@@ -470,6 +532,7 @@ impl Fetch {
             return None;
         }
         self.asked = Some((self.from, now, offset));
+        self.since_ask = 0;
         Some(SnapshotRequest {
             upto: self.staged.map_or(Slot(0), |s| s.upto),
             offset,
@@ -491,9 +554,19 @@ impl Fetch {
             Some(s) if s.upto == chunk.upto && s.total == chunk.total && chunk.offset == s.len => {
                 ChunkFate::Append
             }
+            // Another sender's (or a stale window's) start of what is being staged.
+            Some(s) if s.upto == chunk.upto && s.total == chunk.total => {
+                ChunkFate::Drop("out of order")
+            }
             _ if chunk.offset == 0 && chunk.upto >= self.min_upto => ChunkFate::Begin,
             _ => ChunkFate::Drop("out of order"),
         }
+    }
+
+    /// Whether chunks came within `patience` of `now`.
+    pub(crate) fn progressing(&self, now: Instant, patience: Duration) -> bool {
+        self.progress_at
+            .is_some_and(|at| now.saturating_duration_since(at) < patience)
     }
 
     /// Records `chunk` as staged (after the store took it).
@@ -504,6 +577,7 @@ impl Fetch {
         if let Some(s) = &mut self.staged {
             s.add(&chunk.bytes);
         }
+        self.since_ask += 1;
     }
 
     /// The staged snapshot, if it is whole; `Err` if whole but its checksum fails.
@@ -678,7 +752,17 @@ mod tests {
         assert_eq!(fate, ChunkFate::Begin);
         f.staged_chunk(&fate, &c0);
         assert!(f.finished().is_none());
-        assert_eq!(f.judge(&c0, Slot(0)), ChunkFate::Begin, "a restart from 0");
+        assert_eq!(
+            f.judge(&c0, Slot(0)),
+            ChunkFate::Drop("out of order"),
+            "a second start of the snapshot being staged"
+        );
+        let newer = chunk(14, 30, 0, &body[..14]);
+        assert_eq!(
+            f.judge(&newer, Slot(0)),
+            ChunkFate::Begin,
+            "a newer one restarts"
+        );
         let fate = f.judge(&c1, Slot(0));
         assert_eq!(fate, ChunkFate::Append);
         f.staged_chunk(&fate, &c1);
@@ -714,6 +798,71 @@ mod tests {
             f.due_request(t0 + patience, patience).is_some(),
             "new source"
         );
+    }
+
+    #[test]
+    fn the_next_request_goes_out_once_the_window_arrived() {
+        let t0 = Instant::now();
+        let patience = Duration::from_secs(1);
+        let mut f = Fetch::new(NodeId(1), Slot(10));
+        assert!(f.due_request(t0, patience).is_some());
+        let mut offset = 0;
+        for i in 0..WINDOW_CHUNKS {
+            let c = chunk(12, 1000, offset, b"0123456789");
+            let fate = f.judge(&c, Slot(0));
+            assert_ne!(fate, ChunkFate::Drop("out of order"), "chunk {i}");
+            f.staged_chunk(&fate, &c);
+            offset += 10;
+            let due = f.due_request(t0, patience);
+            if i + 1 < WINDOW_CHUNKS {
+                assert!(due.is_none(), "chunk {i}: the window is still arriving");
+            } else {
+                let next = due.expect("the window is in: ask for the next");
+                assert_eq!((next.upto, next.offset), (Slot(12), offset));
+            }
+        }
+        // A new start (the staged snapshot failed its checksum) asks at once.
+        f.staged = None;
+        assert_eq!(f.due_request(t0, patience).map(|r| r.offset), Some(0));
+    }
+
+    #[test]
+    fn a_window_covers_the_chunks_a_request_grants() {
+        let saved = SnapshotMeta {
+            upto: Slot(12),
+            len: 10 * 100 + 30,
+        };
+        let ask = |upto, offset| SnapshotRequest {
+            upto: Slot(upto),
+            offset,
+        };
+        // From the asked offset, in chunks of 100, for the window.
+        let mut t = Sending::new(NodeId(2), &ask(12, 300), saved, 100);
+        let mut sent = Vec::new();
+        while let Some((offset, len)) = t.next_chunk(saved, 100) {
+            sent.push((offset, len));
+            t.next = offset + len;
+        }
+        let expected: Vec<(u64, u64)> = (0..WINDOW_CHUNKS)
+            .map(|i| (300 + i * 100, 100))
+            .filter(|&(o, _)| o < saved.len)
+            .map(|(o, l)| (o, l.min(saved.len - o)))
+            .collect();
+        assert_eq!(sent, expected);
+        assert_eq!(
+            sent.last(),
+            Some(&(1000, 30)),
+            "the last chunk is cut to the end"
+        );
+        // Another snapshot (or "your latest") is sent from its start.
+        let t = Sending::new(NodeId(2), &ask(0, 500), saved, 100);
+        assert_eq!(t.next_chunk(saved, 100), Some((0, 100)));
+        // Compacted again since: nothing more from the old one.
+        let newer = SnapshotMeta {
+            upto: Slot(20),
+            len: 5000,
+        };
+        assert_eq!(t.next_chunk(newer, 100), None);
     }
 
     #[test]
