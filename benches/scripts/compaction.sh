@@ -41,58 +41,11 @@ EXE=$(node_exe)
 
 DIR=$(mktemp -d)
 declare -A PIDS=()
-PEERS=()
-for i in 1 2 3; do PEERS+=(--peer "$i=127.0.0.1:$((BASE_PORT + i))"); done
-resp_port() { echo $((BASE_PORT + 10 + $1)); }
-admin_port() { echo $((BASE_PORT + 20 + $1)); }
-
-# start_node ID: one `serve` in the background, its log appended to $DIR/nID.log.
-start_node() {
-    local i=$1
-    # shellcheck disable=SC2086 # EXTRA_FLAGS is a list of flags
-    "$EXE" serve --id "$i" "${PEERS[@]}" --storage file --transport tcp \
-        --data-dir "$DIR/d$i" --resp "127.0.0.1:$(resp_port "$i")" \
-        --admin "127.0.0.1:$(admin_port "$i")" $EXTRA_FLAGS >>"$DIR/n$i.log" 2>&1 &
-    PIDS[$i]=$!
-    disown "$!" # reaped by the shell; no "Killed" notice when we SIGKILL it
-}
-
-# stop_node ID SIGNAL: signal it and wait for the exit (SIGKILL after 30 s).
-stop_node() {
-    local i=$1 sig=$2 pid=${PIDS[$1]:-}
-    [[ -n $pid ]] || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    unset "PIDS[$i]"
-}
-
-cleanup() {
-    local i
-    for i in "${!PIDS[@]}"; do stop_node "$i" TERM; done
-    if [[ -n ${KEEP_DIR:-} ]]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+# shellcheck disable=SC2206 # EXTRA_FLAGS is a list of flags
+NODE_FLAGS=($EXTRA_FLAGS)
+TRANSPORT=tcp
+trap stop_nodes EXIT
 trap 'exit 130' INT TERM
-
-status() { curl -s --max-time 2 "http://127.0.0.1:$(admin_port "$1")/status" || true; }
-# field JSON NAME: a top-level number (or null) of /status.
-field() { grep -o "\"$2\":[0-9a-z]*" <<<"$1" | head -1 | cut -d: -f2 || true; }
-
-# find_leader: sets LEADER to the id of the node whose /status says leader (60 s at most).
-find_leader() {
-    local i
-    for _ in $(seq 600); do
-        for i in "${!PIDS[@]}"; do
-            if [[ $(status "$i") == *'"role":"leader"'* ]]; then LEADER=$i; return 0; fi
-        done
-        sleep 0.1
-    done
-    echo "no leader after 60 s (logs in $DIR)" >&2
-    KEEP_DIR=1
-    return 1
-}
 
 for i in 1 2 3; do start_node "$i"; done
 find_leader

@@ -30,8 +30,8 @@
 #
 # Note: each benchmark is 5000 log slots, but of small commands; the compaction policy
 # takes no new snapshot until the commands applied since the last one outweigh it, so the
-# big snapshot is not retaken during the measurements (a snapshot is taken inline on the
-# node's driver, the known limit in ARCHITECTURE.md, so one would pause that node).
+# big snapshot is not retaken during the measurements (it would be written in the
+# background, but would still compete for the disk and the CPU).
 set -euo pipefail
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 cd "$SCRIPTS/../.."
@@ -53,69 +53,19 @@ fi
 DIR=$(mktemp -d)
 declare -A PIDS=()
 BENCH_PID=
-PEERS=()
-for i in 1 2 3; do PEERS+=(--peer "$i=127.0.0.1:$((BASE_PORT + i))"); done
-resp_port() { echo $((BASE_PORT + 10 + $1)); }
-admin_port() { echo $((BASE_PORT + 20 + $1)); }
-# start_node ID: one `serve` in the background, its log appended to $DIR/nID.log.
-start_node() {
-    local i=$1 tls=()
-    if [[ $TRANSPORT == quic ]]; then
-        tls=(--tls-ca "$DIR/certs/ca.pem" --tls-cert "$DIR/certs/node-$i.pem"
-            --tls-key "$DIR/certs/node-$i.key")
-    fi
-    # shellcheck disable=SC2086 # EXTRA_FLAGS is a list of flags
-    "$EXE" serve --id "$i" "${PEERS[@]}" --storage file --transport "$TRANSPORT" "${tls[@]}" \
-        --data-dir "$DIR/d$i" --resp "127.0.0.1:$(resp_port "$i")" \
-        --admin "127.0.0.1:$(admin_port "$i")" \
-        --compact-every-entries 1000 --compact-keep-entries 10 $EXTRA_FLAGS \
-        >>"$DIR/n$i.log" 2>&1 &
-    PIDS[$i]=$!
-    disown "$!" # reaped by the shell; no "Killed" notice when we SIGKILL it
-}
-
-# stop_node ID SIGNAL: signal it and wait for the exit (SIGKILL after 30 s).
-stop_node() {
-    local i=$1 sig=$2 pid=${PIDS[$1]:-}
-    [[ -n $pid ]] || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    unset "PIDS[$i]"
-}
-
+# shellcheck disable=SC2206 # EXTRA_FLAGS is a list of flags
+NODE_FLAGS=(--compact-every-entries 1000 --compact-keep-entries 10 $EXTRA_FLAGS)
 cleanup() {
-    local i
     if [[ -n $BENCH_PID ]]; then kill "$BENCH_PID" 2>/dev/null || true; wait "$BENCH_PID" 2>/dev/null || true; fi
-    for i in "${!PIDS[@]}"; do stop_node "$i" TERM; done
-    if [[ -n ${KEEP_DIR:-} ]]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
+    stop_nodes
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
 if [[ $TRANSPORT == quic ]]; then # QUIC is always mutual TLS: a development CA
     "$EXE" certs --nodes 3 --out "$DIR/certs" >/dev/null
 fi
 
-status() { curl -s --max-time 2 "http://127.0.0.1:$(admin_port "$1")/status" || true; }
-# field JSON NAME: a top-level number (or null) of /status.
-field() { grep -o "\"$2\":[0-9a-z]*" <<<"$1" | head -1 | cut -d: -f2 || true; }
 seconds() { awk "BEGIN { printf \"%.3f\", $2 - $1 }"; }
-
-# find_leader: sets LEADER to the id of the node whose /status says leader (60 s at most).
-find_leader() {
-    local i
-    for _ in $(seq 600); do
-        for i in "${!PIDS[@]}"; do
-            if [[ $(status "$i") == *'"role":"leader"'* ]]; then LEADER=$i; return 0; fi
-        done
-        sleep 0.1
-    done
-    echo "no leader after 60 s (logs in $DIR)" >&2
-    KEEP_DIR=1
-    return 1
-}
 
 # latency FILE: "p50 p99" (ms) from a redis-benchmark --csv output.
 latency() {
