@@ -588,6 +588,14 @@ pub struct Cluster {
 /// bound by another process before the member binds it.
 const BIND_ATTEMPTS: usize = 5;
 
+/// Ids `1..=n`, fresh loopback ports (port 0) and a [`MemoryStorage`] each.
+fn fresh_members(n: usize) -> (Vec<u64>, Vec<SocketAddr>, Vec<Disk>) {
+    let ids = (1..=n as u64).collect();
+    let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
+    let disks = (0..n).map(|_| Disk::Memory(MemoryStorage::new())).collect();
+    (ids, addrs, disks)
+}
+
 impl Cluster {
     /// Starts every node of a cluster of `n` on free loopback ports.
     pub async fn start(rt: Arc<dyn Runtime>, n: usize) -> Self {
@@ -596,42 +604,27 @@ impl Cluster {
 
     /// Starts every node of a cluster of `n` over `net` on free loopback ports.
     pub async fn start_over(net: Net, rt: Arc<dyn Runtime>, n: usize) -> Self {
-        let ids: Vec<u64> = (1..=n as u64).collect();
-        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
-        let disks = ids
-            .iter()
-            .map(|_| Disk::Memory(MemoryStorage::new()))
-            .collect();
+        let (ids, addrs, disks) = fresh_members(n);
         Self::start_full(net, rt, ids, addrs, disks).await
     }
 
     /// Starts every node of a cluster of `disks.len()` on free loopback ports, member `i`
     /// on `disks[i]`.
     pub async fn start_on(rt: Arc<dyn Runtime>, disks: Vec<Disk>) -> Self {
-        let n = disks.len();
-        let ids: Vec<u64> = (1..=n as u64).collect();
-        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
+        let (ids, addrs, _) = fresh_members(disks.len());
         Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
     /// Starts a node for every address that is port 0 (on a fresh port); the others are
     /// members the test runs itself.
     pub async fn start_with(rt: Arc<dyn Runtime>, ids: Vec<u64>, addrs: Vec<SocketAddr>) -> Self {
-        let disks = ids
-            .iter()
-            .map(|_| Disk::Memory(MemoryStorage::new()))
-            .collect();
+        let (_, _, disks) = fresh_members(ids.len());
         Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
     /// Starts every node of a cluster of `n` on free loopback ports, with `options`.
     pub async fn start_tuned(rt: Arc<dyn Runtime>, n: usize, options: NodeOptions) -> Self {
-        let ids: Vec<u64> = (1..=n as u64).collect();
-        let addrs = vec!["127.0.0.1:0".parse().unwrap(); n];
-        let disks = ids
-            .iter()
-            .map(|_| Disk::Memory(MemoryStorage::new()))
-            .collect();
+        let (ids, addrs, disks) = fresh_members(n);
         Self::start_full_with(Net::Tcp, rt, ids, addrs, disks, Some(options)).await
     }
 
