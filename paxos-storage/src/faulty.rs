@@ -326,6 +326,97 @@ mod tests {
         assert_eq!(promised, Ballot::new(2, NodeId(1)));
     }
 
+    /// The saved snapshot of `store`: its `upto` and bytes.
+    fn saved<S: Storage>(store: &mut S) -> Option<(u64, Vec<u8>)> {
+        let meta = block_on(store.snapshot()).unwrap()?;
+        let mut data = vec![0; meta.len as usize];
+        assert_eq!(block_on(store.read_snapshot(0, &mut data)), Ok(data.len()));
+        Some((meta.upto.0, data))
+    }
+
+    /// Stages `data` for `upto` in pieces of 3 bytes, then commits it.
+    fn save<S: Storage>(store: &mut S, upto: u64, data: &[u8]) -> Result<(), StorageError> {
+        block_on(store.begin_snapshot(Slot(upto)))?;
+        for piece in data.chunks(3) {
+            block_on(store.append_snapshot(piece))?;
+        }
+        block_on(store.commit_snapshot()).map(drop)
+    }
+
+    #[test]
+    fn a_failed_snapshot_commit_poisons_and_keeps_the_old_or_the_new_whole() {
+        for fault in [Fault::LoseWrite, Fault::KeepWrite] {
+            let disk = MemoryStorage::new();
+            let plan = FaultPlan::new();
+            let mut store = FaultyStorage::new(disk.clone(), plan.clone());
+            save(&mut store, 1, b"old").unwrap();
+            block_on(store.begin_snapshot(Slot(2))).unwrap();
+            block_on(store.append_snapshot(b"new data")).unwrap();
+            plan.fail_next_write(fault);
+            let error = block_on(store.commit_snapshot()).expect_err("the armed commit fails");
+            assert!(matches!(error, StorageError::Io { .. }), "{error:?}");
+            assert!(error.to_string().contains("commit_snapshot"), "{error}");
+            assert_eq!(plan.injected(), 1);
+            for _ in 0..2 {
+                assert!(matches!(
+                    block_on(store.snapshot()),
+                    Err(StorageError::Poisoned(_))
+                ));
+                assert!(matches!(
+                    block_on(store.read_snapshot(0, &mut [0; 4])),
+                    Err(StorageError::Poisoned(_))
+                ));
+                assert!(matches!(
+                    block_on(store.staged_snapshot()),
+                    Err(StorageError::Poisoned(_))
+                ));
+                assert!(matches!(
+                    block_on(store.begin_snapshot(Slot(3))),
+                    Err(StorageError::Poisoned(_))
+                ));
+                assert!(matches!(
+                    block_on(store.append_snapshot(b"x")),
+                    Err(StorageError::Poisoned(_))
+                ));
+                assert!(matches!(
+                    block_on(store.commit_snapshot()),
+                    Err(StorageError::Poisoned(_))
+                ));
+            }
+            // A lost commit never reached the disk; a kept one did, whole.
+            let expected = match fault {
+                Fault::LoseWrite => (1, b"old".to_vec()),
+                _ => (2, b"new data".to_vec()),
+            };
+            let mut restarted = FaultyStorage::new(disk.clone(), FaultPlan::new());
+            assert_eq!(saved(&mut restarted), Some(expected), "{fault:?}");
+            assert_eq!(block_on(restarted.staged_snapshot()), Ok(None), "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn snapshot_calls_out_of_contract_do_not_poison() {
+        let plan = FaultPlan::new();
+        let mut store = FaultyStorage::new(MemoryStorage::new(), plan.clone());
+        assert!(matches!(
+            block_on(store.append_snapshot(b"x")),
+            Err(StorageError::InvalidCall(_))
+        ));
+        assert!(matches!(
+            block_on(store.commit_snapshot()),
+            Err(StorageError::InvalidCall(_))
+        ));
+        assert!(matches!(
+            block_on(store.read_snapshot(0, &mut [0; 4])),
+            Err(StorageError::InvalidCall(_))
+        ));
+        // The refused commit went through the plan but injected nothing.
+        assert_eq!(plan.injected(), 0);
+        save(&mut store, 5, b"fine").unwrap();
+        assert_eq!(saved(&mut store), Some((5, b"fine".to_vec())));
+        block_on(store.persist(&batch(1))).unwrap();
+    }
+
     #[test]
     fn seeded_faults_are_reproducible() {
         let run = |seed| {

@@ -41,10 +41,22 @@ use paxos_core::{
 /// refuses every other (the owner is part of the shared disk, so it survives a simulated
 /// crash). A snapshot being staged belongs to the handle, not the disk: like a temporary
 /// file, it is gone after a simulated crash; a committed one is on the disk.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct MemoryStorage {
     disk: Arc<Mutex<Disk>>,
     staged: Option<(Slot, Vec<u8>)>,
+}
+
+/// Another handle on the same disk, with nothing staged. (A derived `Clone` copied the
+/// staged snapshot into the clone: a replica restarted on a clone of its crashed handle
+/// found it still staged, and two handles could each commit their own copy.)
+impl Clone for MemoryStorage {
+    fn clone(&self) -> Self {
+        Self {
+            disk: self.disk.clone(),
+            staged: None,
+        }
+    }
 }
 
 /// What a [`MemoryStorage`] keeps.
@@ -101,7 +113,7 @@ impl Storage for MemoryStorage {
         Ok(RecoveredState {
             hard_state: disk.hard_state,
             entries: disk.entries.values().cloned().collect(),
-            // Filled in by the driver from `load_snapshot` (see `RecoveredState::snapshot`).
+            // Filled in by the driver from the saved snapshot (see `RecoveredState::snapshot`).
             snapshot: None,
         })
     }
@@ -196,5 +208,49 @@ impl Storage for MemoryStorage {
             disk.entries = disk.entries.split_off(&before);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+
+    #[test]
+    fn a_clone_shares_the_saved_snapshot_but_not_the_staged_one() {
+        let mut store = MemoryStorage::new();
+        block_on(store.begin_snapshot(Slot(1))).unwrap();
+        block_on(store.append_snapshot(b"one")).unwrap();
+        block_on(store.commit_snapshot()).unwrap();
+        block_on(store.begin_snapshot(Slot(2))).unwrap();
+        block_on(store.append_snapshot(b"two")).unwrap();
+
+        // A restart on a clone of the handle that was staging: nothing staged.
+        let mut restarted = store.clone();
+        assert_eq!(block_on(restarted.staged_snapshot()), Ok(None));
+        assert!(matches!(
+            block_on(restarted.commit_snapshot()),
+            Err(StorageError::InvalidCall(_))
+        ));
+        let saved = SnapshotMeta {
+            upto: Slot(1),
+            len: 3,
+        };
+        assert_eq!(block_on(restarted.snapshot()), Ok(Some(saved)));
+        let mut buf = [0; 8];
+        assert_eq!(block_on(restarted.read_snapshot(1, &mut buf)), Ok(2));
+        assert_eq!(&buf[..2], b"ne");
+
+        // The original handle still commits what it staged, for every handle to see.
+        assert_eq!(
+            block_on(store.commit_snapshot()),
+            Ok(SnapshotMeta {
+                upto: Slot(2),
+                len: 3
+            })
+        );
+        assert_eq!(block_on(restarted.read_snapshot(0, &mut buf)), Ok(3));
+        assert_eq!(&buf[..3], b"two");
     }
 }

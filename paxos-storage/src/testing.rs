@@ -31,7 +31,7 @@
 //! later entry for a slot replaces an earlier one (across and within batches); the hard
 //! state is last-write-wins and unchanged by batches without one; an empty batch is fine;
 //! snapshots stream in, stay staged apart until committed, replace the old one and read
-//! back whole at any offset; compaction drops entries below the slot and
+//! back whole at any offset (0 bytes at or past the end, up to `u64::MAX`); compaction drops entries below the slot and
 //! they stay gone after a reopen; `load` returns entries in slot order, one per slot;
 //! many reopen-append cycles in a row keep everything; and [`claim`](Storage::claim)
 //! records the first owner and refuses another node or cluster, also after a reopen and on
@@ -80,6 +80,7 @@ pub async fn suite<F: StoreFactory>(mut fresh: impl FnMut() -> F) {
     empty_batch_is_ok(&mut fresh()).await;
     snapshots_save_replace_and_reload(&mut fresh()).await;
     staged_snapshots_stay_apart_until_committed(&mut fresh()).await;
+    snapshot_reads_back_at_any_offset(&mut fresh()).await;
     compact_drops_entries_for_good(&mut fresh()).await;
     load_returns_slot_order_one_per_slot(&mut fresh()).await;
     many_reopen_append_cycles(&mut fresh()).await;
@@ -101,6 +102,12 @@ pub async fn fresh_store_is_empty<F: StoreFactory>(factory: &mut F) {
         snapshot,
         Ok(None),
         "fresh_store_is_empty: a fresh store has no snapshot"
+    );
+    let staged = store.staged_snapshot().await;
+    assert_eq!(
+        staged,
+        Ok(None),
+        "fresh_store_is_empty: a fresh store has no staged snapshot"
     );
 }
 
@@ -375,6 +382,13 @@ pub async fn staged_snapshots_stay_apart_until_committed<F: StoreFactory>(factor
         "{CHECK}: staged is not saved"
     );
     assert!(store.commit_snapshot().await.is_ok(), "{CHECK}: commit");
+    // A commit leaves nothing staged: the same snapshot cannot be committed or extended.
+    invalid(
+        store.commit_snapshot().await.map(drop),
+        "a second commit of one snapshot",
+    );
+    invalid(store.append_snapshot(b"x").await, "append after a commit");
+    assert_snapshot(&mut store, 3, b"old state", CHECK).await;
     // Staged, then discarded by a second begin, then a third one committed.
     stage(&mut store, 7, b"discarded", 3, CHECK).await;
     assert_eq!(
@@ -401,6 +415,83 @@ pub async fn staged_snapshots_stay_apart_until_committed<F: StoreFactory>(factor
     stage(&mut store, 9, b"newest", 2, CHECK).await;
     assert!(store.commit_snapshot().await.is_ok(), "{CHECK}: commit");
     assert_snapshot(&mut store, 9, b"newest", CHECK).await;
+}
+
+/// A snapshot of 1 MiB and an odd tail, appended in 64 KiB pieces (`staged_snapshot`
+/// counting each), reads back exactly at offsets around the pieces' boundaries with
+/// buffers of many sizes, short only at its end; a read at or past the end, up to
+/// `u64::MAX`, returns 0 and breaks nothing. Before and after a reopen.
+pub async fn snapshot_reads_back_at_any_offset<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "snapshot_reads_back_at_any_offset";
+    let data: Vec<u8> = (0..(1 << 20) + 1234_u32)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+        .collect();
+    let len = data.len() as u64;
+    let mut store = reopen(factory, CHECK).await;
+    load(&mut store, CHECK).await;
+    if let Err(e) = store.begin_snapshot(Slot(77)).await {
+        panic!("{CHECK}: begin_snapshot failed: {e}");
+    }
+    let mut appended = 0;
+    for piece in data.chunks(64 << 10) {
+        if let Err(e) = store.append_snapshot(piece).await {
+            panic!("{CHECK}: append_snapshot failed: {e}");
+        }
+        appended += piece.len() as u64;
+        assert_eq!(
+            store.staged_snapshot().await,
+            Ok(Some(SnapshotMeta {
+                upto: Slot(77),
+                len: appended
+            })),
+            "{CHECK}: staged_snapshot must count the bytes appended so far"
+        );
+    }
+    let meta = SnapshotMeta {
+        upto: Slot(77),
+        len,
+    };
+    assert_eq!(store.commit_snapshot().await, Ok(meta), "{CHECK}: commit");
+    for when in ["after the commit", "after a reopen"] {
+        assert_eq!(
+            store.snapshot().await,
+            Ok(Some(meta)),
+            "{CHECK} ({when}): snapshot()"
+        );
+        let offsets = [0, 1, 65_535, 65_536, 65_537, 300_001, len - 10, len - 1];
+        for offset in offsets {
+            for size in [1, 7, 4096, 65_536 + 13, 2 << 20] {
+                let mut buf = vec![0xEE; size];
+                let n = match store.read_snapshot(offset, &mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => panic!("{CHECK} ({when}): read_snapshot({offset}, {size}): {e}"),
+                };
+                let start = offset as usize;
+                let expected = &data[start..(start + size).min(data.len())];
+                assert!(
+                    n == expected.len() && buf[..n] == *expected,
+                    "{CHECK} ({when}): read_snapshot({offset}, {size} bytes) returned {n} \
+                     bytes, other than the snapshot's {} from there",
+                    expected.len()
+                );
+            }
+        }
+        for offset in [len, len + 1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(
+                store.read_snapshot(offset, &mut [0; 16]).await,
+                Ok(0),
+                "{CHECK} ({when}): read_snapshot at {offset}, at or past the end of {len} bytes"
+            );
+        }
+        assert_eq!(
+            store.snapshot().await,
+            Ok(Some(meta)),
+            "{CHECK} ({when}): snapshot() after reads past the end"
+        );
+        drop(store);
+        store = reopen(factory, CHECK).await;
+        load(&mut store, CHECK).await;
+    }
 }
 
 /// Compaction drops entries below the slot, keeps the rest and the hard state, never moves

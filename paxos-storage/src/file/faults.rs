@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// Clones share the switchboard, so a test keeps one clone and flips faults while the store
 /// runs. It also counts attempts, so a test can check that a failed fsync is never retried.
 ///
-/// * An injected **write** failure writes the first half of the record, then fails, like a
-///   crash or `ENOSPC` in the middle of a write: the next open finds a torn tail.
+/// * An injected **write** failure writes the first half of the record (or of the piece of
+///   a snapshot being staged), then fails, like a crash or `ENOSPC` in the middle of a
+///   write: the next open finds a torn tail (or a leftover `snapshot.tmp`).
 /// * An injected **fsync** failure skips the real fsync and fails, like `EIO` from
 ///   `fdatasync`: the data may or may not be durable.
 ///
@@ -26,6 +27,8 @@ pub struct IoFaults {
 struct Inner {
     fail_writes: AtomicU32,
     fail_syncs: AtomicU32,
+    /// Fsyncs to let through before `fail_syncs` applies.
+    pass_syncs: AtomicU32,
     write_attempts: AtomicU64,
     sync_attempts: AtomicU64,
     /// Names of the threads each fsync ran on, for the tests that check where I/O runs.
@@ -55,6 +58,15 @@ impl IoFaults {
 
     /// Makes the next `count` fsyncs (of log segments, snapshots or the directory) fail.
     pub fn fail_next_syncs(&self, count: u32) {
+        self.fail_syncs_after(0, count);
+    }
+
+    /// Lets the next `pass` fsyncs succeed, then makes the `count` after them fail. For
+    /// example `fail_syncs_after(1, 1)` before a
+    /// [`commit_snapshot`](paxos_core::Storage::commit_snapshot) fails the directory fsync
+    /// after the rename (the first fsync is `snapshot.tmp`'s own).
+    pub fn fail_syncs_after(&self, pass: u32, count: u32) {
+        self.inner.pass_syncs.store(pass, Ordering::SeqCst);
         self.inner.fail_syncs.store(count, Ordering::SeqCst);
     }
 
@@ -87,7 +99,7 @@ impl IoFaults {
             .lock()
             .expect("not poisoned")
             .push(std::thread::current().name().map(str::to_owned));
-        if take_one(&self.inner.fail_syncs) {
+        if !take_one(&self.inner.pass_syncs) && take_one(&self.inner.fail_syncs) {
             Err(io::Error::other("injected fsync failure"))
         } else {
             Ok(())

@@ -169,7 +169,10 @@ impl Log {
                 let _ = reply.send(result);
             }
             Job::AppendSnapshot { bytes, reply } => {
-                let result = self.snapshot_write(|log| log.snapshots.append(&log.dir, &bytes));
+                let result = self.snapshot_write(|log| {
+                    let faults = log.options.faults.as_ref();
+                    log.snapshots.append(&log.dir, &bytes, faults)
+                });
                 let _ = reply.send(result);
             }
             Job::StagedSnapshot { reply } => {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use paxos_core::{Slot, SnapshotMeta, StorageError};
 
+use super::faults::WriteFault;
 use super::recovery::corrupt;
 use super::{IoFaults, SNAPSHOT_FILE, TMP_SUFFIX, io_error, sync_all};
 
@@ -86,15 +87,25 @@ impl SnapshotFiles {
         Ok(())
     }
 
-    pub(crate) fn append(&mut self, dir: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    pub(crate) fn append(
+        &mut self,
+        dir: &Path,
+        bytes: &[u8],
+        faults: Option<&IoFaults>,
+    ) -> Result<(), StorageError> {
         let staged = self
             .staged
             .as_mut()
             .ok_or_else(|| not_staged("append_snapshot"))?;
-        staged
-            .file
-            .write_all_at(bytes, HEADER_BYTES + staged.len)
-            .map_err(|e| io_error(format!("write {}", tmp_path(dir).display()), e))?;
+        let at = HEADER_BYTES + staged.len;
+        let write = match faults.map(IoFaults::on_write) {
+            Some(WriteFault::Torn) => staged
+                .file
+                .write_all_at(&bytes[..bytes.len() / 2], at)
+                .and(Err(std::io::Error::other("injected write failure"))),
+            _ => staged.file.write_all_at(bytes, at),
+        };
+        write.map_err(|e| io_error(format!("write {}", tmp_path(dir).display()), e))?;
         staged.len += bytes.len() as u64;
         staged.crc = crc32c::crc32c_append(staged.crc, bytes);
         Ok(())
@@ -166,6 +177,12 @@ impl SnapshotFiles {
         })?;
         let left = saved.meta.len.saturating_sub(offset);
         let n = usize::try_from(left).map_or(len, |left| left.min(len));
+        if n == 0 {
+            // At or past the end: nothing to read. Returning here also keeps
+            // `HEADER_BYTES + offset` below from overflowing for an offset near u64::MAX
+            // (a panic on the I/O thread in debug builds, which poisoned the store).
+            return Ok(Vec::new());
+        }
         let mut buf = vec![0; n];
         let path = dir.join(SNAPSHOT_FILE);
         saved

@@ -269,6 +269,49 @@ fn rollover_and_compaction_delete_old_segments() {
     assert_eq!(saved(&mut store), Some(owned(snapshot)));
 }
 
+/// Total bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|item| item.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn compaction_deletes_whole_segments_and_the_directory_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment: u64 = 16 << 10;
+    let options = FileStorageOptions::default()
+        .initial_segment_bytes(segment)
+        .segment_bytes(segment);
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    let mut next = 0;
+    while store.segment_count() < 12 {
+        persist(&mut store, &batch(next..next + 8));
+        next += 8;
+    }
+    let segments_before = store.segment_count();
+    let bytes_before = dir_bytes(dir.path());
+    assert!(bytes_before >= 12 * segment, "{bytes_before}");
+    let state = pattern(1000);
+    save(&mut store, (next - 8, &state));
+    block_on(store.compact(Slot(next - 8))).unwrap();
+    let segments_after = store.segment_count();
+    assert!(segments_after <= 2, "{segments_before} -> {segments_after}");
+    assert_eq!(segment_sizes(dir.path()).len(), segments_after);
+    // Every deleted segment's bytes are gone; the snapshot file adds about 1 KiB.
+    let deleted = (segments_before - segments_after) as u64 * segment;
+    let bytes_after = dir_bytes(dir.path());
+    assert!(
+        bytes_after + deleted <= bytes_before + 2048,
+        "{bytes_before} bytes before, {bytes_after} after, {deleted} deleted"
+    );
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert_eq!(slots(&mut store), (next - 8..next).collect::<Vec<_>>());
+    assert_eq!(saved(&mut store), Some((next - 8, state)));
+}
+
 #[test]
 fn a_record_larger_than_a_segment_gets_its_own_segment() {
     let dir = tempfile::tempdir().unwrap();
@@ -376,6 +419,22 @@ fn failed_fsync_poisons_the_store_and_is_never_retried() {
         Err(StorageError::Poisoned(_))
     ));
     assert!(matches!(
+        block_on(store.append_snapshot(b"x")),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.staged_snapshot()),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.commit_snapshot()),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
+        block_on(store.read_snapshot(0, &mut [0; 4])),
+        Err(StorageError::Poisoned(_))
+    ));
+    assert!(matches!(
         block_on(store.compact(Slot(1))),
         Err(StorageError::Poisoned(_))
     ));
@@ -431,36 +490,232 @@ fn failed_snapshot_fsync_poisons_and_keeps_the_old_snapshot() {
     let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
     let old = (3, &b"old"[..]);
     save(&mut store, old);
+    // The first fsync of a commit is `snapshot.tmp`'s own, before the rename.
     faults.fail_next_syncs(1);
     let new = (5, &b"new"[..]);
     block_on(store.begin_snapshot(Slot(new.0))).unwrap();
     block_on(store.append_snapshot(new.1)).unwrap();
-    assert!(matches!(
-        block_on(store.commit_snapshot()),
-        Err(StorageError::Io { .. })
-    ));
-    assert!(matches!(
-        block_on(store.begin_snapshot(Slot(new.0))),
-        Err(StorageError::Poisoned(_))
-    ));
+    let syncs = faults.sync_attempts();
+    match block_on(store.commit_snapshot()) {
+        Err(StorageError::Io { op, .. }) => {
+            assert!(op.contains("fsync") && op.contains("snapshot.tmp"), "{op}")
+        }
+        other => panic!("expected the fsync failure, got {other:?}"),
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            block_on(store.begin_snapshot(Slot(new.0))),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.commit_snapshot()),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.snapshot()),
+            Err(StorageError::Poisoned(_))
+        ));
+    }
+    assert_eq!(faults.sync_attempts(), syncs + 1, "the fsync was retried");
     drop(store);
     let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert!(!dir.path().join("snapshot.tmp").exists());
+    assert_eq!(saved(&mut store), Some(owned(old)));
+}
+
+#[test]
+fn failed_directory_fsync_after_the_snapshot_rename_poisons_and_keeps_a_whole_snapshot() {
+    let old = pattern(50_000);
+    let new: Vec<u8> = pattern(80_000).iter().map(|b| b ^ 0x55).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    persist(&mut store, &batch(0..4));
+    save_in_pieces(&mut store, (3, &old), 7000);
+    block_on(store.begin_snapshot(Slot(4))).unwrap();
+    for piece in new.chunks(7000) {
+        block_on(store.append_snapshot(piece)).unwrap();
+    }
+    // `snapshot.tmp`'s fsync passes; the directory's, after the rename, fails.
+    faults.fail_syncs_after(1, 1);
+    let syncs = faults.sync_attempts();
+    match block_on(store.commit_snapshot()) {
+        Err(StorageError::Io { op, .. }) => assert!(op.contains("directory"), "{op}"),
+        other => panic!("expected the directory fsync failure, got {other:?}"),
+    }
+    assert_eq!(faults.sync_attempts(), syncs + 2);
+    for _ in 0..2 {
+        assert!(matches!(
+            block_on(store.snapshot()),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.read_snapshot(0, &mut [0; 4])),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.begin_snapshot(Slot(5))),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.persist(&batch(4..6))),
+            Err(StorageError::Poisoned(_))
+        ));
+    }
+    assert_eq!(faults.sync_attempts(), syncs + 2, "an fsync was retried");
+    drop(store);
+    // Whether the rename reached the disk is unknown: the old or the new, whole.
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert!(!dir.path().join("snapshot.tmp").exists());
+    let got = saved(&mut store);
+    assert!(
+        got == Some((3, old.clone())) || got == Some((4, new.clone())),
+        "neither the old nor the new snapshot: {:?}",
+        got.map(|(upto, data)| (upto, data.len()))
+    );
+    assert_eq!(slots(&mut store), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_failed_snapshot_write_poisons_and_keeps_the_old_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = IoFaults::new();
+    let options = FileStorageOptions::default().faults(faults.clone());
+    let mut store = FileStorage::open(dir.path(), options.clone()).unwrap();
+    let old = (1, &b"old"[..]);
+    save(&mut store, old);
+    block_on(store.begin_snapshot(Slot(2))).unwrap();
+    block_on(store.append_snapshot(b"first piece")).unwrap();
+    faults.fail_next_writes(1);
+    let writes = faults.write_attempts();
+    match block_on(store.append_snapshot(&pattern(1000))) {
+        Err(StorageError::Io { op, .. }) => assert!(op.contains("snapshot.tmp"), "{op}"),
+        other => panic!("expected the write failure, got {other:?}"),
+    }
+    for _ in 0..2 {
+        assert!(matches!(
+            block_on(store.append_snapshot(b"x")),
+            Err(StorageError::Poisoned(_))
+        ));
+        assert!(matches!(
+            block_on(store.commit_snapshot()),
+            Err(StorageError::Poisoned(_))
+        ));
+    }
+    assert_eq!(faults.write_attempts(), writes + 1);
+    drop(store);
+    let mut store = FileStorage::open(dir.path(), options).unwrap();
+    assert!(!dir.path().join("snapshot.tmp").exists());
     assert_eq!(saved(&mut store), Some(owned(old)));
 }
 
 #[test]
 fn corrupt_snapshot_is_an_error_naming_the_file() {
+    let data = pattern(300_000);
+    let last = snapshot::HEADER_BYTES + data.len() as u64 - 1;
+    // A byte of each header field (magic, data checksum, upto, length, header checksum),
+    // the data's first byte, one in the middle, the last one.
+    for offset in [1, 5, 9, 17, 25, 28, 150_000, last] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut store = open(dir.path()).unwrap();
+        save_in_pieces(&mut store, (3, &data), 64 << 10);
+        drop(store);
+        flip_byte(&path, offset);
+        let mut store = open(dir.path()).unwrap();
+        for _ in 0..2 {
+            match block_on(store.snapshot()) {
+                Err(StorageError::Corrupt { file, reason, .. }) => {
+                    assert_eq!(file, path.display().to_string(), "{offset}: {reason}")
+                }
+                other => panic!("offset {offset}: expected Corrupt, got {other:?}"),
+            }
+            assert!(
+                matches!(
+                    block_on(store.read_snapshot(0, &mut [0; 8])),
+                    Err(StorageError::Corrupt { .. })
+                ),
+                "offset {offset}"
+            );
+        }
+        // The log is not affected, and a new snapshot replaces the damaged one.
+        persist(&mut store, &batch(0..2));
+        save(&mut store, (4, b"fresh"));
+        assert_eq!(saved(&mut store), Some((4, b"fresh".to_vec())));
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(saved(&mut store), Some((4, b"fresh".to_vec())));
+        assert_eq!(slots(&mut store), vec![0, 1]);
+    }
+}
+
+#[test]
+fn a_snapshot_file_cut_short_or_grown_by_a_byte_is_corrupt() {
+    let data = pattern(2000);
+    let full = snapshot::HEADER_BYTES + data.len() as u64;
+    // Empty, inside the header, the header alone, half, a byte short, a byte long.
+    for new_len in [0, 20, 27, 28, full / 2, full - 1, full + 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut store = open(dir.path()).unwrap();
+        save(&mut store, (3, &data));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(new_len)
+            .unwrap();
+        if new_len < full {
+            // The store checked the file when it wrote it; a read past the new end is an
+            // error, never a short or made-up answer.
+            let mut buf = [0; 8];
+            let result = block_on(store.read_snapshot(data.len() as u64 - 8, &mut buf));
+            assert!(result.is_err(), "{new_len} bytes: {result:?}");
+        }
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        for _ in 0..2 {
+            match block_on(store.snapshot()) {
+                Err(StorageError::Corrupt { file, .. }) => {
+                    assert_eq!(file, path.display().to_string(), "{new_len} bytes")
+                }
+                other => panic!("{new_len} bytes: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_snapshot_file_has_the_documented_format() {
+    let data = pattern(5000);
+    let upto = 0x0102_0304_0506_0708;
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path()).unwrap();
-    let snapshot = (3, &b"some state machine state"[..]);
-    save(&mut store, snapshot);
-    flip_byte(&dir.path().join(SNAPSHOT_FILE), 30);
+    let meta = save_in_pieces(&mut store, (upto, &data), 999);
+    assert_eq!(
+        meta,
+        SnapshotMeta {
+            upto: Slot(upto),
+            len: data.len() as u64
+        }
+    );
     drop(store);
-    let mut store = open(dir.path()).unwrap();
-    match block_on(store.snapshot()) {
-        Err(StorageError::Corrupt { file, .. }) => assert!(file.ends_with(SNAPSHOT_FILE)),
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    // The module docs of `snapshot.rs`: magic "PXS2" | crc32c of the data: u32 | upto: u64
+    // | data length: u64 | crc32c of the 24 bytes before: u32 | data, little-endian.
+    let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+    assert_eq!(snapshot::HEADER_BYTES, 28);
+    assert_eq!(bytes.len(), 28 + data.len());
+    assert_eq!(&bytes[0..4], b"PXS2");
+    assert_eq!(bytes[4..8], crc32c::crc32c(&data).to_le_bytes(), "data crc");
+    assert_eq!(bytes[8..16], upto.to_le_bytes());
+    assert_eq!(bytes[16..24], (data.len() as u64).to_le_bytes());
+    assert_eq!(
+        bytes[24..28],
+        crc32c::crc32c(&bytes[..24]).to_le_bytes(),
+        "header crc"
+    );
+    assert_eq!(&bytes[28..], &data[..]);
 }
 
 #[test]
@@ -781,9 +1036,18 @@ fn a_persist_whose_future_is_dropped_still_completes() {
 }
 
 /// Saves `(upto, data)` as the snapshot, in pieces of 5 bytes.
-fn save(store: &mut FileStorage, (upto, data): (u64, &[u8])) -> SnapshotMeta {
+fn save(store: &mut FileStorage, snapshot: (u64, &[u8])) -> SnapshotMeta {
+    save_in_pieces(store, snapshot, 5)
+}
+
+/// Saves `(upto, data)` as the snapshot, in pieces of `piece` bytes.
+fn save_in_pieces(
+    store: &mut FileStorage,
+    (upto, data): (u64, &[u8]),
+    piece: usize,
+) -> SnapshotMeta {
     block_on(store.begin_snapshot(Slot(upto))).unwrap();
-    for piece in data.chunks(5) {
+    for piece in data.chunks(piece) {
         block_on(store.append_snapshot(piece)).unwrap();
     }
     block_on(store.commit_snapshot()).unwrap()
@@ -799,6 +1063,11 @@ fn saved(store: &mut FileStorage) -> Option<(u64, Vec<u8>)> {
 
 fn owned((upto, data): (u64, &[u8])) -> (u64, Vec<u8>) {
     (upto, data.to_vec())
+}
+
+/// `len` bytes that change from one offset to the next.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
 #[test]
