@@ -12,8 +12,8 @@
 //!
 //! What it does **not** do: no protocol logic (every decision is the core's; this crate
 //! only feeds it inputs and carries out its outputs), no sockets and no files of its own
-//! (those are the transport's and the storage's), no snapshots, log compaction or
-//! membership change yet (the core has none), and no exactly-once semantics in the driver
+//! (those are the transport's and the storage's), no membership change yet (the core has
+//! none), and no exactly-once semantics in the driver
 //! (a retried command can be applied twice unless the state machine deduplicates it, as
 //! the Redis-protocol sample application's state machine does: `paxos-kv`), and no
 //! application: this crate has no command-line, no client protocol and no config files.
@@ -35,6 +35,19 @@
 //!
 //! Time: the replica's clock is nanoseconds since the node started, read from the
 //! runtime's monotonic clock ([`Runtime::now`]) and never moved backwards.
+//!
+//! # Snapshots and log compaction
+//!
+//! By [`Compaction`] policy (in [`NodeOptions`]) or on demand
+//! ([`NodeHandle::compact`]), the driver snapshots the state machine and drops the log
+//! behind the snapshot, in the core and in storage. A state machine that implements
+//! [`StateMachine::freeze`] has its snapshot written on a thread of its own
+//! ([`FrozenState`], through [`Runtime::spawn_blocking`]) while the node goes on serving;
+//! otherwise [`StateMachine::snapshot`] runs on the driver's task. A node that fell behind
+//! a peer's compaction point fetches that peer's snapshot in checksummed, rate-limited
+//! chunks and installs it atomically; a restarted node restores its latest snapshot and
+//! replays only the log after it. The formats and the transfer are described in
+//! `ARCHITECTURE.md` ("Log compaction and snapshots").
 //!
 //! # Proposals, and what an error means
 //!
@@ -184,9 +197,9 @@ pub use paxos_core as core;
 pub use async_trait::async_trait;
 pub use bytes::{self, Bytes};
 pub use paxos_core::{
-    Ballot, Command, Committed, Config, ConfigError, NodeId, ProposalId, Role, Slot, SnapshotMeta,
-    SnapshotRead, SnapshotWrite, StateMachine, StateMachineError, Storage, StorageError,
-    StoreOwner, Transport, TransportError, Value,
+    Ballot, Command, Committed, Config, ConfigError, FrozenState, NodeId, ProposalId, Role, Slot,
+    SnapshotMeta, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError, Storage,
+    StorageError, StoreOwner, Transport, TransportError, Value,
 };
 
 pub use builder::NodeBuilder;
