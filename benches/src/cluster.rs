@@ -1,6 +1,10 @@
-//! A 3-node cluster of `paxos-node serve` processes, started and owned by the harness.
+//! A 3-node cluster, started and owned by the harness: `paxos-node serve` processes
+//! (`--cluster process`, the default), or three [`paxos_kv::server::Server`]s inside the
+//! harness process (`--cluster in-process`, see `in_process.rs`). Either way the harness
+//! talks to the nodes the same way: RESP for the load, the admin port's `/status` and
+//! `/metrics` for the leader and the counters.
 //!
-//! The harness starts each node itself (not through `paxos-node cluster`) so that it holds
+//! In process mode the harness starts each node itself (not through `paxos-node cluster`) so that it holds
 //! every node's process: it reads their CPU time from `/proc/PID/stat`, sees at once when
 //! one exits (the supervisor would restart it and hide the failure), and kills them all
 //! when it is done or fails. Each node is also told to die with the harness
@@ -18,16 +22,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use paxos_kv::server::{Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles, TransportKind};
+
 use crate::floors::KillOnDrop;
+use crate::in_process;
 
 /// Replicas in every cluster the harness starts.
 pub const NODES: u64 = 3;
 /// The longest one admin request may take.
 const HTTP_WAIT: Duration = Duration::from_secs(3);
 
-/// Which cluster: the three choices `paxos-node serve` takes.
+/// Which cluster: the three choices `paxos-node serve` takes, and where the nodes run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClusterKind {
+    /// `process` (three `paxos-node serve` processes) or `in-process` (three servers in
+    /// the harness process); `--cluster`.
+    pub mode: String,
     /// `tcp` or `quic` (`serve --transport`).
     pub transport: String,
     /// `memory` or `file` (`serve --storage`).
@@ -38,19 +48,43 @@ pub struct ClusterKind {
 
 impl fmt::Display for ClusterKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.transport, self.storage, self.runtime)
+        write!(f, "{}/{}/{}", self.transport, self.storage, self.runtime)?;
+        if self.in_process() {
+            f.write_str(" in-process")?;
+        }
+        Ok(())
     }
 }
 
-struct Node {
-    id: u64,
-    process: KillOnDrop,
-    resp: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
+impl ClusterKind {
+    /// Whether the replicas run inside the harness process.
+    pub fn in_process(&self) -> bool {
+        self.mode == IN_PROCESS
+    }
 }
 
-/// A running cluster. Dropping it kills every node.
+/// [`ClusterKind::mode`] of a cluster inside the harness process.
+pub const IN_PROCESS: &str = "in-process";
+/// [`ClusterKind::mode`] of a cluster of `paxos-node serve` processes.
+pub const PROCESS: &str = "process";
+
+struct Node {
+    id: u64,
+    replica: Replica,
+    resp: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// Where a node runs.
+enum Replica {
+    /// A `paxos-node serve` process, and its log file.
+    Process { process: KillOnDrop, log: PathBuf },
+    /// A server inside the harness process.
+    InProcess(in_process::Replica),
+}
+
+/// A running cluster. Dropping it kills every node (in-process: stops their listeners and
+/// runtimes); [`shutdown`](Self::shutdown) stops in-process nodes cleanly.
 pub struct Cluster {
     kind: ClusterKind,
     nodes: Vec<Node>,
@@ -59,7 +93,8 @@ pub struct Cluster {
 /// Counters scraped from every node's `/metrics`, at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// CPU time (user + system) of every node process together, seconds.
+    /// CPU time (user + system) of every node process together, seconds; in-process, of
+    /// the harness process (the clients included).
     pub cpu_secs: f64,
     /// Each node's `paxos_*` samples (without the `node` label), by node id.
     pub metrics: HashMap<u64, HashMap<String, f64>>,
@@ -82,10 +117,15 @@ impl Snapshot {
 }
 
 impl Cluster {
-    /// Starts three `exe serve` processes of `kind` with their data, logs and (for QUIC)
-    /// development certificates under `dir`, on free loopback ports.
-    pub fn start(exe: &Path, kind: &ClusterKind, dir: &Path) -> Result<Self, String> {
+    /// Starts the three nodes of `kind`, with their data, logs and (for QUIC) development
+    /// certificates under `dir`, on free loopback ports: `exe serve` processes, or, for an
+    /// in-process `kind`, servers in this process (`exe` unused, may be `None`).
+    pub async fn start(exe: Option<&Path>, kind: &ClusterKind, dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if kind.in_process() {
+            return Self::start_in_process(kind, dir).await;
+        }
+        let exe = exe.ok_or("process mode needs the paxos-node binary")?;
         let certs = dir.join("certs");
         if kind.transport == "quic" {
             let status = Command::new(exe)
@@ -140,10 +180,12 @@ impl Cluster {
                 .map_err(|e| format!("starting {} serve: {e}", exe.display()))?;
             nodes.push(Node {
                 id,
-                process: KillOnDrop(child),
+                replica: Replica::Process {
+                    process: KillOnDrop(child),
+                    log,
+                },
                 resp,
                 admin,
-                log,
             });
         }
         Ok(Self {
@@ -152,18 +194,117 @@ impl Cluster {
         })
     }
 
+    /// Three servers of `kind` in this process (see `in_process.rs`).
+    async fn start_in_process(kind: &ClusterKind, dir: &Path) -> Result<Self, String> {
+        let choice = |what: &str, value: &str| format!("{kind}: unknown {what} {value:?}");
+        let transport = match kind.transport.as_str() {
+            "tcp" => TransportKind::Tcp,
+            "quic" => TransportKind::Quic,
+            other => return Err(choice("transport", other)),
+        };
+        let storage = match kind.storage.as_str() {
+            "memory" => StorageKind::Memory,
+            "file" => StorageKind::File,
+            other => return Err(choice("storage", other)),
+        };
+        let runtime = match kind.runtime.as_str() {
+            "tokio" => RuntimeKind::Tokio,
+            "smol" => RuntimeKind::Smol,
+            other => return Err(choice("runtime", other)),
+        };
+        let ids: Vec<u64> = (1..=NODES).collect();
+        let certs = if transport == TransportKind::Quic {
+            let node_ids: Vec<paxos_node::NodeId> =
+                ids.iter().map(|&id| paxos_node::NodeId(id)).collect();
+            let files = paxos_tls::dev::write_cluster(&dir.join("certs"), &node_ids)
+                .map_err(|e| format!("{kind}: writing the certificates: {e}"))?;
+            Some(files)
+        } else {
+            None
+        };
+        let ports = free_ports(NODES as usize)?;
+        let peers: Vec<Peer> = ids
+            .iter()
+            .zip(&ports)
+            .map(|(&id, &port)| Peer {
+                id,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            })
+            .collect();
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut nodes = Vec::new();
+        for &id in &ids {
+            let mut config = ServerConfig::new(id, peers.clone());
+            config.resp = any_port;
+            config.admin = Some(any_port);
+            config.data_dir = dir.join(format!("node-{id}"));
+            config.storage = storage;
+            config.transport = transport;
+            config.runtime = runtime;
+            if let Some(files) = &certs {
+                let (cert, key) = files.nodes[&paxos_node::NodeId(id)].clone();
+                config.tls = Some(TlsFiles {
+                    ca: files.ca.clone(),
+                    cert,
+                    key,
+                });
+            }
+            let replica = in_process::Replica::start(config)
+                .await
+                .map_err(|e| format!("{kind}: {e}"))?;
+            let server = replica.server()?;
+            let resp = server.resp_addr();
+            let admin = server
+                .admin_addr()
+                .ok_or_else(|| format!("{kind}: node {id} has no admin port"))?;
+            nodes.push(Node {
+                id,
+                replica: Replica::InProcess(replica),
+                resp,
+                admin,
+            });
+        }
+        Ok(Self {
+            kind: kind.clone(),
+            nodes,
+        })
+    }
+
+    /// Stops every node: in-process servers shut down cleanly (each store closed),
+    /// processes are killed.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        let mut first_error = None;
+        for node in std::mem::take(&mut self.nodes) {
+            if let Replica::InProcess(replica) = node.replica {
+                if let Err(e) = replica.shutdown().await {
+                    first_error.get_or_insert(format!("{}: {e}", self.kind));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Fails if any node has exited, with the tail of its log.
     pub fn check_alive(&mut self) -> Result<(), String> {
         for node in &mut self.nodes {
-            if let Ok(Some(status)) = node.process.0.try_wait() {
-                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let (process, log) = match &mut node.replica {
+                Replica::Process { process, log } => (process, log),
+                Replica::InProcess(replica) => {
+                    replica
+                        .check_alive()
+                        .map_err(|e| format!("{}: {e}", self.kind))?;
+                    continue;
+                }
+            };
+            if let Ok(Some(status)) = process.0.try_wait() {
+                let log_text = std::fs::read_to_string(&*log).unwrap_or_default();
+                let tail: Vec<&str> = log_text.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 return Err(format!(
                     "{}: node {} exited ({status}); the end of {}:\n{}",
                     self.kind,
                     node.id,
-                    node.log.display(),
+                    log.display(),
                     tail.join("\n")
                 ));
             }
@@ -201,12 +342,17 @@ impl Cluster {
         }
     }
 
-    /// CPU time and `/metrics` of every node, now.
+    /// CPU time and `/metrics` of every node, now (CPU time in-process: this process's).
     pub async fn snapshot(&mut self) -> Result<Snapshot, String> {
         self.check_alive()?;
         let mut snapshot = Snapshot::default();
+        if self.kind.in_process() {
+            snapshot.cpu_secs = cpu_secs(std::process::id())?;
+        }
         for node in &self.nodes {
-            snapshot.cpu_secs += cpu_secs(node.process.0.id())?;
+            if let Replica::Process { process, .. } = &node.replica {
+                snapshot.cpu_secs += cpu_secs(process.0.id())?;
+            }
             let text = http_get(node.admin, "/metrics")
                 .await
                 .map_err(|e| format!("node {} /metrics: {e}", node.id))?;

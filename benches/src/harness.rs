@@ -1,5 +1,5 @@
 //! The run: floors, the Redis ceiling, then every combination of the matrix on a fresh
-//! cluster per (transport, storage, runtime), and the reports.
+//! cluster per (cluster mode, transport, storage, runtime), and the reports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::cluster::{Cluster, ClusterKind, Snapshot};
+use crate::cluster::{self, Cluster, ClusterKind, Snapshot};
 use crate::floors::{self, Floor};
 use crate::load::{self, LoadResult, LoadSpec, Workload};
 use crate::report::{self, Row};
@@ -18,6 +18,11 @@ use crate::report::{self, Row};
 /// The matrix and the knobs of one run. Lists are comma-separated.
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
+    /// Where the replicas run: process (three `paxos-node serve` processes) or in-process
+    /// (three servers inside this process, through `paxos_kv::server`; CPU time per
+    /// command then includes the clients). Both: process,in-process.
+    #[arg(long, value_delimiter = ',', default_value = "process", value_parser = [cluster::PROCESS, cluster::IN_PROCESS])]
+    pub cluster: Vec<String>,
     /// Transports between the replicas: tcp, quic (QUIC is mutual TLS with development
     /// certificates written into the run directory).
     #[arg(long, value_delimiter = ',', default_value = "tcp,quic", value_parser = ["tcp", "quic"])]
@@ -59,7 +64,7 @@ pub struct BenchArgs {
     /// Seconds a new cluster has to elect a leader that holds its lease.
     #[arg(long, default_value_t = 20.0)]
     pub start_timeout: f64,
-    /// The `paxos-node` binary. Default: $PAXOS_NODE_EXE, else (under cargo) built now with
+    /// The `paxos-node` binary (process mode only). Default: $PAXOS_NODE_EXE, else (under cargo) built now with
     /// `cargo build -p paxos-kv --bin paxos-node` in this binary's profile, else the one
     /// beside this binary.
     #[arg(long)]
@@ -106,13 +111,17 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome, String> {
     let began = Instant::now();
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     validate(args)?;
-    let exe = locate_node_exe(args)?;
+    let exe = if args.cluster.iter().any(|m| m == cluster::PROCESS) {
+        Some(locate_node_exe(args)?)
+    } else {
+        None
+    };
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("paxos-benches-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let result = run_in(args, &exe, &dir, began, load_at_start).await;
+    let result = run_in(args, exe.as_deref(), &dir, began, load_at_start).await;
     if !args.keep && args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -130,12 +139,15 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.seconds <= 0.0 || args.keys == 0 {
         return Err("--seconds and --keys must be positive".into());
     }
+    if args.cluster.is_empty() {
+        return Err("--cluster needs process, in-process or both".into());
+    }
     Ok(())
 }
 
 async fn run_in(
     args: &BenchArgs,
-    exe: &Path,
+    exe: Option<&Path>,
     dir: &Path,
     began: Instant,
     load_at_start: String,
@@ -187,15 +199,16 @@ async fn run_in(
     let total = kinds.len() * loads.len();
     let mut done = 0;
     for kind in &kinds {
-        let cluster_dir = dir.join(format!(
-            "{}-{}-{}",
-            kind.transport, kind.storage, kind.runtime
-        ));
+        let mut cluster_dir = format!("{}-{}-{}", kind.transport, kind.storage, kind.runtime);
+        if kind.in_process() {
+            cluster_dir.push_str("-in-process");
+        }
+        let cluster_dir = dir.join(cluster_dir);
         eprintln!(
             "cluster {kind}: starting 3 nodes in {}",
             cluster_dir.display()
         );
-        let mut cluster = Cluster::start(exe, kind, &cluster_dir)?;
+        let mut cluster = Cluster::start(exe, kind, &cluster_dir).await?;
         let leader = cluster.wait_for_leader(secs(args.start_timeout)).await?;
         let leader_id = cluster.node_id(leader).ok_or("the leader is not a node")?;
         let ping = ping_floor(args, kind, leader).await?;
@@ -238,7 +251,7 @@ async fn run_in(
             eprintln!("  {}", summary(&row));
             rows.push(row);
         }
-        drop(cluster);
+        cluster.shutdown().await?;
     }
     Ok(Outcome {
         floors,
@@ -272,14 +285,17 @@ fn loads(args: &BenchArgs) -> Vec<LoadSpec> {
 
 fn cluster_kinds(args: &BenchArgs) -> Vec<ClusterKind> {
     let mut out = Vec::new();
-    for transport in &args.transport {
-        for storage in &args.storage {
-            for runtime in &args.runtime {
-                out.push(ClusterKind {
-                    transport: transport.clone(),
-                    storage: storage.clone(),
-                    runtime: runtime.clone(),
-                });
+    for mode in &args.cluster {
+        for transport in &args.transport {
+            for storage in &args.storage {
+                for runtime in &args.runtime {
+                    out.push(ClusterKind {
+                        mode: mode.clone(),
+                        transport: transport.clone(),
+                        storage: storage.clone(),
+                        runtime: runtime.clone(),
+                    });
+                }
             }
         }
     }
@@ -345,6 +361,7 @@ async fn load_with_progress(addr: SocketAddr, spec: &LoadSpec) -> Result<LoadRes
 fn base_row(args: &BenchArgs, spec: &LoadSpec, result: &LoadResult) -> Row {
     Row {
         kind: "result".into(),
+        cluster: String::new(),
         transport: String::new(),
         storage: String::new(),
         runtime: String::new(),
@@ -391,6 +408,7 @@ fn result_row(
     leader: u64,
 ) -> Row {
     let mut row = base_row(args, spec, result);
+    row.cluster = kind.mode.clone();
     row.transport = kind.transport.clone();
     row.storage = kind.storage.clone();
     row.runtime = kind.runtime.clone();
@@ -407,7 +425,8 @@ fn result_row(
     row.persists_per_sec = Some(persists / span);
     row.lease_reads = Some(delta(leader, "paxos_lease_reads_total"));
     if result.answered > 0 {
-        // CPU is taken over warm-up and window: divided by the commands of both.
+        // CPU is taken over warm-up and window: divided by the commands of both. In-process
+        // it is the harness's own, the clients' included (see `Snapshot::cpu_secs`).
         let cpu_us = (after.cpu_secs - before.cpu_secs) * 1e6;
         row.cpu_us_per_op = Some(cpu_us / result.answered as f64);
     }

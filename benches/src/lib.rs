@@ -16,21 +16,33 @@
 //!    the run directory; later, per cluster, one client's `PING` to the leader.
 //! 2. **The ceiling**: if `redis-server` is on the `PATH`, one unreplicated Redis under
 //!    each load of the matrix.
-//! 3. **The matrix** ([`harness`]): for each transport x storage x runtime, a fresh cluster
-//!    of three `paxos-node serve` processes ([`cluster`]); for each workload (`set`, `get`
+//! 3. **The matrix** ([`harness`]): for each transport x storage x runtime (x cluster mode),
+//!    a fresh cluster of three `paxos-node serve` processes, or with `--cluster in-process`
+//!    three [`paxos_kv::server::Server`]s inside the harness, each on a runtime of its own
+//!    ([`cluster`]); for each workload (`set`, `get`
 //!    = lease reads, `mixR`), pipeline depth and client count, a closed-loop load
 //!    ([`load`]) over RESP to the leader: ops/s, p50/p99/p99.9 latency (hdrhistogram),
-//!    the replicas' CPU time per command (`/proc/PID/stat`), the batch size and the
+//!    the replicas' CPU time per command (`/proc/PID/stat` of each node process; in-process,
+//!    of the harness process, **so it includes the clients**), the batch size and the
 //!    persists per second (from `/metrics`).
 //! 4. **Reports** ([`report`], [`markdown`]): a table on the terminal, JSON lines (one
 //!    object per floor and per combination), an SVG plot of throughput against p99, and
-//!    with `--markdown` the BENCHMARKS.md file.
+//!    with `--markdown` the BENCHMARKS.md file. Each says which cluster mode produced a
+//!    row (`"cluster": "process"` or `"in-process"` in JSON; ` in-process` after the
+//!    cluster's name in the tables and the plot).
+//!
+//! **Process or in-process.** `--cluster process` (the default) is the deployment: three
+//! address spaces, and the harness sees a node that dies. `--cluster in-process` (or
+//! `--cluster process,in-process` for both in one run) runs the same server code through
+//! the library entry point, with the same transports, stores and runtimes (the three smol
+//! replicas share smol's global executor; see `in_process.rs`), and needs no `paxos-node`
+//! binary. Its CPU time per command counts everything the harness process does, the
+//! clients included; the process mode's counts the replicas only.
 //!
 //! Every wait has a deadline, and a node that exits fails the run at once with the end of
 //! its log: a broken build stops the harness instead of hanging it.
 //!
-//! What it does **not** do: run the cluster in-process (the server lives in `paxos-kv`'s
-//! binary, not its library), run on more than one machine, or assert any speed (the smoke
+//! What it does **not** do: run on more than one machine, or assert any speed (the smoke
 //! test checks that a run completes and reports sane numbers, never how fast). The
 //! micro-benchmarks of the codec, the core step and the RESP parser are criterion benches
 //! in `paxos-core/benches` and `paxos-kv/benches`.
@@ -38,6 +50,7 @@
 pub mod cluster;
 pub mod floors;
 pub mod harness;
+mod in_process;
 pub mod load;
 pub mod markdown;
 pub mod report;

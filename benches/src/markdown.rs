@@ -29,10 +29,13 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
     line(w, "");
     line(
         w,
-        "A 3-node `paxos-node` cluster on loopback, each node its own process, driven by \
-         closed-loop clients over RESP, each on its own connection to the leader. Every \
-         latency is set against a floor measured on the same machine in the same run, and \
-         every throughput against one unreplicated `redis-server` under the same load.",
+        &format!(
+            "A 3-node `paxos-node` cluster on loopback, {}, driven by closed-loop clients \
+             over RESP, each on its own connection to the leader. Every latency is set \
+             against a floor measured on the same machine in the same run, and every \
+             throughput against one unreplicated `redis-server` under the same load.",
+            modes(args)
+        ),
     );
     line(w, "");
     line(w, "Regenerate (on an idle machine):");
@@ -85,8 +88,10 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
     line(
         w,
         "* `cpu us/op`: CPU time (user + system, `/proc/PID/stat`) of the three replica \
-         processes together, per command. `batch`: commands per committed slot on the \
-         leader. `persists/s`: `Storage::persist` calls per second, summed over the replicas.",
+         processes together, per command; for an `in-process` cluster, of the harness \
+         process, so the clients' CPU is included. `batch`: commands per committed slot on \
+         the leader. `persists/s`: `Storage::persist` calls per second, summed over the \
+         replicas.",
     );
     line(
         w,
@@ -111,6 +116,23 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
         ),
     );
     Ok(s)
+}
+
+/// Where the nodes ran, in words (`--cluster`).
+fn modes(args: &BenchArgs) -> &'static str {
+    let process = args.cluster.iter().any(|m| m == crate::cluster::PROCESS);
+    let in_process = args.cluster.iter().any(|m| m == crate::cluster::IN_PROCESS);
+    match (process, in_process) {
+        (true, true) => {
+            "each node its own process (rows marked `in-process`: the three nodes inside \
+             the harness process instead)"
+        }
+        (false, true) => {
+            "the three nodes inside the harness process (`--cluster in-process`, every row \
+             marked `in-process`)"
+        }
+        _ => "each node its own process",
+    }
 }
 
 /// The command as typed, through cargo.

@@ -17,6 +17,9 @@ use crate::floors::Floor;
 pub struct Row {
     /// `result` (the cluster) or `ceiling` (one unreplicated redis-server).
     pub kind: String,
+    /// Where the replicas ran: `process` (three `paxos-node serve` processes) or
+    /// `in-process` (three servers inside the harness); empty for a ceiling.
+    pub cluster: String,
     /// `tcp` or `quic`; `redis` for a ceiling.
     pub transport: String,
     /// `memory` or `file`; empty for a ceiling.
@@ -47,7 +50,8 @@ pub struct Row {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
-    /// CPU time of the three replica processes together, per command, microseconds.
+    /// CPU time per command, microseconds: of the three replica processes together, or
+    /// in-process of the whole harness process (clients included).
     pub cpu_us_per_op: Option<f64>,
     /// Commands per committed slot on the leader (client commands applied / slots
     /// applied, over the window): the batch size.
@@ -71,12 +75,22 @@ pub struct Row {
 }
 
 impl Row {
+    /// The cluster's name: `transport/storage/runtime`, then ` in-process` if it ran in
+    /// the harness (the same as [`ClusterKind`](crate::cluster::ClusterKind)'s display).
+    fn cluster_name(&self) -> String {
+        let mut name = format!("{}/{}/{}", self.transport, self.storage, self.runtime);
+        if self.cluster == crate::cluster::IN_PROCESS {
+            name.push_str(" in-process");
+        }
+        name
+    }
+
     /// The series a row belongs to in the plot: everything but the client count.
     fn series(&self) -> String {
         let mut name = if self.kind == "ceiling" {
             "redis (ceiling)".to_owned()
         } else {
-            format!("{}/{}/{}", self.transport, self.storage, self.runtime)
+            self.cluster_name()
         };
         write!(name, " {}", self.workload).expect("writing to a String");
         if self.pipeline > 1 {
@@ -126,7 +140,7 @@ fn cells(row: &Row) -> [String; 13] {
     let cluster = if row.kind == "ceiling" {
         "redis-server".to_owned()
     } else {
-        format!("{}/{}/{}", row.transport, row.storage, row.runtime)
+        row.cluster_name()
     };
     let load = if row.pipeline > 1 {
         format!("{} P{}", row.workload, row.pipeline)
@@ -417,6 +431,7 @@ mod tests {
     fn row(clients: usize, ops: f64, p99: f64) -> Row {
         Row {
             kind: "result".into(),
+            cluster: "process".into(),
             transport: "tcp".into(),
             storage: "memory".into(),
             runtime: "tokio".into(),

@@ -8,6 +8,10 @@
 //! never runs a second cargo), else the harness builds it with `cargo build -p paxos-kv
 //! --bin paxos-node` into the same target directory (`cargo test -p paxos-benches` alone).
 //! A binary already there is used as it is: this test checks the harness, not the node.
+//!
+//! The in-process variant runs the same combination with `--cluster in-process` (the
+//! replicas are `paxos_kv::server::Server`s inside the harness; no `paxos-node` binary is
+//! needed) and checks the same numbers, and that every report says which mode it was.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -88,6 +92,7 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
     let results: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "result").collect();
     assert_eq!(results.len(), 1, "{jsonl}");
     let r = results[0];
+    assert_eq!(r["cluster"], "process");
     assert_eq!(r["transport"], "tcp");
     assert_eq!(r["workload"], "set");
     assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
@@ -118,5 +123,69 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
         assert!(md.contains(part), "{part:?} missing from:\n{md}");
     }
     assert!(stdout.contains("tcp/memory/tokio"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn one_combination_runs_in_process_and_says_so() {
+    let out = out_dir().with_extension("in-process");
+    let _ = std::fs::remove_dir_all(&out);
+    let md = out.join("BENCHMARKS.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_paxos-benches"))
+        .args(["--cluster", "in-process", "--transport", "tcp"])
+        .args(["--storage", "memory", "--runtime", "tokio"])
+        .args(["--clients", "2", "--workload", "set", "--seconds", "2"])
+        .args(["--warmup", "0.5", "--floor-seconds", "0.3"])
+        .args(["--op-timeout", "10", "--no-redis"])
+        // No paxos-node binary is needed: a path that does not exist proves it.
+        .args(["--node-exe", "/nonexistent/paxos-node"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--markdown")
+        .arg(&md)
+        .output()
+        .expect("the harness starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "harness failed:\n{stderr}\n{stdout}"
+    );
+
+    let jsonl = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ping = lines
+        .iter()
+        .find(|v| v["kind"] == "floor" && v["name"] == "ping")
+        .unwrap_or_else(|| panic!("no ping floor in {jsonl}"));
+    assert_eq!(ping["cluster"], "tcp/memory/tokio in-process", "{ping}");
+    assert!(ping["samples"].as_u64().unwrap() > 0, "{ping}");
+    let results: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "result").collect();
+    assert_eq!(results.len(), 1, "{jsonl}");
+    let r = results[0];
+    assert_eq!(r["cluster"], "in-process", "{r}");
+    assert_eq!(r["transport"], "tcp");
+    assert_eq!(r["storage"], "memory");
+    assert_eq!(r["runtime"], "tokio");
+    assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p99 >= p50, "{r}");
+    assert!(r["p999_us"].as_f64().unwrap() >= p99, "{r}");
+    assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["batch"].as_f64().unwrap() >= 1.0, "{r}");
+    assert!(r["persists_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+
+    let md = std::fs::read_to_string(&md).unwrap();
+    for part in [
+        "the three nodes inside the harness process",
+        "| tcp/memory/tokio in-process | set | 2 |",
+    ] {
+        assert!(md.contains(part), "{part:?} missing from:\n{md}");
+    }
+    assert!(stdout.contains("tcp/memory/tokio in-process"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }

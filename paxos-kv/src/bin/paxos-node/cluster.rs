@@ -28,7 +28,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, NodeConfig, Peer, RuntimeKind, StorageKind, TransportKind};
+use paxos_kv::server::{Peer, RuntimeKind, ServerConfig, StorageKind, TransportKind};
+
+use crate::config;
 
 /// `paxos-node cluster`.
 #[derive(Clone, Debug, Args)]
@@ -112,14 +114,14 @@ fn node_config_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// Loads the cluster saved in `dir`, or lays out a new one there.
-fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
+fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<ServerConfig>, String> {
     let ids: Vec<u64> = (1..=args.nodes).collect();
     if node_config_path(dir, 1).exists() {
         let configs = ids
             .iter()
             .map(|&id| {
                 let path = node_config_path(dir, id);
-                NodeConfig::resolve(&config::ServeArgs {
+                config::resolve(&config::ServeArgs {
                     config: Some(path),
                     ..config::ServeArgs::default()
                 })
@@ -166,7 +168,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
             )
         });
         std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
-        let config = NodeConfig::resolve(&config::ServeArgs {
+        let config = config::resolve(&config::ServeArgs {
             id: Some(id),
             peers: peers.clone(),
             resp: Some(addr(ports[3 * i + 1])),
@@ -180,7 +182,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<NodeConfig>, String> {
             tls_key: tls.as_ref().map(|t| t.1.1.clone()),
             ..config::ServeArgs::default()
         })?;
-        config::write_file(&node_config_path(dir, id), &config.to_file())?;
+        config::write_file(&node_config_path(dir, id), &config::to_file(&config))?;
         configs.push(config);
     }
     Ok(configs)

@@ -3,74 +3,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use paxos_kv::server::{Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles, TransportKind};
 use serde::{Deserialize, Serialize};
-
-/// Which transport carries the protocol between replicas.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum TransportKind {
-    /// `paxos-net-tcp`: plain TCP, or mutual TLS when the TLS files are given.
-    #[default]
-    Tcp,
-    /// `paxos-net-quic`: QUIC on quinn, always mutual TLS (the TLS files are required).
-    Quic,
-}
-
-/// The TLS files of one node: the cluster CA's certificate, and this node's certificate
-/// and private key (PEM). `paxos-node certs` writes a development set; any PKI works if
-/// each node's certificate carries the DNS name `node-<id>.paxos` (see `paxos-tls`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TlsFiles {
-    /// The cluster CA certificate: peers must present certificates it signed.
-    pub(crate) ca: PathBuf,
-    /// This node's certificate (chain), issued for `node-<id>.paxos`.
-    pub(crate) cert: PathBuf,
-    /// This node's private key.
-    pub(crate) key: PathBuf,
-}
-
-/// Where a replica keeps its promises and accepted values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum StorageKind {
-    /// `FileStorage` under `data_dir` (durable; survives restarts).
-    #[default]
-    File,
-    /// `MemoryStorage` (lost on exit; a restarted node rejoins empty, without a vote since
-    /// its promises are gone (`--rejoin`), and catches up).
-    Memory,
-}
-
-/// The async runtime `serve` runs on, through the library's one runtime seam
-/// (`paxos_node::Runtime`): the node, the transport, the RESP front end and the admin port
-/// all use it, and nothing else.
-///
-/// async-std is not offered: it is discontinued upstream in favour of smol, and it runs on
-/// the same async-io implementation as smol in the library (`AsyncIoRuntime`), so it would
-/// only be another name for `smol` here. The library keeps its `async-std` feature
-/// because it costs nothing there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum RuntimeKind {
-    /// A multi-threaded tokio runtime, one worker per CPU.
-    #[default]
-    Tokio,
-    /// smol: async-io's reactor and smol's global executor, with one executor thread per
-    /// CPU unless `SMOL_THREADS` says otherwise.
-    Smol,
-}
-
-/// One member of the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Peer {
-    /// Its node id.
-    pub(crate) id: u64,
-    /// Its replica-to-replica (transport) address.
-    pub(crate) addr: SocketAddr,
-}
 
 /// The config file: every field optional, so flags can fill or override it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,178 +121,105 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
     })
 }
 
-/// The node's default policy, which the `--compact-*` defaults repeat.
-static DEFAULT_COMPACTION: std::sync::LazyLock<paxos_node::Compaction> =
-    std::sync::LazyLock::new(paxos_node::Compaction::default);
-
-impl NodeConfig {
-    /// The compaction policy these settings give.
-    pub(crate) fn compaction(&self) -> paxos_node::Compaction {
-        let mut policy = paxos_node::Compaction::never();
-        policy.every_entries =
-            (self.compact_every_entries > 0).then_some(self.compact_every_entries);
-        policy.every_bytes = (self.compact_every_bytes > 0).then_some(self.compact_every_bytes);
-        policy.keep_entries = self.compact_keep_entries;
-        policy.keep_bytes = self.compact_keep_bytes;
-        policy
+/// Merges the file (if any) and the flags, flags first, then checks the result
+/// ([`ServerConfig::validate`]); what neither gives keeps [`ServerConfig::new`]'s default.
+pub(crate) fn resolve(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => ConfigFile::default(),
+    };
+    let id = args
+        .id
+        .or(file.id)
+        .ok_or("no node id: give --id or `id` in the config file")?;
+    let peers = if args.peers.is_empty() {
+        file.peers
+    } else {
+        args.peers.clone()
+    };
+    let mut config = ServerConfig::new(id, peers);
+    let set = |field: &mut u64, flag: Option<u64>, in_file: Option<u64>| {
+        if let Some(v) = flag.or(in_file) {
+            *field = v;
+        }
+    };
+    set(&mut config.cluster_id, args.cluster_id, file.cluster_id);
+    set(
+        &mut config.request_timeout_ms,
+        args.request_timeout_ms,
+        file.request_timeout_ms,
+    );
+    set(
+        &mut config.client_deadline_ms,
+        args.client_deadline_ms,
+        file.client_deadline_ms,
+    );
+    set(
+        &mut config.compact_every_entries,
+        args.compact_every_entries,
+        file.compact_every_entries,
+    );
+    set(
+        &mut config.compact_every_bytes,
+        args.compact_every_bytes,
+        file.compact_every_bytes,
+    );
+    set(
+        &mut config.compact_keep_entries,
+        args.compact_keep_entries,
+        file.compact_keep_entries,
+    );
+    set(
+        &mut config.compact_keep_bytes,
+        args.compact_keep_bytes,
+        file.compact_keep_bytes,
+    );
+    if let Some(resp) = args.resp.or(file.resp) {
+        config.resp = resp;
     }
+    config.admin = args.admin.or(file.admin);
+    if let Some(dir) = args.data_dir.clone().or(file.data_dir) {
+        config.data_dir = dir;
+    }
+    config.storage = args.storage.or(file.storage).unwrap_or_default();
+    config.transport = args.transport.or(file.transport).unwrap_or_default();
+    config.runtime = args.runtime.or(file.runtime).unwrap_or_default();
+    if let Some(n) = args.max_sessions.or(file.max_sessions) {
+        config.max_sessions = n;
+    }
+    config.tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => file.tls,
+    };
+    config.rejoin = args.rejoin;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
-/// The resolved settings of one replica.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NodeConfig {
-    pub(crate) id: u64,
-    pub(crate) cluster_id: u64,
-    pub(crate) peers: Vec<Peer>,
-    pub(crate) resp: SocketAddr,
-    pub(crate) admin: Option<SocketAddr>,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) storage: StorageKind,
-    pub(crate) transport: TransportKind,
-    pub(crate) tls: Option<TlsFiles>,
-    pub(crate) runtime: RuntimeKind,
-    pub(crate) max_sessions: usize,
-    pub(crate) request_timeout_ms: u64,
-    pub(crate) client_deadline_ms: u64,
-    /// The compaction policy (see the `--compact-*` flags); 0 disables a threshold.
-    pub(crate) compact_every_entries: u64,
-    pub(crate) compact_every_bytes: u64,
-    pub(crate) compact_keep_entries: u64,
-    pub(crate) compact_keep_bytes: u64,
-    /// See [`ServeArgs::rejoin`].
-    pub(crate) rejoin: bool,
-}
-
-impl NodeConfig {
-    /// Merges the file (if any) and the flags, flags first, then checks the result.
-    pub(crate) fn resolve(args: &ServeArgs) -> Result<Self, String> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => ConfigFile::default(),
-        };
-        let id = args
-            .id
-            .or(file.id)
-            .ok_or("no node id: give --id or `id` in the config file")?;
-        let peers = if args.peers.is_empty() {
-            file.peers
-        } else {
-            args.peers.clone()
-        };
-        if peers.is_empty() {
-            return Err("no members: give --peer ID=ADDR for every member".into());
-        }
-        let mut ids: Vec<u64> = peers.iter().map(|p| p.id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.len() != peers.len() {
-            return Err("a peer id is listed twice".into());
-        }
-        if !ids.contains(&id) {
-            return Err(format!("node id {id} is not among the peers"));
-        }
-        let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
-            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => file.tls,
-        };
-        let config = Self {
-            id,
-            cluster_id: args.cluster_id.or(file.cluster_id).unwrap_or(1),
-            peers,
-            resp: args
-                .resp
-                .or(file.resp)
-                .unwrap_or_else(|| "127.0.0.1:6379".parse().expect("valid address")),
-            admin: args.admin.or(file.admin),
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(format!("paxos-data-{id}"))),
-            storage: args.storage.or(file.storage).unwrap_or_default(),
-            transport: args.transport.or(file.transport).unwrap_or_default(),
-            tls,
-            runtime: args.runtime.or(file.runtime).unwrap_or_default(),
-            max_sessions: args
-                .max_sessions
-                .or(file.max_sessions)
-                .unwrap_or(paxos_kv::kv::DEFAULT_MAX_SESSIONS),
-            request_timeout_ms: args
-                .request_timeout_ms
-                .or(file.request_timeout_ms)
-                .unwrap_or(5000),
-            client_deadline_ms: args
-                .client_deadline_ms
-                .or(file.client_deadline_ms)
-                .unwrap_or(10_000),
-            compact_every_entries: args
-                .compact_every_entries
-                .or(file.compact_every_entries)
-                .unwrap_or(DEFAULT_COMPACTION.every_entries.unwrap_or(0)),
-            compact_every_bytes: args
-                .compact_every_bytes
-                .or(file.compact_every_bytes)
-                .unwrap_or(DEFAULT_COMPACTION.every_bytes.unwrap_or(0)),
-            compact_keep_entries: args
-                .compact_keep_entries
-                .or(file.compact_keep_entries)
-                .unwrap_or(DEFAULT_COMPACTION.keep_entries),
-            compact_keep_bytes: args
-                .compact_keep_bytes
-                .or(file.compact_keep_bytes)
-                .unwrap_or(DEFAULT_COMPACTION.keep_bytes),
-            rejoin: args.rejoin,
-        };
-        if config.max_sessions == 0
-            || config.request_timeout_ms == 0
-            || config.client_deadline_ms == 0
-        {
-            return Err(
-                "max_sessions, request_timeout_ms and client_deadline_ms must be at least 1".into(),
-            );
-        }
-        if config.transport == TransportKind::Quic && config.tls.is_none() {
-            return Err("--transport quic needs --tls-ca, --tls-cert and --tls-key \
-                 (QUIC is always mutual TLS; `paxos-node certs` writes a development set)"
-                .into());
-        }
-        Ok(config)
-    }
-
-    /// This node's own transport address.
-    pub(crate) fn listen(&self) -> SocketAddr {
-        self.peers
-            .iter()
-            .find(|p| p.id == self.id)
-            .map(|p| p.addr)
-            .expect("resolve checked that the id is a peer")
-    }
-
-    /// The config as a file that resolves back to it.
-    pub(crate) fn to_file(&self) -> ConfigFile {
-        ConfigFile {
-            id: Some(self.id),
-            cluster_id: Some(self.cluster_id),
-            peers: self.peers.clone(),
-            resp: Some(self.resp),
-            admin: self.admin,
-            data_dir: Some(self.data_dir.clone()),
-            storage: Some(self.storage),
-            transport: Some(self.transport),
-            runtime: Some(self.runtime),
-            max_sessions: Some(self.max_sessions),
-            request_timeout_ms: Some(self.request_timeout_ms),
-            client_deadline_ms: Some(self.client_deadline_ms),
-            compact_every_entries: Some(self.compact_every_entries),
-            compact_every_bytes: Some(self.compact_every_bytes),
-            compact_keep_entries: Some(self.compact_keep_entries),
-            compact_keep_bytes: Some(self.compact_keep_bytes),
-            tls: self.tls.clone(),
-        }
+/// The config as a file that resolves back to it.
+pub(crate) fn to_file(config: &ServerConfig) -> ConfigFile {
+    ConfigFile {
+        id: Some(config.id),
+        cluster_id: Some(config.cluster_id),
+        peers: config.peers.clone(),
+        resp: Some(config.resp),
+        admin: config.admin,
+        data_dir: Some(config.data_dir.clone()),
+        storage: Some(config.storage),
+        transport: Some(config.transport),
+        runtime: Some(config.runtime),
+        max_sessions: Some(config.max_sessions),
+        request_timeout_ms: Some(config.request_timeout_ms),
+        client_deadline_ms: Some(config.client_deadline_ms),
+        compact_every_entries: Some(config.compact_every_entries),
+        compact_every_bytes: Some(config.compact_every_bytes),
+        compact_keep_entries: Some(config.compact_keep_entries),
+        compact_keep_bytes: Some(config.compact_keep_bytes),
+        tls: config.tls.clone(),
     }
 }
 
@@ -391,22 +253,22 @@ mod tests {
             tls_key: Some("certs/node-2.key".into()),
             ..ServeArgs::default()
         };
-        let config = NodeConfig::resolve(&args).unwrap();
+        let config = resolve(&args).unwrap();
         assert_eq!(
             config.tls.as_ref().unwrap().key,
             Path::new("certs/node-2.key")
         );
-        assert_eq!(config.listen(), "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(config.listen(), Some("127.0.0.1:7002".parse().unwrap()));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        write_file(&path, &config.to_file()).unwrap();
-        let from_file = NodeConfig::resolve(&ServeArgs {
+        write_file(&path, &to_file(&config)).unwrap();
+        let from_file = resolve(&ServeArgs {
             config: Some(path.clone()),
             ..ServeArgs::default()
         })
         .unwrap();
         assert_eq!(from_file, config);
-        let overridden = NodeConfig::resolve(&ServeArgs {
+        let overridden = resolve(&ServeArgs {
             config: Some(path),
             storage: Some(StorageKind::File),
             ..ServeArgs::default()
@@ -424,10 +286,10 @@ mod tests {
             tls_key: None,
             ..args.clone()
         };
-        let refused = NodeConfig::resolve(&quic_without_tls).unwrap_err();
+        let refused = resolve(&quic_without_tls).unwrap_err();
         assert!(refused.contains("--transport quic needs"), "{refused}");
         assert!(
-            NodeConfig::resolve(&ServeArgs {
+            resolve(&ServeArgs {
                 id: Some(9),
                 ..args
             })

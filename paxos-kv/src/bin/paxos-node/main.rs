@@ -22,27 +22,23 @@
 //! command a client resends on a new connection is a new command. Error replies beyond
 //! Redis's own: `-NOLEADER` (no leader; nothing applied), `-OVERLOADED` (queues full;
 //! nothing applied), `-TIMEOUT` (the outcome is unknown). The largest command and value:
-//! see `server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575 by default).
+//! see `paxos_kv::server`'s module docs (for `SET`, key + value + 50 bytes <= 1,048,575
+//! by default).
 //!
 //! Runtime: `serve --runtime tokio|smol` (tokio by default), through the library's one
 //! runtime seam; `cluster --runtime` passes it to every node. The `cluster` supervisor
-//! itself runs on tokio. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
+//! itself runs on tokio. The replica itself is the library's `paxos_kv::server::Server`;
+//! this binary adds the flags and the TOML file (`config.rs`), signals, dying with a
+//! supervisor, and the `cluster` and `certs` commands. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
 
-mod admin;
 mod certs;
-mod clients;
 mod cluster;
-mod commands;
 mod config;
-mod connection;
-mod dispatch;
-mod local;
-mod metrics;
-mod server;
 
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use paxos_kv::server::{RuntimeKind, ServerConfig};
 use paxos_node::Runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -57,7 +53,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run one replica.
-    #[command(after_help = server::SIZE_HELP)]
+    #[command(after_help = SIZE_HELP)]
     Serve(Box<config::ServeArgs>),
     /// Start and supervise a local cluster of `serve` processes.
     Cluster(cluster::ClusterArgs),
@@ -76,7 +72,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Cmd::Serve(args) => config::NodeConfig::resolve(&args).and_then(serve),
+        Cmd::Serve(args) => config::resolve(&args).and_then(serve),
         Cmd::Cluster(args) => tokio_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
         Cmd::Certs(args) => certs::run(&args),
     };
@@ -86,25 +82,95 @@ fn main() {
     }
 }
 
+/// What `serve --help` says about sizes (keep in step with `paxos_kv::server`'s module
+/// docs).
+const SIZE_HELP: &str = "\
+Sizes: a write is accepted when its keys and values + 40 + 5 per key or value fit in the
+node's largest command M (1,048,575 bytes by default; /status reports max_command_bytes
+and max_set_bytes). For SET: key + value + 50 <= M, so by default key + value <=
+1,048,525 bytes. A larger write gets `-ERR value of N bytes exceeds the largest accepted
+(...)` and nothing is proposed; the connection stays open. A bulk string over 2 x M bytes
+(a request over 2 x M + 64 KiB) gets `-ERR Protocol error: ...` and the connection is
+closed.
+
+Exactly once: a write that the server retries for you (after a timeout or a leadership
+change) is applied at most once. A new connection is a new client: a command your client
+library resends on a new connection is a new command.";
+
 /// `serve` on the runtime its configuration names.
 ///
 /// Called by `main` on its thread before any other thread is started.
-fn serve(config: config::NodeConfig) -> Result<(), String> {
-    if config.runtime == config::RuntimeKind::Smol {
+fn serve(config: ServerConfig) -> Result<(), String> {
+    if config.runtime == RuntimeKind::Smol {
         smol_threads();
     }
     let signals = Signals::install()?;
     match config.runtime {
-        config::RuntimeKind::Tokio => {
+        RuntimeKind::Tokio => {
             let rt = tokio_runtime()?;
             let runtime: Arc<dyn Runtime> =
                 Arc::new(paxos_node::TokioRuntime::new(rt.handle().clone()));
-            rt.block_on(server::serve(config, runtime, signals))
+            watch_supervisor();
+            rt.block_on(serve_until_signal(config, runtime, signals))
         }
-        config::RuntimeKind::Smol => {
+        RuntimeKind::Smol => {
             let runtime: Arc<dyn Runtime> = Arc::new(paxos_node::AsyncIoRuntime::new());
-            smol::block_on(server::serve(config, runtime, signals))
+            watch_supervisor();
+            smol::block_on(serve_until_signal(config, runtime, signals))
         }
+        other => Err(format!("runtime {other:?} is not supported")),
+    }
+}
+
+/// Runs the replica on `runtime` until SIGINT/SIGTERM or a fatal error.
+async fn serve_until_signal(
+    config: ServerConfig,
+    runtime: Arc<dyn Runtime>,
+    signals: Signals,
+) -> Result<(), String> {
+    let server = paxos_kv::server::Server::start(config, runtime)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = match futures::future::select(
+        std::pin::pin!(signals.recv()),
+        std::pin::pin!(server.stopped()),
+    )
+    .await
+    {
+        futures::future::Either::Left((signal, _)) => {
+            tracing::info!("{signal}: shutting down");
+            Ok(())
+        }
+        futures::future::Either::Right((fatal, _)) => {
+            Err(paxos_kv::server::ServeError::Stopped(fatal).to_string())
+        }
+    };
+    server.shutdown().await;
+    outcome
+}
+
+/// When started by `paxos-node cluster`, die with the supervisor: without this, a
+/// supervisor killed with SIGKILL would leave its nodes running.
+///
+/// The kernel sends the signal when the *thread* that forked this process exits, which is
+/// why the supervisor forks from its main thread only (see `cluster`'s module docs). On
+/// this side the setting belongs to the calling thread, and is checked for as long as that
+/// thread lives: call it from the main thread (`serve` calls it just before it blocks on
+/// the server).
+fn watch_supervisor() {
+    let Some(parent) = std::env::var("PAXOS_NODE_SUPERVISOR_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        tracing::warn!("cannot watch the supervisor: {e}");
+    }
+    // The supervisor may have died before the call above.
+    if nix::unistd::getppid().as_raw() != parent {
+        tracing::warn!("supervisor {parent} is gone; exiting");
+        std::process::exit(1);
     }
 }
 
@@ -125,7 +191,7 @@ fn smol_threads() {
 }
 
 /// SIGINT and SIGTERM, on any runtime: a signal-hook thread hands the first one over.
-pub(crate) struct Signals(futures::channel::oneshot::Receiver<&'static str>);
+struct Signals(futures::channel::oneshot::Receiver<&'static str>);
 
 impl Signals {
     fn install() -> Result<Self, String> {
@@ -149,7 +215,7 @@ impl Signals {
     }
 
     /// The name of the first signal received.
-    pub(crate) async fn recv(self) -> &'static str {
+    async fn recv(self) -> &'static str {
         self.0.await.unwrap_or("signal thread gone")
     }
 }

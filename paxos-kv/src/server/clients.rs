@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use paxos_kv::resp::Protocol;
+use crate::resp::Protocol;
 
 /// The open connections.
 #[derive(Debug)]

@@ -33,7 +33,7 @@
 //! # What the pages show
 //!
 //! `/status` is [`Status`], serialized with serde: its fields are an interface (the tests,
-//! the README and scripts read them). `/metrics` is [`crate::metrics`]. `/health` is 200
+//! the README and scripts read them). `/metrics` is [`crate::server::metrics`]. `/health` is 200
 //! while the node runs and knows a leader, else 503.
 
 use std::convert::Infallible;
@@ -93,7 +93,7 @@ type Action = dyn Fn(&str) -> Option<BoxFuture<'static, Reply>> + Send + Sync;
 
 /// Serves the admin port until the task is dropped.
 pub(crate) async fn serve(listener: Box<dyn Listener>, rt: Arc<dyn Runtime>, ctx: Arc<Ctx>) {
-    let registry = crate::metrics::registry(&ctx.node, &ctx.stats);
+    let registry = crate::server::metrics::registry(&ctx.node, &ctx.stats);
     let node = ctx.node.clone();
     let route = move |path: &str| route(path, &ctx, &registry);
     let action = move |path: &str| action(path, &node);
@@ -304,9 +304,9 @@ struct Status {
     /// The RESP address.
     resp: String,
     /// The async runtime it runs on (`serve --runtime`).
-    runtime: crate::config::RuntimeKind,
+    runtime: super::RuntimeKind,
     /// Its storage backend.
-    storage: crate::config::StorageKind,
+    storage: super::StorageKind,
     /// The largest command accepted, bytes (see `server`'s module docs).
     max_command_bytes: usize,
     /// The largest key + value of a `SET`, bytes.

@@ -36,15 +36,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::kv::{KvAnswer, KvCommand, KvOutput, KvQuery, KvRequest, RequestId};
+use crate::resp::{self, Encoder};
 use bytes::{Bytes, BytesMut};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use paxos_kv::kv::{KvAnswer, KvCommand, KvOutput, KvQuery, KvRequest, RequestId};
-use paxos_kv::resp::{self, Encoder};
 use paxos_node::{ProposeError, ReadError};
 use paxos_runtime::BoxConn;
 
-use crate::clients::Registration;
-use crate::dispatch::{self, ReadShape, Step, WriteShape};
+use crate::server::clients::Registration;
+use crate::server::dispatch::{self, ReadShape, Step, WriteShape};
 use crate::server::{Ctx, bump, lingering_close};
 
 /// Closes the connection after a reply that ends it (a protocol error): discards at most
@@ -200,7 +200,7 @@ async fn pipeline(
         match step {
             Step::Write(command, shape) => {
                 bump(&ctx.stats.writes);
-                let room = max_command_bytes.saturating_sub(paxos_kv::kv::REQUEST_OVERHEAD_BYTES);
+                let room = max_command_bytes.saturating_sub(crate::kv::REQUEST_OVERHEAD_BYTES);
                 let fits = match &group {
                     Group::Writes { batched_bytes, .. } => {
                         batched_bytes.saturating_add(command.max_batched_bytes()) <= room
@@ -244,7 +244,7 @@ async fn pipeline(
             Step::Local(spec) => {
                 flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
                 if flow == Flow::Continue {
-                    flow = crate::local::execute(ctx, conn, spec, &words).await;
+                    flow = crate::server::local::execute(ctx, conn, spec, &words).await;
                 }
             }
             Step::Refuse(refusal) => {
@@ -387,7 +387,7 @@ async fn back_off(ctx: &Ctx, attempt: u32, deadline: Instant) {
 /// applies at most once) until it is applied, the attempts run out or the deadline passes.
 ///
 /// If the state machine refuses the request because the client's session expired (see
-/// `paxos_kv::kv`, "Exactly once"), the connection goes on as a new client. When no
+/// `crate::kv`, "Exactly once"), the connection goes on as a new client. When no
 /// earlier attempt can have been applied, the command is then retried once as that new
 /// client's first request; otherwise its outcome is unknown and the reply says so.
 ///

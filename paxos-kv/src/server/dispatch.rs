@@ -3,21 +3,21 @@
 //! outputs and answers back to Redis replies.
 //!
 //! Arguments are checked the way Redis checks them, in Redis's order, with Redis's error
-//! messages (arity first, from the [command table](crate::commands), then syntax, then
+//! messages (arity first, from the [command table](crate::server::commands), then syntax, then
 //! values), so that a client sees the same error from this server as from Redis 7 for
 //! the same mistake. Expiry is the exception: `EXPIRE`, `PEXPIRE`, `TTL`, `PTTL`,
 //! `SETEX`, `PSETEX` and `SET`'s `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL` are refused with
 //! [`EXPIRY_UNSUPPORTED`] once their syntax is valid: keys never expire here, because
 //! replicas applying the log at different times could not agree on when a key expires.
 
-use bytes::Bytes;
-use paxos_kv::kv::{
+use crate::kv::{
     KvAnswer, KvCommand, KvOutput, KvQuery, MAX_SCAN_PATTERN_BYTES, SetCondition,
     parse_redis_integer,
 };
-use paxos_kv::resp::Encoder;
+use crate::resp::Encoder;
+use bytes::Bytes;
 
-use crate::commands::{self, Cmd, Spec};
+use crate::server::commands::{self, Cmd, Spec};
 use crate::server::too_large;
 
 /// The refusal of every expiry command and option.
@@ -34,7 +34,7 @@ pub(crate) enum Step {
     Write(KvCommand, WriteShape),
     /// A read, and how to render its answer.
     Read(KvQuery, ReadShape),
-    /// A connection or server command, answered on this node by [`crate::local`].
+    /// A connection or server command, answered on this node by [`crate::server::local`].
     Local(&'static Spec),
     /// An error reply (no `-`), answered at once.
     Refuse(String),

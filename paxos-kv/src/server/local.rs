@@ -21,14 +21,14 @@
 //! * `CONFIG GET` knows no parameter: it answers an empty map, which is enough for the
 //!   tools that probe it (`redis-benchmark`).
 
+use crate::kv::{KvAnswer, KvQuery, parse_redis_integer};
+use crate::resp::{Encoder, Protocol};
 use bytes::Bytes;
 use paxos_core::Role;
-use paxos_kv::kv::{KvAnswer, KvQuery, parse_redis_integer};
-use paxos_kv::resp::{Encoder, Protocol};
 
-use crate::commands::{self, Cmd, Spec};
-use crate::connection::{Conn, Flow, read};
 use crate::server::Ctx;
+use crate::server::commands::{self, Cmd, Spec};
+use crate::server::connection::{Conn, Flow, read};
 
 /// The Redis version this server reports (`HELLO`, `INFO`): the replies it gives are
 /// Redis 7's, `CLIENT SETINFO` (7.2) included.
@@ -41,7 +41,7 @@ const NO_PASSWORD: &str = "ERR AUTH <password> called without any password confi
 
 const NAME_CHARS: &str = "cannot contain spaces, newlines or special characters.";
 
-/// Executes one command of the [`Step::Local`](crate::dispatch::Step::Local) kind:
+/// Executes one command of the [`Step::Local`](crate::server::dispatch::Step::Local) kind:
 /// `words` is the whole request, already checked against the command table.
 pub(crate) async fn execute(
     ctx: &Ctx,

@@ -15,7 +15,7 @@
 //! arguments is looked up by its subcommand; arity `n > 0` means exactly `n` words
 //! (command name included), `n < 0` at least `-n`.
 
-use paxos_kv::resp::Encoder;
+use crate::resp::Encoder;
 
 pub(crate) use table::TABLE;
 
