@@ -99,6 +99,9 @@ pub struct Outcome {
     pub wall: Duration,
     /// `/proc/loadavg` when the run started: how busy the machine was.
     pub load_at_start: String,
+    /// The commit measured, read before the run writes its reports (which are tracked
+    /// files, so reading it after would always find the tree changed).
+    pub commit: String,
 }
 
 fn secs(s: f64) -> Duration {
@@ -110,6 +113,7 @@ fn secs(s: f64) -> Duration {
 pub async fn run(args: &BenchArgs) -> Result<Outcome, String> {
     let began = Instant::now();
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let commit = crate::markdown::commit();
     validate(args)?;
     let exe = if args.cluster.iter().any(|m| m == cluster::PROCESS) {
         Some(locate_node_exe(args)?)
@@ -121,7 +125,7 @@ pub async fn run(args: &BenchArgs) -> Result<Outcome, String> {
         None => std::env::temp_dir().join(format!("paxos-benches-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let result = run_in(args, exe.as_deref(), &dir, began, load_at_start).await;
+    let result = run_in(args, exe.as_deref(), &dir, began, load_at_start, commit).await;
     if !args.keep && args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -151,6 +155,7 @@ async fn run_in(
     dir: &Path,
     began: Instant,
     load_at_start: String,
+    commit: String,
 ) -> Result<Outcome, String> {
     let floor_time = secs(args.floor_seconds);
     eprintln!(
@@ -258,6 +263,7 @@ async fn run_in(
         rows,
         wall: began.elapsed(),
         load_at_start,
+        commit,
     })
 }
 

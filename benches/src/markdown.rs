@@ -56,7 +56,7 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
             ),
         );
     }
-    line(w, &format!("* **Commit:** {}", commit()));
+    line(w, &format!("* **Commit:** {}", outcome.commit));
     line(
         w,
         &format!(
@@ -175,7 +175,8 @@ fn machine() -> String {
     )
 }
 
-fn commit() -> String {
+/// HEAD, and whether tracked files differ from it.
+pub(crate) fn commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
