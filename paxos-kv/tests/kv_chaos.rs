@@ -234,10 +234,11 @@ fn linearizable_under_sigkill_and_sigstop(runtime: &'static str, transport: Tran
     proc::wait_all_writable(&nodes, dir.path());
     // The peers talk over the transport asked for.
     transport.assert_listening(&nodes);
-    // Each node runs on the runtime asked for.
+    // Each node runs on the runtime asked for, and says which transport it uses.
     for n in &nodes {
         let status = poll("a node's /status", WAIT, || status(n));
         assert_eq!(status["runtime"], runtime, "{status}");
+        assert_eq!(status["transport"], transport.name(), "{status}");
     }
     let mut live = vec![true; 3];
 

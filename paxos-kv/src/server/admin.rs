@@ -307,6 +307,8 @@ struct Status {
     runtime: super::RuntimeKind,
     /// Its storage backend.
     storage: super::StorageKind,
+    /// Its transport between replicas (`serve --transport`).
+    transport: super::TransportKind,
     /// The largest command accepted, bytes (see `server`'s module docs).
     max_command_bytes: usize,
     /// The largest key + value of a `SET`, bytes.
@@ -377,6 +379,7 @@ impl Status {
             resp: ctx.config.resp.to_string(),
             runtime: ctx.config.runtime,
             storage: ctx.config.storage,
+            transport: ctx.config.transport,
             max_command_bytes,
             max_set_bytes: crate::server::max_set_bytes(max_command_bytes),
             log_start: metrics.log_start,
