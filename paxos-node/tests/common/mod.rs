@@ -51,11 +51,13 @@ pub fn on_tokio<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) ->
 }
 
 /// Runs `test` under smol's `block_on`, with the async-io runtime.
+#[cfg(feature = "smol")]
 pub fn on_smol<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
     smol::block_on(test(Arc::new(paxos_node::AsyncIoRuntime::new())));
 }
 
 /// Runs `test` under async-std's `block_on`, with the async-io runtime.
+#[cfg(feature = "async-std")]
 pub fn on_async_std<Fut: Future<Output = ()>>(test: impl FnOnce(Arc<dyn Runtime>) -> Fut) {
     async_std::task::block_on(test(Arc::new(paxos_node::AsyncIoRuntime::new())));
 }
