@@ -99,7 +99,7 @@ node_metrics! {
     /// Snapshots this node took of its own state (by policy or on demand).
     snapshots_taken: Counter,
     /// Of those, snapshots written in the background from a frozen state
-    /// ([`StateMachine::freeze`](paxos_core::StateMachine::freeze)) while the node served.
+    /// (`StateMachine::freeze`) while the node served.
     snapshots_background: Counter,
     /// Snapshots this node fetched from a peer and installed.
     snapshots_installed: Counter,
