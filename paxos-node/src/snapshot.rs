@@ -93,10 +93,12 @@ impl Sink {
         }
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.len += bytes.len() as u64;
-        if self.buf.len() + bytes.len() <= IO_CHUNK {
+        let whole_pieces = self.buf.is_empty() && bytes.len() >= IO_CHUNK;
+        if !whole_pieces && self.buf.len() + bytes.len() <= IO_CHUNK {
             self.buf.extend_from_slice(bytes);
             return Ok(());
         }
+        // A background snapshot's full pieces (and large values) skip the buffer.
         self.flush(storage).await?;
         if bytes.len() >= IO_CHUNK {
             // A large piece (a big value) goes straight through, in bounded appends.
