@@ -66,6 +66,7 @@ fn execute_one(store: &mut Store, command: KvCommand) -> KvOutput {
             }
         }
         KvCommand::Batch(_) => KvOutput::Error(NESTED_BATCH.into()),
+        KvCommand::Read(query) => KvOutput::Answer(answer_one(store, query)),
     }
 }
 

@@ -79,6 +79,7 @@ where
             .prop_map(|pairs| KvCommand::MSet { pairs }),
         (s.clone(), s.clone()).prop_map(|(key, value)| KvCommand::Append { key, value }),
         (s.clone(), any::<i64>()).prop_map(|(key, delta)| KvCommand::IncrBy { key, delta }),
+        leaf_query().prop_map(KvCommand::Read),
     ]
 }
 
@@ -109,6 +110,7 @@ fn leaf_output() -> impl Strategy<Value = KvOutput> {
         ".{0,20}".prop_map(KvOutput::Error),
         Just(KvOutput::SessionExpired),
         proptest::option::of(small_string()).prop_map(KvOutput::Bulk),
+        leaf_answer().prop_map(KvOutput::Answer),
     ]
 }
 
@@ -177,6 +179,7 @@ fn counts(command: &KvCommand) -> (usize, usize) {
             (b + 1 + cb, i + ci)
         }),
         KvCommand::IncrBy { .. } => (0, 1),
+        KvCommand::Read(KvQuery::Scan { .. }) => (0, 2),
         _ => (0, 0),
     }
 }

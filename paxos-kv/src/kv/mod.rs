@@ -20,7 +20,8 @@
 //! | `Incr`, `IncrBy` | `INCR`, `INCRBY`, `DECR`, `DECRBY` | `Integer(new value)`; `Error` if the value is not a 64-bit integer or the result would overflow |
 //! | `Append` | `APPEND k v` | `Integer(new length)`; `Error` past [`MAX_VALUE_BYTES`] |
 //! | `Cas` | none (the server's own `CAS k expected new`) | `Integer(1)` if it set, `Integer(0)` if not |
-//! | `Batch` | a pipeline of the above | `Many(outputs)`, one per command, in order |
+//! | `Read` | a read inside a `Batch` (`MULTI ... GET ... EXEC`) | `Answer(answer)`: the query's answer at that point of the batch |
+//! | `Batch` | a pipeline of the above, or a `MULTI`/`EXEC` transaction | `Many(outputs)`, one per command, in order |
 //!
 //! | Read ([`KvQuery`]) | Redis | Answer ([`KvAnswer`]) |
 //! |---|---|---|
@@ -40,8 +41,9 @@
 //! What is **not** supported: expiry (`EX`, `PX`, `KEEPTTL`, `EXPIRE`, `TTL`...: no key
 //! ever expires, because time would have to come through the log for replicas to agree);
 //! other data types (lists, hashes, sets, sorted sets, streams), so `WRONGTYPE` never
-//! happens; several databases (`SELECT`); `KEYS`; `SCAN`'s `TYPE` option; `MULTI`/`EXEC`
-//! (a `Batch` is as close as it gets: applied as a unit, without rollback).
+//! happens; several databases (`SELECT`); `KEYS`; `SCAN`'s `TYPE` option; `WATCH`. A
+//! `MULTI`/`EXEC` transaction is a `Batch`: applied as a unit, without rollback, as in
+//! Redis.
 //!
 //! # Scan
 //!
@@ -316,6 +318,12 @@ pub enum KvCommand {
     /// under one request id. Output: `Many`, one output per command. A `Batch` inside a
     /// `Batch` does not decode: such a request is refused as malformed.
     Batch(#[serde(deserialize_with = "wire::commands")] Vec<Self>),
+    /// A read applied through the log, at its point in a [`Batch`](Self::Batch): what a
+    /// `GET` inside `MULTI ... EXEC` becomes, so that it sees the writes queued before it
+    /// and none after. It changes nothing. Output: [`KvOutput::Answer`]. The query is not
+    /// a batch (one does not decode). Alone, it is a write that only reads: prefer
+    /// [`NodeHandle::read`](paxos_node::NodeHandle::read).
+    Read(#[serde(deserialize_with = "wire::query")] KvQuery),
 }
 
 /// When [`KvCommand::SetWith`] sets.
@@ -364,6 +372,7 @@ impl KvCommand {
                 }
             }
             Self::Batch(commands) => commands.iter().for_each(|c| c.each_argument(f)),
+            Self::Read(query) => query.each_argument(f),
         }
     }
 
@@ -374,6 +383,8 @@ impl KvCommand {
     /// \+ [`ARGUMENT_OVERHEAD_BYTES`] per key or value (in a `Batch`, of all its commands)
     /// \+ their total length
     /// \+ [`INTEGER_ARGUMENT_BYTES`] per `IncrBy`
+    /// \+ 1 per `Read` (the query's tag), and 2 × [`INTEGER_ARGUMENT_BYTES`] + 1 more for a
+    /// `Read` of a `Scan` (its cursor, count and pattern's option tag)
     /// \+ [`BATCH_COMMAND_OVERHEAD_BYTES`] per command inside a `Batch`.
     ///
     /// For `SET key value` that is `key + value + 50` bytes; a `Batch`'s bound is
@@ -401,10 +412,13 @@ impl KvCommand {
                 .fold(0usize, |n, c| n.saturating_add(c.max_batched_bytes())),
             _ => {
                 let (count, bytes) = self.arguments();
-                let integers = if matches!(self, Self::IncrBy { .. }) {
-                    INTEGER_ARGUMENT_BYTES
-                } else {
-                    0
+                let integers = match self {
+                    Self::IncrBy { .. } => INTEGER_ARGUMENT_BYTES,
+                    // The query's tag; `Scan`'s cursor and count, and its pattern's
+                    // option tag.
+                    Self::Read(KvQuery::Scan { .. }) => 2 * INTEGER_ARGUMENT_BYTES + 2,
+                    Self::Read(_) => 1,
+                    _ => 0,
                 };
                 ARGUMENT_OVERHEAD_BYTES
                     .saturating_mul(count)
@@ -456,6 +470,8 @@ pub enum KvOutput {
     /// The outputs of a [`KvCommand::Batch`], in order; never holds a `Many`. A batch
     /// refused as a whole gets a single output instead (`Error`, `SessionExpired`).
     Many(#[serde(deserialize_with = "wire::outputs")] Vec<Self>),
+    /// The answer of a [`KvCommand::Read`]; never a [`KvAnswer::Many`].
+    Answer(#[serde(deserialize_with = "wire::answer")] KvAnswer),
 }
 
 impl KvOutput {
@@ -518,6 +534,17 @@ pub enum KvQuery {
 }
 
 impl KvQuery {
+    /// Its keys and its pattern (in a `Batch`, those of all its queries).
+    fn each_argument(&self, f: &mut dyn FnMut(&[u8])) {
+        match self {
+            Self::Get { key } | Self::StrLen { key } => f(key),
+            Self::MGet { keys } | Self::Exists { keys } => keys.iter().for_each(|key| f(key)),
+            Self::DbSize => {}
+            Self::Scan { pattern, .. } => pattern.iter().for_each(|p| f(p)),
+            Self::Batch(queries) => queries.iter().for_each(|q| q.each_argument(f)),
+        }
+    }
+
     /// The bytes to [`read`](paxos_node::NodeHandle::read).
     pub fn encode(&self) -> Bytes {
         encode(self)

@@ -461,6 +461,50 @@ fn a_batch_in_a_batch_is_refused() {
 }
 
 #[test]
+fn reads_in_a_batch_see_the_writes_before_them_and_none_after() {
+    let mut sm = KvStateMachine::default();
+    let mut c = Client::new(1);
+    let get = |k: &str| KvCommand::Read(KvQuery::Get { key: k.into() });
+    let batch = KvCommand::Batch(vec![
+        get("k"),
+        set("k", "1"),
+        get("k"),
+        incr("k"),
+        KvCommand::Read(KvQuery::MGet {
+            keys: vec![b"k".to_vec(), b"absent".to_vec()],
+        }),
+        KvCommand::Read(KvQuery::DbSize),
+    ]);
+    assert_eq!(
+        c.send(&mut sm, batch),
+        KvOutput::Many(vec![
+            KvOutput::Answer(KvAnswer::Bulk(None)),
+            KvOutput::Ok,
+            KvOutput::Answer(KvAnswer::Bulk(Some(b"1".to_vec()))),
+            KvOutput::Integer(2),
+            KvOutput::Answer(KvAnswer::Values(vec![Some(b"2".to_vec()), None])),
+            KvOutput::Answer(KvAnswer::Integer(1)),
+        ])
+    );
+    // A read alone through the log changes nothing but the session.
+    assert_eq!(
+        c.send(&mut sm, get("k")),
+        KvOutput::Answer(KvAnswer::Bulk(Some(b"2".to_vec())))
+    );
+    assert_eq!(sm.len(), 1);
+    // Its query cannot be a batch, and its answer cannot be a `Many`: neither decodes.
+    let nested = KvCommand::Read(KvQuery::Batch(vec![KvQuery::DbSize]));
+    assert_eq!(KvRequest::decode(&req(2, 1, nested)), None);
+    let nested = KvOutput::Answer(KvAnswer::Many(vec![]));
+    assert_eq!(KvOutput::decode(&nested.encode()), None);
+    // Nor does a `Many` of an `Answer` of a `Many`, nor a `Batch` tag in a `Batch`.
+    let nested = KvOutput::Many(vec![KvOutput::Answer(KvAnswer::Many(vec![]))]);
+    assert_eq!(KvOutput::decode(&nested.encode()), None);
+    let ok = KvOutput::Many(vec![KvOutput::Answer(KvAnswer::Integer(3))]);
+    assert_eq!(KvOutput::decode(&ok.encode()), Some(ok));
+}
+
+#[test]
 fn outputs_larger_than_their_request_are_not_kept_for_a_retry() {
     let mut sm = KvStateMachine::default();
     let mut c = Client::new(1);

@@ -45,6 +45,18 @@ enum Command {
         key: Vec<u8>,
         delta: i64,
     },
+    Batch(Nested),
+    Read(Query),
+}
+
+/// Where a batch would nest in a batch: its tag keeps its place in the mirror, and it never
+/// decodes.
+enum Nested {}
+
+impl<'de> Deserialize<'de> for Nested {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("a batch cannot hold a batch"))
+    }
 }
 
 impl From<Command> for KvCommand {
@@ -68,6 +80,8 @@ impl From<Command> for KvCommand {
             Command::MSet { pairs } => Self::MSet { pairs },
             Command::Append { key, value } => Self::Append { key, value },
             Command::IncrBy { key, delta } => Self::IncrBy { key, delta },
+            Command::Batch(nested) => match nested {},
+            Command::Read(query) => Self::Read(query.into()),
         }
     }
 }
@@ -79,6 +93,8 @@ enum Output {
     Error(String),
     SessionExpired,
     Bulk(Option<Vec<u8>>),
+    Many(Nested),
+    Answer(Answer),
 }
 
 impl From<Output> for KvOutput {
@@ -89,6 +105,8 @@ impl From<Output> for KvOutput {
             Output::Error(e) => Self::Error(e),
             Output::SessionExpired => Self::SessionExpired,
             Output::Bulk(value) => Self::Bulk(value),
+            Output::Many(nested) => match nested {},
+            Output::Answer(answer) => Self::Answer(answer.into()),
         }
     }
 }
@@ -173,6 +191,16 @@ pub(super) fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvCommand>
 /// `KvOutput::Many`'s elements.
 pub(super) fn outputs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KvOutput>, D::Error> {
     flat::<D, Output, KvOutput>(d)
+}
+
+/// `KvCommand::Read`'s query.
+pub(super) fn query<'de, D: Deserializer<'de>>(d: D) -> Result<KvQuery, D::Error> {
+    Query::deserialize(d).map(KvQuery::from)
+}
+
+/// `KvOutput::Answer`'s answer.
+pub(super) fn answer<'de, D: Deserializer<'de>>(d: D) -> Result<KvAnswer, D::Error> {
+    Answer::deserialize(d).map(KvAnswer::from)
 }
 
 /// `KvQuery::Batch`'s elements.

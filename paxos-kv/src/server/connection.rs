@@ -45,6 +45,7 @@ use paxos_runtime::BoxConn;
 
 use crate::server::clients::Registration;
 use crate::server::dispatch::{self, ReadShape, Step, WriteShape};
+use crate::server::transaction::{self, Transaction};
 use crate::server::{Ctx, bump, lingering_close};
 
 /// Closes the connection after a reply that ends it (a protocol error): discards at most
@@ -93,6 +94,8 @@ pub(crate) struct Conn<'a> {
     pub(crate) out: Encoder,
     /// Its entry among the open connections (id, name, protocol...).
     pub(crate) registration: Registration<'a>,
+    /// Its open `MULTI` transaction, if any.
+    pub(crate) tx: Option<Transaction>,
 }
 
 /// What to do after a command.
@@ -117,6 +120,7 @@ pub(crate) async fn connection(
         registration: ctx
             .clients
             .register(peer, ctx.config.resp, ctx.runtime.now()),
+        tx: None,
     };
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -197,6 +201,23 @@ async fn pipeline(
         let (name, step) = dispatch::plan(&words, max_command_bytes);
         conn.touch(ctx, name);
         let mut flow = Flow::Continue;
+        if conn.tx.is_some() || matches!(step, Step::Tx(_)) {
+            // Inside a transaction nothing is grouped: what was pipelined before it runs
+            // first, and its replies come first.
+            flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
+            if flow == Flow::Continue {
+                flow = transaction::handle(ctx, conn, step, &words).await;
+            }
+            count_errors(ctx, &mut conn.out);
+            if flow == Flow::Close {
+                return Ok(Flow::Close);
+            }
+            if conn.out.len() >= MAX_OUT_BYTES {
+                stream.write_all(conn.out.bytes()).await?;
+                conn.out.clear();
+            }
+            continue;
+        }
         match step {
             Step::Write(command, shape) => {
                 bump(&ctx.stats.writes);
@@ -251,6 +272,7 @@ async fn pipeline(
                 flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
                 conn.out.error(&refusal);
             }
+            Step::Tx(_) => unreachable!("handled above"),
         }
         count_errors(ctx, &mut conn.out);
         if flow == Flow::Close {

@@ -36,6 +36,9 @@ pub(crate) enum Step {
     Read(KvQuery, ReadShape),
     /// A connection or server command, answered on this node by [`crate::server::local`].
     Local(&'static Spec),
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH` or `UNWATCH`, handled by
+    /// [`crate::server::transaction`].
+    Tx(Cmd),
     /// An error reply (no `-`), answered at once.
     Refuse(String),
 }
@@ -47,6 +50,9 @@ pub(crate) enum WriteShape {
     Plain,
     /// `SETNX`: `Ok` (it set) is `:1`, `Bulk(None)` (it did not) `:0`.
     SetNx,
+    /// A read inside a transaction ([`KvCommand::Read`]): its `Answer` is rendered as the
+    /// read's would be.
+    Read(ReadShape),
 }
 
 /// How a read's [`KvAnswer`] becomes a reply.
@@ -163,6 +169,7 @@ fn plan_command(spec: &'static Spec, args: &[Bytes], max_command_bytes: usize) -
         | Cmd::Quit
         | Cmd::Reset
         | Cmd::Select => Step::Local(spec),
+        Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => Step::Tx(spec.cmd),
     }
 }
 
@@ -301,7 +308,8 @@ pub(crate) fn render_output(out: &mut Encoder, shape: WriteShape, output: KvOutp
         (_, KvOutput::Integer(n)) => out.integer(n),
         (_, KvOutput::Bulk(value)) => out.bulk_or_null(value.as_deref()),
         (_, KvOutput::Error(e)) => out.error(&e),
-        (_, KvOutput::SessionExpired | KvOutput::Many(_)) => {
+        (WriteShape::Read(shape), KvOutput::Answer(answer)) => render_answer(out, shape, answer),
+        (_, KvOutput::SessionExpired | KvOutput::Many(_) | KvOutput::Answer(_)) => {
             out.error("ERR malformed output from the state machine");
         }
     }

@@ -67,7 +67,8 @@ pub(crate) async fn execute(
             return Flow::Close;
         }
         Cmd::Reset => {
-            out.set_protocol(Protocol::Resp2);
+            conn.tx = None;
+            conn.out.set_protocol(Protocol::Resp2);
             let mut info = conn.registration.info();
             info.protocol = Protocol::Resp2;
             info.name = None;

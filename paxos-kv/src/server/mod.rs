@@ -87,6 +87,7 @@ mod connection;
 mod dispatch;
 mod local;
 mod metrics;
+mod transaction;
 
 /// Connections served at once; more are closed on accept.
 pub(crate) const MAX_CONNECTIONS: u64 = 10_000;

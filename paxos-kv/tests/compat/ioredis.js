@@ -390,6 +390,22 @@ async function data(s, where, r, p, keys) {
       return pl.exec();
     });
 
+  const txKey = p + "tx";
+  const txN = p + "tx:n";
+  keys.add(txKey);
+  keys.add(txN);
+  await c(where, "multi(): SET GET APPEND GET INCR INCR PING",
+    [[null, "OK"], [null, "a"], [null, 2], [null, "ab"], [null, 1], [null, 2], [null, "PONG"]],
+    () => r.multi().set(txKey, "a").get(txKey).append(txKey, "b").get(txKey)
+      .incr(txN).incr(txN).ping().exec());
+  await c(where, "multi() with INCR of a non-integer: the rest still runs",
+    pred("[[ReplyError 'ERR value is not an integer or out of range'], [null, 'OK']]",
+      (v) => v.length === 2 && v[0][0] instanceof Error
+        && v[0][0].message === "ERR value is not an integer or out of range"
+        && v[1][0] === null && v[1][1] === "OK"),
+    () => r.multi().incr(txKey).set(txN, "10").exec());
+  await c(where, `GET ${txN} after that transaction`, "10", () => r.get(txN));
+
   await c(where, "DBSIZE", pred(`an integer >= ${keys.size}`, (v) => Number.isInteger(v) && v >= keys.size),
     () => r.dbsize());
   await c(where, `SCAN 0 MATCH ${p}* COUNT 10 .. until cursor 0`, withPrefix(keys, p), () => scanAll(r, p + "*", 10));

@@ -247,6 +247,17 @@ node_suite() {
         "$(raw "$a" 2 $'PING\r\nECHO x\r\n')"
     check_prefix "$w" "raw: FOO bar" "-ERR unknown command" "$(raw "$a" 1 $'FOO bar\r\n')"
     check "$w" "raw: GET" "-ERR wrong number of arguments for 'get' command" "$(raw "$a" 1 $'GET\r\n')"
+    tx="${p}tx"
+    check "$w" "raw: MULTI/EXEC: EXECABORT, without MULTI, nested, WATCH inside, INCR GET, DISCARD, empty" \
+        "$(printf '%s\n' '+OK' '+QUEUED' "-ERR unknown command 'FOO', with args beginning with: " \
+            '-EXECABORT Transaction discarded because of previous errors.' '-ERR EXEC without MULTI' \
+            '-ERR DISCARD without MULTI' '+OK' '-ERR MULTI calls can not be nested' \
+            '-ERR WATCH inside MULTI is not allowed' '+QUEUED' '+QUEUED' '*[:1, $"1"]' '+OK' '+QUEUED' \
+            '+OK' '$"1"' '+OK' '+OK' '*[]' ':1')" \
+        "$(raw "$a" 1 $'MULTI\r\n' 1 "SET $tx 1"$'\r\n' 1 $'FOO\r\n' 1 $'EXEC\r\n' 1 $'EXEC\r\n' \
+            1 $'DISCARD\r\n' 1 $'MULTI\r\n' 1 $'MULTI\r\n' 1 $'WATCH x\r\n' 1 "INCR $tx"$'\r\n' \
+            1 "GET $tx"$'\r\n' 1 $'EXEC\r\n' 1 $'MULTI\r\n' 1 "SET $tx 5"$'\r\n' 1 $'DISCARD\r\n' \
+            1 "GET $tx"$'\r\n' 1 $'UNWATCH\r\n' 1 $'MULTI\r\n' 1 $'EXEC\r\n' 1 "DEL $tx"$'\r\n')"
     local bad
     for bad in $'SET "a b\r\n' $'ECHO "a"b\r\n' $'ECHO \'abc\r\n' $'ECHO "a"\'b\'\r\n'; do
         check "$w" "raw: $(printf %q "$bad") (then the server closes the connection)" \

@@ -415,6 +415,43 @@ def data(s, where, r, p, keys):
     c(where, "pipeline(transaction=False): 100 SET then 100 GET",
       [True] * 100 + [f"value-{i}".encode() for i in range(100)], pipeline)
 
+    tx_key, tx_n = f"{p}tx", f"{p}tx:n"
+    keys.update([tx_key, tx_n])
+
+    def transaction():
+        # redis-py's default pipeline is a transaction: MULTI ... EXEC.
+        pl = r.pipeline()
+        pl.set(tx_key, "a")
+        pl.get(tx_key)
+        pl.append(tx_key, "b")
+        pl.get(tx_key)
+        pl.incr(tx_n)
+        pl.incr(tx_n)
+        pl.ping()
+        return pl.execute()
+    c(where, "pipeline() (MULTI/EXEC): SET GET APPEND GET INCR INCR PING",
+      [True, b"a", 2, b"ab", 1, 2, True], transaction)
+
+    def failing_inside():
+        pl = r.pipeline()
+        pl.incr(tx_key)
+        pl.set(tx_n, "10")
+        return pl.execute(raise_on_error=False)
+    c(where, "pipeline() (MULTI/EXEC) with INCR of a non-integer: the rest still runs",
+      Pred("[ResponseError('value is not an integer or out of range'), True]",
+           lambda v: len(v) == 2 and isinstance(v[0], ResponseError)
+           and str(v[0]) == "value is not an integer or out of range" and v[1] is True),
+      failing_inside)
+    c(where, f"GET {tx_n} after that transaction", b"10", lambda: r.get(tx_n))
+
+    def reads_only():
+        pl = r.pipeline()
+        pl.get(tx_key)
+        pl.strlen(tx_key)
+        pl.exists(tx_key, tx_n)
+        return pl.execute()
+    c(where, "pipeline() (MULTI/EXEC) of reads only", [b"ab", 2, 2], reads_only)
+
     c(where, "DBSIZE", Pred(f"an integer >= {len(keys)}", lambda v: type(v) is int and v >= len(keys)), r.dbsize)
     c(where, f"SCAN 0 MATCH {p}* COUNT 10 .. until cursor 0", scanned_set(k2 for k2 in keys if k2.startswith(p)),
       lambda: scan_all(r, p + "*", 10))

@@ -50,7 +50,9 @@ pub(crate) enum Cmd {
     Decr,
     DecrBy,
     Del,
+    Discard,
     Echo,
+    Exec,
     Exists,
     Expire,
     Get,
@@ -61,6 +63,7 @@ pub(crate) enum Cmd {
     Info,
     MGet,
     MSet,
+    Multi,
     PExpire,
     PSetEx,
     PTtl,
@@ -74,6 +77,8 @@ pub(crate) enum Cmd {
     SetNx,
     StrLen,
     Ttl,
+    Unwatch,
+    Watch,
 }
 
 /// One command: what `COMMAND INFO` and `COMMAND DOCS` say about it.

@@ -25,6 +25,8 @@ const ONE_KEY: (i64, i64, i64) = (1, 1, 1);
 const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
 const RW_ACCESS_UPDATE: &[&str] = &["RW", "access", "update"];
 const O1: &str = "O(1)";
+const TRANSACTION: &[&str] = &["@fast", "@transaction"];
+const TRANSACTION_FLAGS: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 const EXPIRE_CONDITION: Arg = Arg::new(
     "condition",
     ArgKind::OneOf(&[
@@ -308,11 +310,29 @@ pub(crate) static TABLE: &[Spec] = &[
              single key that holds a string value is O(1).",
         )
         .args(&[KEYS]),
+    Spec::new(Cmd::Discard, "discard", 1)
+        .flags(TRANSACTION_FLAGS)
+        .acl(TRANSACTION)
+        .doc(
+            "transactions",
+            "2.0.0",
+            "Discard all commands issued after MULTI",
+            "O(N), when N is the number of queued commands",
+        ),
     Spec::new(Cmd::Echo, "echo", 2)
         .flags(&["loading", "stale", "fast"])
         .acl(FAST_CONNECTION)
         .doc("connection", "1.0.0", "Echo the given string", O1)
         .args(&[Arg::new("message", ArgKind::String)]),
+    Spec::new(Cmd::Exec, "exec", 1)
+        .flags(&["noscript", "loading", "stale", "skip_slowlog"])
+        .acl(&["@slow", "@transaction"])
+        .doc(
+            "transactions",
+            "1.2.0",
+            "Execute all commands issued after MULTI",
+            "Depends on commands in the transaction",
+        ),
     Spec::new(Cmd::Exists, "exists", -2)
         .flags(READ_FAST)
         .keys(ALL_KEYS, &["RO"])
@@ -437,6 +457,15 @@ pub(crate) static TABLE: &[Spec] = &[
             "O(N) where N is the number of keys to set.",
         )
         .args(&[Arg::new("key_value", ArgKind::Block(&[KEY, VALUE])).multiple()]),
+    Spec::new(Cmd::Multi, "multi", 1)
+        .flags(TRANSACTION_FLAGS)
+        .acl(TRANSACTION)
+        .doc(
+            "transactions",
+            "1.2.0",
+            "Mark the start of a transaction block",
+            O1,
+        ),
     Spec::new(Cmd::PExpire, "pexpire", -3)
         .flags(&["write", "fast"])
         .keys(ONE_KEY, &["RW", "update"])
@@ -579,4 +608,20 @@ pub(crate) static TABLE: &[Spec] = &[
             O1,
         )
         .args(&[KEY]),
+    Spec::new(Cmd::Unwatch, "unwatch", 1)
+        .flags(TRANSACTION_FLAGS)
+        .acl(TRANSACTION)
+        .doc("transactions", "2.2.0", "Forget about all watched keys", O1),
+    Spec::new(Cmd::Watch, "watch", -2)
+        .flags(TRANSACTION_FLAGS)
+        .keys(ALL_KEYS, &["RO"])
+        .acl(TRANSACTION)
+        .doc(
+            "transactions",
+            "2.2.0",
+            "Watch the given keys to determine execution of the MULTI/EXEC block \
+             (not supported: refused)",
+            "O(1) for every key.",
+        )
+        .args(&[KEYS]),
 ];
