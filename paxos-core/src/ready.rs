@@ -168,6 +168,11 @@ pub enum Role {
 /// 2. Only then send [`Ready::messages`]. They include Promise and Accepted messages that
 ///    report the state in `persist`; sending one before that state is durable lets a crash
 ///    break the promise it made, which can let two values be chosen for one slot.
+///
+///    The exception: the first [`Ready::early_messages`] of them report nothing of
+///    `persist` and **may** be sent before it, as soon as the Ready is polled (the leader's
+///    `Accept`s: its followers then write while it writes, instead of after). A driver
+///    that sends every message after the persist is also correct, only slower.
 /// 3. Apply [`Ready::committed`] to the state machine, in order.
 /// 4. Call [`Replica::advance`](crate::Replica::advance) with [`Ready::id`].
 ///
@@ -181,8 +186,13 @@ pub struct Ready {
     pub id: u64,
     /// What to make durable first.
     pub persist: PersistBatch,
-    /// What to send once `persist` is durable.
+    /// What to send once `persist` is durable; the first
+    /// [`early_messages`](Self::early_messages) of them may go before.
     pub messages: Vec<Envelope>,
+    /// How many of `messages`, from the first, may be sent before `persist` is durable
+    /// (see the ordering rule): the leader's `Accept`s and `Decide`s, which report no
+    /// state of this replica. 0 when every message must wait.
+    pub early_messages: usize,
     /// Chosen values to apply, in slot order, contiguous with the previous Ready's.
     pub committed: Vec<Committed>,
     /// Reads that may now be answered from the state machine, **after** applying

@@ -19,8 +19,8 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
 use paxos_core::{
-    Committed, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused, Ready,
-    Replica, StateMachine, Storage, Transport,
+    Committed, Envelope, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused,
+    Ready, Replica, StateMachine, Storage, Transport,
 };
 
 use crate::command;
@@ -368,17 +368,24 @@ impl Driver {
         Ok(n >= max)
     }
 
-    /// Persist, send, apply, answer, advance: the [`Ready`] ordering rule.
+    /// Send the early messages, persist, send the rest, apply, answer, advance: the
+    /// [`Ready`] ordering rule.
     async fn handle_ready(&mut self, ready: Ready) -> Result<(), FatalError> {
         let Ready {
             id,
             persist,
-            messages,
+            mut messages,
+            early_messages,
             mut committed,
             reads,
             aborted_reads,
             fetch_snapshot,
         } = ready;
+        if !persist.is_empty() && early_messages > 0 {
+            // The leader's Accepts: its followers write while it writes.
+            let early: Vec<Envelope> = messages.drain(..early_messages).collect();
+            self.send_all(early);
+        }
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.
             let started = self.runtime.now();
@@ -390,12 +397,7 @@ impl Driver {
             Counters::add(&counters.persists, 1);
             Counters::add(&counters.persisted_entries, persist.entries.len() as u64);
         }
-        if !messages.is_empty() {
-            for m in &messages {
-                Counters::add(&self.shared.counters.sent[m.message.kind_index()], 1);
-            }
-            self.transport.send(messages);
-        }
+        self.send_all(messages);
         if !committed.is_empty() {
             self.apply(&mut committed).await?;
         }
@@ -411,6 +413,17 @@ impl Driver {
         }
         self.replica.advance(id);
         Ok(())
+    }
+
+    /// Hands `messages` to the transport, counted by kind.
+    fn send_all(&self, messages: Vec<Envelope>) {
+        if messages.is_empty() {
+            return;
+        }
+        for m in &messages {
+            Counters::add(&self.shared.counters.sent[m.message.kind_index()], 1);
+        }
+        self.transport.send(messages);
     }
 
     /// Answers the reads waiting on `key` from the state machine as it is now, between two

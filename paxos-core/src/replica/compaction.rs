@@ -66,7 +66,17 @@ impl Replica {
     ///
     /// Returns false, changing nothing, if the snapshot is not ahead of the applied
     /// point (an older or repeated fetch).
+    ///
+    /// # Panics
+    ///
+    /// If a Ready is outstanding (polled, not yet advanced): its `committed` values lie
+    /// below the snapshot's point and would be applied on top of the restored state (a
+    /// driver bug).
     pub fn install_snapshot(&mut self, now: Instant, snapshot: CoreSnapshot) -> bool {
+        assert!(
+            self.outstanding.is_none(),
+            "install_snapshot() while a Ready is outstanding: advance it first"
+        );
         self.tick(now);
         let upto = snapshot.upto();
         if upto <= self.applied {

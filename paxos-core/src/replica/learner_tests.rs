@@ -75,6 +75,7 @@ fn decide_commits_only_entries_at_its_ballot_and_fetches_the_rest() {
         step(&mut r),
         Ready {
             fetch_snapshot: None,
+            early_messages: 0,
             id: 2,
             persist: PersistBatch::default(),
             messages: vec![catch_up(N1, 1)],
@@ -100,6 +101,7 @@ fn decide_commits_only_entries_at_its_ballot_and_fetches_the_rest() {
         step(&mut r),
         Ready {
             fetch_snapshot: None,
+            early_messages: 0,
             id: 3,
             persist: PersistBatch {
                 hard_state: Some(HardState {
@@ -157,6 +159,7 @@ fn a_catch_up_reply_fills_the_log_at_chosen_and_advances_the_commit_point() {
         step(&mut r),
         Ready {
             fetch_snapshot: None,
+            early_messages: 0,
             id: 3,
             persist: PersistBatch {
                 hard_state: Some(HardState {

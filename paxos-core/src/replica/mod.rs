@@ -68,6 +68,9 @@ pub struct Replica {
     /// incarnations used: it proposes nothing until it has caught up, then takes an epoch
     /// above every one of its own in the chosen log (see `settle_epoch`).
     epoch_unknown: bool,
+    /// `epoch` is durable: a Ready that wrote it was advanced. Until then no message may
+    /// leave before its Ready's persist (see [`Ready::early_messages`]).
+    epoch_durable: bool,
     next_seq: u64,
 
     // Acceptor state (durable).
@@ -154,6 +157,8 @@ struct Outbox {
 struct Outstanding {
     id: u64,
     loopback: Vec<Message>,
+    /// The epoch its persist writes, if it writes the hard state.
+    writes_epoch: Option<u64>,
 }
 
 impl Replica {
@@ -221,6 +226,7 @@ impl Replica {
             epoch,
             next_seq: 0,
             epoch_unknown,
+            epoch_durable: false,
             voter,
             promised: hard_state.promised,
             log,
@@ -408,9 +414,11 @@ impl Replica {
         self.settle_epoch();
         self.release_reads();
         let persist = self.take_persist();
-        let out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut self.out);
+        let early_messages = self.early_first(&mut out.messages);
         let ready = Ready {
             id: self.next_ready_id,
+            early_messages,
             persist,
             messages: out.messages,
             committed,
@@ -425,6 +433,7 @@ impl Replica {
         self.outstanding = Some(Outstanding {
             id: ready.id,
             loopback: out.loopback,
+            writes_epoch: ready.persist.hard_state.map(|h| h.epoch),
         });
         Some(ready)
     }
@@ -443,9 +452,41 @@ impl Replica {
             outstanding.id, id,
             "advance() for a Ready that is not the outstanding one"
         );
+        if outstanding.writes_epoch == Some(self.epoch) {
+            self.epoch_durable = true;
+        }
         for message in outstanding.loopback {
             self.dispatch(self.cfg.id, message);
         }
+    }
+
+    /// Moves the messages that may leave before the Ready's persist to the front of
+    /// `messages` (keeping the order within each part) and returns how many there are:
+    /// the leader's `Accept`s and `Decide`s, once this incarnation's epoch is durable.
+    ///
+    /// Why they may: neither reports anything of this replica's acceptor. An `Accept` asks
+    /// the others to accept a value that phase 1 made safe for its ballot, and the leader
+    /// counts its own acceptance only through the loopback `Accepted`, which is delivered
+    /// after the persist like any other acceptor's reply; a `Decide` reports slots a quorum
+    /// accepted, that vote included. So a crash before the persist loses only this
+    /// replica's own vote, which nobody counted. The epoch rule keeps proposal ids unique:
+    /// an `Accept` may carry this incarnation's proposals, and if the replica crashed
+    /// before its epoch was durable, the next incarnation would take the same epoch and
+    /// reuse their ids.
+    fn early_first(&self, messages: &mut Vec<Envelope>) -> usize {
+        if !self.epoch_durable || self.epoch_unknown {
+            return 0;
+        }
+        let early = |e: &Envelope| matches!(e.message, Message::Accept(_) | Message::Decide(_));
+        if messages.iter().all(early) {
+            return messages.len();
+        }
+        let (mut first, rest): (Vec<Envelope>, Vec<Envelope>) =
+            std::mem::take(messages).into_iter().partition(early);
+        let n = first.len();
+        first.extend(rest);
+        *messages = first;
+        n
     }
 
     fn tick(&mut self, now: Instant) {
@@ -613,6 +654,7 @@ impl Replica {
         let seen = self.dedup.max_epoch(self.cfg.id).unwrap_or(0);
         self.epoch = self.epoch.max(seen.saturating_add(MARGIN));
         self.epoch_unknown = false;
+        self.epoch_durable = false;
         self.out.hard_state_dirty = true;
     }
 

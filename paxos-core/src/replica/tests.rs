@@ -83,6 +83,7 @@ fn prepare_is_promised_and_persisted_before_the_promise_is_sent() {
         ready,
         Ready {
             fetch_snapshot: None,
+            early_messages: 0,
             id: 1,
             persist: PersistBatch {
                 hard_state: Some(HardState {
@@ -1031,4 +1032,49 @@ fn sixty_four_members_elect_and_commit_through_the_last_bit_of_the_vote_masks() 
         r.handle_message(now, from, Message::Accepted(ack));
     }
     assert_eq!(r.status().commit, Slot(1));
+}
+
+#[test]
+fn the_leaders_accepts_may_leave_before_its_own_persist_and_its_vote_waits_for_it() {
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"early"))
+        .unwrap();
+    let ready = c.replicas[0].poll_ready().expect("a Ready");
+    assert_eq!(
+        ready.persist.entries.len(),
+        1,
+        "the leader's own acceptance"
+    );
+    assert_eq!(ready.early_messages, 2);
+    for e in &ready.messages[..2] {
+        assert!(matches!(e.message, Message::Accept(_)), "{:?}", e.message);
+    }
+    // The followers accept and answer while the leader's persist is under way.
+    for e in &ready.messages[..ready.early_messages] {
+        c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message.clone());
+    }
+    let mut accepted = vec![];
+    for i in 1..3 {
+        let reply = step(&mut c.replicas[i]);
+        assert_eq!(
+            reply.early_messages, 0,
+            "a follower's Accepted waits for its persist"
+        );
+        assert!(!reply.persist.entries.is_empty());
+        accepted.extend(reply.messages.into_iter().map(|e| (c.replicas[i].id(), e)));
+    }
+    // The leader crashes before its persist: the value is chosen all the same, by the
+    // two followers, and the next leader keeps it.
+    assert_eq!(accepted.len(), 2);
+    c.down = Some(N1);
+    c.elect(N2);
+    c.settle();
+    let applied: Vec<Bytes> = c.committed[1]
+        .iter()
+        .flat_map(|c| c.value.commands())
+        .map(|c| c.payload.clone())
+        .collect();
+    assert_eq!(applied, vec![Bytes::from_static(b"early")]);
 }

@@ -92,6 +92,21 @@ impl World {
             self.report.transfers_cut += 1;
             return Ok(());
         }
+        if self.nodes[to].waiting_persist.is_some() {
+            // A Ready is outstanding: its committed values lie below the snapshot, and a
+            // driver installs only between Readies. Arrive again once it is done.
+            let d = between(&mut self.rng, 100_000, MS);
+            self.schedule(
+                d,
+                Event::SnapshotArrive {
+                    to,
+                    from,
+                    to_incarnation,
+                    from_incarnation,
+                },
+            );
+            return Ok(());
+        }
         self.nodes[to].fetching = false;
         let cut = self.nodes[from].incarnation != from_incarnation
             || self.nodes[from].replica.is_none()

@@ -56,10 +56,20 @@ impl World {
             let Some(r) = self.nodes[n].replica.as_mut() else {
                 return Ok(());
             };
-            let Some(ready) = r.poll_ready() else { break };
+            let Some(mut ready) = r.poll_ready() else {
+                break;
+            };
             if ready.persist.is_empty() {
                 self.finish_ready(n, ready)?;
             } else {
+                // What may leave before the persist leaves now: a crash while it is under
+                // way then loses the persist after those messages went out.
+                let early: Vec<_> = ready.messages.drain(..ready.early_messages).collect();
+                ready.early_messages = 0;
+                for envelope in early {
+                    self.promises.on_send(n, &envelope.message)?;
+                    self.transmit(n, envelope.to, envelope.message);
+                }
                 self.nodes[n].waiting_persist = Some(ready);
                 let latency = if chance(&mut self.rng, 0.02) {
                     between(&mut self.rng, MS, 20 * MS)
