@@ -200,80 +200,16 @@ async fn pipeline(
         bump(&ctx.stats.commands);
         let (name, step) = dispatch::plan(&words, max_command_bytes);
         conn.touch(ctx, name);
-        let mut flow = Flow::Continue;
-        if conn.tx.is_some() || matches!(step, Step::Tx(_)) {
+        let flow = if conn.tx.is_some() || matches!(step, Step::Tx(_)) {
             // Inside a transaction nothing is grouped: what was pipelined before it runs
             // first, and its replies come first.
-            flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
-            if flow == Flow::Continue {
-                flow = transaction::handle(ctx, conn, step, &words).await;
+            match run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await {
+                Flow::Continue => transaction::handle(ctx, conn, step, &words).await,
+                Flow::Close => Flow::Close,
             }
-            count_errors(ctx, &mut conn.out);
-            if flow == Flow::Close {
-                return Ok(Flow::Close);
-            }
-            if conn.out.len() >= MAX_OUT_BYTES {
-                stream.write_all(conn.out.bytes()).await?;
-                conn.out.clear();
-            }
-            continue;
-        }
-        match step {
-            Step::Write(command, shape) => {
-                bump(&ctx.stats.writes);
-                let room = max_command_bytes.saturating_sub(crate::kv::REQUEST_OVERHEAD_BYTES);
-                let fits = match &group {
-                    Group::Writes { batched_bytes, .. } => {
-                        batched_bytes.saturating_add(command.max_batched_bytes()) <= room
-                    }
-                    _ => false,
-                };
-                if !fits {
-                    flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
-                    group = Group::Writes {
-                        commands: Vec::new(),
-                        shapes: Vec::new(),
-                        batched_bytes: 0,
-                    };
-                }
-                if let Group::Writes {
-                    commands,
-                    shapes,
-                    batched_bytes,
-                } = &mut group
-                {
-                    *batched_bytes = batched_bytes.saturating_add(command.max_batched_bytes());
-                    commands.push(command);
-                    shapes.push(shape);
-                }
-            }
-            Step::Read(query, shape) => {
-                bump(&ctx.stats.reads);
-                let fits = matches!(&group, Group::Reads { queries, .. } if queries.len() < MAX_READ_GROUP);
-                if !fits {
-                    flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
-                    group = Group::Reads {
-                        queries: Vec::new(),
-                        shapes: Vec::new(),
-                    };
-                }
-                if let Group::Reads { queries, shapes } = &mut group {
-                    queries.push(query);
-                    shapes.push(shape);
-                }
-            }
-            Step::Local(spec) => {
-                flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
-                if flow == Flow::Continue {
-                    flow = crate::server::local::execute(ctx, conn, spec, &words).await;
-                }
-            }
-            Step::Refuse(refusal) => {
-                flow = run(ctx, conn, std::mem::replace(&mut group, Group::Empty)).await;
-                conn.out.error(&refusal);
-            }
-            Step::Tx(_) => unreachable!("handled above"),
-        }
+        } else {
+            group_step(ctx, conn, &mut group, step, &words, max_command_bytes).await
+        };
         count_errors(ctx, &mut conn.out);
         if flow == Flow::Close {
             return Ok(Flow::Close);
@@ -288,6 +224,78 @@ async fn pipeline(
     let flow = run(ctx, conn, group).await;
     count_errors(ctx, &mut conn.out);
     Ok(flow)
+}
+
+/// Adds one request outside a transaction to the pending group, or executes the group
+/// first when the request does not join it.
+async fn group_step(
+    ctx: &Ctx,
+    conn: &mut Conn<'_>,
+    group: &mut Group,
+    step: Step,
+    words: &[Bytes],
+    max_command_bytes: usize,
+) -> Flow {
+    let mut flow = Flow::Continue;
+    match step {
+        Step::Write(command, shape) => {
+            bump(&ctx.stats.writes);
+            let room = max_command_bytes.saturating_sub(crate::kv::REQUEST_OVERHEAD_BYTES);
+            let fits = match &group {
+                Group::Writes { batched_bytes, .. } => {
+                    batched_bytes.saturating_add(command.max_batched_bytes()) <= room
+                }
+                _ => false,
+            };
+            if !fits {
+                flow = run(ctx, conn, std::mem::replace(group, Group::Empty)).await;
+                *group = Group::Writes {
+                    commands: Vec::new(),
+                    shapes: Vec::new(),
+                    batched_bytes: 0,
+                };
+            }
+            if let Group::Writes {
+                commands,
+                shapes,
+                batched_bytes,
+            } = group
+            {
+                *batched_bytes = batched_bytes.saturating_add(command.max_batched_bytes());
+                commands.push(command);
+                shapes.push(shape);
+            }
+        }
+        Step::Read(query, shape) => {
+            bump(&ctx.stats.reads);
+            let fits =
+                matches!(&group, Group::Reads { queries, .. } if queries.len() < MAX_READ_GROUP);
+            if !fits {
+                flow = run(ctx, conn, std::mem::replace(group, Group::Empty)).await;
+                *group = Group::Reads {
+                    queries: Vec::new(),
+                    shapes: Vec::new(),
+                };
+            }
+            if let Group::Reads { queries, shapes } = group {
+                queries.push(query);
+                shapes.push(shape);
+            }
+        }
+        Step::Local(spec) => {
+            flow = run(ctx, conn, std::mem::replace(group, Group::Empty)).await;
+            if flow == Flow::Continue {
+                flow = crate::server::local::execute(ctx, conn, spec, words).await;
+            }
+        }
+        Step::Refuse(refusal) => {
+            flow = run(ctx, conn, std::mem::replace(group, Group::Empty)).await;
+            conn.out.error(&refusal);
+        }
+        // `pipeline` hands these to the transaction instead.
+        Step::Tx(_) => {}
+    }
+    flow
 }
 
 /// Counts the error replies appended since the last call.

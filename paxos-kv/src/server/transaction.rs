@@ -24,7 +24,8 @@
 //!
 //! **Bounds.** The queued writes and reads must fit one command of the node's
 //! [`max_command_bytes`](paxos_node::NodeHandle::max_command_bytes) (a command that would
-//! take the batch over is refused and marks the transaction), at most [`MAX_QUEUED`]
+//! take the batch over is refused and marks the transaction; a transaction of one write
+//! goes as that write, so a value at the size limit fits alone, as outside one), at most [`MAX_QUEUED`]
 //! commands are queued, and at most [`MAX_READ_GROUP`] of them reads, since their answers
 //! are held whole until the array is written.
 //!
@@ -132,7 +133,10 @@ pub(crate) async fn handle(ctx: &Ctx, conn: &mut Conn<'_>, step: Step, words: &[
             .saturating_sub(REQUEST_OVERHEAD_BYTES);
         let bytes = tx.batched_bytes.saturating_add(command.max_batched_bytes());
         let is_read = matches!(command, KvCommand::Read(_));
-        if bytes > room {
+        // A transaction of one command goes as itself, so a write at the size limit
+        // fits alone, as it does outside a transaction.
+        let alone = tx.queued.iter().all(|q| !matches!(q, Queued::Kv(..)));
+        if bytes > room && !alone {
             Some(format!(
                 "ERR the transaction would exceed the largest command accepted ({} bytes)",
                 ctx.node.max_command_bytes()
@@ -244,6 +248,13 @@ async fn run_batch(
                 Ok(answers.into_iter().map(KvOutput::Answer).collect())
             }
             Ok(_) => Err(malformed()),
+            Err(failed) => Err((failed.reply, failed.flow)),
+        };
+    }
+    if n == 1 {
+        let command = commands.into_iter().next().expect("one command");
+        return match write(ctx, &mut conn.client, command).await {
+            Ok(output) => Ok(vec![output]),
             Err(failed) => Err((failed.reply, failed.flow)),
         };
     }

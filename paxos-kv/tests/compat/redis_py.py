@@ -452,6 +452,16 @@ def data(s, where, r, p, keys):
         return pl.execute()
     c(where, "pipeline() (MULTI/EXEC) of reads only", [b"ab", 2, 2], reads_only)
 
+    # paxos-node takes key + value <= 1,048,525 bytes (see README); Redis takes more.
+    at_limit = 1048525 - len(tx_key.encode())
+
+    def largest():
+        pl = r.pipeline()
+        pl.set(tx_key, b"v" * at_limit)
+        return pl.execute()
+    c(where, f"pipeline() (MULTI/EXEC) of one SET of the largest value ({at_limit} bytes)", [True], largest)
+    c(where, f"STRLEN {tx_key} after it", at_limit, lambda: r.strlen(tx_key))
+
     c(where, "DBSIZE", Pred(f"an integer >= {len(keys)}", lambda v: type(v) is int and v >= len(keys)), r.dbsize)
     c(where, f"SCAN 0 MATCH {p}* COUNT 10 .. until cursor 0", scanned_set(k2 for k2 in keys if k2.startswith(p)),
       lambda: scan_all(r, p + "*", 10))
