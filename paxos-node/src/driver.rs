@@ -382,9 +382,14 @@ impl Driver {
             fetch_snapshot,
         } = ready;
         if !persist.is_empty() && early_messages > 0 {
-            // The leader's Accepts: its followers write while it writes.
-            let early: Vec<Envelope> = messages.drain(..early_messages).collect();
-            self.send_all(early);
+            // The leader's Accepts: its followers write while it writes. Usually they are
+            // the whole list, which then goes as it is.
+            let rest = if early_messages < messages.len() {
+                messages.split_off(early_messages)
+            } else {
+                Vec::new()
+            };
+            self.send_all(std::mem::replace(&mut messages, rest));
         }
         if !persist.is_empty() {
             // Never retried: a failed persist may have written part of the batch.
