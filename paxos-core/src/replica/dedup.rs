@@ -29,14 +29,6 @@ struct Origin {
     floor: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Window {
-    /// Highest sequence number applied.
-    max: u64,
-    /// Bit `i` set: `max - i` was applied.
-    bits: Vec<u64>,
-}
-
 impl Dedup {
     /// Checks what decoding cannot: the shapes the methods index by. For a filter read
     /// from a snapshot's bytes, which may be corrupt.
@@ -52,11 +44,7 @@ impl Dedup {
             if pairs.any(|((a, _), (b, _))| a >= b) {
                 return Err(format!("epochs of {node} out of order"));
             }
-            if origin
-                .epochs
-                .iter()
-                .any(|(_, w)| w.bits.len() != (WINDOW / 64) as usize)
-            {
+            if origin.epochs.iter().any(|(_, w)| w.ring.len() != WORDS) {
                 return Err(format!("a window of {node} has the wrong size"));
             }
         }
@@ -81,12 +69,7 @@ impl Dedup {
         match pos {
             Ok(p) => origin.epochs[p].1.insert(id.seq),
             Err(p) => {
-                let mut window = Window {
-                    max: id.seq,
-                    bits: vec![0; (WINDOW / 64) as usize],
-                };
-                window.set(0);
-                origin.epochs.insert(p, (id.epoch, window));
+                origin.epochs.insert(p, (id.epoch, Window::new(id.seq)));
                 if origin.epochs.len() > EPOCHS_PER_ORIGIN {
                     // Forget the oldest; everything at or below it counts as applied. If
                     // that was `id` itself (an epoch older than all remembered), it is
@@ -101,55 +84,133 @@ impl Dedup {
     }
 }
 
-impl Window {
-    fn set(&mut self, back: u64) {
-        self.bits[(back / 64) as usize] |= 1 << (back % 64);
-    }
+/// The sequence numbers applied in `(max - WINDOW, max]`, as a ring of bits: seq `s` is
+/// bit `s % WINDOW`. Recording a new maximum clears only the positions it passes over, so
+/// the usual case (the next sequence number) costs O(1), not a shift of the whole window.
+///
+/// Its serialized form (in core snapshots) is [`WindowWire`], the window as it was first
+/// written: bit `i` means `max - i` was applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "WindowWire", into = "WindowWire")]
+struct Window {
+    /// Highest sequence number applied.
+    max: u64,
+    /// Bit `s % WINDOW` set: `s` was applied, for `s` in `(max - WINDOW, max]`; the other
+    /// positions are clear.
+    ring: Vec<u64>,
+}
 
-    fn get(&self, back: u64) -> bool {
-        self.bits[(back / 64) as usize] & (1 << (back % 64)) != 0
-    }
+/// [`Window`] as snapshots hold it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct WindowWire {
+    /// Highest sequence number applied.
+    max: u64,
+    /// Bit `i` set: `max - i` was applied.
+    bits: Vec<u64>,
+}
 
-    fn insert(&mut self, seq: u64) -> bool {
-        if seq > self.max {
-            let shift = seq - self.max;
-            self.shift(shift);
-            self.max = seq;
-            self.set(0);
-            return true;
-        }
-        let back = self.max - seq;
-        if back >= WINDOW || self.get(back) {
-            return false;
-        }
-        self.set(back);
-        true
-    }
+const WORDS: usize = (WINDOW / 64) as usize;
 
-    /// Ages every remembered bit by `by` positions.
-    fn shift(&mut self, by: u64) {
-        if by >= WINDOW {
-            self.bits.iter_mut().for_each(|w| *w = 0);
-            return;
+fn bit(words: &[u64], i: u64) -> bool {
+    words[(i / 64) as usize] & (1 << (i % 64)) != 0
+}
+
+fn set_bit(words: &mut [u64], i: u64) {
+    words[(i / 64) as usize] |= 1 << (i % 64);
+}
+
+impl From<WindowWire> for Window {
+    /// `validate` checks the length afterwards; a wrong one yields an empty window here
+    /// rather than a panic.
+    fn from(wire: WindowWire) -> Self {
+        let mut ring = vec![0; WORDS];
+        if wire.bits.len() == WORDS {
+            for back in (0..WINDOW).filter(|&b| b <= wire.max && bit(&wire.bits, b)) {
+                set_bit(&mut ring, (wire.max - back) % WINDOW);
+            }
+        } else {
+            ring = wire.bits;
         }
-        let words = (by / 64) as usize;
-        let bits = (by % 64) as u32;
-        let n = self.bits.len();
-        for i in (0..n).rev() {
-            let src = i.checked_sub(words);
-            let hi = src.map_or(0, |s| self.bits[s]);
-            let lo = src
-                .and_then(|s| s.checked_sub(1))
-                .map_or(0, |s| self.bits[s]);
-            self.bits[i] = if bits == 0 {
-                hi
-            } else {
-                (hi << bits) | (lo >> (64 - bits))
-            };
+        Self {
+            max: wire.max,
+            ring,
         }
     }
 }
 
+impl From<Window> for WindowWire {
+    fn from(window: Window) -> Self {
+        let mut bits = vec![0; WORDS];
+        for back in 0..WINDOW.min(window.max + 1) {
+            if window.get(window.max - back) {
+                set_bit(&mut bits, back);
+            }
+        }
+        Self {
+            max: window.max,
+            bits,
+        }
+    }
+}
+
+impl Window {
+    fn new(seq: u64) -> Self {
+        let mut window = Self {
+            max: seq,
+            ring: vec![0; WORDS],
+        };
+        window.set(seq);
+        window
+    }
+
+    fn set(&mut self, seq: u64) {
+        set_bit(&mut self.ring, seq % WINDOW);
+    }
+
+    /// For `seq` in `(max - WINDOW, max]`.
+    fn get(&self, seq: u64) -> bool {
+        bit(&self.ring, seq % WINDOW)
+    }
+
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq > self.max {
+            self.clear_after_max(seq);
+            self.max = seq;
+            self.set(seq);
+            return true;
+        }
+        if self.max - seq >= WINDOW || self.get(seq) {
+            return false;
+        }
+        self.set(seq);
+        true
+    }
+
+    /// Clears the positions of `max + 1 ..= upto`: they held sequence numbers that fall
+    /// out of the window when `upto` becomes the maximum.
+    fn clear_after_max(&mut self, upto: u64) {
+        let count = upto - self.max;
+        if count >= WINDOW {
+            self.ring.iter_mut().for_each(|w| *w = 0);
+            return;
+        }
+        let mut pos = (self.max + 1) % WINDOW;
+        let mut left = count;
+        while left > 0 {
+            let word = (pos / 64) as usize;
+            let offset = pos % 64;
+            let n = left.min(64 - offset);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << offset
+            };
+            self.ring[word] &= !mask;
+            left -= n;
+            pos = (pos + n) % WINDOW;
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +291,60 @@ mod tests {
             assert!(!d.first_time(id(1, 1, seq)), "seq {seq} after a big jump");
         }
         assert!(d.first_time(id(1, 1, 500)));
+    }
+
+    /// The rule for one incarnation, written the slow way: a sequence number is new if it
+    /// was never applied and lies within `WINDOW` of the highest applied.
+    #[derive(Default)]
+    struct Model {
+        applied: std::collections::BTreeSet<u64>,
+    }
+
+    impl Model {
+        fn first_time(&mut self, seq: u64) -> bool {
+            let max = self.applied.last().copied().unwrap_or(seq).max(seq);
+            if max - seq >= WINDOW || self.applied.contains(&seq) {
+                return false;
+            }
+            self.applied.insert(seq);
+            true
+        }
+
+        /// The wire form: bit `i` set when `max - i` was applied.
+        fn wire(&self) -> WindowWire {
+            let max = *self.applied.last().expect("one applied");
+            let mut bits = vec![0; WORDS];
+            for &seq in self.applied.range(max.saturating_sub(WINDOW - 1)..) {
+                set_bit(&mut bits, max - seq);
+            }
+            WindowWire { max, bits }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_ring_answers_as_the_rule_and_keeps_the_wire_form(
+            start in 0u64..3 * WINDOW,
+            steps in proptest::collection::vec((0u8..4, 0u64..2 * WINDOW), 1..200),
+        ) {
+            let mut window = Window::new(start);
+            let mut model = Model::default();
+            proptest::prop_assert!(model.first_time(start));
+            let mut last = start;
+            for (kind, n) in steps {
+                // Mostly the next few numbers, sometimes jumps and old ones.
+                let seq = match kind {
+                    0 => last + 1 + n % 3,
+                    1 => last + n,
+                    2 => last.saturating_sub(n % 200),
+                    _ => last.saturating_sub(n),
+                };
+                last = last.max(seq);
+                proptest::prop_assert_eq!(window.insert(seq), model.first_time(seq), "seq {}", seq);
+            }
+            let wire = WindowWire::from(window.clone());
+            proptest::prop_assert_eq!(&wire, &model.wire());
+            proptest::prop_assert_eq!(Window::from(wire), window);
+        }
     }
 }
