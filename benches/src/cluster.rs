@@ -44,11 +44,17 @@ pub struct ClusterKind {
     pub storage: String,
     /// `tokio` or `smol` (`serve --runtime`).
     pub runtime: String,
+    /// Threads of each replica's runtime (`serve --threads`).
+    pub threads: usize,
 }
 
 impl fmt::Display for ClusterKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.transport, self.storage, self.runtime)?;
+        write!(
+            f,
+            "{}/{}/{}:{}",
+            self.transport, self.storage, self.runtime, self.threads
+        )?;
         if self.in_process() {
             f.write_str(" in-process")?;
         }
@@ -157,6 +163,7 @@ impl Cluster {
             }
             cmd.args(["--resp", &resp.to_string(), "--admin", &admin.to_string()])
                 .args(["--storage", &kind.storage, "--runtime", &kind.runtime])
+                .args(["--threads", &kind.threads.to_string()])
                 .args(["--transport", &kind.transport])
                 .arg("--data-dir")
                 .arg(dir.join(format!("node-{id}")));
@@ -241,6 +248,7 @@ impl Cluster {
             config.storage = storage;
             config.transport = transport;
             config.runtime = runtime;
+            config.threads = kind.threads;
             if let Some(files) = &certs {
                 let (cert, key) = files.nodes[&paxos_node::NodeId(id)].clone();
                 config.tls = Some(TlsFiles {

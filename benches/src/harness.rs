@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Node runtimes: tokio, smol.
     #[arg(long, value_delimiter = ',', default_value = "tokio", value_parser = ["tokio", "smol"])]
     pub runtime: Vec<String>,
+    /// Threads of each replica's runtime (`serve --threads`), e.g. 1,2 to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = parse_threads)]
+    pub threads: Vec<usize>,
     /// Concurrent closed-loop clients, each on its own connection to the leader.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
@@ -204,7 +207,10 @@ async fn run_in(
     let total = kinds.len() * loads.len();
     let mut done = 0;
     for kind in &kinds {
-        let mut cluster_dir = format!("{}-{}-{}", kind.transport, kind.storage, kind.runtime);
+        let mut cluster_dir = format!(
+            "{}-{}-{}-{}",
+            kind.transport, kind.storage, kind.runtime, kind.threads
+        );
         if kind.in_process() {
             cluster_dir.push_str("-in-process");
         }
@@ -289,18 +295,32 @@ fn loads(args: &BenchArgs) -> Vec<LoadSpec> {
     out
 }
 
+/// One `--threads` value: what `serve --threads` takes.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=paxos_kv::server::MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected 1 to {}, got {s:?}",
+            paxos_kv::server::MAX_THREADS
+        )),
+    }
+}
+
 fn cluster_kinds(args: &BenchArgs) -> Vec<ClusterKind> {
     let mut out = Vec::new();
     for mode in &args.cluster {
         for transport in &args.transport {
             for storage in &args.storage {
                 for runtime in &args.runtime {
-                    out.push(ClusterKind {
-                        mode: mode.clone(),
-                        transport: transport.clone(),
-                        storage: storage.clone(),
-                        runtime: runtime.clone(),
-                    });
+                    for &threads in &args.threads {
+                        out.push(ClusterKind {
+                            mode: mode.clone(),
+                            transport: transport.clone(),
+                            storage: storage.clone(),
+                            runtime: runtime.clone(),
+                            threads,
+                        });
+                    }
                 }
             }
         }
@@ -371,6 +391,7 @@ fn base_row(args: &BenchArgs, spec: &LoadSpec, result: &LoadResult) -> Row {
         transport: String::new(),
         storage: String::new(),
         runtime: String::new(),
+        threads: 0,
         workload: spec.workload.to_string(),
         clients: spec.clients,
         pipeline: spec.pipeline,
@@ -418,6 +439,7 @@ fn result_row(
     row.transport = kind.transport.clone();
     row.storage = kind.storage.clone();
     row.runtime = kind.runtime.clone();
+    row.threads = kind.threads;
     let delta = |id: u64, name: &str| after.get(id, name) - before.get(id, name);
     let slots = delta(leader, "paxos_committed_slots_total");
     let commands = delta(leader, "paxos_committed_commands_total");

@@ -1,11 +1,13 @@
 //! One replica inside the harness process (`--cluster in-process`): the library's
 //! [`Server`], on a runtime of its own.
 //!
-//! * **tokio**: each replica gets its own multi-threaded runtime, one worker per CPU, as a
-//!   `paxos-node serve --runtime tokio` process has; its threads are named `node-<id>`.
+//! * **tokio**: each replica gets its own runtime, as a `paxos-node serve --runtime tokio
+//!   --threads N` process has: for one thread a current-thread runtime, driven by a thread
+//!   of its own (a process drives it from `main`), for more a multi-threaded one with N
+//!   workers. Its threads are named `node-<id>`.
 //! * **smol**: `AsyncIoRuntime` runs on smol's one global executor and async-io's one
 //!   reactor, so the three replicas share them (the executor gets one thread per CPU:
-//!   `main` sets `SMOL_THREADS` as `paxos-node serve` does). Three processes would have
+//!   `main` sets `SMOL_THREADS`; `--threads` does not apply). Three processes would have
 //!   three of each; that is the one combination that differs in more than the address
 //!   space.
 //!
@@ -29,7 +31,15 @@ pub(crate) struct Replica {
     server: Option<Server>,
     runtime: Arc<dyn Runtime>,
     /// The tokio runtime this replica owns; `None` on smol (the global executor).
-    tokio: Option<tokio::runtime::Runtime>,
+    tokio: Option<Owned>,
+}
+
+/// A tokio runtime a replica owns.
+enum Owned {
+    /// Multi-threaded: its workers run the tasks.
+    Workers(tokio::runtime::Runtime),
+    /// Current-thread, driven by a thread of its own until the sender is dropped.
+    Driven(oneshot::Sender<()>),
 }
 
 impl Replica {
@@ -38,13 +48,39 @@ impl Replica {
     pub(crate) async fn start(config: ServerConfig) -> Result<Self, String> {
         let id = config.id;
         let (runtime, tokio): (Arc<dyn Runtime>, _) = match config.runtime {
-            RuntimeKind::Tokio => {
+            RuntimeKind::Tokio if config.threads > 1 => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(config.threads)
                     .enable_all()
                     .thread_name(format!("node-{id}"))
                     .build()
                     .map_err(|e| format!("node {id}: starting tokio: {e}"))?;
-                (Arc::new(TokioRuntime::new(rt.handle().clone())), Some(rt))
+                let handle = rt.handle().clone();
+                (
+                    Arc::new(TokioRuntime::new(handle)),
+                    Some(Owned::Workers(rt)),
+                )
+            }
+            RuntimeKind::Tokio => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("node {id}: starting tokio: {e}"))?;
+                let handle = rt.handle().clone();
+                let (stop, stopped) = oneshot::channel::<()>();
+                std::thread::Builder::new()
+                    .name(format!("node-{id}"))
+                    .spawn(move || {
+                        // Until the replica is dropped; then its tasks are dropped where
+                        // they stand, as a multi-threaded runtime's are.
+                        let _ = rt.block_on(stopped);
+                        rt.shutdown_background();
+                    })
+                    .map_err(|e| format!("node {id}: starting its thread: {e}"))?;
+                (
+                    Arc::new(TokioRuntime::new(handle)),
+                    Some(Owned::Driven(stop)),
+                )
             }
             RuntimeKind::Smol => (Arc::new(AsyncIoRuntime::new()), None),
             other => return Err(format!("node {id}: runtime {other:?} is not supported")),
@@ -106,8 +142,10 @@ impl Drop for Replica {
         // runtime cannot be dropped in place on the harness's runtime thread: it would
         // block there.
         drop(self.server.take());
-        if let Some(rt) = self.tokio.take() {
-            rt.shutdown_background();
+        match self.tokio.take() {
+            Some(Owned::Workers(rt)) => rt.shutdown_background(),
+            Some(Owned::Driven(stop)) => drop(stop),
+            None => {}
         }
     }
 }

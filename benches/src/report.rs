@@ -26,6 +26,8 @@ pub struct Row {
     pub storage: String,
     /// `tokio` or `smol`; empty for a ceiling.
     pub runtime: String,
+    /// Threads of each replica's runtime; 0 for a ceiling.
+    pub threads: usize,
     /// `set`, `get`, `mixR`.
     pub workload: String,
     /// Concurrent clients.
@@ -75,10 +77,13 @@ pub struct Row {
 }
 
 impl Row {
-    /// The cluster's name: `transport/storage/runtime`, then ` in-process` if it ran in
+    /// The cluster's name: `transport/storage/runtime:threads`, then ` in-process` if it ran in
     /// the harness (the same as [`ClusterKind`](crate::cluster::ClusterKind)'s display).
     fn cluster_name(&self) -> String {
-        let mut name = format!("{}/{}/{}", self.transport, self.storage, self.runtime);
+        let mut name = format!(
+            "{}/{}/{}:{}",
+            self.transport, self.storage, self.runtime, self.threads
+        );
         if self.cluster == crate::cluster::IN_PROCESS {
             name.push_str(" in-process");
         }
@@ -435,6 +440,7 @@ mod tests {
             transport: "tcp".into(),
             storage: "memory".into(),
             runtime: "tokio".into(),
+            threads: 1,
             workload: "set".into(),
             clients,
             pipeline: 1,
@@ -467,7 +473,7 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert_eq!(svg.matches("<circle").count(), 2);
-        assert!(svg.contains("tcp/memory/tokio set"));
+        assert!(svg.contains("tcp/memory/tokio:1 set"));
     }
 
     #[test]

@@ -117,12 +117,12 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
     for part in [
         "# Benchmarks",
         "**Commit:**",
-        "| tcp/memory/tokio | set | 2 |",
+        "| tcp/memory/tokio:1 | set | 2 |",
         "plot.svg",
     ] {
         assert!(md.contains(part), "{part:?} missing from:\n{md}");
     }
-    assert!(stdout.contains("tcp/memory/tokio"), "{stdout}");
+    assert!(stdout.contains("tcp/memory/tokio:1"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -161,7 +161,7 @@ fn one_combination_runs_in_process_and_says_so() {
         .iter()
         .find(|v| v["kind"] == "floor" && v["name"] == "ping")
         .unwrap_or_else(|| panic!("no ping floor in {jsonl}"));
-    assert_eq!(ping["cluster"], "tcp/memory/tokio in-process", "{ping}");
+    assert_eq!(ping["cluster"], "tcp/memory/tokio:1 in-process", "{ping}");
     assert!(ping["samples"].as_u64().unwrap() > 0, "{ping}");
     let results: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "result").collect();
     assert_eq!(results.len(), 1, "{jsonl}");
@@ -170,6 +170,7 @@ fn one_combination_runs_in_process_and_says_so() {
     assert_eq!(r["transport"], "tcp");
     assert_eq!(r["storage"], "memory");
     assert_eq!(r["runtime"], "tokio");
+    assert_eq!(r["threads"], 1);
     assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
@@ -182,10 +183,10 @@ fn one_combination_runs_in_process_and_says_so() {
     let md = std::fs::read_to_string(&md).unwrap();
     for part in [
         "the three nodes inside the harness process",
-        "| tcp/memory/tokio in-process | set | 2 |",
+        "| tcp/memory/tokio:1 in-process | set | 2 |",
     ] {
         assert!(md.contains(part), "{part:?} missing from:\n{md}");
     }
-    assert!(stdout.contains("tcp/memory/tokio in-process"), "{stdout}");
+    assert!(stdout.contains("tcp/memory/tokio:1 in-process"), "{stdout}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -305,6 +305,8 @@ struct Status {
     resp: String,
     /// The async runtime it runs on (`serve --runtime`).
     runtime: super::RuntimeKind,
+    /// Threads of that runtime (`serve --threads`).
+    threads: usize,
     /// Its storage backend.
     storage: super::StorageKind,
     /// Its transport between replicas (`serve --transport`).
@@ -378,6 +380,7 @@ impl Status {
             peers: peers.collect(),
             resp: ctx.config.resp.to_string(),
             runtime: ctx.config.runtime,
+            threads: ctx.config.threads,
             storage: ctx.config.storage,
             transport: ctx.config.transport,
             max_command_bytes,

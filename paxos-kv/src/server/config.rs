@@ -60,6 +60,9 @@ pub enum StorageKind {
 /// for `/status` and `INFO`. The caller keeps the two in step (the binary picks the runtime
 /// from this value).
 ///
+/// How many threads it gets is [`ServerConfig::threads`]: one by default, which is the
+/// fastest on a small machine (see there).
+///
 /// async-std is not offered: it is discontinued upstream in favour of smol, and it runs on
 /// the same async-io implementation as smol in the library (`AsyncIoRuntime`), so it would
 /// only be another name for `smol` here. The library keeps its `async-std` feature
@@ -68,13 +71,18 @@ pub enum StorageKind {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum RuntimeKind {
-    /// A multi-threaded tokio runtime, one worker per CPU.
+    /// tokio: a current-thread runtime for one thread ([`ServerConfig::threads`]), a
+    /// multi-threaded one with that many workers for more.
     #[default]
     Tokio,
-    /// smol: async-io's reactor and smol's global executor, with one executor thread per
-    /// CPU unless `SMOL_THREADS` says otherwise.
+    /// smol: async-io's reactor and smol's global executor, with as many executor threads
+    /// as [`ServerConfig::threads`] (the binary sets `SMOL_THREADS`, unless it is set
+    /// already).
     Smol,
 }
+
+/// The most runtime threads [`ServerConfig::threads`] takes.
+pub const MAX_THREADS: usize = 256;
 
 /// One member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +126,20 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The runtime the server is given (see [`RuntimeKind`]). Default tokio.
     pub runtime: RuntimeKind,
+    /// Threads of that runtime, 1 to [`MAX_THREADS`]. Default 1.
+    ///
+    /// Like [`runtime`](Self::runtime), this names what the caller built (the binary
+    /// builds it from this value); the server itself spawns no runtime threads. Blocking
+    /// work (fsyncs, snapshots) runs on threads of its own either way.
+    ///
+    /// Why one: on the 2-core machine of `BENCHMARKS.md`, one thread per replica gave 28 %
+    /// more SETs at 64 clients than two (memory storage: the leader batches ~24 proposals
+    /// per persist instead of ~2, because work no longer wakes the other worker at once)
+    /// and 41 % more lease reads, for a quarter less CPU per command. What it costs: a lone
+    /// client's read waits for the thread to wake from `epoll` (PING p50 ~90 us against
+    /// ~30 us with two workers, one of which is often awake). More threads pay off on
+    /// machines with cores to spare per replica.
+    pub threads: usize,
     /// Client sessions kept for exactly-once writes. Default 16384.
     pub max_sessions: usize,
     /// How long one proposal or read may wait inside the node, in ms. Default 5000.
@@ -155,6 +177,7 @@ impl ServerConfig {
             transport: TransportKind::default(),
             tls: None,
             runtime: RuntimeKind::default(),
+            threads: 1,
             max_sessions: crate::kv::DEFAULT_MAX_SESSIONS,
             request_timeout_ms: 5000,
             client_deadline_ms: 10_000,
@@ -186,6 +209,12 @@ impl ServerConfig {
             return invalid(
                 "max_sessions, request_timeout_ms and client_deadline_ms must be at least 1".into(),
             );
+        }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return invalid(format!(
+                "threads must be 1 to {MAX_THREADS}, not {}",
+                self.threads
+            ));
         }
         if self.transport == TransportKind::Quic && self.tls.is_none() {
             return invalid(

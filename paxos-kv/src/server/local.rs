@@ -369,6 +369,7 @@ fn section(ctx: &Ctx, name: &str, keys: i64, text: &mut String) {
                     ("uptime_in_days", (uptime / 86_400).to_string()),
                     ("paxos_kv_version", env!("CARGO_PKG_VERSION").into()),
                     ("paxos_runtime", lower(&ctx.config.runtime)),
+                    ("paxos_threads", ctx.config.threads.to_string()),
                     ("paxos_storage", lower(&ctx.config.storage)),
                 ],
             )

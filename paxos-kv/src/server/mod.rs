@@ -73,7 +73,9 @@ use paxos_runtime::{BoxConn, Listener, timeout_at};
 use tracing::{debug, info, warn};
 
 use self::clients::Clients;
-pub use self::config::{Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles, TransportKind};
+pub use self::config::{
+    MAX_THREADS, Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles, TransportKind,
+};
 use self::connection::{Client, connection};
 use self::metrics::{Counter, ServerStats};
 use crate::kv::{KvCommand, KvStateMachine};

@@ -49,6 +49,10 @@ pub(crate) struct ClusterArgs {
     /// cluster is created; a reused cluster keeps the runtime saved in its configs.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Tokio)]
     pub(crate) runtime: RuntimeKind,
+    /// Threads of each node's runtime (`serve --threads`). Used when the cluster is
+    /// created, like --runtime.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
     /// Transport between the nodes. Default tcp: plain TCP on loopback, where a local
     /// development cluster has nothing to protect and no certificates to manage. quic is
     /// always mutual TLS. Used when the cluster is created, like --runtime.
@@ -176,6 +180,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<ServerConfig>, String> {
             data_dir: Some(node_dir.join("data")),
             storage: Some(args.storage),
             runtime: Some(args.runtime),
+            threads: Some(args.threads),
             transport: Some(args.transport),
             tls_ca: tls.as_ref().map(|t| t.0.clone()),
             tls_cert: tls.as_ref().map(|t| t.1.0.clone()),

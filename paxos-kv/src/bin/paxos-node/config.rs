@@ -22,6 +22,7 @@ pub(crate) struct ConfigFile {
     pub(crate) storage: Option<StorageKind>,
     pub(crate) transport: Option<TransportKind>,
     pub(crate) runtime: Option<RuntimeKind>,
+    pub(crate) threads: Option<usize>,
     pub(crate) max_sessions: Option<usize>,
     pub(crate) request_timeout_ms: Option<u64>,
     pub(crate) client_deadline_ms: Option<u64>,
@@ -77,6 +78,11 @@ pub(crate) struct ServeArgs {
     /// Async runtime. Default tokio.
     #[arg(long, value_enum)]
     pub(crate) runtime: Option<RuntimeKind>,
+    /// Threads of that runtime (1 to 256): 1 is a current-thread tokio runtime, more a
+    /// multi-threaded one with that many workers; smol gets them as SMOL_THREADS. Default
+    /// 1, the fastest on small machines (`ServerConfig::threads` says why).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     /// Client sessions kept for exactly-once writes. Default 16384.
     #[arg(long)]
     pub(crate) max_sessions: Option<usize>,
@@ -184,6 +190,9 @@ pub(crate) fn resolve(args: &ServeArgs) -> Result<ServerConfig, String> {
     config.storage = args.storage.or(file.storage).unwrap_or_default();
     config.transport = args.transport.or(file.transport).unwrap_or_default();
     config.runtime = args.runtime.or(file.runtime).unwrap_or_default();
+    if let Some(n) = args.threads.or(file.threads) {
+        config.threads = n;
+    }
     if let Some(n) = args.max_sessions.or(file.max_sessions) {
         config.max_sessions = n;
     }
@@ -212,6 +221,7 @@ pub(crate) fn to_file(config: &ServerConfig) -> ConfigFile {
         storage: Some(config.storage),
         transport: Some(config.transport),
         runtime: Some(config.runtime),
+        threads: Some(config.threads),
         max_sessions: Some(config.max_sessions),
         request_timeout_ms: Some(config.request_timeout_ms),
         client_deadline_ms: Some(config.client_deadline_ms),
@@ -248,6 +258,7 @@ mod tests {
                 parse_peer("2=127.0.0.1:7002").unwrap(),
             ],
             storage: Some(StorageKind::Memory),
+            threads: Some(2),
             tls_ca: Some("certs/ca.pem".into()),
             tls_cert: Some("certs/node-2.pem".into()),
             tls_key: Some("certs/node-2.key".into()),
@@ -275,6 +286,19 @@ mod tests {
         })
         .unwrap();
         assert_eq!(overridden.storage, StorageKind::File);
+        assert_eq!(
+            overridden.threads, 2,
+            "the thread count comes from the file"
+        );
+        let no_threads = resolve(&ServeArgs {
+            threads: Some(0),
+            ..args.clone()
+        })
+        .unwrap_err();
+        assert!(
+            no_threads.contains("threads must be 1 to 256"),
+            "{no_threads}"
+        );
         assert_eq!(
             overridden.tls, config.tls,
             "the TLS files come from the file"

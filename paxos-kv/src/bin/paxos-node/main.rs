@@ -26,7 +26,9 @@
 //! by default).
 //!
 //! Runtime: `serve --runtime tokio|smol` (tokio by default), through the library's one
-//! runtime seam; `cluster --runtime` passes it to every node. The `cluster` supervisor
+//! runtime seam, with `--threads N` threads (1 by default: a current-thread tokio runtime
+//! on the main thread; see `ServerConfig::threads` for why); `cluster --runtime
+//! --threads` passes them to every node. The `cluster` supervisor
 //! itself runs on tokio. The replica itself is the library's `paxos_kv::server::Server`;
 //! this binary adds the flags and the TOML file (`config.rs`), signals, dying with a
 //! supervisor, and the `cluster` and `certs` commands. Logging: `tracing`, level `info` unless `RUST_LOG` says otherwise.
@@ -102,12 +104,12 @@ library resends on a new connection is a new command.";
 /// Called by `main` on its thread before any other thread is started.
 fn serve(config: ServerConfig) -> Result<(), String> {
     if config.runtime == RuntimeKind::Smol {
-        smol_threads();
+        smol_threads(config.threads);
     }
     let signals = Signals::install()?;
     match config.runtime {
         RuntimeKind::Tokio => {
-            let rt = tokio_runtime()?;
+            let rt = node_runtime(config.threads)?;
             let runtime: Arc<dyn Runtime> =
                 Arc::new(paxos_node::TokioRuntime::new(rt.handle().clone()));
             watch_supervisor();
@@ -174,13 +176,11 @@ fn watch_supervisor() {
     }
 }
 
-/// Gives smol's global executor one thread per CPU (smol's own default is one thread for
-/// every task), unless `SMOL_THREADS` is already set.
-fn smol_threads() {
+/// Gives smol's global executor `threads` threads, unless `SMOL_THREADS` is already set.
+fn smol_threads(threads: usize) {
     if std::env::var_os("SMOL_THREADS").is_some() {
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
     // SAFETY: `serve` calls this before any thread of the process is started (smol's
     // executor threads start on first use, after this), so no other thread can read or
     // write the environment at the same time.
@@ -220,6 +220,23 @@ impl Signals {
     }
 }
 
+/// A replica's tokio runtime: current-thread for one thread (its tasks run on the thread
+/// that blocks on it, `main`'s), multi-threaded with `threads` workers for more.
+fn node_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))
+}
+
+/// The `cluster` supervisor's runtime: multi-threaded, one worker per CPU.
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
