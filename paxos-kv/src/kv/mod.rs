@@ -709,19 +709,24 @@ impl KvStateMachine {
         let state = &mut self.state;
         let stamp = state.next_stamp;
         state.next_stamp += 1;
-        let born_slot = match state.sessions.get(&id.client) {
-            Some(old) => old.born_slot,
-            None => id.born_slot,
-        };
+        // The usual case, a client's next command: its session is updated in place (one
+        // walk of the map), keeping the `born_slot` it started with; no session is added,
+        // so none is evicted.
+        if let Some(session) = state.sessions.get_mut(&id.client) {
+            let old_stamp = std::mem::replace(&mut session.stamp, stamp);
+            session.seq = id.seq;
+            session.output = output;
+            state.by_age.remove(&old_stamp);
+            state.by_age.insert(stamp, id.client);
+            return;
+        }
         let session = Session {
             seq: id.seq,
             output,
             stamp,
-            born_slot,
+            born_slot: id.born_slot,
         };
-        if let Some(old) = state.sessions.insert(id.client, session) {
-            state.by_age.remove(&old.stamp);
-        }
+        state.sessions.insert(id.client, session);
         state.by_age.insert(stamp, id.client);
         while state.sessions.len() > self.max_sessions {
             let Some(&(stamp, oldest)) = state.by_age.get_min() else {

@@ -39,6 +39,14 @@ mod config;
 
 use std::sync::Arc;
 
+/// The allocator: jemalloc. The node allocates per command (requests, replies, log
+/// entries, map nodes); against glibc's malloc, in runs side by side (3 rounds, SET at 64
+/// clients, memory storage, median), CPU per command fell from 25.5 to 21.1 us and
+/// throughput rose 11 %, with a lower p99. The library crates leave the choice to their
+/// users.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use paxos_kv::server::{RuntimeKind, ServerConfig};
 use paxos_node::Runtime;

@@ -294,10 +294,19 @@ pub(crate) fn lookup(words: &[bytes::Bytes]) -> Result<&'static Spec, String> {
 
 /// The entry named `name` (case-insensitive) among `specs`; a subcommand's by its part
 /// after the `|`.
+///
+/// Runs for every request, so it compares suffixes in place (a `|` in `name` matches
+/// nothing, as no part after the `|` holds one).
 fn find(specs: &'static [Spec], name: &[u8]) -> Option<&'static Spec> {
+    if name.contains(&b'|') {
+        return None;
+    }
     specs.iter().find(|s| {
-        let short = s.name.rsplit('|').next().unwrap_or(s.name);
-        short.as_bytes().eq_ignore_ascii_case(name)
+        let full = s.name.as_bytes();
+        let Some(at) = full.len().checked_sub(name.len()) else {
+            return false;
+        };
+        (at == 0 || full[at - 1] == b'|') && full[at..].eq_ignore_ascii_case(name)
     })
 }
 
@@ -623,6 +632,37 @@ mod tests {
             }
         }
         assert_eq!(count(), TABLE.len());
+    }
+
+    #[test]
+    fn every_name_is_found_in_any_case_and_no_part_of_one_is() {
+        for spec in TABLE {
+            let upper = spec.name.to_ascii_uppercase();
+            assert!(std::ptr::eq(find(TABLE, upper.as_bytes()).unwrap(), spec));
+            assert!(
+                find(TABLE, &spec.name.as_bytes()[1..])
+                    .is_none_or(|s| s.name.len() < spec.name.len())
+            );
+            for sub in spec.subcommands {
+                let short = sub.name.split_once('|').unwrap().1;
+                assert!(std::ptr::eq(
+                    find(spec.subcommands, short.as_bytes()).unwrap(),
+                    sub
+                ));
+                // The full name, or the part after the `|` with a letter before it.
+                assert!(
+                    find(spec.subcommands, sub.name.as_bytes()).is_none(),
+                    "{}",
+                    sub.name
+                );
+                let with_letter = format!("x{short}");
+                assert!(find(spec.subcommands, with_letter.as_bytes()).is_none());
+                let with_bar = format!("x|{short}");
+                assert!(find(spec.subcommands, with_bar.as_bytes()).is_none());
+            }
+        }
+        assert!(find(TABLE, b"client|setname").is_none());
+        assert!(find(TABLE, b"").is_none());
     }
 
     #[test]
