@@ -95,6 +95,12 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
     );
     line(
         w,
+        "* A cluster is named `transport/storage/runtime:threads`: `tokio:1` is each node on \
+         one thread (a current-thread runtime, `serve --threads 1`, the default), `tokio:2` \
+         a multi-threaded runtime with two workers.",
+    );
+    line(
+        w,
         "* The clients run in the harness on the same cores as the replicas: on a small \
          machine the load generator competes with the cluster, as it does with Redis.",
     );

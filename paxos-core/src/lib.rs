@@ -83,7 +83,9 @@
 //!    report the state just persisted; sent earlier, a crash could break a promise, and two
 //!    values could be chosen for one slot);
 //! 3. apply [`Ready::committed`] to the state machine, in order, then answer
-//!    [`Ready::reads`] from it and fail [`Ready::aborted_reads`];
+//!    [`Ready::reads`] from it and fail [`Ready::aborted_reads`] (this may run while the
+//!    persist of step 1 is under way: the values are chosen, so already durable on a
+//!    majority);
 //! 4. call [`Replica::advance`] with [`Ready::id`].
 //!
 //! `poll_ready` returns `None` while a `Ready` is outstanding. A replica's messages to

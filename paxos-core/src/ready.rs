@@ -161,7 +161,7 @@ pub enum Role {
 
 /// One batch of work for the driver.
 ///
-/// # Ordering rule: persist, then send, then apply, then advance
+/// # Ordering rule: persist, then send, then advance; apply any time before advancing
 ///
 /// 1. Write [`Ready::persist`] with **one** [`Storage::persist`](crate::Storage::persist)
 ///    call, and wait until it is durable (fsynced).
@@ -173,8 +173,15 @@ pub enum Role {
 ///    `persist` and **may** be sent before it, as soon as the Ready is polled (the leader's
 ///    `Accept`s: its followers then write while it writes, instead of after). A driver
 ///    that sends every message after the persist is also correct, only slower.
-/// 3. Apply [`Ready::committed`] to the state machine, in order.
-/// 4. Call [`Replica::advance`](crate::Replica::advance) with [`Ready::id`].
+/// 3. Apply [`Ready::committed`] to the state machine, in order, then answer
+///    [`Ready::reads`]. This **may** run while the persist of step 1 is under way, and
+///    its results may be handed to clients at once: every value in `committed` is chosen,
+///    and the core counts an acceptance only once it is durable (its own through a
+///    loopback `Accepted` delivered by `advance`, after the persist), so a chosen value is
+///    on a majority's disks whatever becomes of this replica's persist. A driver that
+///    applies after the persist is also correct, only slower.
+/// 4. Call [`Replica::advance`](crate::Replica::advance) with [`Ready::id`], once the
+///    persist is durable and `committed` applied.
 ///
 /// The core hands out one `Ready` at a time: [`Replica::poll_ready`](crate::Replica::poll_ready)
 /// returns `None` until the previous one is advanced. If persisting fails, the driver must

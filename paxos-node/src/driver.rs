@@ -2,8 +2,9 @@
 //!
 //! Each cycle drains what is available (client requests, inbound messages, due timers),
 //! each input bounded per cycle, then takes **one** `Ready` and handles it by its ordering
-//! rule: one `Storage::persist`, then `Transport::send`, then one `StateMachine::apply`,
-//! then answers waiters and `advance`s. Proposals that arrive while a persist is under way
+//! rule: the early messages, then one `Storage::persist` and, while it runs, one
+//! `StateMachine::apply` and the answers to waiters, then the other messages through
+//! `Transport::send`, then `advance`. Proposals that arrive while a persist is under way
 //! queue up and go into the next `Ready` together, so under load a batch of proposals costs
 //! one persist. When a cycle made no progress, the driver sleeps until a request, a
 //! message or the next deadline arrives.
@@ -368,8 +369,13 @@ impl Driver {
         Ok(n >= max)
     }
 
-    /// Send the early messages, persist, send the rest, apply, answer, advance: the
-    /// [`Ready`] ordering rule.
+    /// Send the early messages; persist, and meanwhile apply and answer; send the rest;
+    /// advance: the [`Ready`] ordering rule.
+    ///
+    /// The apply runs while the persist is under way (the rule allows it: `committed` is
+    /// chosen, so it is on a majority's disks already). With file storage the persist waits
+    /// for an fdatasync on the I/O thread, and the driver's thread applies and answers in
+    /// that time instead of after it.
     async fn handle_ready(&mut self, ready: Ready) -> Result<(), FatalError> {
         let Ready {
             id,
@@ -391,25 +397,39 @@ impl Driver {
             };
             self.send_all(std::mem::replace(&mut messages, rest));
         }
-        if !persist.is_empty() {
-            // Never retried: a failed persist may have written part of the batch.
-            let started = self.runtime.now();
-            if let Err(e) = self.storage.persist(&persist).await {
-                return Err(FatalError::Storage(e));
+        let (mut applier, storage, runtime) = self.split();
+        let store = async {
+            if persist.is_empty() {
+                return Ok(());
             }
-            let counters = &self.shared.counters;
-            counters.observe_persist(self.runtime.now().saturating_duration_since(started));
+            // Never retried: a failed persist may have written part of the batch.
+            let started = runtime.now();
+            storage
+                .persist(&persist)
+                .await
+                .map_err(FatalError::Storage)?;
+            // As the driver saw it: the end is noticed once the apply below yields.
+            let counters = &applier.shared.counters;
+            counters.observe_persist(runtime.now().saturating_duration_since(started));
             Counters::add(&counters.persists, 1);
             Counters::add(&counters.persisted_entries, persist.entries.len() as u64);
-        }
+            Ok(())
+        };
+        // Polled after `store`, whose first poll hands the batch to the storage.
+        let work = async {
+            if !committed.is_empty() {
+                applier.apply(&mut committed).await?;
+            }
+            // After applying `committed`, as the core requires.
+            for read in reads {
+                applier.answer_reads(ReadKey::Core(read)).await?;
+            }
+            Ok::<(), FatalError>(())
+        };
+        let (stored, worked) = futures::join!(store, work);
+        stored?;
+        worked?;
         self.send_all(messages);
-        if !committed.is_empty() {
-            self.apply(&mut committed).await?;
-        }
-        // After applying `committed`, as the core requires.
-        for read in reads {
-            self.answer_reads(ReadKey::Core(read)).await?;
-        }
         for read in aborted_reads {
             self.abort_reads(read);
         }
@@ -418,6 +438,24 @@ impl Driver {
         }
         self.replica.advance(id);
         Ok(())
+    }
+
+    /// The driver in parts: what applying and answering touch ([`Applier`]), the storage,
+    /// and the clock, so that a persist and an apply can run at once.
+    fn split(&mut self) -> (Applier<'_>, &mut dyn Storage, &dyn Runtime) {
+        (
+            Applier {
+                replica: &self.replica,
+                state_machine: &mut *self.state_machine,
+                waiters: &mut self.waiters,
+                shared: &self.shared,
+                snapshots: &mut self.snapshots,
+                markers: &mut self.markers,
+                outputs: &mut self.outputs,
+            },
+            &mut *self.storage,
+            &*self.runtime,
+        )
     }
 
     /// Hands `messages` to the transport, counted by kind.
@@ -431,104 +469,11 @@ impl Driver {
         self.transport.send(messages);
     }
 
-    /// Answers the reads waiting on `key` from the state machine as it is now, between two
-    /// applies, and the read barriers with the applied position (no query).
-    async fn answer_reads(&mut self, key: ReadKey) -> Result<(), FatalError> {
-        let reads = self.waiters.take_reads(key);
-        if reads.is_empty() {
-            return Ok(());
-        }
-        // Handed out for applying, and applied: answers come after `apply` returned.
-        let applied = self.replica.status().applied;
-        for read in reads {
-            if read.is_canceled() {
-                continue;
-            }
-            match read.reply {
-                ReadReply::Query { query, reply } => {
-                    let answer = match self.state_machine.query(&query).await {
-                        Ok(answer) => answer,
-                        Err(e) => return Err(self.fail(FatalError::StateMachine(e))),
-                    };
-                    let _ = reply.send(Ok(answer));
-                }
-                ReadReply::Barrier { reply } => {
-                    let _ = reply.send(Ok(applied));
-                }
-            }
-            Counters::add(&self.shared.counters.reads, 1);
-        }
-        Ok(())
-    }
-
     /// The core can no longer answer `read` here: leadership changed.
     fn abort_reads(&mut self, read: ReadId) {
         for r in self.waiters.take_reads(ReadKey::Core(read)) {
             r.fail(ReadError::LeadershipChanged);
         }
-    }
-
-    /// Applies `committed` with one `StateMachine::apply` call, then answers the
-    /// proposals applied (each with its output and the slot of the batch that held it)
-    /// and the reads whose marker was applied.
-    ///
-    /// Reads are answered after the whole batch, with state that may include writes
-    /// ordered after their marker. That is still linearizable: those writes were chosen
-    /// before the read returns, so the read can be ordered after them.
-    async fn apply(&mut self, committed: &mut [Committed]) -> Result<(), FatalError> {
-        self.markers.clear();
-        command::strip(committed, &mut self.markers);
-        let counters = &self.shared.counters;
-        let mut commands = 0;
-        let mut bytes = 0;
-        for c in committed.iter() {
-            let n = c.value.commands().len() as u64;
-            commands += n;
-            counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-            // So that each output is answered with its command's slot: one lookup per
-            // command, kept on the waiter (bounded with it).
-            for command in c.value.commands() {
-                self.waiters.record_slot(command.id, c.slot);
-                bytes += command.payload.len() as u64;
-            }
-        }
-        Counters::add(&counters.committed_slots, committed.len() as u64);
-        self.snapshots.entries_since += committed.len() as u64;
-        self.snapshots.bytes_since += bytes;
-        Counters::add(&counters.committed_commands, commands);
-        self.outputs.clear();
-        if let Err(e) = self.state_machine.apply(committed, &mut self.outputs).await {
-            return Err(FatalError::StateMachine(e));
-        }
-        // Before answering: a caller that got its answer sees `applied` cover it.
-        self.publish_status();
-        for (id, output) in self.outputs.drain(..) {
-            if !self.waiters.resolve_proposal(id, output) {
-                tracing::error!(
-                    ?id,
-                    "the state machine gave an output for a command it was not applying"
-                );
-            }
-        }
-        // A command of this node's clients that got no output is still waiting: the state
-        // machine broke its contract. Say so now, naming the command, rather than let the
-        // caller time out.
-        for command in committed.iter().flat_map(|c| c.value.commands()) {
-            let id = command.id;
-            if self
-                .waiters
-                .fail_proposal(id, ProposeError::NoOutput { id })
-            {
-                tracing::error!(
-                    ?id,
-                    "the state machine gave no output for an applied command"
-                );
-            }
-        }
-        for i in 0..self.markers.len() {
-            self.answer_reads(ReadKey::Marker(self.markers[i])).await?;
-        }
-        Ok(())
     }
 
     /// Publishes the replica's view, and fails every waiter if the leader they went
@@ -558,21 +503,136 @@ impl Driver {
     }
 
     pub(crate) fn publish_status(&self) -> paxos_core::Status {
-        let status = self.replica.status();
-        self.shared.publish(|s| {
-            s.role = status.role;
-            s.ballot = status.promised;
-            s.leader = status.leader;
-            s.commit = status.commit;
-            s.applied = status.applied;
-            s.lease_held = status.lease_until.is_some();
-        });
-        *self
-            .shared
-            .core_metrics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = self.replica.metrics();
-        status
+        publish_status(&self.replica, &self.shared)
+    }
+}
+
+/// Publishes `replica`'s view and counters in `shared`, and returns the view.
+fn publish_status(replica: &Replica, shared: &Shared) -> paxos_core::Status {
+    let status = replica.status();
+    shared.publish(|s| {
+        s.role = status.role;
+        s.ballot = status.promised;
+        s.leader = status.leader;
+        s.commit = status.commit;
+        s.applied = status.applied;
+        s.lease_held = status.lease_until.is_some();
+    });
+    *shared
+        .core_metrics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = replica.metrics();
+    status
+}
+
+/// What applying `committed` and answering reads touch: every part of the driver but the
+/// storage and the transport (see [`Driver::split`]).
+struct Applier<'a> {
+    replica: &'a Replica,
+    state_machine: &'a mut dyn StateMachine,
+    waiters: &'a mut Waiters,
+    shared: &'a Shared,
+    snapshots: &'a mut Snapshots,
+    markers: &'a mut Vec<ProposalId>,
+    outputs: &'a mut Vec<(ProposalId, Bytes)>,
+}
+
+impl Applier<'_> {
+    /// Answers the reads waiting on `key` from the state machine as it is now, between two
+    /// applies, and the read barriers with the applied position (no query).
+    async fn answer_reads(&mut self, key: ReadKey) -> Result<(), FatalError> {
+        let reads = self.waiters.take_reads(key);
+        if reads.is_empty() {
+            return Ok(());
+        }
+        // Handed out for applying, and applied: answers come after `apply` returned.
+        let applied = self.replica.status().applied;
+        for read in reads {
+            if read.is_canceled() {
+                continue;
+            }
+            match read.reply {
+                ReadReply::Query { query, reply } => {
+                    let answer = match self.state_machine.query(&query).await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            let fatal = FatalError::StateMachine(e);
+                            self.shared.set_fatal(fatal.clone());
+                            return Err(fatal);
+                        }
+                    };
+                    let _ = reply.send(Ok(answer));
+                }
+                ReadReply::Barrier { reply } => {
+                    let _ = reply.send(Ok(applied));
+                }
+            }
+            Counters::add(&self.shared.counters.reads, 1);
+        }
+        Ok(())
+    }
+
+    /// Applies `committed` with one `StateMachine::apply` call, then answers the
+    /// proposals applied (each with its output and the slot of the batch that held it)
+    /// and the reads whose marker was applied.
+    ///
+    /// Reads are answered after the whole batch, with state that may include writes
+    /// ordered after their marker. That is still linearizable: those writes were chosen
+    /// before the read returns, so the read can be ordered after them.
+    async fn apply(&mut self, committed: &mut [Committed]) -> Result<(), FatalError> {
+        self.markers.clear();
+        command::strip(committed, self.markers);
+        let counters = &self.shared.counters;
+        let mut commands = 0;
+        let mut bytes = 0;
+        for c in committed.iter() {
+            let n = c.value.commands().len() as u64;
+            commands += n;
+            counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+            // So that each output is answered with its command's slot: one lookup per
+            // command, kept on the waiter (bounded with it).
+            for command in c.value.commands() {
+                self.waiters.record_slot(command.id, c.slot);
+                bytes += command.payload.len() as u64;
+            }
+        }
+        Counters::add(&counters.committed_slots, committed.len() as u64);
+        self.snapshots.entries_since += committed.len() as u64;
+        self.snapshots.bytes_since += bytes;
+        Counters::add(&counters.committed_commands, commands);
+        self.outputs.clear();
+        if let Err(e) = self.state_machine.apply(committed, self.outputs).await {
+            return Err(FatalError::StateMachine(e));
+        }
+        // Before answering: a caller that got its answer sees `applied` cover it.
+        publish_status(self.replica, self.shared);
+        for (id, output) in self.outputs.drain(..) {
+            if !self.waiters.resolve_proposal(id, output) {
+                tracing::error!(
+                    ?id,
+                    "the state machine gave an output for a command it was not applying"
+                );
+            }
+        }
+        // A command of this node's clients that got no output is still waiting: the state
+        // machine broke its contract. Say so now, naming the command, rather than let the
+        // caller time out.
+        for command in committed.iter().flat_map(|c| c.value.commands()) {
+            let id = command.id;
+            if self
+                .waiters
+                .fail_proposal(id, ProposeError::NoOutput { id })
+            {
+                tracing::error!(
+                    ?id,
+                    "the state machine gave no output for an applied command"
+                );
+            }
+        }
+        for i in 0..self.markers.len() {
+            self.answer_reads(ReadKey::Marker(self.markers[i])).await?;
+        }
+        Ok(())
     }
 }
 

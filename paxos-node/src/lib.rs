@@ -28,9 +28,9 @@
 //! Each cycle it drains the available inputs (client requests from a bounded queue,
 //! inbound messages, due timers), each bounded per cycle, then takes **one**
 //! [`Ready`](paxos_core::Ready) and handles it by its ordering rule: one
-//! [`Storage::persist`] call, then the sends, then one
-//! [`StateMachine::apply`] call, then it answers the
-//! waiting clients and advances the replica. Proposals that arrive during a persist go
+//! [`Storage::persist`] call and, while it runs, one [`StateMachine::apply`] call and the
+//! answers to the waiting clients (chosen values are durable on a majority already), then
+//! the sends, then it advances the replica. Proposals that arrive during a persist go
 //! into the next `Ready` together: under load, a batch costs one persist.
 //!
 //! Time: the replica's clock is nanoseconds since the node started, read from the

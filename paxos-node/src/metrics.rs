@@ -142,7 +142,7 @@ impl NodeMetrics {
         });
         visit(Metric {
             name: "persist",
-            help: "Time taken by Storage::persist.",
+            help: "Time taken by Storage::persist, as the driver saw it (it applies chosen values meanwhile, and notices the end when that yields).",
             value: MetricValue::Latency(&self.persist_latency),
         });
     }
