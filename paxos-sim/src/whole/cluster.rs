@@ -125,15 +125,22 @@ impl StateMachine for Recording {
 
     /// Half the seeds freeze (the node writes the snapshot in the background), the
     /// others snapshot inline: both of the driver's paths run.
+    ///
+    /// The simulator runs a background job inline on its one thread
+    /// (`SimRuntime::spawn_blocking`), so the job must never wait for the driver: the
+    /// driver's pieces channel holds two pieces, one 256 KiB piece of bytes and the end.
+    /// The frozen bytes are therefore written here, and a snapshot that would take more
+    /// than one piece is taken inline instead (`None`).
     fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
         if !self.freezes {
             return None;
         }
         let inner = self.inner.freeze()?;
-        Some(Box::new(FrozenRecording {
-            next: self.next,
-            inner,
-        }))
+        let mut bytes = self.next.0.to_le_bytes().to_vec();
+        if inner.write(&mut bytes).is_err() || bytes.len() > FROZEN_MAX_BYTES {
+            return None;
+        }
+        Some(Box::new(FrozenRecording { bytes }))
     }
 
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
@@ -150,43 +157,19 @@ impl StateMachine for Recording {
     }
 }
 
-/// [`Recording`]'s frozen state: the same bytes as its `snapshot`.
+/// [`Recording`]'s frozen state: the same bytes as its `snapshot`, written at freeze time.
 struct FrozenRecording {
-    next: Slot,
-    inner: Box<dyn FrozenState>,
+    bytes: Vec<u8>,
 }
+
+/// The largest frozen snapshot: what one of the driver's pieces holds (`IO_CHUNK`, 256
+/// KiB), less a margin.
+const FROZEN_MAX_BYTES: usize = 240 << 10;
 
 impl FrozenState for FrozenRecording {
     fn write(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
-        use std::io::Write as _;
-        let mut out = Bounded { out, written: 0 };
-        out.write_all(&self.next.0.to_le_bytes())
-            .map_err(|e| StateMachineError::with_source("snapshot", e))?;
-        self.inner.write(&mut out)
-    }
-}
-
-/// Stops a run whose snapshots outgrow what the simulator's inline jobs may write (see
-/// `SimRuntime::spawn_blocking`): the driver's channel holds two 256 KiB pieces, and a
-/// third would block the whole simulation. A loud failure instead of a hang.
-struct Bounded<'a> {
-    out: &'a mut dyn std::io::Write,
-    written: usize,
-}
-
-impl std::io::Write for Bounded<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.written += bytes.len();
-        assert!(
-            self.written <= 384 << 10,
-            "a simulated node's snapshot passed 384 KiB: raise the driver's pieces channel \
-             or shrink the workload"
-        );
-        self.out.write(bytes)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        out.write_all(&self.bytes)
+            .map_err(|e| StateMachineError::with_source("snapshot", e))
     }
 }
 

@@ -159,8 +159,8 @@ impl Runtime for SimRuntime {
     /// 50 ms: the node goes on cycling meanwhile (a background snapshot stays under way
     /// across applies, fetches and crashes), and the schedule stays the seed's.
     ///
-    /// The job runs inline and must not block: the snapshots written this way (the
-    /// `Recording` state machine's) are far below the driver's pieces channel's room.
+    /// The job runs inline and must not block: the `Recording` state machine freezes only
+    /// snapshots that fit one of the driver's pieces (see `Recording::freeze`).
     fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) -> io::Result<()> {
         let delay = Duration::from_micros(self.exec.random() % 50_000);
         let sleep = self.sleep(delay);
