@@ -16,7 +16,10 @@ use paxos_net_tcp::TcpTransport;
 use paxos_node::{Applied, NodeBuilder, NodeHandle, Runtime, wait_for_leader};
 use paxos_storage::MemoryStorage;
 
-use common::{Gate, GatedStorage, Kv, WAIT, core_config, on_tokio, options, tcp_config, within};
+use common::{
+    Gate, GatedStorage, GatedTransport, Kv, WAIT, core_config, on_tokio, options, tcp_config,
+    within,
+};
 
 // ---------------------------------------------------------------------------------------
 // A state machine that shares its state with the test.
@@ -87,15 +90,17 @@ impl StateMachine for Shared {
 // ---------------------------------------------------------------------------------------
 // The cluster.
 
-/// One member: its handle, its state as the program sees it, and the gate its storage's
-/// `persist` waits on while closed (open unless a test closes it).
+/// One member: its handle, its state as the program sees it, the gate its storage's
+/// `persist` waits on while closed, and the gate its transport holds what arrives at
+/// while closed (each open unless a test closes it).
 struct Node {
     handle: NodeHandle,
     state: Shared,
     gate: Arc<Gate>,
+    inbound: Arc<Gate>,
 }
 
-/// Starts nodes `1..=n` over loopback TCP, each on gated memory storage.
+/// Starts nodes `1..=n` over gated loopback TCP, each on gated memory storage.
 async fn start(rt: &Arc<dyn Runtime>, n: u64) -> Vec<Node> {
     let ids: Vec<u64> = (1..=n).collect();
     let transports: Vec<TcpTransport> = ids
@@ -112,13 +117,14 @@ async fn start(rt: &Arc<dyn Runtime>, n: u64) -> Vec<Node> {
     for (&id, transport) in ids.iter().zip(transports) {
         let state = Shared::default();
         let gate = Arc::new(Gate::default());
+        let inbound = Arc::new(Gate::default());
         let storage = GatedStorage {
             inner: MemoryStorage::new(),
             gate: gate.clone(),
         };
         let handle = NodeBuilder::new(core_config(id, &ids))
             .options(options())
-            .transport(Box::new(transport))
+            .transport(Box::new(GatedTransport::new(transport, inbound.clone())))
             .storage(Box::new(storage))
             .state_machine(Box::new(state.clone()))
             .runtime(rt.clone())
@@ -129,6 +135,7 @@ async fn start(rt: &Arc<dyn Runtime>, n: u64) -> Vec<Node> {
             handle,
             state,
             gate,
+            inbound,
         });
     }
     nodes
@@ -162,9 +169,12 @@ fn total_queries(nodes: &[Node]) -> u64 {
 /// A read barrier on the leader and on a follower, each after a write acknowledged on
 /// another node: once it returns, the program's own view of the state (shared with the
 /// state machine) holds the write, and the applied position returned covers its slot.
-/// The follower is held back (its storage blocks) while the write is acknowledged
-/// without it, so its state provably lacks the write until the barrier waits for it. No
-/// barrier ever calls `StateMachine::query`.
+/// The follower is held back (its transport holds what arrives, so it never sees the
+/// write's Accept) while the write is acknowledged without it, so its state provably lacks
+/// the write until the barrier waits for it. (Holding back its storage instead would not
+/// do: a node applies a chosen value while its own persist runs, and the Accept and the
+/// news that it was chosen can arrive in one cycle.) No barrier ever calls
+/// `StateMachine::query`.
 #[test]
 fn read_barrier_then_read_own_state() {
     on_tokio(|rt| async move {
@@ -192,19 +202,24 @@ fn read_barrier_then_read_own_state() {
             "the leader confirms a barrier itself, with no marker"
         );
 
-        // On a follower that has not seen the write: its persist blocks while the leader
-        // and the other follower choose it.
-        nodes[f2].gate.close();
+        // On a follower that has not seen the write: what reaches it is held while the
+        // leader and the other follower choose it.
+        nodes[f2].inbound.close();
         let write = nodes[l].handle.propose_with_slot(Kv::set(2, 20)).await;
         let write = write.unwrap();
-        within(&*rt, "the follower to block", nodes[f2].gate.blocked()).await;
+        within(
+            &*rt,
+            "the follower to hold a message",
+            nodes[f2].inbound.blocked(),
+        )
+        .await;
         assert_eq!(
             nodes[f2].state.state().map.get(&2),
             None,
             "the held-back follower applied the write"
         );
         let (at, ()) = futures::future::join(nodes[f2].handle.read_barrier(), async {
-            nodes[f2].gate.open();
+            nodes[f2].inbound.open();
         })
         .await;
         let at = at.unwrap();

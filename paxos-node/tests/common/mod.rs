@@ -376,11 +376,12 @@ impl Transport for SmallFrames {
     }
 }
 
-/// A gate that [`GatedStorage`] waits on in `persist` while it is closed.
+/// A gate that [`GatedStorage`] waits on in `persist`, and [`GatedTransport`] holds what
+/// arrives at, while it is closed.
 #[derive(Debug, Default)]
 pub struct Gate {
     closed: AtomicBool,
-    /// A persist is waiting at the closed gate.
+    /// A persist (or a received message) is waiting at the closed gate.
     blocked: AtomicBool,
     changed: Event,
 }
@@ -395,7 +396,7 @@ impl Gate {
         self.changed.notify(usize::MAX);
     }
 
-    /// Waits until a persist is blocked at the gate.
+    /// Waits until a persist (or a received message) is blocked at the gate.
     pub async fn blocked(&self) {
         loop {
             let listener = self.changed.listen();
@@ -422,6 +423,59 @@ impl Gate {
             }
             listener.await;
         }
+    }
+}
+
+/// A transport that holds every message it receives while its [`Gate`] is closed, and
+/// delivers them, in order, once it opens. Sending is not gated. A message the inner
+/// transport returns after [`Gate::close`] is never delivered before [`Gate::open`]: held
+/// messages live in the wrapper, not in the caller's buffer, so a `recv` dropped while
+/// waiting (the driver's select, or its single poll) loses nothing and passes nothing.
+pub struct GatedTransport<T> {
+    pub inner: T,
+    pub gate: Arc<Gate>,
+    held: Vec<Inbound>,
+}
+
+impl<T> GatedTransport<T> {
+    pub fn new(inner: T, gate: Arc<Gate>) -> Self {
+        GatedTransport {
+            inner,
+            gate,
+            held: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Transport> Transport for GatedTransport<T> {
+    fn send(&self, batch: Vec<Envelope>) {
+        self.inner.send(batch);
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Inbound>, max: usize) -> Result<(), TransportError> {
+        loop {
+            if !self.held.is_empty() {
+                self.gate.pass().await;
+                let n = self.held.len().min(max);
+                out.extend(self.held.drain(..n));
+                return Ok(());
+            }
+            // Nothing held: at most `max` more, checked against the gate before delivery.
+            self.inner.recv(&mut self.held, max).await?;
+        }
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.inner.max_frame_bytes()
+    }
+
+    fn local_node(&self) -> Option<NodeId> {
+        self.inner.local_node()
+    }
+
+    fn knows_peer(&self, peer: NodeId) -> Option<bool> {
+        self.inner.knows_peer(peer)
     }
 }
 
