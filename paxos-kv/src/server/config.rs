@@ -139,6 +139,11 @@ pub struct ServerConfig {
     /// client's read waits for the thread to wake from `epoll` (PING p50 ~90 us against
     /// ~30 us with two workers, one of which is often awake). More threads pay off on
     /// machines with cores to spare per replica.
+    ///
+    /// With one thread, everything the replica does in async code shares it. The restore
+    /// of a snapshot sent by a peer (a member that fell behind the others' compaction) is
+    /// such work: while it rebuilds the store, that replica's client connections and
+    /// transport wait. The other replicas, and so the cluster, keep serving.
     pub threads: usize,
     /// Client sessions kept for exactly-once writes. Default 16384.
     pub max_sessions: usize,
