@@ -439,7 +439,7 @@ pub struct GatedTransport<T> {
 
 impl<T> GatedTransport<T> {
     pub fn new(inner: T, gate: Arc<Gate>) -> Self {
-        GatedTransport {
+        Self {
             inner,
             gate,
             held: Vec::new(),
