@@ -432,8 +432,8 @@ impl Gate {
 /// messages live in the wrapper, not in the caller's buffer, so a `recv` dropped while
 /// waiting (the driver's select, or its single poll) loses nothing and passes nothing.
 pub struct GatedTransport<T> {
-    pub inner: T,
-    pub gate: Arc<Gate>,
+    inner: T,
+    gate: Arc<Gate>,
     held: Vec<Inbound>,
 }
 
