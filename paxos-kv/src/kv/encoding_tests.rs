@@ -449,6 +449,59 @@ fn existing_tags_keep_their_encoding() {
     assert_eq!(KvQuery::Get { key: key() }.encode().to_vec(), [0, 1, b'k']);
 }
 
+/// Keys and values go through `serde_bytes` (decoded as one slice, not byte by byte), which
+/// postcard writes exactly as it wrote a plain `Vec<u8>`: a varint length, then the bytes.
+/// Logs and snapshots written before decode unchanged.
+#[test]
+fn byte_strings_keep_their_encoding() {
+    let id = RequestId {
+        client: 1,
+        born_slot: 2,
+        seq: 3,
+    };
+    let encoded = |command| KvRequest { id, command }.encode().to_vec();
+    // A two-byte length prefix (200 = 0xC8 0x01), in a batch's mirror type too.
+    let long = vec![b'v'; 200];
+    let mut expected = vec![1, 2, 3, 0, 1, b'k', 0xC8, 0x01];
+    expected.extend_from_slice(&long);
+    let set = KvCommand::Set {
+        key: b"k".to_vec(),
+        value: long.clone(),
+    };
+    assert_eq!(encoded(set.clone()), expected);
+    let batch = encoded(KvCommand::Batch(vec![set.clone()]));
+    assert_eq!(batch[..5], [1, 2, 3, 8, 1]);
+    assert_eq!(batch[5..], expected[3..]);
+    assert_eq!(
+        KvRequest::decode(&batch).map(|r| r.command),
+        Some(KvCommand::Batch(vec![set]))
+    );
+    assert_eq!(
+        encoded(KvCommand::Cas {
+            key: b"k".to_vec(),
+            expected: b"a".to_vec(),
+            new: b"b".to_vec(),
+        }),
+        [1, 2, 3, 3, 1, b'k', 1, b'a', 1, b'b']
+    );
+    assert_eq!(
+        KvOutput::Bulk(Some(b"ab".to_vec())).encode().to_vec(),
+        [4, 1, 2, b'a', b'b']
+    );
+    assert_eq!(KvOutput::Bulk(None).encode().to_vec(), [4, 0]);
+    assert_eq!(
+        KvAnswer::Bulk(Some(b"ab".to_vec())).encode().to_vec(),
+        [0, 1, 2, b'a', b'b']
+    );
+    let scan = KvQuery::Scan {
+        cursor: 0,
+        pattern: Some(b"k*".to_vec()),
+        count: 10,
+    };
+    assert_eq!(scan.encode().to_vec(), [5, 0, 1, 2, b'k', b'*', 10]);
+    assert_eq!(KvQuery::decode(&scan.encode()), Some(scan));
+}
+
 async fn take(sm: &mut KvStateMachine) -> Vec<u8> {
     let mut out = Vec::new();
     sm.snapshot(&mut out).await.unwrap();

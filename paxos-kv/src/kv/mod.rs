@@ -250,8 +250,10 @@ pub enum KvCommand {
     /// Sets `key` to `value`. Output: `Ok`.
     Set {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes the keys. Output: how many existed.
@@ -263,16 +265,20 @@ pub enum KvCommand {
     /// error if the value is not a base-10 64-bit integer or would overflow.
     Incr {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Sets `key` to `new` if it currently holds `expected` (an absent key holds nothing).
     /// Output: 1 if it did, 0 if not.
     Cas {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value the key must hold.
+        #[serde(with = "serde_bytes")]
         expected: Vec<u8>,
         /// The value it gets.
+        #[serde(with = "serde_bytes")]
         new: Vec<u8>,
     },
     /// `SET key value [NX|XX] [GET]`: sets `key` to `value` if `condition` holds. Output:
@@ -282,8 +288,10 @@ pub enum KvCommand {
     /// with `get`.
     SetWith {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// When to set.
         condition: SetCondition,
@@ -300,8 +308,10 @@ pub enum KvCommand {
     /// length, or an error if it would exceed [`MAX_VALUE_BYTES`].
     Append {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The bytes to append.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Adds `delta` to the integer at `key` (absent counts as 0): `INCRBY`, and `DECR` and
@@ -310,6 +320,7 @@ pub enum KvCommand {
     /// `Error("ERR increment or decrement would overflow")`.
     IncrBy {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What to add.
         delta: i64,
@@ -466,7 +477,7 @@ pub enum KvOutput {
     SessionExpired,
     /// A string or nil: the value before of `SET ... GET` and `GETSET`; `None` (nil) also
     /// for a `SET NX`/`XX` without `GET` that did not set.
-    Bulk(Option<Vec<u8>>),
+    Bulk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// The outputs of a [`KvCommand::Batch`], in order; never holds a `Many`. A batch
     /// refused as a whole gets a single output instead (`Error`, `SessionExpired`).
     Many(#[serde(deserialize_with = "wire::outputs")] Vec<Self>),
@@ -498,6 +509,7 @@ pub enum KvQuery {
     /// The value of `key`. Answer: `Bulk`; see [`decode_get_answer`].
     Get {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// The values of the keys, in order. Answer: `Values`.
@@ -513,6 +525,7 @@ pub enum KvQuery {
     /// The length of the value of `key`, 0 if absent. Answer: `Integer`.
     StrLen {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// How many keys there are. Answer: `Integer`.
@@ -523,6 +536,7 @@ pub enum KvQuery {
         cursor: u64,
         /// A glob pattern (`MATCH`): only matching keys are returned; `None` for all. At
         /// most [`MAX_SCAN_PATTERN_BYTES`] long, else the query is refused.
+        #[serde(with = "serde_bytes")]
         pattern: Option<Vec<u8>>,
         /// How many keys to visit, a hint (`COUNT`, Redis's default is 10); taken as 1 to
         /// [`MAX_SCAN_COUNT`].
@@ -560,7 +574,7 @@ impl KvQuery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvAnswer {
     /// A string or nil (`Get`).
-    Bulk(Option<Vec<u8>>),
+    Bulk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// A count or length (`Exists`, `StrLen`, `DbSize`).
     Integer(i64),
     /// Values or nils, in the order of the keys (`MGet`).

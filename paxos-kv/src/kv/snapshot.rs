@@ -22,6 +22,7 @@
 
 use paxos_core::{FrozenState, SnapshotRead, SnapshotWrite, StateMachineError};
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 use super::store::{Key, Store};
 use super::{KvState, MAX_VALUE_BYTES, Session};
@@ -177,7 +178,8 @@ pub(super) async fn read(input: &mut dyn SnapshotRead) -> Result<KvState, StateM
     }
     let mut map = Store::default();
     for _ in 0..head.keys {
-        let (key, value): (Vec<u8>, Vec<u8>) = get(input, &mut buf).await?;
+        let (key, value): (ByteBuf, ByteBuf) = get(input, &mut buf).await?;
+        let (key, value) = (key.into_vec(), value.into_vec());
         if value.len() > MAX_VALUE_BYTES {
             return Err(bad("a value over the size limit"));
         }

@@ -14,22 +14,30 @@ use super::{KvAnswer, KvCommand, KvOutput, KvQuery, SetCondition};
 #[derive(Deserialize)]
 enum Command {
     Set {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Del {
         keys: Vec<Vec<u8>>,
     },
     Incr {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     Cas {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         expected: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         new: Vec<u8>,
     },
     SetWith {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         condition: SetCondition,
         get: bool,
@@ -38,10 +46,13 @@ enum Command {
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
     },
     Append {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     IncrBy {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         delta: i64,
     },
@@ -92,7 +103,7 @@ enum Output {
     Integer(i64),
     Error(String),
     SessionExpired,
-    Bulk(Option<Vec<u8>>),
+    Bulk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Many(Nested),
     Answer(Answer),
 }
@@ -114,6 +125,7 @@ impl From<Output> for KvOutput {
 #[derive(Deserialize)]
 enum Query {
     Get {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     MGet {
@@ -123,11 +135,13 @@ enum Query {
         keys: Vec<Vec<u8>>,
     },
     StrLen {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     DbSize,
     Scan {
         cursor: u64,
+        #[serde(with = "serde_bytes")]
         pattern: Option<Vec<u8>>,
         count: usize,
     },
@@ -156,7 +170,7 @@ impl From<Query> for KvQuery {
 
 #[derive(Deserialize)]
 enum Answer {
-    Bulk(Option<Vec<u8>>),
+    Bulk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Integer(i64),
     Values(Vec<Option<Vec<u8>>>),
     Scan { cursor: u64, keys: Vec<Vec<u8>> },
