@@ -14,7 +14,7 @@ use paxos_core::{Ballot, Command, Instant, Message, NodeId, ProposalId, Slot, Va
 
 /// An Accept of one slot holding 16 commands of 64 B each.
 fn accept() -> Message {
-    let commands = (0..16)
+    let commands: Vec<Command> = (0..16)
         .map(|seq| Command {
             id: ProposalId {
                 origin: NodeId(1),
@@ -27,7 +27,7 @@ fn accept() -> Message {
     Message::Accept(Accept {
         ballot: Ballot::new(3, NodeId(1)),
         first: Slot(1_000_000),
-        values: vec![Value::Batch(commands)],
+        values: vec![Value::Batch(commands.into())],
         commit: Slot(999_990),
         stamp: Instant::from_nanos(123_456_789),
     })

@@ -139,14 +139,17 @@ mod tests {
             first: Slot(7),
             values: vec![
                 Value::Noop,
-                Value::Batch(vec![Command {
-                    id: ProposalId {
-                        origin: NodeId(1),
-                        seq: 9,
-                        epoch: 4,
-                    },
-                    payload: Bytes::from_static(b"set x 1"),
-                }]),
+                Value::Batch(
+                    vec![Command {
+                        id: ProposalId {
+                            origin: NodeId(1),
+                            seq: 9,
+                            epoch: 4,
+                        },
+                        payload: Bytes::from_static(b"set x 1"),
+                    }]
+                    .into(),
+                ),
             ],
             commit: Slot(6),
             stamp: crate::types::Instant::from_nanos(123),

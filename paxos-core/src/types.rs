@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Add, Sub};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -184,7 +185,12 @@ pub enum Value {
     /// A no-op, used by a new leader to fill gaps in the log.
     Noop,
     /// A batch of commands, applied in order.
-    Batch(Vec<Command>),
+    ///
+    /// Shared (`Arc`), so the copies a replica keeps (its log, the persist batch, the
+    /// Accept sent to each peer, the committed output) cost a reference count, not a deep
+    /// copy of every command. Build one with `vec.into()` or `iter.collect()`. The wire and
+    /// storage encoding is the same as a `Vec`'s: a length, then the commands.
+    Batch(Arc<[Command]>),
 }
 
 impl Value {

@@ -72,7 +72,7 @@ fn big_accept(first: u64) -> Message {
     Message::Accept(Accept {
         ballot: Ballot::new(1, NodeId(1)),
         first: Slot(first),
-        values: vec![Value::Batch(vec![command])],
+        values: vec![Value::Batch(vec![command].into())],
         commit: Slot(0),
         stamp: Default::default(),
     })

@@ -9,7 +9,7 @@
 //! Every member of a cluster must run this driver (or one that speaks the same tags).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use paxos_core::{Committed, ProposalId, Value};
+use paxos_core::{Command, Committed, ProposalId, Value};
 
 /// A client write: the state machine's command follows.
 const TAG_WRITE: u8 = 0;
@@ -38,23 +38,28 @@ pub(crate) fn read_marker() -> Bytes {
 /// replica hands its state machine the same commands.
 pub(crate) fn strip(committed: &mut [Committed], markers: &mut Vec<ProposalId>) {
     for c in committed {
-        let Value::Batch(commands) = &mut c.value else {
+        let Value::Batch(commands) = &c.value else {
             continue;
         };
-        commands.retain_mut(|cmd| match cmd.payload.first() {
-            Some(&TAG_WRITE) => {
-                cmd.payload = cmd.payload.slice(TAG_BYTES..);
-                true
-            }
-            Some(&TAG_READ) => {
-                markers.push(cmd.id);
-                false
-            }
-            _ => {
-                tracing::warn!(slot = %c.slot, origin = %cmd.id.origin, "dropping a command with an unknown tag");
-                false
-            }
-        });
+        // The batch is shared with the replica's log, so the stripped copy is a new one.
+        let stripped: Vec<Command> = commands
+            .iter()
+            .filter_map(|cmd| match cmd.payload.first() {
+                Some(&TAG_WRITE) => Some(Command {
+                    id: cmd.id,
+                    payload: cmd.payload.slice(TAG_BYTES..),
+                }),
+                Some(&TAG_READ) => {
+                    markers.push(cmd.id);
+                    None
+                }
+                _ => {
+                    tracing::warn!(slot = %c.slot, origin = %cmd.id.origin, "dropping a command with an unknown tag");
+                    None
+                }
+            })
+            .collect();
+        c.value = Value::Batch(stripped.into());
     }
 }
 
@@ -85,13 +90,16 @@ mod tests {
             },
             Committed {
                 slot: Slot(1),
-                value: Value::Batch(vec![
-                    cmd(0, write(b"a")),
-                    cmd(1, read_marker()),
-                    cmd(2, Bytes::from_static(&[9, 9])),
-                    cmd(3, Bytes::new()),
-                    cmd(4, write(b"")),
-                ]),
+                value: Value::Batch(
+                    vec![
+                        cmd(0, write(b"a")),
+                        cmd(1, read_marker()),
+                        cmd(2, Bytes::from_static(&[9, 9])),
+                        cmd(3, Bytes::new()),
+                        cmd(4, write(b"")),
+                    ]
+                    .into(),
+                ),
             },
         ];
         let mut markers = Vec::new();
@@ -100,7 +108,7 @@ mod tests {
         assert_eq!(committed[0].value, Value::Noop);
         assert_eq!(
             committed[1].value,
-            Value::Batch(vec![cmd(0, Bytes::from_static(b"a")), cmd(4, Bytes::new())])
+            Value::Batch(vec![cmd(0, Bytes::from_static(b"a")), cmd(4, Bytes::new())].into())
         );
     }
 }

@@ -177,14 +177,17 @@ impl Appender {
             .map(|slot| Entry {
                 slot: Slot(slot),
                 ballot: Ballot::new(1, NodeId(1)),
-                value: Value::Batch(vec![Command {
-                    id: ProposalId {
-                        origin: NodeId(1),
-                        seq: slot,
-                        epoch: 0,
-                    },
-                    payload: self.payload.clone(),
-                }]),
+                value: Value::Batch(
+                    vec![Command {
+                        id: ProposalId {
+                            origin: NodeId(1),
+                            seq: slot,
+                            epoch: 0,
+                        },
+                        payload: self.payload.clone(),
+                    }]
+                    .into(),
+                ),
             })
             .collect();
         self.next_slot += self.batch;

@@ -870,13 +870,16 @@ fn entry(slot: u64, round: u64, payload: &[u8]) -> Entry {
     Entry {
         slot: Slot(slot),
         ballot: Ballot::new(round, NodeId(1)),
-        value: Value::Batch(vec![Command {
-            id: ProposalId {
-                origin: NodeId(1),
-                seq: slot,
-                epoch: round,
-            },
-            payload: Bytes::copy_from_slice(payload),
-        }]),
+        value: Value::Batch(
+            vec![Command {
+                id: ProposalId {
+                    origin: NodeId(1),
+                    seq: slot,
+                    epoch: round,
+                },
+                payload: Bytes::copy_from_slice(payload),
+            }]
+            .into(),
+        ),
     }
 }

@@ -60,14 +60,17 @@ fn expected_entry(slot: u64) -> Entry {
     Entry {
         slot: Slot(slot),
         ballot: Ballot::new(1, NodeId(1)),
-        value: Value::Batch(vec![paxos_core::Command {
-            id: ProposalId {
-                origin: NodeId(1),
-                seq: slot,
-                epoch: 0,
-            },
-            payload: Bytes::from(vec![(slot % 251) as u8; payload_bytes]),
-        }]),
+        value: Value::Batch(
+            vec![paxos_core::Command {
+                id: ProposalId {
+                    origin: NodeId(1),
+                    seq: slot,
+                    epoch: 0,
+                },
+                payload: Bytes::from(vec![(slot % 251) as u8; payload_bytes]),
+            }]
+            .into(),
+        ),
     }
 }
 

@@ -69,7 +69,7 @@ fn command(seq: u64, payload: &'static [u8]) -> Command {
 }
 
 fn batch() -> Value {
-    Value::Batch(vec![command(1, b"set x 1"), command(2, b"")])
+    Value::Batch(vec![command(1, b"set x 1"), command(2, b"")].into())
 }
 
 /// One message of every kind, each field set to a value that is not its default, with

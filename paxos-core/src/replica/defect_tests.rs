@@ -402,14 +402,17 @@ fn a_catch_up_never_lowers_a_stored_ballot() {
     let (a, g) = (NodeId(1), NodeId(2));
     let mut r = Replica::new(config(g, 5), RecoveredState::default(), Instant::ZERO).unwrap();
     let b1 = Ballot::new(5, a);
-    let w = Value::Batch(vec![Command {
-        id: ProposalId {
-            origin: a,
-            seq: 0,
-            epoch: 1,
-        },
-        payload: Bytes::from_static(b"w"),
-    }]);
+    let w = Value::Batch(
+        vec![Command {
+            id: ProposalId {
+                origin: a,
+                seq: 0,
+                epoch: 1,
+            },
+            payload: Bytes::from_static(b"w"),
+        }]
+        .into(),
+    );
     r.handle_message(
         Instant::ZERO,
         a,
@@ -636,14 +639,17 @@ fn overwriting_a_chosen_slot_is_caught() {
     r.store(
         Slot(0),
         Ballot::new(2, NodeId(1)),
-        Value::Batch(vec![Command {
-            id: ProposalId {
-                origin: NodeId(1),
-                seq: 0,
-                epoch: 0,
-            },
-            payload: Bytes::new(),
-        }]),
+        Value::Batch(
+            vec![Command {
+                id: ProposalId {
+                    origin: NodeId(1),
+                    seq: 0,
+                    epoch: 0,
+                },
+                payload: Bytes::new(),
+            }]
+            .into(),
+        ),
     );
     let _ = r.poll_ready();
 }

@@ -8,7 +8,7 @@ use crate::ready::{Committed, HardState, PersistBatch, Ready, RecoveredState};
 use crate::types::{Ballot, Entry, Instant, Slot, Value};
 
 fn value(seq: u64) -> Value {
-    Value::Batch(vec![cmd(seq)])
+    Value::Batch(vec![cmd(seq)].into())
 }
 
 fn catch_up(to: crate::NodeId, from: u64) -> Envelope {

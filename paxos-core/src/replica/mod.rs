@@ -13,6 +13,7 @@ mod proposer;
 mod reads;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -668,13 +669,24 @@ impl Replica {
             let value = match &accepted.value {
                 Value::Noop => Value::Noop,
                 Value::Batch(cmds) => {
-                    let kept: Vec<Command> = cmds
-                        .iter()
-                        .filter(|c| self.dedup.first_time(c.id))
-                        .cloned()
-                        .collect();
-                    self.metrics.duplicates_dropped += (cmds.len() - kept.len()) as u64;
-                    Value::Batch(kept)
+                    // Share the logged batch; copy it only if the dedup filter drops
+                    // a command.
+                    let mut kept: Option<Vec<Command>> = None;
+                    for (i, c) in cmds.iter().enumerate() {
+                        let first = self.dedup.first_time(c.id);
+                        match (&mut kept, first) {
+                            (Some(kept), true) => kept.push(c.clone()),
+                            (None, false) => kept = Some(cmds[..i].to_vec()),
+                            _ => {}
+                        }
+                    }
+                    match kept {
+                        None => Value::Batch(Arc::clone(cmds)),
+                        Some(kept) => {
+                            self.metrics.duplicates_dropped += (cmds.len() - kept.len()) as u64;
+                            Value::Batch(kept.into())
+                        }
+                    }
                 }
             };
             committed.push(Committed {

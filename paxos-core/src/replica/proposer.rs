@@ -273,7 +273,7 @@ impl Replica {
             {
                 Some(value) => value,
                 None if self.pending.is_empty() => break,
-                None => Value::Batch(self.take_batch()),
+                None => Value::Batch(self.take_batch().into()),
             };
             let now = self.now;
             let Some(l) = self.leadership.as_mut() else {

@@ -168,7 +168,7 @@ fn lower_ballot_is_nacked_without_persisting() {
 #[test]
 fn accept_is_persisted_before_accepted_is_sent_and_commit_is_learned() {
     let mut r = replica(N2);
-    let v = Value::Batch(vec![cmd(1)]);
+    let v = Value::Batch(vec![cmd(1)].into());
     r.handle_message(
         at(1),
         N1,
@@ -514,9 +514,9 @@ fn follower_forwards_and_unknown_leader_is_refused() {
 
 #[test]
 fn new_leader_adopts_highest_ballot_values_and_fills_gaps() {
-    let old = Value::Batch(vec![cmd(1)]);
-    let newer = Value::Batch(vec![cmd(2)]);
-    let first = Value::Batch(vec![cmd(3)]);
+    let old = Value::Batch(vec![cmd(1)].into());
+    let newer = Value::Batch(vec![cmd(2)].into());
+    let first = Value::Batch(vec![cmd(3)].into());
     // Our own acceptor holds slot 2 at ballot 1.2; N2 reports slot 2 at 2.3.
     let recovered = RecoveredState {
         snapshot: None,
@@ -611,7 +611,7 @@ fn promise_pages_are_requested_until_complete() {
 
 #[test]
 fn recovered_state_is_restored() {
-    let v = Value::Batch(vec![cmd(3)]);
+    let v = Value::Batch(vec![cmd(3)].into());
     let recovered = RecoveredState {
         snapshot: None,
         hard_state: HardState {
@@ -710,7 +710,7 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
     let old = |n| Entry {
         slot: Slot(n),
         ballot: b(1, N2),
-        value: Value::Batch(vec![cmd(n)]),
+        value: Value::Batch(vec![cmd(n)].into()),
     };
     let recovered = RecoveredState {
         snapshot: None,
@@ -897,8 +897,8 @@ fn a_replica_back_with_an_empty_disk_proposes_only_above_its_old_epochs() {
         Message::CatchUpReply(crate::message::CatchUpReply {
             first: Slot(0),
             values: vec![
-                (b(1, N1), Value::Batch(vec![old(0)])),
-                (b(1, N1), Value::Batch(vec![old(1)])),
+                (b(1, N1), Value::Batch(vec![old(0)].into())),
+                (b(1, N1), Value::Batch(vec![old(1)].into())),
             ],
             commit: Slot(2),
         }),
@@ -1077,4 +1077,49 @@ fn the_leaders_accepts_may_leave_before_its_own_persist_and_its_vote_waits_for_i
         .map(|c| c.payload.clone())
         .collect();
     assert_eq!(applied, vec![Bytes::from_static(b"early")]);
+}
+
+#[test]
+fn a_batch_is_shared_by_the_accepts_the_persist_and_the_committed_output() {
+    // The leader sends one batch to every peer, persists it and hands it to the state
+    // machine; each of those holds the same allocation, not a deep copy per use.
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    for i in 0..3 {
+        c.replicas[0]
+            .propose(c.now, Bytes::from(format!("w{i}")))
+            .unwrap();
+    }
+    let ready = c.replicas[0].poll_ready().unwrap();
+    let batches: Vec<&std::sync::Arc<[Command]>> = ready
+        .messages
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::Accept(a) => match &a.values[..] {
+                [Value::Batch(cmds)] => Some(cmds),
+                v => panic!("expected one batch, got {v:?}"),
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches.len(), 2, "one Accept per peer");
+    assert_eq!(batches[0].len(), 3);
+    assert!(std::sync::Arc::ptr_eq(batches[0], batches[1]));
+    let Some(Value::Batch(persisted)) = ready.persist.entries.first().map(|e| &e.value) else {
+        panic!("expected the batch in the persist, got {:?}", ready.persist);
+    };
+    assert!(std::sync::Arc::ptr_eq(batches[0], persisted));
+    let sent = std::sync::Arc::clone(batches[0]);
+    c.replicas[0].advance(ready.id);
+    for e in ready.messages {
+        c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message);
+    }
+    c.settle();
+    let Some(committed) = c.committed[0].last() else {
+        panic!("nothing committed");
+    };
+    let Value::Batch(applied) = &committed.value else {
+        panic!("expected a batch, got {:?}", committed.value);
+    };
+    assert!(std::sync::Arc::ptr_eq(&sent, applied));
 }

@@ -16,14 +16,17 @@ fn entry(slot: u64, payload_bytes: usize) -> Entry {
     Entry {
         slot: Slot(slot),
         ballot: Ballot::new(1, NodeId(1)),
-        value: Value::Batch(vec![Command {
-            id: ProposalId {
-                origin: NodeId(1),
-                seq: slot,
-                epoch: 0,
-            },
-            payload: Bytes::from(vec![(slot % 251) as u8 + 1; payload_bytes]),
-        }]),
+        value: Value::Batch(
+            vec![Command {
+                id: ProposalId {
+                    origin: NodeId(1),
+                    seq: slot,
+                    epoch: 0,
+                },
+                payload: Bytes::from(vec![(slot % 251) as u8 + 1; payload_bytes]),
+            }]
+            .into(),
+        ),
     }
 }
 
