@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use paxos_core::{RecoveredState, Slot, SnapshotMeta, StorageError, StoreOwner};
@@ -106,9 +107,33 @@ pub(crate) enum Job {
 
 /// Runs jobs until every sender is gone (the handle dropped), then drops the log (closing
 /// its files).
-pub(crate) fn run(mut log: Log, jobs: async_channel::Receiver<Job>) {
-    while let Ok(job) = jobs.recv_blocking() {
+/// Runs the I/O thread: does each job in turn until the queue is closed and drained.
+/// Between jobs it polls the queue for up to `idle_spin` before it sleeps (see
+/// [`FileStorageOptions::idle_spin`](super::FileStorageOptions::idle_spin)).
+pub(crate) fn run(mut log: Log, jobs: async_channel::Receiver<Job>, idle_spin: Duration) {
+    loop {
+        let job = match next_within(&jobs, idle_spin) {
+            Some(job) => job,
+            None => match jobs.recv_blocking() {
+                Ok(job) => job,
+                Err(async_channel::RecvError) => return,
+            },
+        };
         log.handle(job);
+    }
+}
+
+/// The next job if one arrives within `spin`, yielding the core between polls; `None` if
+/// none did (or the queue is closed: the blocking receive then reports it).
+fn next_within(jobs: &async_channel::Receiver<Job>, spin: Duration) -> Option<Job> {
+    let start = Instant::now();
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(async_channel::TryRecvError::Closed) => return None,
+            Err(async_channel::TryRecvError::Empty) if start.elapsed() >= spin => return None,
+            Err(async_channel::TryRecvError::Empty) => std::thread::yield_now(),
+        }
     }
 }
 

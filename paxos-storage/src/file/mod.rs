@@ -111,6 +111,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
@@ -135,6 +136,8 @@ const LOCK_FILE: &str = "LOCK";
 /// reply, so one slot would do; the others hold jobs of calls whose futures were dropped
 /// (a sender then waits, asynchronously, for room).
 const JOB_QUEUE: usize = 4;
+/// Default of [`FileStorageOptions::idle_spin`].
+const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
 /// Suffix of files being created.
 const TMP_SUFFIX: &str = ".tmp";
 /// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
@@ -170,6 +173,7 @@ pub struct FileStorageOptions {
     segment_bytes: u64,
     max_record_bytes: u32,
     preallocate: Preallocate,
+    idle_spin: Duration,
     faults: Option<IoFaults>,
 }
 
@@ -180,6 +184,7 @@ impl Default for FileStorageOptions {
             segment_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
             preallocate: Preallocate::default(),
+            idle_spin: DEFAULT_IDLE_SPIN,
             faults: None,
         }
     }
@@ -218,6 +223,21 @@ impl FileStorageOptions {
     /// How segments are preallocated. Default [`Preallocate::Fallocate`].
     pub fn preallocate(mut self, preallocate: Preallocate) -> Self {
         self.preallocate = preallocate;
+        self
+    }
+
+    /// How long the I/O thread keeps polling for the next job, yielding its core between
+    /// polls, after its queue runs dry, before it sleeps. Default 50 µs; zero sleeps at
+    /// once.
+    ///
+    /// Waking a sleeping thread costs tens of microseconds of latency (about 30 µs on the
+    /// machine BENCHMARKS.md was measured on), on every persist that finds the thread
+    /// asleep: at one client, that is every persist, on the commit path of every write.
+    /// A job that arrives within the spin is taken without that wake-up. The cost is CPU:
+    /// at most this long per idle gap, and the thread yields between polls, so other
+    /// threads that are ready to run (the node's own, on a busy machine) get the core.
+    pub fn idle_spin(mut self, spin: Duration) -> Self {
+        self.idle_spin = spin;
         self
     }
 
@@ -343,9 +363,10 @@ impl FileStorage {
             shared: shared.clone(),
         };
         let (jobs, inbox) = async_channel::bounded(JOB_QUEUE);
+        let idle_spin = log.options.idle_spin;
         let thread = std::thread::Builder::new()
             .name(log::THREAD_NAME.into())
-            .spawn(move || log::run(log, inbox))
+            .spawn(move || log::run(log, inbox, idle_spin))
             .map_err(|e| io_error(format!("start the I/O thread for {}", dir.display()), e))?;
         Ok(Self {
             dir,
