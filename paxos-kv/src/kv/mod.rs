@@ -612,8 +612,35 @@ pub fn decode_get_answer(bytes: &[u8]) -> Option<Option<Vec<u8>>> {
     }
 }
 
+/// Encodes `value` into a buffer of exactly its size: one sizing pass, then one
+/// allocation, instead of growing a `Vec` by doubling (five reallocations for a 64-byte SET).
 fn encode<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(postcard::to_allocvec(value).expect("encoding to a Vec cannot fail"))
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("sizing an encoding cannot fail");
+    let out = postcard::serialize_with_flavor(value, Presized(Vec::with_capacity(size)))
+        .expect("encoding to a Vec cannot fail");
+    Bytes::from(out)
+}
+
+/// A postcard output into a `Vec` allocated beforehand; it still grows if it must.
+struct Presized(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Presized {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
