@@ -1123,3 +1123,30 @@ fn a_batch_is_shared_by_the_accepts_the_persist_and_the_committed_output() {
     };
     assert!(std::sync::Arc::ptr_eq(&sent, applied));
 }
+
+#[test]
+fn duplicates_are_dropped_from_a_committed_batch_and_the_rest_keeps_its_order() {
+    // Forwarded retries put commands already applied into later batches: at the front,
+    // in the middle, and a batch of nothing else. Each replica applies every command once.
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    let forward = |c: &mut Cluster, seqs: &[u64]| {
+        let commands = seqs.iter().map(|&s| cmd(s)).collect();
+        c.replicas[0].handle_message(c.now, N2, Message::Forward(Forward { commands }));
+        c.settle();
+    };
+    forward(&mut c, &[1, 2]);
+    forward(&mut c, &[3, 1, 4]);
+    forward(&mut c, &[2, 5, 3, 6]);
+    forward(&mut c, &[5, 6]);
+    for i in 0..3 {
+        let applied: Vec<Bytes> = c.committed[i]
+            .iter()
+            .flat_map(|c| c.value.commands())
+            .map(|c| c.payload.clone())
+            .collect();
+        let want: Vec<Bytes> = [1, 2, 3, 4, 5, 6].iter().map(|&s| cmd(s).payload).collect();
+        assert_eq!(applied, want, "replica {i}");
+        assert_eq!(c.replicas[i].metrics().duplicates_dropped, 5, "replica {i}");
+    }
+}
