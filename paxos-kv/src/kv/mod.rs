@@ -498,8 +498,7 @@ impl KvOutput {
     }
 
     fn encoded_len(&self) -> usize {
-        postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default())
-            .unwrap_or(usize::MAX)
+        encoded_len(self).unwrap_or(usize::MAX)
     }
 }
 
@@ -615,11 +614,16 @@ pub fn decode_get_answer(bytes: &[u8]) -> Option<Option<Vec<u8>>> {
 /// Encodes `value` into a buffer of exactly its size: one sizing pass, then one
 /// allocation, instead of growing a `Vec` by doubling (five reallocations for a 64-byte SET).
 fn encode<T: Serialize>(value: &T) -> Bytes {
-    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
-        .expect("sizing an encoding cannot fail");
-    let out = postcard::serialize_with_flavor(value, Presized(Vec::with_capacity(size)))
+    let capacity = encoded_len(value).unwrap_or(0);
+    let out = postcard::serialize_with_flavor(value, Presized(Vec::with_capacity(capacity)))
         .expect("encoding to a Vec cannot fail");
     Bytes::from(out)
+}
+
+/// The length of `value`'s encoding, without writing it; `None` if it cannot be encoded
+/// (none of this module's types can fail).
+fn encoded_len<T: Serialize>(value: &T) -> Option<usize> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default()).ok()
 }
 
 /// A postcard output into a `Vec` allocated beforehand; it still grows if it must.
