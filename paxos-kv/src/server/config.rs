@@ -81,6 +81,17 @@ pub enum RuntimeKind {
     Smol,
 }
 
+/// The longest [`ServerConfig::file_idle_spin_us`]: 10 ms, far past the ~30 µs a sleeping
+/// thread takes to wake, so longer would only burn CPU.
+pub const MAX_FILE_IDLE_SPIN_US: u64 = 10_000;
+
+/// Default of [`ServerConfig::file_idle_spin_us`], in µs.
+const DEFAULT_FILE_IDLE_SPIN_US: u64 = {
+    let us = paxos_node::storage::FileStorageOptions::DEFAULT_IDLE_SPIN.as_micros();
+    assert!(us <= MAX_FILE_IDLE_SPIN_US as u128);
+    us as u64
+};
+
 /// The most runtime threads [`ServerConfig::threads`] takes.
 pub const MAX_THREADS: usize = 256;
 
@@ -145,6 +156,16 @@ pub struct ServerConfig {
     /// such work: while it rebuilds the store, that replica's client connections and
     /// transport wait. The other replicas, and so the cluster, keep serving.
     pub threads: usize,
+    /// With file storage: how long its I/O thread polls for the next write, in µs, after
+    /// its queue runs dry, before it sleeps; 0 to [`MAX_FILE_IDLE_SPIN_US`]. Default 50
+    /// ([`FileStorageOptions::DEFAULT_IDLE_SPIN`](paxos_node::storage::FileStorageOptions::DEFAULT_IDLE_SPIN)).
+    ///
+    /// A write that finds the thread asleep waits ~30 µs for it to wake. Longer spins
+    /// spare light loads that wait, at the price of CPU, which a loaded machine feels as
+    /// lost throughput: see
+    /// [`FileStorageOptions::idle_spin`](paxos_node::storage::FileStorageOptions::idle_spin)
+    /// for figures.
+    pub file_idle_spin_us: u64,
     /// Client sessions kept for exactly-once writes. Default 16384.
     pub max_sessions: usize,
     /// How long one proposal or read may wait inside the node, in ms. Default 5000.
@@ -183,6 +204,7 @@ impl ServerConfig {
             tls: None,
             runtime: RuntimeKind::default(),
             threads: 1,
+            file_idle_spin_us: DEFAULT_FILE_IDLE_SPIN_US,
             max_sessions: crate::kv::DEFAULT_MAX_SESSIONS,
             request_timeout_ms: 5000,
             client_deadline_ms: 10_000,
@@ -219,6 +241,12 @@ impl ServerConfig {
             return invalid(format!(
                 "threads must be 1 to {MAX_THREADS}, not {}",
                 self.threads
+            ));
+        }
+        if self.file_idle_spin_us > MAX_FILE_IDLE_SPIN_US {
+            return invalid(format!(
+                "file_idle_spin_us must be 0 to {MAX_FILE_IDLE_SPIN_US}, not {}",
+                self.file_idle_spin_us
             ));
         }
         if self.transport == TransportKind::Quic && self.tls.is_none() {

@@ -68,13 +68,15 @@ use std::time::{Duration, Instant};
 use futures::future::{AbortHandle, Abortable};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use paxos_core::{Config, NodeId};
+use paxos_node::storage::FileStorageOptions;
 use paxos_node::{FatalError, NodeBuilder, NodeHandle, NodeOptions, Runtime, StartError};
 use paxos_runtime::{BoxConn, Listener, timeout_at};
 use tracing::{debug, info, warn};
 
 use self::clients::Clients;
 pub use self::config::{
-    MAX_THREADS, Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles, TransportKind,
+    MAX_FILE_IDLE_SPIN_US, MAX_THREADS, Peer, RuntimeKind, ServerConfig, StorageKind, TlsFiles,
+    TransportKind,
 };
 use self::connection::{Client, connection};
 use self::metrics::{Counter, ServerStats};
@@ -347,7 +349,11 @@ async fn start_node(
     };
     let builder = match config.storage {
         StorageKind::Memory => builder.memory_storage(),
-        StorageKind::File => builder.file_storage(config.data_dir.join("log")),
+        StorageKind::File => builder.file_storage_with(
+            config.data_dir.join("log"),
+            FileStorageOptions::default()
+                .idle_spin(Duration::from_micros(config.file_idle_spin_us)),
+        ),
     };
     builder.start().await.map_err(ServeError::Start)
 }
