@@ -53,6 +53,10 @@ pub(crate) struct ClusterArgs {
     /// created, like --runtime.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// How long each node's file-store I/O thread polls before it sleeps, in µs (`serve
+    /// --file-idle-spin-us`; default 50). Used when the cluster is created, like --runtime.
+    #[arg(long)]
+    pub(crate) file_idle_spin_us: Option<u64>,
     /// Transport between the nodes. Default tcp: plain TCP on loopback, where a local
     /// development cluster has nothing to protect and no certificates to manage. quic is
     /// always mutual TLS. Used when the cluster is created, like --runtime.
@@ -181,6 +185,7 @@ fn layout(args: &ClusterArgs, dir: &Path) -> Result<Vec<ServerConfig>, String> {
             storage: Some(args.storage),
             runtime: Some(args.runtime),
             threads: Some(args.threads),
+            file_idle_spin_us: args.file_idle_spin_us,
             transport: Some(args.transport),
             tls_ca: tls.as_ref().map(|t| t.0.clone()),
             tls_cert: tls.as_ref().map(|t| t.1.0.clone()),
