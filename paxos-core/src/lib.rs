@@ -326,7 +326,7 @@ pub use config::{Config, ConfigError};
 pub use error::{ProposeRefused, ReadRefused};
 pub use message::{Envelope, Message};
 pub use ready::{
-    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role,
+    Chosen, Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role,
     SnapshotFetch, Status,
 };
 pub use replica::Replica;

@@ -200,7 +200,8 @@ pub struct Ready {
     /// (see the ordering rule): the leader's `Accept`s and `Decide`s, which report no
     /// state of this replica. 0 when every message must wait.
     pub early_messages: usize,
-    /// Chosen values to apply, in slot order, contiguous with the previous Ready's.
+    /// Chosen values to apply, in slot order, contiguous with what was handed out before
+    /// (the previous Ready's, or a [`Chosen`] taken since).
     pub committed: Vec<Committed>,
     /// Reads that may now be answered from the state machine, **after** applying
     /// `committed`: the answer then reflects every write that completed before the read
@@ -215,6 +216,22 @@ pub struct Ready {
     /// fetching one that covers `upto` ignores the repeats. Independent of the ordering
     /// rule: nothing else in the Ready waits for it.
     pub fetch_snapshot: Option<SnapshotFetch>,
+}
+
+/// Chosen values, and the reads they let be answered, taken between two [`Ready`]s with
+/// [`Replica::poll_chosen`](crate::Replica::poll_chosen).
+///
+/// Handle it as step 3 of the [`Ready`] ordering rule: apply `committed` in order, then
+/// answer `reads`. Its slots follow those of whatever was handed out before it (a
+/// `Ready`'s or an earlier `Chosen`'s), so a driver applies everything it takes in the
+/// order it took it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "chosen values must be applied, and the reads answered"]
+pub struct Chosen {
+    /// Chosen values to apply, in slot order.
+    pub committed: Vec<Committed>,
+    /// Reads that may be answered once `committed` is applied (see [`Ready::reads`]).
+    pub reads: Vec<ReadId>,
 }
 
 /// A request to fetch a snapshot: see [`Ready::fetch_snapshot`].

@@ -540,7 +540,12 @@ impl NodeBuilder {
         let chunk_bytes = options
             .snapshot_chunk_bytes
             .min(frame_limit.saturating_sub(64).max(1));
-        let snapshots = Snapshots::new(saved, chunk_bytes, options.snapshot_send_rate);
+        let snapshots = Snapshots::new(
+            saved,
+            chunk_bytes,
+            options.snapshot_send_rate,
+            runtime.now(),
+        );
         let origin = runtime.now();
         let replica = Replica::new(config.clone(), recovered, paxos_core::Instant::ZERO)?;
         let status = replica.status();

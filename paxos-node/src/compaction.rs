@@ -77,7 +77,14 @@ enum Took {
 }
 
 impl Snapshots {
-    pub(crate) fn new(saved: Option<SnapshotMeta>, chunk_bytes: usize, rate: u64) -> Self {
+    /// `now` is the runtime's clock: every time here is read from it, never from the
+    /// system clock, so that a simulated runtime decides when transfers time out.
+    pub(crate) fn new(
+        saved: Option<SnapshotMeta>,
+        chunk_bytes: usize,
+        rate: u64,
+        now: Instant,
+    ) -> Self {
         Self {
             saved,
             entries_since: 0,
@@ -88,7 +95,7 @@ impl Snapshots {
             inbound: Vec::new(),
             sending: Vec::new(),
             send_at: None,
-            limit: RateLimit::new(rate, chunk_bytes as u64, Instant::now()),
+            limit: RateLimit::new(rate, chunk_bytes as u64, now),
             chunk_bytes,
             waiters: Vec::new(),
             taking: None,
@@ -195,7 +202,7 @@ impl Driver {
     async fn take_snapshot(&mut self) -> Result<Took, FatalError> {
         let core = self.replica.core_snapshot();
         let upto = core.upto();
-        let started = Instant::now();
+        let started = self.runtime.now();
         let s = &mut self.snapshots;
         let (entries_before, bytes_before) = (s.entries_since, s.bytes_since);
         // Counted from this point: what a snapshot taken now covers.
@@ -309,7 +316,7 @@ impl Driver {
                     node = %self.replica.id(),
                     %upto,
                     bytes = meta.len,
-                    ms = started.elapsed().as_millis() as u64,
+                    ms = self.runtime.now().saturating_duration_since(started).as_millis() as u64,
                     "took a snapshot"
                 );
                 Counters::add(&self.shared.counters.snapshots_taken, 1);
@@ -409,7 +416,7 @@ impl Driver {
                 self.snapshots.sending.remove(0);
                 continue;
             };
-            if let Err(at) = self.snapshots.limit.take(len, Instant::now()) {
+            if let Err(at) = self.snapshots.limit.take(len, self.runtime.now()) {
                 self.snapshots.send_at = Some(at);
                 break;
             }
@@ -462,7 +469,7 @@ impl Driver {
             .snapshots
             .fetch
             .get_or_insert_with(|| Fetch::new(from, upto));
-        if !fetch.progressing(Instant::now(), self.options.snapshot_request_timeout) {
+        if !fetch.progressing(self.runtime.now(), self.options.snapshot_request_timeout) {
             fetch.from = from;
         }
         fetch.min_upto = fetch.min_upto.max(upto);
@@ -474,7 +481,7 @@ impl Driver {
         let Some(fetch) = &mut self.snapshots.fetch else {
             return;
         };
-        if let Some(request) = fetch.due_request(Instant::now(), patience) {
+        if let Some(request) = fetch.due_request(self.runtime.now(), patience) {
             let to = fetch.from;
             self.send(to, Message::SnapshotRequest(request));
         }
@@ -520,7 +527,7 @@ impl Driver {
                 bytes = chunk.total,
                 "fetching a snapshot"
             );
-            self.snapshots.fetch_began = Some(Instant::now());
+            self.snapshots.fetch_began = Some(self.runtime.now());
         }
         if let Err(e) = self.storage.append_snapshot(&chunk.bytes).await {
             return Err(FatalError::Storage(e));
@@ -528,7 +535,7 @@ impl Driver {
         Counters::add(&self.shared.counters.snapshot_chunks_received, 1);
         let fetch = self.snapshots.fetch.as_mut().expect("checked above");
         fetch.staged_chunk(&fate, &chunk);
-        fetch.progress_at = Some(Instant::now());
+        fetch.progress_at = Some(self.runtime.now());
         // Whoever sent a chunk we took holds this snapshot: continue with it.
         fetch.from = from;
         match fetch.finished() {
@@ -553,24 +560,26 @@ impl Driver {
     /// crash after it restarts from the new one.
     async fn install(&mut self) -> Result<(), FatalError> {
         self.snapshots.fetch = None;
-        let fetch_ms = self
-            .snapshots
-            .fetch_began
-            .take()
-            .map_or(0, |at| at.elapsed().as_millis() as u64);
-        let commit_started = Instant::now();
+        let fetch_ms = self.snapshots.fetch_began.take().map_or(0, |at| {
+            self.runtime.now().saturating_duration_since(at).as_millis() as u64
+        });
+        let commit_started = self.runtime.now();
         let meta = match self.storage.commit_snapshot().await {
             Ok(meta) => meta,
             Err(e) => return Err(FatalError::Storage(e)),
         };
-        let commit_ms = commit_started.elapsed().as_millis() as u64;
+        let commit_ms = self
+            .runtime
+            .now()
+            .saturating_duration_since(commit_started)
+            .as_millis() as u64;
         let applied = self.replica.status().applied;
         assert!(
             meta.upto > applied,
             "installing a snapshot at {} that is not ahead of the applied point {applied}",
             meta.upto
         );
-        let started = Instant::now();
+        let started = self.runtime.now();
         let core = match snapshot::restore(&mut *self.storage, &mut *self.state_machine, meta).await
         {
             Ok(core) => core,
@@ -589,7 +598,7 @@ impl Driver {
             bytes = meta.len,
             fetch_ms,
             commit_ms,
-            ms = started.elapsed().as_millis() as u64,
+            ms = self.runtime.now().saturating_duration_since(started).as_millis() as u64,
             "installed a snapshot fetched from a peer"
         );
         Counters::add(&self.shared.counters.snapshots_installed, 1);

@@ -3,8 +3,9 @@
 //! Each cycle drains what is available (client requests, inbound messages, due timers),
 //! each input bounded per cycle, then takes **one** `Ready` and handles it by its ordering
 //! rule: the early messages, then one `Storage::persist` and, while it runs, one
-//! `StateMachine::apply` and the answers to waiters, then the other messages through
-//! `Transport::send`, then `advance`. Proposals that arrive while a persist is under way
+//! `StateMachine::apply` and the answers to waiters (then, until the persist ends, inbound
+//! messages and the values they choose: `Replica::poll_chosen`), then the other messages
+//! through `Transport::send`, then `advance`. Proposals that arrive while a persist is under way
 //! queue up and go into the next `Ready` together, so under load a batch of proposals costs
 //! one persist. When a cycle made no progress, the driver sleeps until a request, a
 //! message or the next deadline arrives.
@@ -19,9 +20,10 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::FutureExt;
+use futures::future::{Either, select};
 use paxos_core::{
-    Committed, Envelope, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId, ReadRefused,
-    Ready, Replica, StateMachine, Storage, Transport,
+    Chosen, Committed, Envelope, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId,
+    ReadRefused, Ready, Replica, StateMachine, Storage, Transport,
 };
 
 use crate::command;
@@ -215,10 +217,7 @@ impl Driver {
 
     /// The replica's time now; never goes backwards.
     pub(crate) fn tick(&mut self) -> paxos_core::Instant {
-        let elapsed = self.runtime.now().saturating_duration_since(self.origin);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.now = self.now.max(paxos_core::Instant::from_nanos(nanos));
-        self.now
+        tick(&*self.runtime, self.origin, &mut self.now)
     }
 
     fn next_deadline(&mut self) -> std::time::Instant {
@@ -338,34 +337,7 @@ impl Driver {
             }
         }
         let n = self.inbound.len();
-        if n > 0 {
-            let heard = self.runtime.now();
-            let mut contacts = self
-                .shared
-                .contacts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for Inbound { from, .. } in &self.inbound {
-                match contacts.iter_mut().find(|c| c.id == *from) {
-                    Some(c) => c.last_heard = Some(heard),
-                    None => contacts.push(PeerContact {
-                        id: *from,
-                        last_heard: Some(heard),
-                    }),
-                }
-            }
-        }
-        // After every message in `inbound` arrived (the ones taken in `wait` and above).
-        let now = self.tick();
-        for Inbound { from, message } in self.inbound.drain(..) {
-            match message {
-                // Snapshot transfer is the driver's; handled after the cycle's Ready.
-                Message::SnapshotRequest(_) | Message::SnapshotChunk(_) => {
-                    self.snapshots.inbound.push(Inbound { from, message });
-                }
-                message => self.replica.handle_message(now, from, message),
-            }
-        }
+        self.split().0.deliver();
         Ok(n >= max)
     }
 
@@ -375,7 +347,8 @@ impl Driver {
     /// The apply runs while the persist is under way (the rule allows it: `committed` is
     /// chosen, so it is on a majority's disks already). With file storage the persist waits
     /// for an fdatasync on the I/O thread, and the driver's thread applies and answers in
-    /// that time instead of after it.
+    /// that time instead of after it, then goes on taking messages and applying what they
+    /// choose (see [`Inner::work_during`]).
     async fn handle_ready(&mut self, ready: Ready) -> Result<(), FatalError> {
         let Ready {
             id,
@@ -397,38 +370,9 @@ impl Driver {
             };
             self.send_all(std::mem::replace(&mut messages, rest));
         }
-        let (mut applier, storage, runtime) = self.split();
-        let store = async {
-            if persist.is_empty() {
-                return Ok(());
-            }
-            // Never retried: a failed persist may have written part of the batch.
-            let started = runtime.now();
-            storage
-                .persist(&persist)
-                .await
-                .map_err(FatalError::Storage)?;
-            // As the driver saw it: the end is noticed once the apply below yields.
-            let counters = &applier.shared.counters;
-            counters.observe_persist(runtime.now().saturating_duration_since(started));
-            Counters::add(&counters.persists, 1);
-            Counters::add(&counters.persisted_entries, persist.entries.len() as u64);
-            Ok(())
-        };
-        // Polled after `store`, whose first poll hands the batch to the storage.
-        let work = async {
-            if !committed.is_empty() {
-                applier.apply(&mut committed).await?;
-            }
-            // After applying `committed`, as the core requires.
-            for read in reads {
-                applier.answer_reads(ReadKey::Core(read)).await?;
-            }
-            Ok::<(), FatalError>(())
-        };
-        let (stored, worked) = futures::join!(store, work);
-        stored?;
-        worked?;
+        let (mut inner, storage) = self.split();
+        let store = persist_ready(storage, &persist, inner.shared, inner.runtime);
+        inner.work_during(store, &mut committed, reads).await?;
         self.send_all(messages);
         for read in aborted_reads {
             self.abort_reads(read);
@@ -440,21 +384,26 @@ impl Driver {
         Ok(())
     }
 
-    /// The driver in parts: what applying and answering touch ([`Applier`]), the storage,
-    /// and the clock, so that a persist and an apply can run at once.
-    fn split(&mut self) -> (Applier<'_>, &mut dyn Storage, &dyn Runtime) {
+    /// The driver in parts: everything but the storage ([`Inner`]), and the storage, so
+    /// that a persist can run while the driver applies, answers and takes messages.
+    fn split(&mut self) -> (Inner<'_>, &mut dyn Storage) {
         (
-            Applier {
-                replica: &self.replica,
+            Inner {
+                replica: &mut self.replica,
                 state_machine: &mut *self.state_machine,
                 waiters: &mut self.waiters,
                 shared: &self.shared,
                 snapshots: &mut self.snapshots,
                 markers: &mut self.markers,
                 outputs: &mut self.outputs,
+                transport: &mut *self.transport,
+                inbound: &mut self.inbound,
+                max_inbound: self.options.max_inbound_per_cycle,
+                runtime: &*self.runtime,
+                origin: self.origin,
+                now: &mut self.now,
             },
             &mut *self.storage,
-            &*self.runtime,
         )
     }
 
@@ -525,19 +474,156 @@ fn publish_status(replica: &Replica, shared: &Shared) -> paxos_core::Status {
     status
 }
 
-/// What applying `committed` and answering reads touch: every part of the driver but the
-/// storage and the transport (see [`Driver::split`]).
-struct Applier<'a> {
-    replica: &'a Replica,
+/// Makes `batch` durable with one `Storage::persist` call (nothing to do if it is empty),
+/// and counts it.
+async fn persist_ready(
+    storage: &mut dyn Storage,
+    batch: &paxos_core::PersistBatch,
+    shared: &Shared,
+    runtime: &dyn Runtime,
+) -> Result<(), FatalError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    // Never retried: a failed persist may have written part of the batch.
+    let started = runtime.now();
+    storage.persist(batch).await.map_err(FatalError::Storage)?;
+    // As the driver saw it: the end is noticed once the work beside it yields.
+    let counters = &shared.counters;
+    counters.observe_persist(runtime.now().saturating_duration_since(started));
+    Counters::add(&counters.persists, 1);
+    Counters::add(&counters.persisted_entries, batch.entries.len() as u64);
+    Ok(())
+}
+
+/// The replica's time now, from `runtime`'s clock and the replica's `origin`; never goes
+/// backwards (`now` holds the last reading).
+fn tick(
+    runtime: &dyn Runtime,
+    origin: std::time::Instant,
+    now: &mut paxos_core::Instant,
+) -> paxos_core::Instant {
+    let elapsed = runtime.now().saturating_duration_since(origin);
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    *now = (*now).max(paxos_core::Instant::from_nanos(nanos));
+    *now
+}
+
+/// Every part of the driver but the storage (see [`Driver::split`]): what delivering
+/// messages to the core, applying and answering touch.
+struct Inner<'a> {
+    replica: &'a mut Replica,
     state_machine: &'a mut dyn StateMachine,
     waiters: &'a mut Waiters,
     shared: &'a Shared,
     snapshots: &'a mut Snapshots,
     markers: &'a mut Vec<ProposalId>,
     outputs: &'a mut Vec<(ProposalId, Bytes)>,
+    transport: &'a mut dyn Transport,
+    inbound: &'a mut Vec<Inbound>,
+    max_inbound: usize,
+    runtime: &'a dyn Runtime,
+    origin: std::time::Instant,
+    now: &'a mut paxos_core::Instant,
 }
 
-impl Applier<'_> {
+impl Inner<'_> {
+    /// Hands the messages in `inbound` to the core (snapshot transfers to the driver's
+    /// own queue), after noting whom we heard from.
+    fn deliver(&mut self) {
+        if self.inbound.is_empty() {
+            return;
+        }
+        let heard = self.runtime.now();
+        let mut contacts = self
+            .shared
+            .contacts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for Inbound { from, .. } in self.inbound.iter() {
+            match contacts.iter_mut().find(|c| c.id == *from) {
+                Some(c) => c.last_heard = Some(heard),
+                None => contacts.push(PeerContact {
+                    id: *from,
+                    last_heard: Some(heard),
+                }),
+            }
+        }
+        drop(contacts);
+        // After every message in `inbound` arrived.
+        let now = tick(self.runtime, self.origin, self.now);
+        for Inbound { from, message } in self.inbound.drain(..) {
+            match message {
+                // Snapshot transfer is the driver's; handled after the cycle's Ready.
+                Message::SnapshotRequest(_) | Message::SnapshotChunk(_) => {
+                    self.snapshots.inbound.push(Inbound { from, message });
+                }
+                message => self.replica.handle_message(now, from, message),
+            }
+        }
+    }
+
+    /// Runs `store` (a Ready's persist) to its end, and meanwhile applies the Ready's
+    /// `committed` and answers its `reads`, then takes inbound messages and applies and
+    /// answers what they choose ([`Replica::poll_chosen`]) until the persist is durable.
+    ///
+    /// Under load that takes a batch's replies off the critical path: a follower's
+    /// `Accepted` for the previous batch arrives while this persist runs, and its clients
+    /// are answered at once rather than one Ready later. Nothing leaves before the persist
+    /// ends but what already left: what the messages make the core send waits for the next
+    /// Ready. With storage that persists at once (memory), `store` is done at its first
+    /// poll and no message is taken here.
+    async fn work_during(
+        &mut self,
+        store: impl Future<Output = Result<(), FatalError>>,
+        committed: &mut [Committed],
+        reads: Vec<ReadId>,
+    ) -> Result<(), FatalError> {
+        // Polled first in every `select`: its first poll hands the batch to the storage.
+        let mut store = pin!(store);
+        let work = self.apply_and_answer(committed, reads);
+        match select(store.as_mut(), pin!(work)).await {
+            Either::Left((stored, work)) => {
+                work.await?;
+                return stored;
+            }
+            Either::Right((worked, _)) => worked?,
+        }
+        loop {
+            let recv = self.transport.recv(self.inbound, self.max_inbound);
+            let received = match select(store.as_mut(), recv).await {
+                Either::Left((stored, _)) => return stored,
+                Either::Right((received, _)) => received,
+            };
+            received.map_err(FatalError::Transport)?;
+            self.deliver();
+            while let Some(Chosen {
+                mut committed,
+                reads,
+            }) = self.replica.poll_chosen()
+            {
+                Counters::add(&self.shared.counters.chosen_during_persist, 1);
+                self.apply_and_answer(&mut committed, reads).await?;
+            }
+        }
+    }
+
+    /// Applies `committed`, then answers `reads`: step 3 of the `Ready` ordering rule.
+    async fn apply_and_answer(
+        &mut self,
+        committed: &mut [Committed],
+        reads: Vec<ReadId>,
+    ) -> Result<(), FatalError> {
+        if !committed.is_empty() {
+            self.apply(committed).await?;
+        }
+        // After applying `committed`, as the core requires.
+        for read in reads {
+            self.answer_reads(ReadKey::Core(read)).await?;
+        }
+        Ok(())
+    }
+
     /// Answers the reads waiting on `key` from the state machine as it is now, between two
     /// applies, and the read barriers with the applied position (no query).
     async fn answer_reads(&mut self, key: ReadKey) -> Result<(), FatalError> {

@@ -96,6 +96,10 @@ node_metrics! {
     persisted_entries: Counter,
     /// Driver cycles run.
     driver_cycles: Counter,
+    /// Batches of chosen values applied while a persist was under way, taken from the
+    /// core as the messages that chose them arrived (`Replica::poll_chosen`), rather than
+    /// in the next `Ready`.
+    chosen_during_persist: Counter,
     /// Snapshots this node took of its own state (by policy or on demand).
     snapshots_taken: Counter,
     /// Of those, snapshots written in the background from a frozen state

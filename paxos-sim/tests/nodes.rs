@@ -96,11 +96,16 @@ fn run_chunk(chunk: u64) {
         sum(|r| r.snapshots_taken),
         sum(|r| r.snapshots_background)
     );
+    // Values chosen while a persist was under way were applied and answered then.
+    assert!(
+        sum(|r| r.chosen_during_persist) > 0,
+        "chunk {chunk}: nothing was applied during a persist"
+    );
     eprintln!(
         "chunk {chunk}: seeds {}..{} and {}..{} (fresh window from {fresh}), violations=0 \
          writes={} reads={} crashes={} partitions={} long_partitions={} pauses={} wipes={} \
          down_for_good={} storage_stops={} snapshots_taken={} (background {}) \
-         snapshots_installed={} \
+         snapshots_installed={} chosen_during_persist={} \
          largest_value={largest} wall={:.1}s",
         chunk * FIXED,
         (chunk + 1) * FIXED,
@@ -118,6 +123,7 @@ fn run_chunk(chunk: u64) {
         sum(|r| r.snapshots_taken),
         sum(|r| r.snapshots_background),
         sum(|r| r.snapshots_installed),
+        sum(|r| r.chosen_during_persist),
         started.elapsed().as_secs_f64()
     );
 }

@@ -74,30 +74,28 @@ fn counting_the_lease_from_the_reply_is_caught() {
 #[test]
 fn clock_drift_beyond_the_bound_is_caught() {
     // The replicas are configured for 2% drift; their clocks run 50% fast or slow. Lease
-    // safety rests on the bound, so a lease overlap (or a stale read) must be found.
-    let found: Vec<String> = (0..30)
-        .filter_map(|seed| {
-            let cfg = SimConfig {
-                actual_drift_ppm: 500_000,
-                ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
-            };
-            assert!(cfg.actual_drift_ppm > 10 * cfg.drift_ppm);
-            run(&cfg)
-                .violation
-                .map(|v| format!("seed {seed}: {v} (replay: {})", cfg.replay_command()))
-        })
-        .collect();
-    assert!(!found.is_empty(), "no violation in 30 seeds");
-    eprintln!(
-        "drift beyond the bound: {} of 30 seeds violated; first: {}",
-        found.len(),
-        found[0]
-    );
+    // safety rests on the bound, so a lease overlap (or a stale read) must be found. It
+    // takes a leader change while the old leader's clock runs slow, so only about one seed
+    // in a hundred shows it: the search stops at the first, within a bound that leaves
+    // room for schedule changes (seeds 55, 114 and 152 of the first 300 when written).
+    const SEEDS: u64 = 400;
+    let found = (0..SEEDS).find_map(|seed| {
+        let cfg = SimConfig {
+            actual_drift_ppm: 500_000,
+            ..SimConfig::new(seed, if seed % 2 == 0 { 3 } else { 5 })
+        };
+        assert!(cfg.actual_drift_ppm > 10 * cfg.drift_ppm);
+        run(&cfg)
+            .violation
+            .map(|v| format!("seed {seed}: {v} (replay: {})", cfg.replay_command()))
+    });
+    let Some(found) = found else {
+        panic!("no violation in {SEEDS} seeds");
+    };
+    eprintln!("drift beyond the bound: {found}");
     assert!(
-        found
-            .iter()
-            .any(|v| v.contains("two lease holders") || v.contains("not linearizable")),
-        "the violation is a lease overlap or a stale read: {found:?}"
+        found.contains("two lease holders") || found.contains("not linearizable"),
+        "the violation is a lease overlap or a stale read: {found}"
     );
 }
 

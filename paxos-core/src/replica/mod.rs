@@ -24,7 +24,8 @@ use crate::error::ProposeRefused;
 use crate::lease;
 use crate::message::{Envelope, Forward, Message};
 use crate::ready::{
-    Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role, Status,
+    Chosen, Committed, HardState, Metrics, PersistBatch, ReadId, Ready, RecoveredState, Role,
+    Status,
 };
 use crate::types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 use crate::wire;
@@ -437,6 +438,28 @@ impl Replica {
             writes_epoch: ready.persist.hard_state.map(|h| h.epoch),
         });
         Some(ready)
+    }
+
+    /// Takes the values chosen since the last [`Ready`] or `Chosen` was handed out, and
+    /// the reads that may be answered once they are applied; `None` if there are none.
+    ///
+    /// May be called at any time, in particular **while a Ready is outstanding**: a
+    /// driver waiting on a persist can keep feeding inbound messages (the followers'
+    /// `Accepted`s, a leader's `Decide`) and apply and answer what they choose at once,
+    /// instead of one Ready later. That is safe for the reason step 3 of the ordering rule
+    /// gives: a chosen value is on a majority's disks already, and this replica's own
+    /// acceptance counts only once its persist is done (its loopback `Accepted` is
+    /// delivered by [`advance`](Self::advance)). Apply what it returns after everything
+    /// taken before it, the outstanding Ready's `committed` included.
+    pub fn poll_chosen(&mut self) -> Option<Chosen> {
+        let committed = self.take_committed();
+        self.settle_epoch();
+        self.release_reads();
+        let reads = std::mem::take(&mut self.out.reads);
+        if committed.is_empty() && reads.is_empty() {
+            return None;
+        }
+        Some(Chosen { committed, reads })
     }
 
     /// Marks the outstanding Ready as handled: persisted, sent and applied.

@@ -1150,3 +1150,67 @@ fn duplicates_are_dropped_from_a_committed_batch_and_the_rest_keeps_its_order() 
         assert_eq!(c.replicas[i].metrics().duplicates_dropped, 5, "replica {i}");
     }
 }
+
+#[test]
+fn values_chosen_while_a_ready_is_outstanding_are_handed_out_once_by_poll_chosen() {
+    let mut c = Cluster::new(|_| {});
+    c.elect(N1);
+    let payloads = |committed: &[Committed]| -> Vec<Bytes> {
+        committed
+            .iter()
+            .flat_map(|c| c.value.commands())
+            .map(|c| c.payload.clone())
+            .collect()
+    };
+    // "a" goes out, N2 accepts it, and the leader's own persist of it completes.
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"a"))
+        .unwrap();
+    let first = c.replicas[0].poll_ready().expect("a Ready");
+    let to_n2 = first
+        .messages
+        .iter()
+        .find(|e| e.to == N2)
+        .expect("an Accept for N2");
+    c.replicas[1].handle_message(c.now, N1, to_n2.message.clone());
+    let reply = step(&mut c.replicas[1]);
+    c.replicas[0].advance(first.id);
+    // "b" is being persisted when N2's Accepted for "a" arrives.
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"b"))
+        .unwrap();
+    let second = c.replicas[0].poll_ready().expect("a Ready");
+    assert_eq!(payloads(&second.committed), Vec::<Bytes>::new());
+    assert!(c.replicas[0].poll_chosen().is_none(), "nothing chosen yet");
+    for e in reply.messages {
+        assert!(matches!(e.message, Message::Accepted(_)), "{:?}", e.message);
+        c.replicas[0].handle_message(c.now, N2, e.message);
+    }
+    assert!(
+        c.replicas[0].poll_ready().is_none(),
+        "the Ready is outstanding"
+    );
+    let chosen = c.replicas[0].poll_chosen().expect("a is chosen");
+    assert_eq!(payloads(&chosen.committed), vec![Bytes::from_static(b"a")]);
+    assert!(c.replicas[0].poll_chosen().is_none(), "handed out once");
+    // A lease read started now may be answered at once: everything committed is out.
+    let read = c.replicas[0].read(c.now).expect("the leader reads");
+    let chosen = c.replicas[0].poll_chosen().expect("the read is released");
+    assert_eq!((chosen.committed, chosen.reads), (vec![], vec![read]));
+    // The outstanding Ready ends (its Accepts for "b" delivered); what follows never
+    // repeats "a".
+    c.replicas[0].advance(second.id);
+    for e in second.messages {
+        c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message);
+    }
+    c.settle();
+    assert_eq!(
+        payloads(&c.committed[0]),
+        vec![Bytes::from_static(b"b")],
+        "the leader's Readys hand out b only"
+    );
+    assert_eq!(
+        payloads(&c.committed[1]),
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+    );
+}

@@ -203,6 +203,9 @@ pub struct NodeReport {
     pub snapshots_background: u64,
     /// Snapshots the nodes' last incarnations fetched from a peer and installed.
     pub snapshots_installed: u64,
+    /// Batches of chosen values the last incarnations applied while a persist of theirs
+    /// was under way (`Replica::poll_chosen`).
+    pub chosen_during_persist: u64,
     /// Probes (a read, a write and a read, in a calm) that completed.
     pub probes: u64,
     /// Times a node lost the processor right after reading its clock.
@@ -409,6 +412,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         snapshots_taken: metrics.iter().map(|m| m.snapshots_taken).sum(),
         snapshots_background: metrics.iter().map(|m| m.snapshots_background).sum(),
         snapshots_installed: metrics.iter().map(|m| m.snapshots_installed).sum(),
+        chosen_during_persist: metrics.iter().map(|m| m.chosen_during_persist).sum(),
         seed: cfg.seed,
         nodes: cfg.nodes,
         sim_time_ms: exec.now() / MS,

@@ -251,7 +251,8 @@ impl SimNet {
     /// comes back; pre-vote's job). Steady contact: every member of the majority received
     /// the leader's Accept in each half of the last `election_timeout_min`. Skipped for a
     /// candidate that was itself paused, preempted or restarted within that time (its
-    /// pre-vote may be that old).
+    /// pre-vote may be that old), and not counting a member of the majority that was
+    /// disturbed so within it (a restarted voter forgot the leader, and grants).
     fn check_election(&self, s: &mut State, from: usize, ballot: Ballot) {
         if !s.prepared.insert((from, ballot)) {
             return;
@@ -279,6 +280,16 @@ impl SimNet {
         }
         for (l, b) in leaders {
             let steady = |r: usize| {
+                // A voter that was itself disturbed in the window (restarted: it forgot
+                // the leader; paused: its last contact is a pause old) may grant a
+                // pre-vote, as it should.
+                if self
+                    .exec
+                    .last_disturbed(Owner::Node(r))
+                    .is_some_and(|t| t + e > now)
+                {
+                    return false;
+                }
                 let seen = &s.accepts[r];
                 let heard = |lo: SimTime, hi: SimTime| {
                     seen.iter()

@@ -51,6 +51,17 @@ impl World {
     pub(super) fn drive(&mut self, n: usize) -> Result<(), String> {
         for _ in 0..1000 {
             if self.nodes[n].waiting_persist.is_some() {
+                // What was chosen meanwhile is applied and answered at once, before the
+                // persist ends, as the node's driver does (`Replica::poll_chosen`), when
+                // the Ready's own values were.
+                while self.nodes[n].apply_early {
+                    let Some(chosen) = self.nodes[n].replica.as_mut().and_then(|r| r.poll_chosen())
+                    else {
+                        break;
+                    };
+                    self.apply(n, &chosen.committed)?;
+                    self.answer_reads(n, chosen.reads);
+                }
                 break;
             }
             let Some(r) = self.nodes[n].replica.as_mut() else {
@@ -69,6 +80,16 @@ impl World {
                 for envelope in early {
                     self.promises.on_send(n, &envelope.message)?;
                     self.transmit(n, envelope.to, envelope.message);
+                }
+                // Applied and answered now, while the persist runs, as the node's driver
+                // does (the values are chosen, so on a majority's disks already), or after
+                // the persist (see `SimNode::apply_early`).
+                let early = chance(&mut self.rng, 0.5);
+                self.nodes[n].apply_early = early;
+                if early {
+                    let committed = std::mem::take(&mut ready.committed);
+                    self.apply(n, &committed)?;
+                    self.answer_reads(n, std::mem::take(&mut ready.reads));
                 }
                 self.nodes[n].waiting_persist = Some(ready);
                 let latency = if chance(&mut self.rng, 0.02) {
@@ -131,16 +152,7 @@ impl World {
         if let Some(fetch) = ready.fetch_snapshot {
             self.fetch_snapshot(n, fetch);
         }
-        for id in ready.reads {
-            if let Some(client) = self.waiting_reads.remove(&(n, id)) {
-                let key = self.clients[client]
-                    .pending
-                    .as_ref()
-                    .map_or(0, |p| p.op.key());
-                let output = self.nodes[n].kv.apply(KvOp::Read { key });
-                self.client_done(client, output);
-            }
-        }
+        self.answer_reads(n, ready.reads);
         for id in ready.aborted_reads {
             if let Some(client) = self.waiting_reads.remove(&(n, id)) {
                 // Leadership changed: the read was refused, nothing was read.
@@ -184,6 +196,20 @@ impl World {
             );
         }
         self.schedule(last, Event::Deliver { to, from, message });
+    }
+
+    /// Answers the reads `reads` of replica `n` from its state machine as it is now.
+    fn answer_reads(&mut self, n: usize, reads: Vec<ReadId>) {
+        for id in reads {
+            if let Some(client) = self.waiting_reads.remove(&(n, id)) {
+                let key = self.clients[client]
+                    .pending
+                    .as_ref()
+                    .map_or(0, |p| p.op.key());
+                let output = self.nodes[n].kv.apply(KvOp::Read { key });
+                self.client_done(client, output);
+            }
+        }
     }
 
     pub(super) fn apply(&mut self, n: usize, committed: &[Committed]) -> Result<(), String> {

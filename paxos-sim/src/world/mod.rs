@@ -117,6 +117,11 @@ struct SimNode {
     storage: Box<dyn Storage>,
     disk: MemoryStorage,
     waiting_persist: Option<Ready>,
+    /// The Ready in `waiting_persist` was applied and answered when it was polled, and
+    /// what is chosen while its persist runs is too (`Replica::poll_chosen`). Drawn per
+    /// Ready: the other half of the time everything waits for the persist, as a driver
+    /// that applies late does, and answers stay outstanding longer.
+    apply_early: bool,
     incarnation: u64,
     timer_generation: u64,
     kv: Kv,
@@ -216,6 +221,7 @@ impl World {
                     storage: Box::new(disk.clone()),
                     disk,
                     waiting_persist: None,
+                    apply_early: false,
                     incarnation: 0,
                     timer_generation: 0,
                     kv: Kv::default(),
