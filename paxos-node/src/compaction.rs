@@ -128,6 +128,11 @@ impl Snapshots {
 }
 
 impl Driver {
+    /// Time since `t` on the runtime's clock (for the logs).
+    fn since(&self, t: Instant) -> std::time::Duration {
+        self.runtime.now().saturating_duration_since(t)
+    }
+
     /// The cycle's snapshot work. Returns whether it did something (another cycle should
     /// follow at once).
     pub(crate) async fn snapshot_work(&mut self) -> Result<bool, FatalError> {
@@ -316,7 +321,7 @@ impl Driver {
                     node = %self.replica.id(),
                     %upto,
                     bytes = meta.len,
-                    ms = self.runtime.now().saturating_duration_since(started).as_millis() as u64,
+                    ms = self.since(started).as_millis() as u64,
                     "took a snapshot"
                 );
                 Counters::add(&self.shared.counters.snapshots_taken, 1);
@@ -560,19 +565,17 @@ impl Driver {
     /// crash after it restarts from the new one.
     async fn install(&mut self) -> Result<(), FatalError> {
         self.snapshots.fetch = None;
-        let fetch_ms = self.snapshots.fetch_began.take().map_or(0, |at| {
-            self.runtime.now().saturating_duration_since(at).as_millis() as u64
-        });
+        let fetch_ms = self
+            .snapshots
+            .fetch_began
+            .take()
+            .map_or(0, |at| self.since(at).as_millis() as u64);
         let commit_started = self.runtime.now();
         let meta = match self.storage.commit_snapshot().await {
             Ok(meta) => meta,
             Err(e) => return Err(FatalError::Storage(e)),
         };
-        let commit_ms = self
-            .runtime
-            .now()
-            .saturating_duration_since(commit_started)
-            .as_millis() as u64;
+        let commit_ms = self.since(commit_started).as_millis() as u64;
         let applied = self.replica.status().applied;
         assert!(
             meta.upto > applied,
@@ -598,7 +601,7 @@ impl Driver {
             bytes = meta.len,
             fetch_ms,
             commit_ms,
-            ms = self.runtime.now().saturating_duration_since(started).as_millis() as u64,
+            ms = self.since(started).as_millis() as u64,
             "installed a snapshot fetched from a peer"
         );
         Counters::add(&self.shared.counters.snapshots_installed, 1);

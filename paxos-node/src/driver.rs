@@ -5,9 +5,9 @@
 //! rule: the early messages, then one `Storage::persist` and, while it runs, one
 //! `StateMachine::apply` and the answers to waiters (then, until the persist ends, inbound
 //! messages and the values they choose: `Replica::poll_chosen`), then the other messages
-//! through `Transport::send`, then `advance`. Proposals that arrive while a persist is under way
-//! queue up and go into the next `Ready` together, so under load a batch of proposals costs
-//! one persist. When a cycle made no progress, the driver sleeps until a request, a
+//! through `Transport::send`, then `advance`. Proposals that arrive while a persist is
+//! under way queue up and go into the next `Ready` together, so under load a batch of
+//! proposals costs one persist. When a cycle made no progress, the driver sleeps until a request, a
 //! message or the next deadline arrives.
 
 use std::panic::AssertUnwindSafe;
