@@ -26,6 +26,14 @@ pub struct Config {
     pub resend_interval: Duration,
     /// Pipelining bound: slots the leader may have proposed but not yet seen chosen.
     pub max_inflight_slots: u64,
+    /// Readys [`poll_ready`](crate::Replica::poll_ready) hands out before the oldest is
+    /// advanced: 1 (the default) is one at a time. A driver whose store pipelines
+    /// persists may take more, so that the next persist is queued while one is being
+    /// synced; it must still persist them in order (a later one is never durable before
+    /// an earlier one), send each one's messages only after its own persist and every
+    /// earlier one's, and advance them in order. See the [`Ready`](crate::Ready) ordering
+    /// rule. 1 to 64.
+    pub max_outstanding_readys: usize,
     /// Batching bound: commands in one slot.
     pub max_batch_commands: usize,
     /// Batching bound: payload bytes in one slot (a single larger command is refused).
@@ -97,6 +105,7 @@ impl Config {
             election_timeout_max: Duration::from_millis(600),
             resend_interval: Duration::from_millis(100),
             max_inflight_slots: 256,
+            max_outstanding_readys: 1,
             max_batch_commands: 512,
             max_batch_bytes: 1 << 20,
             max_inflight_bytes: 64 << 20,
@@ -175,6 +184,12 @@ impl Config {
             || self.max_pending_bytes == 0
         {
             return bad("every max_* bound must be at least 1".into());
+        }
+        if self.max_outstanding_readys == 0 || self.max_outstanding_readys > 64 {
+            return bad(format!(
+                "max_outstanding_readys must be 1 to 64, got {}",
+                self.max_outstanding_readys
+            ));
         }
         let min = self.min_message_bytes();
         if self.max_message_bytes < min {

@@ -88,7 +88,9 @@
 //!    majority);
 //! 4. call [`Replica::advance`] with [`Ready::id`].
 //!
-//! `poll_ready` returns `None` while a `Ready` is outstanding. A replica's messages to
+//! `poll_ready` returns `None` while a `Ready` is outstanding (or, with
+//! [`Config::max_outstanding_readys`] above 1, that many: they are then persisted and
+//! advanced in order). A replica's messages to
 //! itself never appear in `messages`: they are delivered inside `advance`, after the
 //! persist, so the leader's own acceptor obeys the same persist-before-reply rule as the
 //! others. If persisting fails, drop the replica and restart it from storage; never retry

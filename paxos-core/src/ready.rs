@@ -183,9 +183,14 @@ pub enum Role {
 /// 4. Call [`Replica::advance`](crate::Replica::advance) with [`Ready::id`], once the
 ///    persist is durable and `committed` applied.
 ///
-/// The core hands out one `Ready` at a time: [`Replica::poll_ready`](crate::Replica::poll_ready)
-/// returns `None` until the previous one is advanced. If persisting fails, the driver must
-/// stop the replica (never retry and go on): the state it reported may be half written.
+/// By default the core hands out one `Ready` at a time:
+/// [`Replica::poll_ready`](crate::Replica::poll_ready) returns `None` until the previous
+/// one is advanced. With [`Config::max_outstanding_readys`](crate::Config::max_outstanding_readys)
+/// above 1 it hands out several; then step 1 of a later Ready may start before an earlier
+/// one's ends, but they must become durable in order, step 2 of each waits for its own
+/// persist and every earlier one's, step 3 follows the order they were polled in, and step
+/// 4 advances them in order. If persisting fails, the driver must stop the replica (never
+/// retry and go on): the state it reported may be half written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "a Ready must be persisted, sent, applied and advanced"]
 pub struct Ready {

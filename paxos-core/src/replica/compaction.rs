@@ -74,7 +74,7 @@ impl Replica {
     /// driver bug).
     pub fn install_snapshot(&mut self, now: Instant, snapshot: CoreSnapshot) -> bool {
         assert!(
-            self.outstanding.is_none(),
+            self.outstanding.is_empty(),
             "install_snapshot() while a Ready is outstanding: advance it first"
         );
         self.tick(now);

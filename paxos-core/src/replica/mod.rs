@@ -55,8 +55,12 @@ const MAX_COMMITTED_PER_READY: usize = 1024;
 ///   [`handle_timeout`](Self::handle_timeout) next. Poll it again after every input and
 ///   every `advance`, since inputs move deadlines.
 /// * **Errors**: if persisting a `Ready` fails, drop the replica; restart from storage.
-///   Calling `advance` with an id other than the outstanding Ready's panics: that is a
-///   driver bug, and continuing could send a promise that was never persisted.
+///   Calling `advance` with an id other than the oldest outstanding Ready's panics: that
+///   is a driver bug, and continuing could send a promise that was never persisted.
+/// * **Pipelining**: with [`Config::max_outstanding_readys`] above 1, `poll_ready` hands
+///   out that many Readys before the oldest is advanced. Persist them in order, send each
+///   one's messages only once it and every earlier one is durable, and advance them in
+///   order.
 #[derive(Debug)]
 pub struct Replica {
     pub(crate) cfg: Config,
@@ -128,9 +132,9 @@ pub struct Replica {
     next_read_id: u64,
     metrics: Metrics,
 
-    // Output under construction, and the outstanding Ready.
+    // Output under construction, and the outstanding Readys (oldest first).
     out: Outbox,
-    outstanding: Option<Outstanding>,
+    outstanding: VecDeque<Outstanding>,
     next_ready_id: u64,
 }
 
@@ -255,7 +259,7 @@ impl Replica {
             next_read_id: 0,
             metrics: Metrics::default(),
             out: Outbox::default(),
-            outstanding: None,
+            outstanding: VecDeque::new(),
             next_ready_id: 1,
         };
         replica.out.hard_state_dirty = true;
@@ -396,18 +400,35 @@ impl Replica {
         }
     }
 
-    /// The next batch of work, or `None` if there is none or the previous one is not yet
-    /// advanced. See [`Ready`] for the order in which to handle it.
+    /// The next batch of work, or `None` if there is none or
+    /// [`max_outstanding_readys`](Config::max_outstanding_readys) (by default one) are
+    /// handed out and not yet advanced. See [`Ready`] for the order in which to handle it.
     pub fn poll_ready(&mut self) -> Option<Ready> {
-        if self.outstanding.is_some() {
+        if self.outstanding.len() >= self.cfg.max_outstanding_readys {
             return None;
         }
         self.flush_proposals();
-        // Loopback messages may be delivered at once while nothing awaits persistence.
+        // Loopback messages may be delivered at once while nothing of this Ready awaits
+        // persistence. While an earlier Ready is outstanding, only our own `Accept`s are:
+        // our acceptor accepts into this Ready's persist, and its `Accepted` waits for this
+        // Ready's `advance`. A reply to ourselves (a `Promise`, an `Accepted`) may report
+        // state an outstanding Ready is still making durable (a promise repeated without a
+        // new write), so it waits for an `advance` too.
         let mut rounds = 0;
         while !self.out.loopback.is_empty() && !self.out.needs_persist() && rounds < 8 {
             rounds += 1;
-            for message in std::mem::take(&mut self.out.loopback) {
+            let mut loopback = std::mem::take(&mut self.out.loopback);
+            if !self.outstanding.is_empty() {
+                let (accepts, rest): (Vec<Message>, Vec<Message>) = loopback
+                    .into_iter()
+                    .partition(|m| matches!(m, Message::Accept(_)));
+                self.out.loopback = rest;
+                if accepts.is_empty() {
+                    break;
+                }
+                loopback = accepts;
+            }
+            for message in loopback {
                 self.dispatch(self.cfg.id, message);
             }
             self.flush_proposals();
@@ -432,7 +453,7 @@ impl Replica {
             return None;
         }
         self.next_ready_id += 1;
-        self.outstanding = Some(Outstanding {
+        self.outstanding.push_back(Outstanding {
             id: ready.id,
             loopback: out.loopback,
             writes_epoch: ready.persist.hard_state.map(|h| h.epoch),
@@ -450,7 +471,7 @@ impl Replica {
     /// gives: a chosen value is on a majority's disks already, and this replica's own
     /// acceptance counts only once its persist is done (its loopback `Accepted` is
     /// delivered by [`advance`](Self::advance)). Apply what it returns after everything
-    /// taken before it, the outstanding Ready's `committed` included.
+    /// taken before it, every outstanding Ready's `committed` included.
     pub fn poll_chosen(&mut self) -> Option<Chosen> {
         let committed = self.take_committed();
         self.settle_epoch();
@@ -462,19 +483,19 @@ impl Replica {
         Some(Chosen { committed, reads })
     }
 
-    /// Marks the outstanding Ready as handled: persisted, sent and applied.
+    /// Marks the oldest outstanding Ready as handled: persisted, sent and applied.
     ///
     /// # Panics
     ///
-    /// If `id` is not the outstanding Ready's id (a driver bug).
+    /// If `id` is not the oldest outstanding Ready's id (a driver bug).
     pub fn advance(&mut self, id: u64) {
-        let outstanding = self.outstanding.take();
+        let outstanding = self.outstanding.pop_front();
         let Some(outstanding) = outstanding else {
             panic!("advance({id}) with no outstanding Ready");
         };
         assert_eq!(
             outstanding.id, id,
-            "advance() for a Ready that is not the outstanding one"
+            "advance() for a Ready that is not the oldest outstanding one"
         );
         if outstanding.writes_epoch == Some(self.epoch) {
             self.epoch_durable = true;

@@ -1214,3 +1214,191 @@ fn values_chosen_while_a_ready_is_outstanding_are_handed_out_once_by_poll_chosen
         vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
     );
 }
+
+fn payloads(committed: &[Committed]) -> Vec<Bytes> {
+    committed
+        .iter()
+        .flat_map(|c| c.value.commands())
+        .map(|c| c.payload.clone())
+        .collect()
+}
+
+#[test]
+fn pipelined_readys_are_handed_out_up_to_the_bound_and_advanced_in_order() {
+    let mut c = Cluster::new(|cfg| cfg.max_outstanding_readys = 2);
+    c.elect(N1);
+    let mut readys = vec![];
+    for p in [&b"a"[..], b"b"] {
+        c.replicas[0]
+            .propose(c.now, Bytes::copy_from_slice(p))
+            .unwrap();
+        readys.push(c.replicas[0].poll_ready().expect("room for a Ready"));
+    }
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"c"))
+        .unwrap();
+    assert!(
+        c.replicas[0].poll_ready().is_none(),
+        "two Readys are outstanding: the bound"
+    );
+    // Each carries its own slot's Accepts, early, and its own acceptance to persist.
+    for (ready, slot) in readys.iter().zip([Slot(1), Slot(2)]) {
+        assert_eq!(ready.early_messages, ready.messages.len());
+        assert!(ready.messages.iter().all(|e| matches!(
+            &e.message,
+            Message::Accept(a) if a.first == slot && a.values.len() == 1
+        )));
+        let slots: Vec<Slot> = ready.persist.entries.iter().map(|e| e.slot).collect();
+        assert_eq!(
+            slots,
+            vec![slot],
+            "the leader accepts its slot in its Ready"
+        );
+    }
+    // The followers accept both; nothing is chosen by the leader's own votes before its
+    // Readys are advanced, but the two followers are a quorum.
+    for ready in &readys {
+        for e in &ready.messages {
+            c.replicas[Cluster::idx(e.to)].handle_message(c.now, N1, e.message.clone());
+        }
+    }
+    for i in 1..3 {
+        let from = c.replicas[i].id();
+        for e in step(&mut c.replicas[i]).messages {
+            c.replicas[0].handle_message(c.now, from, e.message);
+        }
+    }
+    let chosen = c.replicas[0].poll_chosen().expect("a and b are chosen");
+    assert_eq!(
+        payloads(&chosen.committed),
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+    );
+    for ready in readys {
+        c.replicas[0].advance(ready.id);
+    }
+    c.settle();
+    for i in 0..3 {
+        let want: &[&[u8]] = if i == 0 { &[b"c"] } else { &[b"a", b"b", b"c"] };
+        let want: Vec<Bytes> = want.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        assert_eq!(payloads(&c.committed[i]), want, "replica {i}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "not the oldest outstanding one")]
+fn pipelined_readys_must_be_advanced_oldest_first() {
+    let mut c = Cluster::new(|cfg| cfg.max_outstanding_readys = 2);
+    c.elect(N1);
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"a"))
+        .unwrap();
+    let _first = c.replicas[0].poll_ready().expect("a Ready");
+    c.replicas[0]
+        .propose(c.now, Bytes::from_static(b"b"))
+        .unwrap();
+    let second = c.replicas[0].poll_ready().expect("a second Ready");
+    c.replicas[0].advance(second.id);
+}
+
+#[test]
+fn a_reply_to_itself_waits_for_the_outstanding_ready_that_makes_it_true() {
+    // A single replica is its own quorum: the only vote that can choose a value is its
+    // own, so that vote must not count before the Ready persisting it is advanced.
+    let mut cfg = config(N1);
+    cfg.members = vec![N1];
+    cfg.max_outstanding_readys = 3;
+    let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
+    let mut now = at(1000);
+    r.handle_timeout(now);
+    while r.status().role != Role::Leader {
+        let ready = r.poll_ready().expect("a Ready while campaigning");
+        r.advance(ready.id);
+        now = now + Duration::from_millis(1);
+        r.handle_timeout(now);
+    }
+    while let Some(ready) = r.poll_ready() {
+        r.advance(ready.id);
+    }
+    r.propose(now, Bytes::from_static(b"a")).unwrap();
+    let first = r.poll_ready().expect("a Ready");
+    assert_eq!(first.persist.entries.len(), 1, "its acceptance of a");
+    r.propose(now, Bytes::from_static(b"b")).unwrap();
+    let second = r.poll_ready().expect("a second Ready");
+    assert_eq!(
+        second.persist.entries.len(),
+        1,
+        "its acceptance of b, pipelined"
+    );
+    assert!(r.poll_chosen().is_none(), "nothing is durable yet");
+    let third = r.poll_ready();
+    assert!(
+        third.as_ref().is_none_or(|t| t.committed.is_empty()),
+        "nothing chosen"
+    );
+    r.advance(first.id);
+    let chosen = r.poll_chosen().expect("a is durable, so chosen");
+    assert_eq!(payloads(&chosen.committed), vec![Bytes::from_static(b"a")]);
+    r.advance(second.id);
+    if let Some(t) = third {
+        r.advance(t.id);
+    }
+    let mut rest = r.poll_chosen().map(|c| c.committed).unwrap_or_default();
+    while let Some(ready) = r.poll_ready() {
+        rest.extend(ready.committed);
+        r.advance(ready.id);
+    }
+    assert_eq!(payloads(&rest), vec![Bytes::from_static(b"b")]);
+}
+
+#[test]
+fn a_candidate_counts_its_own_promise_only_once_the_ready_persisting_it_is_advanced() {
+    let mut cfg = config(N1);
+    cfg.max_outstanding_readys = 2;
+    let resend = cfg.resend_interval;
+    let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
+    let now = at(1000);
+    r.handle_timeout(now);
+    let ready = step(&mut r);
+    let Some(Message::PreVote(ask)) = ready.messages.first().map(|e| &e.message) else {
+        panic!("expected a pre-vote, got {:?}", ready.messages);
+    };
+    let reply = PreVoteReply {
+        ballot: ask.ballot,
+        round: ask.round,
+        granted: true,
+        promised: Ballot::ZERO,
+        commit: ask.commit,
+    };
+    r.handle_message(now, N2, Message::PreVoteReply(reply));
+    // Its promise is being persisted (not advanced) when the Prepares are resent: the
+    // resent Prepare to itself finds the promise already made, so nothing new to write.
+    let promising = r.poll_ready().expect("the Prepares and its promise");
+    assert!(promising.persist.hard_state.is_some());
+    let ballot = match &promising.messages[0].message {
+        Message::Prepare(p) => p.ballot,
+        m => panic!("expected prepare, got {m:?}"),
+    };
+    let later = now + resend + Duration::from_millis(1);
+    r.handle_timeout(later);
+    let resent = r.poll_ready().expect("the resent Prepares");
+    assert!(resent.persist.is_empty(), "{:?}", resent.persist);
+    let promise = Promise {
+        ballot,
+        from: Slot(0),
+        accepted: vec![],
+        next: None,
+        commit: Slot(0),
+    };
+    r.handle_message(later, N2, Message::Promise(promise));
+    assert_eq!(
+        r.status().role,
+        Role::Candidate,
+        "one peer's promise, and its own not yet durable: no quorum"
+    );
+    r.advance(promising.id);
+    r.advance(resent.id);
+    while let Some(ready) = r.poll_ready() {
+        r.advance(ready.id);
+    }
+    assert_eq!(r.status().role, Role::Leader, "its own promise counts now");
+}

@@ -23,7 +23,7 @@ impl World {
                                 up: true,
                                 commit: s.commit,
                                 applied: s.applied,
-                                idle: n.waiting_persist.is_none(),
+                                idle: n.waiting_persist.is_empty(),
                                 role: Some(s.role),
                                 promised: s.promised,
                             }

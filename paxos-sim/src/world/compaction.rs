@@ -27,6 +27,11 @@ impl World {
     pub(super) fn maybe_compact(&mut self, n: usize) -> Result<(), String> {
         let every = self.cfg.compact_every;
         let node = &mut self.nodes[n];
+        // Only between Readys: one still waiting may have handed out values (the core's
+        // `applied` counts them) that are not applied yet.
+        if !node.waiting_persist.is_empty() {
+            return Ok(());
+        }
         let Some(r) = node.replica.as_mut() else {
             return Ok(());
         };
@@ -92,7 +97,7 @@ impl World {
             self.report.transfers_cut += 1;
             return Ok(());
         }
-        if self.nodes[to].waiting_persist.is_some() {
+        if !self.nodes[to].waiting_persist.is_empty() {
             // A Ready is outstanding: its committed values lie below the snapshot, and a
             // driver installs only between Readies. Arrive again once it is done.
             let d = between(&mut self.rng, 100_000, MS);

@@ -30,7 +30,7 @@ impl World {
         if let Some(r) = node.replica.take() {
             node.past_metrics = add_metrics(node.past_metrics, r.metrics());
         }
-        node.waiting_persist = None; // not yet durable: lost
+        node.waiting_persist.clear(); // not yet durable: lost
         node.incarnation += 1;
         node.timer_generation += 1;
         self.report.crashes += 1;
@@ -47,13 +47,14 @@ impl World {
         }
     }
 
-    /// Takes Readies from replica `n` until it has none or one waits on a persist.
+    /// Takes Readies from replica `n` until it has none or as many wait on persists as it
+    /// hands out.
     pub(super) fn drive(&mut self, n: usize) -> Result<(), String> {
         for _ in 0..1000 {
-            if self.nodes[n].waiting_persist.is_some() {
+            if !self.nodes[n].waiting_persist.is_empty() {
                 // What was chosen meanwhile is applied and answered at once, before the
-                // persist ends, as the node's driver does (`Replica::poll_chosen`), when
-                // the Ready's own values were.
+                // persists end, as the node's driver does (`Replica::poll_chosen`), when
+                // the waiting Readys' own values were.
                 while self.nodes[n].apply_early {
                     let Some(chosen) = self.nodes[n].replica.as_mut().and_then(|r| r.poll_chosen())
                     else {
@@ -62,50 +63,59 @@ impl World {
                     self.apply(n, &chosen.committed)?;
                     self.answer_reads(n, chosen.reads);
                 }
-                break;
             }
             let Some(r) = self.nodes[n].replica.as_mut() else {
                 return Ok(());
             };
+            // The replica hands out at most its `max_outstanding_readys`.
             let Some(mut ready) = r.poll_ready() else {
                 break;
             };
-            if ready.persist.is_empty() {
+            if ready.persist.is_empty() && self.nodes[n].waiting_persist.is_empty() {
                 self.finish_ready(n, ready)?;
-            } else {
-                // What may leave before the persist leaves now: a crash while it is under
-                // way then loses the persist after those messages went out.
-                let early: Vec<_> = ready.messages.drain(..ready.early_messages).collect();
-                ready.early_messages = 0;
-                for envelope in early {
-                    self.promises.on_send(n, &envelope.message)?;
-                    self.transmit(n, envelope.to, envelope.message);
-                }
-                // Applied and answered now, while the persist runs, as the node's driver
-                // does (the values are chosen, so on a majority's disks already), or after
-                // the persist (see `SimNode::apply_early`).
+                continue;
+            }
+            // What may leave before the persist leaves now: a crash while it is under
+            // way then loses the persist after those messages went out.
+            let early: Vec<_> = ready.messages.drain(..ready.early_messages).collect();
+            ready.early_messages = 0;
+            for envelope in early {
+                self.promises.on_send(n, &envelope.message)?;
+                self.transmit(n, envelope.to, envelope.message);
+            }
+            // Applied and answered now, while the persist runs, as the node's driver does
+            // (the values are chosen, so on a majority's disks already), or after the
+            // persist (see `SimNode::apply_early`). Readys behind another follow its way,
+            // so that values are applied in the order they were handed out.
+            if self.nodes[n].waiting_persist.is_empty() {
                 let early = chance(&mut self.rng, 0.5);
                 self.nodes[n].apply_early = early;
-                if early {
-                    let committed = std::mem::take(&mut ready.committed);
-                    self.apply(n, &committed)?;
-                    self.answer_reads(n, std::mem::take(&mut ready.reads));
-                }
-                self.nodes[n].waiting_persist = Some(ready);
+            }
+            if self.nodes[n].apply_early {
+                let committed = std::mem::take(&mut ready.committed);
+                self.apply(n, &committed)?;
+                self.answer_reads(n, std::mem::take(&mut ready.reads));
+            }
+            if !ready.persist.is_empty() {
                 let latency = if chance(&mut self.rng, 0.02) {
                     between(&mut self.rng, MS, 20 * MS)
                 } else {
                     between(&mut self.rng, 50_000, 400_000)
                 };
+                // In order: a later persist never ends before an earlier one.
+                let at = (self.now + latency).max(self.nodes[n].persist_done_at);
+                self.nodes[n].persist_done_at = at;
                 let incarnation = self.nodes[n].incarnation;
                 self.schedule(
-                    latency,
+                    at - self.now,
                     Event::PersistDone {
                         node: n,
                         incarnation,
                     },
                 );
             }
+            // One with nothing to persist waits for the persists before it.
+            self.nodes[n].waiting_persist.push_back(ready);
         }
         self.schedule_timer(n);
         Ok(())

@@ -2,7 +2,7 @@
 //! restarts, a client workload, all driven by one seed in simulated time.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use futures::executor::block_on;
@@ -116,11 +116,17 @@ struct SimNode {
     replica: Option<Replica>,
     storage: Box<dyn Storage>,
     disk: MemoryStorage,
-    waiting_persist: Option<Ready>,
-    /// The Ready in `waiting_persist` was applied and answered when it was polled, and
-    /// what is chosen while its persist runs is too (`Replica::poll_chosen`). Drawn per
-    /// Ready: the other half of the time everything waits for the persist, as a driver
-    /// that applies late does, and answers stay outstanding longer.
+    /// Readys handed out and not yet advanced, oldest first: at most the replica's
+    /// `max_outstanding_readys` (1 to 3, drawn per incarnation), persisted in order.
+    waiting_persist: VecDeque<Ready>,
+    /// The last `PersistDone` scheduled for `waiting_persist`: a later persist never ends
+    /// before it.
+    persist_done_at: u64,
+    /// The Readys in `waiting_persist` were applied and answered when they were polled,
+    /// and what is chosen while their persists run is too (`Replica::poll_chosen`). Drawn
+    /// whenever a Ready starts with none waiting: the other half of the time everything
+    /// waits for its persist, as a driver that applies late does, and answers stay
+    /// outstanding longer.
     apply_early: bool,
     incarnation: u64,
     timer_generation: u64,
@@ -220,7 +226,8 @@ impl World {
                     replica: None,
                     storage: Box::new(disk.clone()),
                     disk,
-                    waiting_persist: None,
+                    waiting_persist: VecDeque::new(),
+                    persist_done_at: 0,
                     apply_early: false,
                     incarnation: 0,
                     timer_generation: 0,
@@ -279,6 +286,13 @@ impl World {
         cfg.max_batch_commands = 8;
         cfg.max_slots_per_message = 8;
         cfg.max_pending_proposals = 64;
+        // Pipelined Readys on some incarnations, one at a time on the others.
+        let draw = self.cfg.seed
+            ^ (node as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ self.nodes[node]
+                .incarnation
+                .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        cfg.max_outstanding_readys = 1 + (draw.rotate_left(17) % 3) as usize;
         cfg.lease_duration = self.cfg.leases.then_some(Duration::from_millis(25));
         cfg.max_clock_drift_ppm = self.cfg.drift_ppm;
         let mut seed = [0u8; 32];
@@ -419,10 +433,20 @@ impl World {
                 if self.nodes[node].incarnation != incarnation {
                     return Ok(());
                 }
-                let Some(ready) = self.nodes[node].waiting_persist.take() else {
+                let Some(ready) = self.nodes[node].waiting_persist.pop_front() else {
                     return Ok(());
                 };
                 self.finish_ready(node, ready)?;
+                // Readys with nothing to persist waited only for those before them.
+                while self.nodes[node]
+                    .waiting_persist
+                    .front()
+                    .is_some_and(|r| r.persist.is_empty())
+                {
+                    if let Some(ready) = self.nodes[node].waiting_persist.pop_front() {
+                        self.finish_ready(node, ready)?;
+                    }
+                }
                 self.drive(node)
             }
             Event::ClientNext { client } => self.client_next(client),
