@@ -335,7 +335,7 @@ pub use replica::Replica;
 pub use state_machine::{
     FrozenState, SnapshotRead, SnapshotWrite, StateMachine, StateMachineError,
 };
-pub use storage::{SnapshotMeta, Storage, StorageError, StoreOwner};
+pub use storage::{PersistFuture, SnapshotMeta, Storage, StorageError, StoreOwner};
 pub use transport::{Inbound, Transport, TransportError};
 pub use types::{Ballot, Command, Entry, Instant, NodeId, ProposalId, Slot, Value};
 

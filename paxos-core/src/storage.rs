@@ -229,6 +229,11 @@ impl PartialEq for StorageError {
 
 impl Eq for StorageError {}
 
+/// A persist under way, from [`Storage::start_persist`]: resolves once its batch (and
+/// every one started before it) is durable.
+pub type PersistFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'static>>;
+
 /// Durable storage for one replica's acceptor state.
 ///
 /// The core never calls this trait: the driver does, once per [`Ready`](crate::Ready).
@@ -285,6 +290,35 @@ pub trait Storage: Send {
 
     /// Durably and atomically writes `batch`. See the trait docs.
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError>;
+
+    /// Whether this store can [`start_persist`](Self::start_persist): pipelined persists.
+    /// The default is `false`, and the driver then calls [`persist`](Self::persist), one
+    /// batch at a time.
+    fn pipelines_persists(&self) -> bool {
+        false
+    }
+
+    /// Starts durably and atomically writing `batch`, and returns at once with a future
+    /// that resolves when it is durable. The future borrows nothing of the store, so the
+    /// driver may start the next batch while this one is being synced (with
+    /// [`Config::max_outstanding_readys`](crate::Config::max_outstanding_readys) above 1):
+    /// a store that syncs on a thread of its own can then begin the next sync as soon as
+    /// one ends, instead of after a round trip through the driver.
+    ///
+    /// Called only if [`pipelines_persists`](Self::pipelines_persists). Every rule of
+    /// `persist` holds for each batch, and one more: **in order**. Batches become
+    /// durable in the order they were started: after a crash, a later batch never loads
+    /// without every earlier one, and a future resolves `Ok` only once its batch and every
+    /// earlier one are durable. A failure poisons the store, as for `persist`. A store may
+    /// bound the batches in flight and refuse one more with [`StorageError::InvalidCall`]
+    /// (nothing written, not poisoned); it must take at least 64, the largest
+    /// `max_outstanding_readys`. The default refuses every call that way.
+    fn start_persist(&mut self, batch: &PersistBatch) -> PersistFuture {
+        let _ = batch;
+        Box::pin(std::future::ready(Err(StorageError::InvalidCall(
+            "this store does not pipeline persists".into(),
+        ))))
+    }
 
     /// Starts staging a new snapshot covering every slot below `upto`, discarding any
     /// snapshot staged before and not committed. The saved snapshot (if any) stays what

@@ -547,6 +547,13 @@ impl NodeBuilder {
             runtime.now(),
         );
         let origin = runtime.now();
+        // Pipelined persists need a store that takes them (see `NodeOptions`).
+        let mut config = config;
+        config.max_outstanding_readys = if storage.pipelines_persists() {
+            options.persists_in_flight
+        } else {
+            1
+        };
         let replica = Replica::new(config.clone(), recovered, paxos_core::Instant::ZERO)?;
         let status = replica.status();
         let shared = Arc::new(Shared::new(NodeStatus {
@@ -595,6 +602,8 @@ impl NodeBuilder {
             waiters: Waiters::new(cap),
             stashed: None,
             new_reads: Vec::new(),
+            pipeline: std::collections::VecDeque::new(),
+            persists_in_flight: config.max_outstanding_readys,
             inbound: Vec::new(),
             outputs: Vec::new(),
             markers: Vec::new(),

@@ -136,6 +136,12 @@ impl Driver {
     /// The cycle's snapshot work. Returns whether it did something (another cycle should
     /// follow at once).
     pub(crate) async fn snapshot_work(&mut self) -> Result<bool, FatalError> {
+        let chunk = |m: &Inbound| matches!(m.message, Message::SnapshotChunk(_));
+        if self.snapshots.inbound.iter().any(chunk) {
+            // A chunk may complete a fetch, and the core installs a snapshot only with no
+            // Ready outstanding (their values would land on top of the restored state).
+            self.drain_pipeline().await?;
+        }
         let mut did = !self.snapshots.inbound.is_empty();
         for Inbound { from, message } in std::mem::take(&mut self.snapshots.inbound) {
             match message {

@@ -10,6 +10,7 @@
 //! proposals costs one persist. When a cycle made no progress, the driver sleeps until a request, a
 //! message or the next deadline arrives.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering;
@@ -22,8 +23,9 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{Either, select};
 use paxos_core::{
-    Chosen, Committed, Envelope, Inbound, Message, NodeId, ProposalId, ProposeRefused, ReadId,
-    ReadRefused, Ready, Replica, StateMachine, Storage, Transport,
+    Chosen, Committed, Envelope, Inbound, Message, NodeId, PersistFuture, ProposalId,
+    ProposeRefused, ReadId, ReadRefused, Ready, Replica, SnapshotFetch, StateMachine, Storage,
+    Transport,
 };
 
 use crate::command;
@@ -64,6 +66,11 @@ pub(crate) struct Driver {
     pub(crate) stashed: Option<Request>,
     /// Reads and read barriers taken this cycle, to share one confirmation.
     pub(crate) new_reads: Vec<ReadWaiter>,
+    /// Readys whose persists are under way, oldest first (pipelined persists: at most the
+    /// core's `max_outstanding_readys`; always empty with a store that does not pipeline).
+    pub(crate) pipeline: VecDeque<InFlight>,
+    /// The core's `max_outstanding_readys`: above 1, persists are pipelined.
+    pub(crate) persists_in_flight: usize,
     pub(crate) inbound: Vec<Inbound>,
     pub(crate) outputs: Vec<(ProposalId, Bytes)>,
     pub(crate) markers: Vec<ProposalId>,
@@ -74,6 +81,38 @@ pub(crate) struct Driver {
     pub(crate) snapshots: Snapshots,
     /// Declared last: dropped after the transport, storage and state machine.
     pub(crate) _done: DoneSignal,
+}
+
+/// A pipelined persist under way, counted as the driver counts persists.
+type Persisting = Pin<Box<dyn Future<Output = Result<(), FatalError>> + Send>>;
+
+/// A Ready handed out with its persist started on a store that pipelines persists
+/// ([`Storage::start_persist`]): applied and answered already, and what is left of it once
+/// the persist (and every earlier one) is durable.
+pub(crate) struct InFlight {
+    id: u64,
+    /// `None` once done (or if there was nothing to persist).
+    store: Option<Persisting>,
+    messages: Vec<Envelope>,
+    aborted_reads: Vec<ReadId>,
+    fetch_snapshot: Option<SnapshotFetch>,
+}
+
+impl InFlight {
+    /// Whether its persist is durable, polling it once.
+    fn poll_done(&mut self) -> Result<bool, FatalError> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(true);
+        };
+        match store.as_mut().now_or_never() {
+            Some(stored) => {
+                stored?;
+                self.store = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// Marks the node terminated when dropped, after every other part of the driver.
@@ -156,6 +195,15 @@ impl Driver {
         if let Some(ready) = self.replica.poll_ready() {
             self.handle_ready(ready).await?;
             // Advancing may deliver loopback messages that make another Ready.
+            more = true;
+        } else if !self.pipeline.is_empty() {
+            // Nothing new: wait for the oldest persist under way and finish its Ready, or,
+            // with room for another persist, for new input too, whichever comes first, so
+            // that the next Ready's persist is queued behind the one being synced.
+            if self.pipeline.len() >= self.persists_in_flight || self.wait_oldest_or_input().await?
+            {
+                self.finish_oldest().await?;
+            }
             more = true;
         }
         // Between two Readys: the state machine has applied exactly what the core did.
@@ -370,6 +418,39 @@ impl Driver {
             };
             self.send_all(std::mem::replace(&mut messages, rest));
         }
+        if self.persists_in_flight > 1 {
+            // Pipelined: the persist is queued on the store's thread now; apply and answer
+            // meanwhile, and wait only when as many persists are under way as the core
+            // hands out Readys (or for those already done).
+            let store = (!persist.is_empty()).then(|| {
+                if self.pipeline.iter().any(|r| r.store.is_some()) {
+                    Counters::add(&self.shared.counters.persists_pipelined, 1);
+                }
+                start_persist(&mut *self.storage, &persist, &self.shared, &self.runtime)
+            });
+            self.split()
+                .0
+                .apply_and_answer(&mut committed, reads)
+                .await?;
+            self.pipeline.push_back(InFlight {
+                id,
+                store,
+                messages,
+                aborted_reads,
+                fetch_snapshot,
+            });
+            loop {
+                let full = self.pipeline.len() >= self.persists_in_flight;
+                let Some(oldest) = self.pipeline.front_mut() else {
+                    break;
+                };
+                if !full && !oldest.poll_done()? {
+                    break;
+                }
+                self.finish_oldest().await?;
+            }
+            return Ok(());
+        }
         let (mut inner, storage) = self.split();
         let store = persist_ready(storage, &persist, inner.shared, inner.runtime);
         inner.work_during(store, &mut committed, reads).await?;
@@ -381,6 +462,56 @@ impl Driver {
             self.want_snapshot(fetch.from, fetch.upto);
         }
         self.replica.advance(id);
+        Ok(())
+    }
+
+    /// Waits for the oldest pipelined persist (taking messages and applying what they
+    /// choose meanwhile, as during any persist), then sends its Ready's messages and
+    /// advances it: in order, so each Ready's messages leave after its own persist and
+    /// every earlier one.
+    pub(crate) async fn finish_oldest(&mut self) -> Result<(), FatalError> {
+        let Some(mut oldest) = self.pipeline.pop_front() else {
+            return Ok(());
+        };
+        if let Some(store) = oldest.store.as_mut() {
+            self.split()
+                .0
+                .work_during(store.as_mut(), &mut [], Vec::new())
+                .await?;
+        }
+        self.send_all(oldest.messages);
+        for read in oldest.aborted_reads {
+            self.abort_reads(read);
+        }
+        if let Some(fetch) = oldest.fetch_snapshot {
+            self.want_snapshot(fetch.from, fetch.upto);
+        }
+        self.replica.advance(oldest.id);
+        Ok(())
+    }
+
+    /// Waits for the oldest pipelined persist or for new input: true if the persist ended
+    /// (see [`Inner::wait_persist_or_input`]).
+    async fn wait_oldest_or_input(&mut self) -> Result<bool, FatalError> {
+        let Some(mut oldest) = self.pipeline.pop_front() else {
+            return Ok(true);
+        };
+        let done = match oldest.store.as_mut() {
+            None => true,
+            Some(store) => self.split().0.wait_persist_or_input(store.as_mut()).await?,
+        };
+        if done {
+            oldest.store = None;
+        }
+        self.pipeline.push_front(oldest);
+        Ok(done)
+    }
+
+    /// Finishes every pipelined Ready: after this none is outstanding.
+    pub(crate) async fn drain_pipeline(&mut self) -> Result<(), FatalError> {
+        while !self.pipeline.is_empty() {
+            self.finish_oldest().await?;
+        }
         Ok(())
     }
 
@@ -399,6 +530,8 @@ impl Driver {
                 transport: &mut *self.transport,
                 inbound: &mut self.inbound,
                 max_inbound: self.options.max_inbound_per_cycle,
+                requests: &self.requests,
+                stashed: &mut self.stashed,
                 runtime: &*self.runtime,
                 origin: self.origin,
                 now: &mut self.now,
@@ -496,6 +629,30 @@ async fn persist_ready(
     Ok(())
 }
 
+/// Starts persisting `batch` on a store that pipelines persists, and returns the future
+/// of its end, counted as [`persist_ready`] counts (its time includes the wait behind the
+/// persists queued before it).
+fn start_persist(
+    storage: &mut dyn Storage,
+    batch: &paxos_core::PersistBatch,
+    shared: &Arc<Shared>,
+    runtime: &Arc<dyn Runtime>,
+) -> Persisting {
+    let started = runtime.now();
+    let entries = batch.entries.len() as u64;
+    let stored: PersistFuture = storage.start_persist(batch);
+    let shared = shared.clone();
+    let runtime = runtime.clone();
+    Box::pin(async move {
+        stored.await.map_err(FatalError::Storage)?;
+        let counters = &shared.counters;
+        counters.observe_persist(runtime.now().saturating_duration_since(started));
+        Counters::add(&counters.persists, 1);
+        Counters::add(&counters.persisted_entries, entries);
+        Ok(())
+    })
+}
+
 /// The replica's time now, from `runtime`'s clock and the replica's `origin`; never goes
 /// backwards (`now` holds the last reading).
 fn tick(
@@ -522,6 +679,9 @@ struct Inner<'a> {
     transport: &'a mut dyn Transport,
     inbound: &'a mut Vec<Inbound>,
     max_inbound: usize,
+    requests: &'a Receiver<Request>,
+    /// Where a request taken while waiting goes, for the next cycle.
+    stashed: &'a mut Option<Request>,
     runtime: &'a dyn Runtime,
     origin: std::time::Instant,
     now: &'a mut paxos_core::Instant,
@@ -606,6 +766,57 @@ impl Inner<'_> {
                 self.apply_and_answer(&mut committed, reads).await?;
             }
         }
+    }
+
+    /// Waits until `store` (the oldest pipelined persist) ends, or a request or inbound
+    /// messages arrive: true if it ended; false once an input was taken (the messages
+    /// delivered, and what they chose applied and answered; a request stashed for the next
+    /// cycle), so that the next cycle can start the next Ready's persist behind this one.
+    async fn wait_persist_or_input(
+        &mut self,
+        mut store: Pin<&mut (dyn Future<Output = Result<(), FatalError>> + Send)>,
+    ) -> Result<bool, FatalError> {
+        let woken = {
+            let Self {
+                transport,
+                inbound,
+                requests,
+                stashed,
+                max_inbound,
+                ..
+            } = &mut *self;
+            let mut message = transport.recv(inbound, *max_inbound);
+            let mut request = pin!(requests.recv());
+            futures::future::poll_fn(|cx| {
+                if let Poll::Ready(stored) = store.as_mut().poll(cx) {
+                    return Poll::Ready(Either::Left(stored));
+                }
+                if let Poll::Ready(r) = message.as_mut().poll(cx) {
+                    return Poll::Ready(Either::Right(r.map_err(FatalError::Transport)));
+                }
+                if let Poll::Ready(r) = request.as_mut().poll(cx) {
+                    // Never closed: the driver holds a sender.
+                    **stashed = r.ok();
+                    return Poll::Ready(Either::Right(Ok(())));
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match woken {
+            Either::Left(stored) => return stored.map(|()| true),
+            Either::Right(woke) => woke?,
+        }
+        self.deliver();
+        while let Some(Chosen {
+            mut committed,
+            reads,
+        }) = self.replica.poll_chosen()
+        {
+            Counters::add(&self.shared.counters.chosen_during_persist, 1);
+            self.apply_and_answer(&mut committed, reads).await?;
+        }
+        Ok(false)
     }
 
     /// Applies `committed`, then answers `reads`: step 3 of the `Ready` ordering rule.

@@ -100,6 +100,9 @@ node_metrics! {
     /// core as the messages that chose them arrived (`Replica::poll_chosen`), rather than
     /// in the next `Ready`.
     chosen_during_persist: Counter,
+    /// Persists started while an earlier one was still under way (pipelined persists,
+    /// `NodeOptions::persists_in_flight` above 1).
+    persists_pipelined: Counter,
     /// Snapshots this node took of its own state (by policy or on demand).
     snapshots_taken: Counter,
     /// Of those, snapshots written in the background from a frozen state

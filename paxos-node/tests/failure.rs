@@ -17,7 +17,7 @@ use paxos_node::{
 use paxos_storage::{Fault, FaultPlan, FaultyStorage, IoFaults, MemoryStorage};
 
 use common::{
-    Cluster, Disk, Gate, GatedStorage, Kv, NullTransport, core_config, on_tokio,
+    Cluster, Disk, Gate, GatedStorage, Kv, NullTransport, core_config, on_tokio, options,
     propose_until_applied, within,
 };
 
@@ -52,7 +52,7 @@ fn storage_failure_stops_the_node() {
     on_tokio(|rt| async move {
         let plan = FaultPlan::new();
         let storage = FaultyStorage::new(MemoryStorage::new(), plan.clone());
-        let node = single_node(&rt, &[1], Box::new(storage), common::options()).await;
+        let node = single_node(&rt, &[1], Box::new(storage), options()).await;
         leading(&rt, &node).await;
         assert_eq!(node.propose(Kv::set(1, 1)).await, Ok(Bytes::new()));
 
@@ -89,6 +89,22 @@ async fn write_keys(cluster: &Cluster, acked: &mut Vec<(u64, u64)>, count: u64) 
         propose_until_applied(&*cluster.rt, &handles, key as usize, Kv::set(key, value)).await;
         acked.push((key, value));
     }
+}
+
+/// Writes `count` more keys, all proposed at once, spread over the members (so that, with
+/// pipelined persists, several are under way together), each until it is applied.
+async fn write_keys_at_once(cluster: &Cluster, acked: &mut Vec<(u64, u64)>, count: u64) {
+    let handles = cluster.handles();
+    let first = acked.len() as u64;
+    let writes = (first..first + count).map(|key| {
+        let handles = &handles;
+        let rt = &*cluster.rt;
+        async move {
+            propose_until_applied(rt, handles, key as usize, Kv::set(key, 1000 + key)).await;
+            (key, 1000 + key)
+        }
+    });
+    acked.extend(futures::future::join_all(writes).await);
 }
 
 /// Every acknowledged write is read back through member `i` (linearizably: on a follower
@@ -143,6 +159,20 @@ async fn stopped_by_storage(cluster: &Cluster, i: usize) -> String {
 /// holds every acknowledged write.
 #[test]
 fn file_storage_failure_in_a_running_cluster_loses_nothing_acknowledged() {
+    file_storage_failure_loses_nothing(options());
+}
+
+/// The same with pipelined persists: while one persist syncs, the next is queued behind
+/// it, and the file store writes those queued together with one fdatasync, so a failed
+/// sync fails every persist it covered.
+#[test]
+fn file_storage_failure_with_pipelined_persists_loses_nothing_acknowledged() {
+    let mut options = options();
+    options.persists_in_flight = 4;
+    file_storage_failure_loses_nothing(options);
+}
+
+fn file_storage_failure_loses_nothing(options: NodeOptions) {
     on_tokio(|rt| async move {
         let dir = tempfile::tempdir().unwrap();
         let faults: Vec<IoFaults> = (0..3).map(|_| IoFaults::new()).collect();
@@ -152,16 +182,39 @@ fn file_storage_failure_in_a_running_cluster_loses_nothing_acknowledged() {
                 faults: faults[i].clone(),
             })
             .collect();
-        let mut cluster = Cluster::start_on(rt.clone(), disks).await;
+        let mut cluster = Cluster::start_on_tuned(rt.clone(), disks, options.clone()).await;
         let mut acked = Vec::new();
         cluster.leader().await;
         write_keys(&cluster, &mut acked, 10).await;
+        // Concurrent writes until a persist started behind another (a round may fit in
+        // one batch, so it can take a few); never with one persist at a time.
+        let pipelined = |cluster: &Cluster| -> u64 {
+            (0..3)
+                .map(|i| cluster.handle(i).metrics().persists_pipelined)
+                .sum()
+        };
+        let rounds = if options.persists_in_flight > 1 {
+            40
+        } else {
+            4
+        };
+        for _ in 0..rounds {
+            write_keys_at_once(&cluster, &mut acked, 50).await;
+            if pipelined(&cluster) > 0 {
+                break;
+            }
+        }
+        assert_eq!(
+            pipelined(&cluster) > 0,
+            options.persists_in_flight > 1,
+            "persists were pipelined exactly when allowed"
+        );
 
         // An fsync fails on the leader, under the next write: the write fails with the
         // storage error, and the leader stops.
         let l = cluster.leader().await;
         faults[l].fail_next_syncs(1);
-        let failed = cluster.handle(l).propose(Kv::set(999, 999)).await;
+        let failed = cluster.handle(l).propose(Kv::set(1_000_000, 999)).await;
         assert!(
             matches!(&failed, Err(ProposeError::Fatal(FatalError::Storage(_)))),
             "a write under a failed fsync must fail with the storage error: {failed:?}"
@@ -226,7 +279,7 @@ fn full_request_queue_is_overloaded_at_once() {
             inner: MemoryStorage::new(),
             gate: gate.clone(),
         };
-        let mut options = common::options();
+        let mut options = options();
         options.request_queue = 4;
         let node = single_node(&rt, &[1], Box::new(storage), options).await;
         leading(&rt, &node).await;
@@ -276,7 +329,7 @@ fn waiters_are_bounded_and_time_out() {
     on_tokio(|rt| async move {
         // One of three members alive, and its pre-votes granted: it campaigns forever and
         // never commits, but as a candidate it queues proposals.
-        let mut options = common::options();
+        let mut options = options();
         options.max_waiters = Some(2);
         options.request_timeout = Duration::from_millis(300);
         let node = NodeBuilder::new(core_config(1, &[1, 2, 3]))
@@ -354,7 +407,7 @@ fn builder_refuses_what_is_missing_or_invalid() {
             other => panic!("expected FrameTooSmall, got {other:?}"),
         }
 
-        let mut options = common::options();
+        let mut options = options();
         options.request_queue = 0;
         let invalid = NodeBuilder::new(core_config(1, &[1]))
             .options(options)
@@ -440,7 +493,7 @@ fn state_machine_failure_and_panic_stop_the_node() {
             ("panic", FatalError::Panicked),
         ] {
             let node = NodeBuilder::new(core_config(1, &[1]))
-                .options(common::options())
+                .options(options())
                 .transport(Box::new(NullTransport))
                 .storage(Box::new(MemoryStorage::new()))
                 .state_machine(Box::new(Brittle))

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use paxos_core::{
-    PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
+    PersistBatch, PersistFuture, RecoveredState, Slot, SnapshotMeta, Storage, StorageError,
+    StoreOwner,
 };
 
 /// How an injected failure of a write (`persist`, `commit_snapshot` or `compact`) behaves.
@@ -111,7 +112,9 @@ impl FaultPlan {
 pub struct FaultyStorage<S> {
     inner: S,
     plan: FaultPlan,
-    poisoned: Option<String>,
+    /// Why the store is poisoned, if it is: shared with pipelined persists' futures,
+    /// which learn of a failure after `start_persist` returned.
+    poisoned: Arc<Mutex<Option<String>>>,
 }
 
 impl<S: Storage> FaultyStorage<S> {
@@ -120,7 +123,7 @@ impl<S: Storage> FaultyStorage<S> {
         Self {
             inner,
             plan,
-            poisoned: None,
+            poisoned: Arc::default(),
         }
     }
 
@@ -135,7 +138,7 @@ impl<S: Storage> FaultyStorage<S> {
     }
 
     fn check_poisoned(&self) -> Result<(), StorageError> {
-        match &self.poisoned {
+        match &*self.poisoned.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(reason) => Err(StorageError::Poisoned(reason.clone())),
             None => Ok(()),
         }
@@ -159,13 +162,19 @@ impl<S: Storage> FaultyStorage<S> {
                 })
             }
         };
-        // A call out of contract wrote nothing: no reason to refuse what follows.
-        if let Err(error) = &result
-            && !matches!(error, StorageError::InvalidCall(_))
-        {
-            self.poisoned = Some(error.to_string());
-        }
+        poison_on_failure(&self.poisoned, &result);
         result
+    }
+}
+
+/// Poisons the store if `result` failed (but not for a call out of contract: it wrote
+/// nothing, so there is no reason to refuse what follows).
+fn poison_on_failure<T>(poisoned: &Mutex<Option<String>>, result: &Result<T, StorageError>) {
+    if let Err(error) = result
+        && !matches!(error, StorageError::InvalidCall(_))
+    {
+        let mut poisoned = poisoned.lock().unwrap_or_else(PoisonError::into_inner);
+        poisoned.get_or_insert_with(|| error.to_string());
     }
 }
 
@@ -212,6 +221,35 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
         self.write(Write::Persist(batch)).await.map(drop)
+    }
+
+    fn pipelines_persists(&self) -> bool {
+        self.inner.pipelines_persists()
+    }
+
+    /// A write like [`persist`](Storage::persist) for the [`FaultPlan`]: a lost write
+    /// fails at once, writing nothing; a kept one fails once the inner store made it
+    /// durable.
+    fn start_persist(&mut self, batch: &PersistBatch) -> PersistFuture {
+        if let Err(e) = self.check_poisoned() {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let fault = self.plan.next_write();
+        if fault == Some(Fault::LoseWrite) {
+            let result = Err(injected_error("persist"));
+            poison_on_failure(&self.poisoned, &result);
+            return Box::pin(std::future::ready(result));
+        }
+        let inner = self.inner.start_persist(batch);
+        let poisoned = self.poisoned.clone();
+        Box::pin(async move {
+            let result = inner.await.and_then(|()| match fault {
+                Some(Fault::KeepWrite) => Err(injected_error("persist")),
+                _ => Ok(()),
+            });
+            poison_on_failure(&poisoned, &result);
+            result
+        })
     }
 
     /// Passes through: staging is not a write the plan counts (the number of appends

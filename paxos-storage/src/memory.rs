@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
-    HardState, PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
+    HardState, PersistBatch, PersistFuture, RecoveredState, Slot, SnapshotMeta, Storage,
+    StorageError, StoreOwner,
 };
 
 /// A [`Storage`] whose "disk" lives in memory, for tests, simulation and benchmarks.
@@ -84,6 +85,27 @@ impl MemoryStorage {
         self.disk().persist_calls
     }
 
+    /// Writes `batch` (durable at once: memory is this store's disk).
+    fn write(&self, batch: &PersistBatch) {
+        let mut disk = self.disk();
+        if let Some(hard_state) = batch.hard_state {
+            assert!(
+                hard_state.promised >= disk.hard_state.promised,
+                "promised ballot moves backwards: {} after {}",
+                hard_state.promised,
+                disk.hard_state.promised
+            );
+            disk.hard_state = hard_state;
+        }
+        let compacted_before = disk.compacted_before;
+        for entry in &batch.entries {
+            if entry.slot >= compacted_before {
+                disk.entries.insert(entry.slot, entry.clone());
+            }
+        }
+        disk.persist_calls += 1;
+    }
+
     fn disk(&self) -> MutexGuard<'_, Disk> {
         // A panic while holding the lock can only come from an assertion below, which fired
         // before the disk was changed; the data is still consistent.
@@ -119,24 +141,18 @@ impl Storage for MemoryStorage {
     }
 
     async fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        let mut disk = self.disk();
-        if let Some(hard_state) = batch.hard_state {
-            assert!(
-                hard_state.promised >= disk.hard_state.promised,
-                "promised ballot moves backwards: {} after {}",
-                hard_state.promised,
-                disk.hard_state.promised
-            );
-            disk.hard_state = hard_state;
-        }
-        let compacted_before = disk.compacted_before;
-        for entry in &batch.entries {
-            if entry.slot >= compacted_before {
-                disk.entries.insert(entry.slot, entry.clone());
-            }
-        }
-        disk.persist_calls += 1;
+        self.write(batch);
         Ok(())
+    }
+
+    fn pipelines_persists(&self) -> bool {
+        true
+    }
+
+    /// Written at once, in the call: the future is ready.
+    fn start_persist(&mut self, batch: &PersistBatch) -> PersistFuture {
+        self.write(batch);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {

@@ -86,6 +86,7 @@ pub async fn suite<F: StoreFactory>(mut fresh: impl FnMut() -> F) {
     many_reopen_append_cycles(&mut fresh()).await;
     claim_records_the_owner_and_refuses_others(&mut fresh()).await;
     first_claim_adopts_a_store_with_data(&mut fresh()).await;
+    pipelined_persists_are_durable_in_order(&mut fresh()).await;
 }
 
 /// A fresh store loads the default hard state, no entries and no snapshot.
@@ -271,6 +272,56 @@ pub async fn hard_state_is_last_write_wins<F: StoreFactory>(factory: &mut F) {
     };
     persist(&mut store, &same_promise, CHECK).await;
     model.apply(&same_promise);
+    drop(store);
+    let mut store = reopen(factory, CHECK).await;
+    model.assert_loads(&mut store, CHECK).await;
+}
+
+/// A store that [pipelines persists](Storage::pipelines_persists): batches started before
+/// the earlier ones ended all become durable, in order (a later entry for a slot wins, the
+/// last hard state wins), including an empty batch among them and one serial `persist`
+/// after them; each future resolves `Ok`. Nothing to check for a store that does not.
+pub async fn pipelined_persists_are_durable_in_order<F: StoreFactory>(factory: &mut F) {
+    const CHECK: &str = "pipelined_persists_are_durable_in_order";
+    let mut model = Model::default();
+    let mut store = reopen(factory, CHECK).await;
+    if !store.pipelines_persists() {
+        return;
+    }
+    model.assert_loads(&mut store, CHECK).await;
+    let batches: Vec<PersistBatch> = (1..=12_u64)
+        .map(|i| PersistBatch {
+            hard_state: (i % 3 == 0).then_some(HardState {
+                promised: Ballot::new(i, NodeId(1)),
+                commit: Slot(i / 2),
+                epoch: 1,
+                non_voting: false,
+            }),
+            entries: match i {
+                5 => vec![],
+                // Slot 4 again, at a higher ballot: the later write wins.
+                9 => vec![entry(4, i, b"again")],
+                _ => (i * 2..i * 2 + 2)
+                    .map(|s| entry(s, i, b"pipelined"))
+                    .collect(),
+            },
+        })
+        .collect();
+    let mut started = Vec::new();
+    for batch in &batches {
+        started.push(store.start_persist(batch));
+        model.apply(batch);
+    }
+    for (i, done) in started.into_iter().enumerate() {
+        assert_eq!(done.await, Ok(()), "{CHECK}: pipelined batch {i} failed");
+    }
+    let serial = PersistBatch {
+        hard_state: None,
+        entries: vec![entry(100, 12, b"serial")],
+    };
+    persist(&mut store, &serial, CHECK).await;
+    model.apply(&serial);
+    model.assert_loads(&mut store, CHECK).await;
     drop(store);
     let mut store = reopen(factory, CHECK).await;
     model.assert_loads(&mut store, CHECK).await;

@@ -671,6 +671,17 @@ impl Cluster {
         Self::start_full(Net::Tcp, rt, ids, addrs, disks).await
     }
 
+    /// Starts a member on each of `disks`, as [`start_on`](Self::start_on) does, with
+    /// `options`.
+    pub async fn start_on_tuned(
+        rt: Arc<dyn Runtime>,
+        disks: Vec<Disk>,
+        options: NodeOptions,
+    ) -> Self {
+        let (ids, addrs, _) = fresh_members(disks.len());
+        Self::start_full_with(Net::Tcp, rt, ids, addrs, disks, Some(options)).await
+    }
+
     /// Starts a node for every address that is port 0 (on a fresh port); the others are
     /// members the test runs itself.
     pub async fn start_with(rt: Arc<dyn Runtime>, ids: Vec<u64>, addrs: Vec<SocketAddr>) -> Self {

@@ -348,6 +348,9 @@ impl Cluster {
             rt: rt.clone(),
             sync: self.timing.sync,
             coin: self.coin.clone(),
+            // Half the nodes pipeline their persists (and so run several Readys at once).
+            pipelined: i % 2 == 0,
+            chain: Default::default(),
         };
         let storage: Box<dyn Storage> = if self.bug == Some(NodeBug::AckBeforeSync) {
             // It syncs lazily, every 20 ms, like a store that fsyncs "every so often".
@@ -371,6 +374,8 @@ impl Cluster {
             freezes: self.timing.background_snapshots,
         };
         let mut options = NodeOptions::default();
+        // Pipelined persists where the disk takes them (half the nodes, see `SimDisk`).
+        options.persists_in_flight = 3;
         options.request_timeout = self.timing.request_timeout;
         options.request_queue = 256;
         options.compaction = paxos_node::Compaction::never();

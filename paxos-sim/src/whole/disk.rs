@@ -14,7 +14,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use paxos_core::{PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError};
+use paxos_core::{
+    PersistBatch, PersistFuture, RecoveredState, Slot, SnapshotMeta, Storage, StorageError,
+};
 use paxos_runtime::Runtime;
 use paxos_storage::MemoryStorage;
 
@@ -31,11 +33,49 @@ fn flip(coin: &Coin) -> bool {
 }
 
 /// A disk that takes `sync` of simulated time per batch.
+///
+/// With `pipelined`, it also takes batches with `start_persist`: each is durable `sync`
+/// after it started or once the batch before it is, whichever is later, so one syncs
+/// while the next waits, as on a file store's I/O thread. A crash drops the batches in
+/// flight oldest first, and keeps a prefix of them: each is kept by the coin only if every
+/// one before it was.
 pub(crate) struct SimDisk {
     pub(crate) platter: MemoryStorage,
     pub(crate) rt: Arc<dyn Runtime>,
     pub(crate) sync: std::time::Duration,
     pub(crate) coin: Coin,
+    pub(crate) pipelined: bool,
+    /// When the last pipelined batch is durable, and whether a crash lost one.
+    pub(crate) chain: Arc<Mutex<Chain>>,
+}
+
+/// The order of a [`SimDisk`]'s pipelined batches.
+#[derive(Default)]
+pub(crate) struct Chain {
+    last_done: Option<std::time::Instant>,
+    lost: bool,
+}
+
+/// A pipelined batch in flight: if dropped before it completes (a crash), it reaches the
+/// platter by the coin, and only if every batch before it did.
+struct Pipelined {
+    platter: MemoryStorage,
+    batch: Option<PersistBatch>,
+    coin: Coin,
+    chain: Arc<Mutex<Chain>>,
+}
+
+impl Drop for Pipelined {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            let mut chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+            if !chain.lost && flip(&self.coin) {
+                let _ = futures::executor::block_on(self.platter.persist(&batch));
+            } else {
+                chain.lost = true;
+            }
+        }
+    }
 }
 
 /// A batch being synced: if dropped before it completes (a crash), the coin says whether
@@ -73,6 +113,39 @@ impl Storage for SimDisk {
         guard.batch = None;
         drop(guard);
         self.platter.persist(batch).await
+    }
+
+    fn pipelines_persists(&self) -> bool {
+        self.pipelined
+    }
+
+    fn start_persist(&mut self, batch: &PersistBatch) -> PersistFuture {
+        let now = self.rt.now();
+        let done = {
+            let mut chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+            let done = chain
+                .last_done
+                .map_or(now + self.sync, |last| last.max(now + self.sync));
+            chain.last_done = Some(done);
+            done
+        };
+        let mut guard = Pipelined {
+            platter: self.platter.clone(),
+            batch: Some(batch.clone()),
+            coin: self.coin.clone(),
+            chain: self.chain.clone(),
+        };
+        let rt = self.rt.clone();
+        Box::pin(async move {
+            let now = rt.now();
+            if done > now {
+                rt.sleep(done - now).await;
+            }
+            let batch = guard.batch.take().expect("taken once");
+            let mut platter = guard.platter.clone();
+            drop(guard);
+            platter.persist(&batch).await
+        })
     }
 
     async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {

@@ -110,18 +110,51 @@ pub(crate) enum Job {
 /// Runs the I/O thread: does each job in turn until the queue is closed and drained.
 /// Between jobs it polls the queue for up to `idle_spin` before it sleeps (see
 /// [`FileStorageOptions::idle_spin`](super::FileStorageOptions::idle_spin)).
+///
+/// Appends queued one behind another (pipelined persists) are written together: one write
+/// of their records, in order, and one fdatasync for all of them (group commit across
+/// batches), at most [`MAX_GROUP`] at a time.
 pub(crate) fn run(mut log: Log, jobs: async_channel::Receiver<Job>, idle_spin: Duration) {
+    let mut next = None;
+    let mut group = Vec::new();
     loop {
-        let job = match next_within(&jobs, idle_spin) {
+        let job = match next.take().or_else(|| next_within(&jobs, idle_spin)) {
             Some(job) => job,
             None => match jobs.recv_blocking() {
                 Ok(job) => job,
                 Err(async_channel::RecvError) => return,
             },
         };
-        log.handle(job);
+        let Job::Append {
+            record,
+            max_slot,
+            reply,
+        } = job
+        else {
+            log.handle(job);
+            continue;
+        };
+        group.push((record, max_slot, reply));
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(Job::Append {
+                    record,
+                    max_slot,
+                    reply,
+                }) => group.push((record, max_slot, reply)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        log.append_group(&mut group);
     }
 }
+
+/// Appends written with one fdatasync by [`run`].
+const MAX_GROUP: usize = 64;
 
 /// The next job if one arrives within `spin`, yielding the core between polls; `None` if
 /// none did (or the queue is closed: the blocking receive then reports it).
@@ -232,6 +265,33 @@ impl Log {
         }
     }
 
+    /// Writes and syncs the appends in `group` (taking them all) as one: the records in
+    /// order, with one fdatasync, then answers each with the outcome. A single append is
+    /// written from its own buffer; more are copied behind the first.
+    fn append_group(&mut self, group: &mut Vec<(Vec<u8>, Option<Slot>, RecordReply)>) {
+        if group.len() == 1 {
+            let (mut record, max_slot, reply) = group.pop().expect("one append");
+            let result = self.append(&mut record, max_slot);
+            let _ = reply.send((result, record));
+            return;
+        }
+        let result = self.shared.check_poisoned().and_then(|()| {
+            for (seq, (record, _, _)) in (self.next_seq..).zip(group.iter_mut()) {
+                record::seal(record, seq);
+            }
+            let max_slot = group.iter().filter_map(|(_, slot, _)| *slot).max();
+            let count = group.len() as u64;
+            let (first, rest) = group.split_first_mut().expect("several appends");
+            for (record, _, _) in rest.iter() {
+                first.0.extend_from_slice(record);
+            }
+            self.append_sealed(&mut first.0, count, max_slot)
+        });
+        for (record, _, reply) in group.drain(..) {
+            let _ = reply.send((result.clone(), record));
+        }
+    }
+
     fn faults(&self) -> Option<&IoFaults> {
         self.options.faults.as_ref()
     }
@@ -248,6 +308,18 @@ impl Log {
     fn append(&mut self, buf: &mut Vec<u8>, max_slot: Option<Slot>) -> Result<(), StorageError> {
         self.shared.check_poisoned()?;
         record::seal(buf, self.next_seq);
+        self.append_sealed(buf, 1, max_slot)
+    }
+
+    /// Writes the `count` records in `buf`, sealed with the next sequence numbers in
+    /// order (which it may extend with zeros), and syncs them: one write, one fdatasync.
+    /// Poisons the store on failure.
+    fn append_sealed(
+        &mut self,
+        buf: &mut Vec<u8>,
+        count: u64,
+        max_slot: Option<Slot>,
+    ) -> Result<(), StorageError> {
         let len = buf.len() as u64;
         let fits = self
             .active
@@ -295,7 +367,7 @@ impl Log {
         }
         active.initialized_until = active.initialized_until.max(at + buf.len() as u64);
         active.write_pos += len;
-        self.next_seq += 1;
+        self.next_seq += count;
         if let Some(segment) = self.segments.back_mut() {
             segment.max_slot = segment.max_slot.max(max_slot);
         }

@@ -39,6 +39,10 @@
 //!   must commit a journal transaction to mark it written; doing that once per MiB instead
 //!   of once per 4 KiB block keeps a batch of 64 small entries as fast as the raw floor. It returns only after the `fdatasync`
 //!   returned. An empty batch writes nothing.
+//! * [`start_persist`](Storage::start_persist) (pipelined persists): the same per batch,
+//!   except that the batches queued behind the one being synced are written together when
+//!   the I/O thread gets to them, their records in order in one `pwrite`, with one
+//!   `fdatasync` for all (at most 64); if it fails, every one of them fails.
 //! * A new segment: the file (`fsync`), then the directory.
 //! * Snapshots (`snapshot.rs`): [`begin_snapshot`](Storage::begin_snapshot) creates
 //!   `snapshot.tmp`, [`append_snapshot`](Storage::append_snapshot) writes to it (no sync),
@@ -109,14 +113,15 @@ mod snapshot;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use paxos_core::{
-    HardState, PersistBatch, RecoveredState, Slot, SnapshotMeta, Storage, StorageError, StoreOwner,
+    HardState, PersistBatch, PersistFuture, RecoveredState, Slot, SnapshotMeta, Storage,
+    StorageError, StoreOwner,
 };
 
 pub use faults::IoFaults;
@@ -132,10 +137,17 @@ const SEGMENT_SUFFIX: &str = ".wal";
 const SNAPSHOT_FILE: &str = "snapshot";
 /// Name of the lock file.
 const LOCK_FILE: &str = "LOCK";
-/// Jobs queued for the I/O thread. The driver makes one call at a time and each awaits its
-/// reply, so one slot would do; the others hold jobs of calls whose futures were dropped
-/// (a sender then waits, asynchronously, for room).
-const JOB_QUEUE: usize = 4;
+/// Jobs queued for the I/O thread: the persists in flight ([`Storage::start_persist`],
+/// at most [`MAX_PERSISTS_IN_FLIGHT`]) and a few more for the calls that await their reply
+/// (the driver makes one at a time; the others hold jobs of calls whose futures were
+/// dropped, and a sender then waits, asynchronously, for room).
+const JOB_QUEUE: usize = MAX_PERSISTS_IN_FLIGHT + 4;
+/// Persists [`Storage::start_persist`] takes before it refuses one more: the trait's
+/// floor, the largest `Config::max_outstanding_readys`.
+const MAX_PERSISTS_IN_FLIGHT: usize = 64;
+/// Spare encoding buffers kept for pipelined persists (each may hold up to a MiB of zeros
+/// ahead, see [`ZERO_AHEAD_BYTES`], so they are reused rather than allocated each time).
+const SPARE_BUFFERS: usize = 4;
 /// Suffix of files being created.
 const TMP_SUFFIX: &str = ".tmp";
 /// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
@@ -310,6 +322,10 @@ pub struct FileStorage {
     report: RecoveryReport,
     /// Reused encoding buffer (it travels to the I/O thread and back).
     buf: Vec<u8>,
+    /// Encoding buffers of pipelined persists, back from the I/O thread, for reuse.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Pipelined persists started and not yet answered.
+    in_flight: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     jobs: async_channel::Sender<Job>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -388,6 +404,8 @@ impl FileStorage {
             recovered: Some(recovered.state()),
             report: recovered.report,
             buf: Vec::new(),
+            spare: Arc::default(),
+            in_flight: Arc::default(),
             shared,
             jobs,
             thread: Some(thread),
@@ -426,12 +444,102 @@ impl FileStorage {
     /// The error for a call the I/O thread did not answer: it only stops early by
     /// panicking (a bug), and after that nothing it did can be trusted.
     fn thread_gone(&self) -> StorageError {
-        let reason = format!(
-            "the I/O thread of the file store in {} stopped",
-            self.dir.display()
-        );
-        let _ = self.shared.poisoned.set(reason.clone());
-        StorageError::Poisoned(reason)
+        self.thread_gone_error().poison()
+    }
+
+    /// What [`thread_gone`](Self::thread_gone) reports, to report later (from a pipelined
+    /// persist's future).
+    fn thread_gone_error(&self) -> ThreadGone {
+        ThreadGone {
+            shared: self.shared.clone(),
+            reason: format!(
+                "the I/O thread of the file store in {} stopped",
+                self.dir.display()
+            ),
+        }
+    }
+
+    /// Queues `batch` for the I/O thread without waiting ([`Storage::start_persist`]):
+    /// `None` for an empty batch (nothing to write), else a future of its outcome.
+    fn start_append(
+        &mut self,
+        batch: &PersistBatch,
+    ) -> Result<Option<impl Future<Output = Result<(), StorageError>> + Send + 'static>, StorageError>
+    {
+        self.shared.check_poisoned()?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        if self.in_flight.load(Ordering::SeqCst) >= MAX_PERSISTS_IN_FLIGHT {
+            return Err(StorageError::InvalidCall(format!(
+                "more than {MAX_PERSISTS_IN_FLIGHT} persists in flight"
+            )));
+        }
+        if let Some(hard_state) = batch.hard_state {
+            assert!(
+                hard_state.promised >= self.hard_state.promised,
+                "promised ballot moves backwards: {} after {}",
+                hard_state.promised,
+                self.hard_state.promised
+            );
+        }
+        let body = BodyRef::Batch {
+            hard_state: batch.hard_state,
+            entries: &batch.entries,
+        };
+        let max_slot = batch.entries.iter().map(|e| e.slot).max();
+        let mut record = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let payload_len = record::encode(&mut record, &body);
+        if payload_len > self.max_record_bytes as usize {
+            // Nothing was written: the store stays usable.
+            let message = format!(
+                "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
+                self.max_record_bytes
+            );
+            return Err(StorageError::io(
+                "persist",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Append {
+            record,
+            max_slot,
+            reply,
+        };
+        // Room is certain: at most MAX_PERSISTS_IN_FLIGHT appends and a few awaited calls.
+        if self.jobs.try_send(job).is_err() {
+            return Err(self.thread_gone());
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // Counted out when the future ends or is dropped.
+        let counted = InFlightCount(self.in_flight.clone());
+        // Checked against the next batch as soon as this one is queued (they are written in
+        // order, and a failure poisons the store for every later one).
+        if let Some(hard_state) = batch.hard_state {
+            self.hard_state = hard_state;
+        }
+        let spare = self.spare.clone();
+        let gone = self.thread_gone_error();
+        Ok(Some(async move {
+            let answered = answer.await;
+            drop(counted);
+            match answered {
+                Ok((result, buf)) => {
+                    let mut spare = spare.lock().unwrap_or_else(PoisonError::into_inner);
+                    if spare.len() < SPARE_BUFFERS {
+                        spare.push(buf);
+                    }
+                    result
+                }
+                Err(oneshot::Canceled) => Err(gone.poison()),
+            }
+        }))
     }
 
     /// Appends one encoded record through the I/O thread, keeping the buffer for reuse.
@@ -468,6 +576,29 @@ impl FileStorage {
         }));
         self.jobs.send_blocking(job).expect("the I/O thread runs");
         rx.recv().expect("the I/O thread answers")
+    }
+}
+
+/// One pipelined persist in [`FileStorage::in_flight`], until dropped.
+struct InFlightCount(Arc<AtomicUsize>);
+
+impl Drop for InFlightCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The I/O thread stopped early: it only does by panicking (a bug), and after that
+/// nothing it did can be trusted, so the store is poisoned.
+struct ThreadGone {
+    shared: Arc<Shared>,
+    reason: String,
+}
+
+impl ThreadGone {
+    fn poison(self) -> StorageError {
+        let _ = self.shared.poisoned.set(self.reason.clone());
+        StorageError::Poisoned(self.reason)
     }
 }
 
@@ -527,6 +658,22 @@ impl Storage for FileStorage {
             self.hard_state = hard_state;
         }
         Ok(())
+    }
+
+    fn pipelines_persists(&self) -> bool {
+        true
+    }
+
+    /// Encodes the batch, queues it for the I/O thread and returns: the thread writes and
+    /// syncs the queued batches one after another, in order, so a later one is never
+    /// durable before an earlier one (one segment file; a new segment starts only after
+    /// the last record of the one before is synced).
+    fn start_persist(&mut self, batch: &PersistBatch) -> PersistFuture {
+        match self.start_append(batch) {
+            Ok(None) => Box::pin(std::future::ready(Ok(()))),
+            Ok(Some(done)) => Box::pin(done),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     async fn begin_snapshot(&mut self, upto: Slot) -> Result<(), StorageError> {
