@@ -9,6 +9,12 @@
 //! under way queue up and go into the next `Ready` together, so under load a batch of
 //! proposals costs one persist. When a cycle made no progress, the driver sleeps until a request, a
 //! message or the next deadline arrives.
+//!
+//! With pipelined persists (`NodeOptions::persists_in_flight` above 1, on a store that
+//! [pipelines](Storage::pipelines_persists)), a Ready's persist is started and the driver
+//! goes on: the next input starts the next Ready's persist behind it, and each Ready's
+//! messages are sent and the Ready advanced once its persist and every earlier one are
+//! durable, oldest first ([`InFlight`]).
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -794,7 +800,10 @@ impl Inner<'_> {
                 if let Poll::Ready(r) = message.as_mut().poll(cx) {
                     return Poll::Ready(Either::Right(r.map_err(FatalError::Transport)));
                 }
-                if let Poll::Ready(r) = request.as_mut().poll(cx) {
+                // Only into an empty stash: the cycle takes the stashed request first.
+                if stashed.is_none()
+                    && let Poll::Ready(r) = request.as_mut().poll(cx)
+                {
                     // Never closed: the driver holds a sender.
                     **stashed = r.ok();
                     return Poll::Ready(Either::Right(Ok(())));

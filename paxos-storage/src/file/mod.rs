@@ -148,6 +148,8 @@ const MAX_PERSISTS_IN_FLIGHT: usize = 64;
 /// Spare encoding buffers kept for pipelined persists (each may hold up to a MiB of zeros
 /// ahead, see [`ZERO_AHEAD_BYTES`], so they are reused rather than allocated each time).
 const SPARE_BUFFERS: usize = 4;
+/// The largest spare buffer kept: a bigger one (a batch of large values) is freed.
+const SPARE_BUFFER_BYTES: usize = 2 * ZERO_AHEAD_BYTES as usize;
 /// Suffix of files being created.
 const TMP_SUFFIX: &str = ".tmp";
 /// With [`Preallocate::Fallocate`], appends write zeros ahead of the record up to a
@@ -512,9 +514,16 @@ impl FileStorage {
             max_slot,
             reply,
         };
-        // Room is certain: at most MAX_PERSISTS_IN_FLIGHT appends and a few awaited calls.
-        if self.jobs.try_send(job).is_err() {
-            return Err(self.thread_gone());
+        // Room is all but certain: at most MAX_PERSISTS_IN_FLIGHT appends, and the few jobs
+        // of awaited (or dropped) calls.
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                return Err(StorageError::InvalidCall(
+                    "the I/O thread's queue is full".into(),
+                ));
+            }
+            Err(async_channel::TrySendError::Closed(_)) => return Err(self.thread_gone()),
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         // Counted out when the future ends or is dropped.
@@ -532,7 +541,7 @@ impl FileStorage {
             match answered {
                 Ok((result, buf)) => {
                     let mut spare = spare.lock().unwrap_or_else(PoisonError::into_inner);
-                    if spare.len() < SPARE_BUFFERS {
+                    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_BYTES {
                         spare.push(buf);
                     }
                     result
