@@ -763,15 +763,22 @@ impl Inner<'_> {
             };
             received.map_err(FatalError::Transport)?;
             self.deliver();
-            while let Some(Chosen {
-                mut committed,
-                reads,
-            }) = self.replica.poll_chosen()
-            {
-                Counters::add(&self.shared.counters.chosen_during_persist, 1);
-                self.apply_and_answer(&mut committed, reads).await?;
-            }
+            self.apply_chosen().await?;
         }
+    }
+
+    /// Applies and answers what the core chose since the last Ready or `Chosen`
+    /// ([`Replica::poll_chosen`]): during a persist, as the messages that chose it arrive.
+    async fn apply_chosen(&mut self) -> Result<(), FatalError> {
+        while let Some(Chosen {
+            mut committed,
+            reads,
+        }) = self.replica.poll_chosen()
+        {
+            Counters::add(&self.shared.counters.chosen_during_persist, 1);
+            self.apply_and_answer(&mut committed, reads).await?;
+        }
+        Ok(())
     }
 
     /// Waits until `store` (the oldest pipelined persist) ends, or a request or inbound
@@ -817,14 +824,7 @@ impl Inner<'_> {
             Either::Right(woke) => woke?,
         }
         self.deliver();
-        while let Some(Chosen {
-            mut committed,
-            reads,
-        }) = self.replica.poll_chosen()
-        {
-            Counters::add(&self.shared.counters.chosen_during_persist, 1);
-            self.apply_and_answer(&mut committed, reads).await?;
-        }
+        self.apply_chosen().await?;
         Ok(false)
     }
 

@@ -43,9 +43,20 @@ pub(super) fn b(round: u64, node: NodeId) -> Ballot {
     Ballot::new(round, node)
 }
 
-/// Times `r` out at `now`, grants its pre-vote from N2, and returns the ballot of the
-/// Prepares it then sends (its own promise persisted and counted).
-fn campaign(r: &mut Replica, now: Instant) -> Ballot {
+/// A promise of `ballot` with nothing accepted, from a replica that knows no commit.
+fn empty_promise(ballot: Ballot) -> Promise {
+    Promise {
+        ballot,
+        from: Slot(0),
+        accepted: vec![],
+        next: None,
+        commit: Slot(0),
+    }
+}
+
+/// Times `r` out at `now` and grants its pre-vote from N2: it is a candidate, its
+/// Prepares and its own promise in its next Ready.
+fn pre_vote(r: &mut Replica, now: Instant) {
     r.handle_timeout(now);
     let ready = step(r);
     let Some(Message::PreVote(ask)) = ready.messages.first().map(|e| &e.message) else {
@@ -60,6 +71,12 @@ fn campaign(r: &mut Replica, now: Instant) -> Ballot {
     };
     r.handle_message(now, N2, Message::PreVoteReply(reply));
     assert_eq!(r.status().role, Role::Candidate);
+}
+
+/// Times `r` out at `now`, grants its pre-vote from N2, and returns the ballot of the
+/// Prepares it then sends (its own promise persisted and counted).
+fn campaign(r: &mut Replica, now: Instant) -> Ballot {
+    pre_vote(r, now);
     let ready = step(r);
     match &ready.messages[0].message {
         Message::Prepare(p) => p.ballot,
@@ -1357,19 +1374,7 @@ fn a_candidate_counts_its_own_promise_only_once_the_ready_persisting_it_is_advan
     let resend = cfg.resend_interval;
     let mut r = Replica::new(cfg, RecoveredState::default(), Instant::ZERO).unwrap();
     let now = at(1000);
-    r.handle_timeout(now);
-    let ready = step(&mut r);
-    let Some(Message::PreVote(ask)) = ready.messages.first().map(|e| &e.message) else {
-        panic!("expected a pre-vote, got {:?}", ready.messages);
-    };
-    let reply = PreVoteReply {
-        ballot: ask.ballot,
-        round: ask.round,
-        granted: true,
-        promised: Ballot::ZERO,
-        commit: ask.commit,
-    };
-    r.handle_message(now, N2, Message::PreVoteReply(reply));
+    pre_vote(&mut r, now);
     // Its promise is being persisted (not advanced) when the Prepares are resent: the
     // resent Prepare to itself finds the promise already made, so nothing new to write.
     let promising = r.poll_ready().expect("the Prepares and its promise");
@@ -1382,14 +1387,7 @@ fn a_candidate_counts_its_own_promise_only_once_the_ready_persisting_it_is_advan
     r.handle_timeout(later);
     let resent = r.poll_ready().expect("the resent Prepares");
     assert!(resent.persist.is_empty(), "{:?}", resent.persist);
-    let promise = Promise {
-        ballot,
-        from: Slot(0),
-        accepted: vec![],
-        next: None,
-        commit: Slot(0),
-    };
-    r.handle_message(later, N2, Message::Promise(promise));
+    r.handle_message(later, N2, Message::Promise(empty_promise(ballot)));
     assert_eq!(
         r.status().role,
         Role::Candidate,

@@ -461,6 +461,24 @@ impl FileStorage {
         }
     }
 
+    /// What `batch` is written as, and the highest slot it holds, after checking that its
+    /// promise does not move backwards (a safety invariant: panics if it does).
+    fn batch_record<'a>(&self, batch: &'a PersistBatch) -> (BodyRef<'a>, Option<Slot>) {
+        if let Some(hard_state) = batch.hard_state {
+            assert!(
+                hard_state.promised >= self.hard_state.promised,
+                "promised ballot moves backwards: {} after {}",
+                hard_state.promised,
+                self.hard_state.promised
+            );
+        }
+        let body = BodyRef::Batch {
+            hard_state: batch.hard_state,
+            entries: &batch.entries,
+        };
+        (body, batch.entries.iter().map(|e| e.slot).max())
+    }
+
     /// Queues `batch` for the I/O thread without waiting ([`Storage::start_persist`]):
     /// `None` for an empty batch (nothing to write), else a future of its outcome.
     fn start_append(
@@ -477,19 +495,7 @@ impl FileStorage {
                 "more than {MAX_PERSISTS_IN_FLIGHT} persists in flight"
             )));
         }
-        if let Some(hard_state) = batch.hard_state {
-            assert!(
-                hard_state.promised >= self.hard_state.promised,
-                "promised ballot moves backwards: {} after {}",
-                hard_state.promised,
-                self.hard_state.promised
-            );
-        }
-        let body = BodyRef::Batch {
-            hard_state: batch.hard_state,
-            entries: &batch.entries,
-        };
-        let max_slot = batch.entries.iter().map(|e| e.slot).max();
+        let (body, max_slot) = self.batch_record(batch);
         let mut record = self
             .spare
             .lock()
@@ -497,17 +503,7 @@ impl FileStorage {
             .pop()
             .unwrap_or_default();
         let payload_len = record::encode(&mut record, &body);
-        if payload_len > self.max_record_bytes as usize {
-            // Nothing was written: the store stays usable.
-            let message = format!(
-                "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
-                self.max_record_bytes
-            );
-            return Err(StorageError::io(
-                "persist",
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-            ));
-        }
+        self.check_record_size(payload_len)?;
         let (reply, answer) = oneshot::channel();
         let job = Job::Append {
             record,
@@ -551,6 +547,22 @@ impl FileStorage {
         }))
     }
 
+    /// Refuses a record whose payload is over `max_record_bytes`. Nothing was written then:
+    /// the store stays usable.
+    fn check_record_size(&self, payload_len: usize) -> Result<(), StorageError> {
+        if payload_len <= self.max_record_bytes as usize {
+            return Ok(());
+        }
+        let message = format!(
+            "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
+            self.max_record_bytes
+        );
+        Err(StorageError::io(
+            "persist",
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+        ))
+    }
+
     /// Appends one encoded record through the I/O thread, keeping the buffer for reuse.
     async fn append(
         &mut self,
@@ -559,17 +571,9 @@ impl FileStorage {
     ) -> Result<(), StorageError> {
         let mut buf = std::mem::take(&mut self.buf);
         let payload_len = record::encode(&mut buf, body);
-        if payload_len > self.max_record_bytes as usize {
+        if let Err(e) = self.check_record_size(payload_len) {
             self.buf = buf;
-            // Nothing was written: the store stays usable.
-            let message = format!(
-                "the encoded batch is {payload_len} bytes, over max_record_bytes {}",
-                self.max_record_bytes
-            );
-            return Err(StorageError::io(
-                "persist",
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
-            ));
+            return Err(e);
         }
         let (result, buf) = self.call(|reply| make(buf, reply)).await?;
         self.buf = buf;
@@ -644,19 +648,7 @@ impl Storage for FileStorage {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Some(hard_state) = batch.hard_state {
-            assert!(
-                hard_state.promised >= self.hard_state.promised,
-                "promised ballot moves backwards: {} after {}",
-                hard_state.promised,
-                self.hard_state.promised
-            );
-        }
-        let body = BodyRef::Batch {
-            hard_state: batch.hard_state,
-            entries: &batch.entries,
-        };
-        let max_slot = batch.entries.iter().map(|e| e.slot).max();
+        let (body, max_slot) = self.batch_record(batch);
         self.append(&body, |record, reply| Job::Append {
             record,
             max_slot,
