@@ -460,15 +460,27 @@ impl Driver {
         let (mut inner, storage) = self.split();
         let store = persist_ready(storage, &persist, inner.shared, inner.runtime);
         inner.work_during(store, &mut committed, reads).await?;
-        self.send_all(messages);
-        for read in aborted_reads {
+        self.finish(InFlight {
+            id,
+            store: None,
+            messages,
+            aborted_reads,
+            fetch_snapshot,
+        });
+        Ok(())
+    }
+
+    /// The end of a Ready whose persist is durable (and every earlier one): sends its
+    /// messages, fails its aborted reads, asks for its snapshot fetch, and advances it.
+    fn finish(&mut self, ready: InFlight) {
+        self.send_all(ready.messages);
+        for read in ready.aborted_reads {
             self.abort_reads(read);
         }
-        if let Some(fetch) = fetch_snapshot {
+        if let Some(fetch) = ready.fetch_snapshot {
             self.want_snapshot(fetch.from, fetch.upto);
         }
-        self.replica.advance(id);
-        Ok(())
+        self.replica.advance(ready.id);
     }
 
     /// Waits for the oldest pipelined persist (taking messages and applying what they
@@ -479,20 +491,13 @@ impl Driver {
         let Some(mut oldest) = self.pipeline.pop_front() else {
             return Ok(());
         };
-        if let Some(store) = oldest.store.as_mut() {
+        if let Some(store) = oldest.store.take() {
             self.split()
                 .0
-                .work_during(store.as_mut(), &mut [], Vec::new())
+                .work_during(store, &mut [], Vec::new())
                 .await?;
         }
-        self.send_all(oldest.messages);
-        for read in oldest.aborted_reads {
-            self.abort_reads(read);
-        }
-        if let Some(fetch) = oldest.fetch_snapshot {
-            self.want_snapshot(fetch.from, fetch.upto);
-        }
-        self.replica.advance(oldest.id);
+        self.finish(oldest);
         Ok(())
     }
 
@@ -504,7 +509,12 @@ impl Driver {
         };
         let done = match oldest.store.as_mut() {
             None => true,
-            Some(store) => self.split().0.wait_persist_or_input(store.as_mut()).await?,
+            Some(store) => {
+                self.split()
+                    .0
+                    .wait_persist_or_input(store.as_mut(), true)
+                    .await?
+            }
         };
         if done {
             oldest.store = None;
@@ -628,11 +638,21 @@ async fn persist_ready(
     let started = runtime.now();
     storage.persist(batch).await.map_err(FatalError::Storage)?;
     // As the driver saw it: the end is noticed once the work beside it yields.
+    count_persist(shared, runtime, started, batch.entries.len() as u64);
+    Ok(())
+}
+
+/// Counts a persist of `entries` that started at `started` and just ended.
+fn count_persist(
+    shared: &Shared,
+    runtime: &dyn Runtime,
+    started: std::time::Instant,
+    entries: u64,
+) {
     let counters = &shared.counters;
     counters.observe_persist(runtime.now().saturating_duration_since(started));
     Counters::add(&counters.persists, 1);
-    Counters::add(&counters.persisted_entries, batch.entries.len() as u64);
-    Ok(())
+    Counters::add(&counters.persisted_entries, entries);
 }
 
 /// Starts persisting `batch` on a store that pipelines persists, and returns the future
@@ -651,10 +671,7 @@ fn start_persist(
     let runtime = runtime.clone();
     Box::pin(async move {
         stored.await.map_err(FatalError::Storage)?;
-        let counters = &shared.counters;
-        counters.observe_persist(runtime.now().saturating_duration_since(started));
-        Counters::add(&counters.persists, 1);
-        Counters::add(&counters.persisted_entries, entries);
+        count_persist(&shared, &*runtime, started, entries);
         Ok(())
     })
 }
@@ -755,16 +772,8 @@ impl Inner<'_> {
             }
             Either::Right((worked, _)) => worked?,
         }
-        loop {
-            let recv = self.transport.recv(self.inbound, self.max_inbound);
-            let received = match select(store.as_mut(), recv).await {
-                Either::Left((stored, _)) => return stored,
-                Either::Right((received, _)) => received,
-            };
-            received.map_err(FatalError::Transport)?;
-            self.deliver();
-            self.apply_chosen().await?;
-        }
+        while !self.wait_persist_or_input(store.as_mut(), false).await? {}
+        Ok(())
     }
 
     /// Applies and answers what the core chose since the last Ready or `Chosen`
@@ -781,25 +790,27 @@ impl Inner<'_> {
         Ok(())
     }
 
-    /// Waits until `store` (the oldest pipelined persist) ends, or a request or inbound
-    /// messages arrive: true if it ended; false once an input was taken (the messages
-    /// delivered, and what they chose applied and answered; a request stashed for the next
-    /// cycle), so that the next cycle can start the next Ready's persist behind this one.
-    async fn wait_persist_or_input(
+    /// Waits until `store` (a persist) ends, or inbound messages arrive, or (with
+    /// `requests`) a request: true if the persist ended; false once an input was taken
+    /// (the messages delivered, and what they chose applied and answered; a request
+    /// stashed for the next cycle, which can then start the next Ready's persist behind
+    /// this one).
+    async fn wait_persist_or_input<F: Future<Output = Result<(), FatalError>> + ?Sized>(
         &mut self,
-        mut store: Pin<&mut (dyn Future<Output = Result<(), FatalError>> + Send)>,
+        mut store: Pin<&mut F>,
+        requests: bool,
     ) -> Result<bool, FatalError> {
         let woken = {
             let Self {
                 transport,
                 inbound,
-                requests,
+                requests: queue,
                 stashed,
                 max_inbound,
                 ..
             } = &mut *self;
             let mut message = transport.recv(inbound, *max_inbound);
-            let mut request = pin!(requests.recv());
+            let mut request = pin!(queue.recv());
             futures::future::poll_fn(|cx| {
                 if let Poll::Ready(stored) = store.as_mut().poll(cx) {
                     return Poll::Ready(Either::Left(stored));
@@ -808,7 +819,8 @@ impl Inner<'_> {
                     return Poll::Ready(Either::Right(r.map_err(FatalError::Transport)));
                 }
                 // Only into an empty stash: the cycle takes the stashed request first.
-                if stashed.is_none()
+                if requests
+                    && stashed.is_none()
                     && let Poll::Ready(r) = request.as_mut().poll(cx)
                 {
                     // Never closed: the driver holds a sender.

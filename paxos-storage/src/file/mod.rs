@@ -113,7 +113,7 @@ mod snapshot;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -142,8 +142,8 @@ const LOCK_FILE: &str = "LOCK";
 /// (the driver makes one at a time; the others hold jobs of calls whose futures were
 /// dropped, and a sender then waits, asynchronously, for room).
 const JOB_QUEUE: usize = MAX_PERSISTS_IN_FLIGHT + 4;
-/// Persists [`Storage::start_persist`] takes before it refuses one more: the trait's
-/// floor, the largest `Config::max_outstanding_readys`.
+/// Persists [`Storage::start_persist`] has room for in the queue before it refuses one
+/// more: the trait's floor, the largest `Config::max_outstanding_readys`.
 const MAX_PERSISTS_IN_FLIGHT: usize = 64;
 /// Spare encoding buffers kept for pipelined persists (each may hold up to a MiB of zeros
 /// ahead, see [`ZERO_AHEAD_BYTES`], so they are reused rather than allocated each time).
@@ -326,8 +326,6 @@ pub struct FileStorage {
     buf: Vec<u8>,
     /// Encoding buffers of pipelined persists, back from the I/O thread, for reuse.
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// Pipelined persists started and not yet answered.
-    in_flight: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     jobs: async_channel::Sender<Job>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -407,7 +405,6 @@ impl FileStorage {
             report: recovered.report,
             buf: Vec::new(),
             spare: Arc::default(),
-            in_flight: Arc::default(),
             shared,
             jobs,
             thread: Some(thread),
@@ -490,11 +487,6 @@ impl FileStorage {
         if batch.is_empty() {
             return Ok(None);
         }
-        if self.in_flight.load(Ordering::SeqCst) >= MAX_PERSISTS_IN_FLIGHT {
-            return Err(StorageError::InvalidCall(format!(
-                "more than {MAX_PERSISTS_IN_FLIGHT} persists in flight"
-            )));
-        }
         let (body, max_slot) = self.batch_record(batch);
         let mut record = self
             .spare
@@ -510,20 +502,17 @@ impl FileStorage {
             max_slot,
             reply,
         };
-        // Room is all but certain: at most MAX_PERSISTS_IN_FLIGHT appends, and the few jobs
-        // of awaited (or dropped) calls.
+        // The queue is the bound: room for MAX_PERSISTS_IN_FLIGHT appends beside the few
+        // jobs of awaited (or dropped) calls.
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(async_channel::TrySendError::Full(_)) => {
-                return Err(StorageError::InvalidCall(
-                    "the I/O thread's queue is full".into(),
-                ));
+                return Err(StorageError::InvalidCall(format!(
+                    "the I/O thread's queue of {JOB_QUEUE} jobs is full"
+                )));
             }
             Err(async_channel::TrySendError::Closed(_)) => return Err(self.thread_gone()),
         }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        // Counted out when the future ends or is dropped.
-        let counted = InFlightCount(self.in_flight.clone());
         // Checked against the next batch as soon as this one is queued (they are written in
         // order, and a failure poisons the store for every later one).
         if let Some(hard_state) = batch.hard_state {
@@ -532,9 +521,7 @@ impl FileStorage {
         let spare = self.spare.clone();
         let gone = self.thread_gone_error();
         Ok(Some(async move {
-            let answered = answer.await;
-            drop(counted);
-            match answered {
+            match answer.await {
                 Ok((result, buf)) => {
                     let mut spare = spare.lock().unwrap_or_else(PoisonError::into_inner);
                     if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_BYTES {
@@ -589,15 +576,6 @@ impl FileStorage {
         }));
         self.jobs.send_blocking(job).expect("the I/O thread runs");
         rx.recv().expect("the I/O thread answers")
-    }
-}
-
-/// One pipelined persist in [`FileStorage::in_flight`], until dropped.
-struct InFlightCount(Arc<AtomicUsize>);
-
-impl Drop for InFlightCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
