@@ -102,6 +102,14 @@ pub struct Snapshot {
     /// CPU time (user + system) of every node process together, seconds; in-process, of
     /// the harness process (the clients included).
     pub cpu_secs: f64,
+    /// CPU time of each node process, seconds, by node id (empty in-process: the nodes
+    /// share the harness's process).
+    pub node_cpu_secs: HashMap<u64, f64>,
+    /// CPU time of the harness process, seconds: the clients (and the harness's scraping)
+    /// when the nodes are processes of their own.
+    pub harness_cpu_secs: f64,
+    /// When it was taken (before scraping the nodes' `/metrics`).
+    pub taken: Option<Instant>,
     /// Each node's `paxos_*` samples (without the `node` label), by node id.
     pub metrics: HashMap<u64, HashMap<String, f64>>,
 }
@@ -353,13 +361,19 @@ impl Cluster {
     /// CPU time and `/metrics` of every node, now (CPU time in-process: this process's).
     pub async fn snapshot(&mut self) -> Result<Snapshot, String> {
         self.check_alive()?;
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot {
+            taken: Some(Instant::now()),
+            harness_cpu_secs: cpu_secs(std::process::id())?,
+            ..Snapshot::default()
+        };
         if self.kind.in_process() {
-            snapshot.cpu_secs = cpu_secs(std::process::id())?;
+            snapshot.cpu_secs = snapshot.harness_cpu_secs;
         }
         for node in &self.nodes {
             if let Replica::Process { process, .. } = &node.replica {
-                snapshot.cpu_secs += cpu_secs(process.0.id())?;
+                let node_cpu = cpu_secs(process.0.id())?;
+                snapshot.cpu_secs += node_cpu;
+                snapshot.node_cpu_secs.insert(node.id, node_cpu);
             }
             let text = http_get(node.admin, "/metrics")
                 .await

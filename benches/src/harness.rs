@@ -181,7 +181,7 @@ async fn run_in(
     let mut ceilings = HashMap::new();
     match floors::redis_server().filter(|_| !args.no_redis) {
         Some(redis) => {
-            let (_server, addr) = floors::start_redis(&redis).await?;
+            let (server, addr) = floors::start_redis(&redis).await?;
             for (i, spec) in loads.iter().enumerate() {
                 eprintln!(
                     "[ceiling {}/{}] redis-server {} c={} P{}",
@@ -194,8 +194,18 @@ async fn run_in(
                 if spec.workload.reads() && !loads[..i].iter().any(|s| s.workload.reads()) {
                     load::preload(addr, spec).await?;
                 }
+                let pids = [server.0.id(), std::process::id()];
+                let before = pids.map(cluster::cpu_secs);
                 let result = load_with_progress(addr, spec).await?;
-                let row = ceiling_row(args, spec, &result, &floors[0]);
+                let after = pids.map(cluster::cpu_secs);
+                let mut row = ceiling_row(args, spec, &result, &floors[0]);
+                if let ([Ok(s0), Ok(h0)], [Ok(s1), Ok(h1)], true) =
+                    (before, after, result.answered > 0)
+                {
+                    let per_op = |secs: f64| secs * 1e6 / result.answered as f64;
+                    row.cpu_us_per_op = Some(per_op(s1 - s0));
+                    row.clients_cpu_us_per_op = Some(per_op(h1 - h0));
+                }
                 eprintln!("  {}", summary(&row));
                 ceilings.insert(key(spec), row.ops_per_sec);
                 rows.push(row);
@@ -405,6 +415,9 @@ fn base_row(args: &BenchArgs, spec: &LoadSpec, result: &LoadResult) -> Row {
         p99_us: result.latency_us(0.99),
         p999_us: result.latency_us(0.999),
         cpu_us_per_op: None,
+        leader_cpu_us_per_op: None,
+        leader_busy: None,
+        clients_cpu_us_per_op: None,
         batch: None,
         persists_per_sec: None,
         lease_reads: None,
@@ -455,8 +468,24 @@ fn result_row(
     if result.answered > 0 {
         // CPU is taken over warm-up and window: divided by the commands of both. In-process
         // it is the harness's own, the clients' included (see `Snapshot::cpu_secs`).
-        let cpu_us = (after.cpu_secs - before.cpu_secs) * 1e6;
-        row.cpu_us_per_op = Some(cpu_us / result.answered as f64);
+        let per_op = |secs: f64| secs * 1e6 / result.answered as f64;
+        row.cpu_us_per_op = Some(per_op(after.cpu_secs - before.cpu_secs));
+        if !kind.in_process() {
+            row.clients_cpu_us_per_op =
+                Some(per_op(after.harness_cpu_secs - before.harness_cpu_secs));
+        }
+        if let (Some(l0), Some(l1)) = (
+            before.node_cpu_secs.get(&leader),
+            after.node_cpu_secs.get(&leader),
+        ) {
+            row.leader_cpu_us_per_op = Some(per_op(l1 - l0));
+            if let (Some(t0), Some(t1)) = (before.taken, after.taken) {
+                let wall = t1.duration_since(t0).as_secs_f64();
+                if wall > 0.0 {
+                    row.leader_busy = Some((l1 - l0) / wall);
+                }
+            }
+        }
     }
     row
 }

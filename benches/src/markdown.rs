@@ -91,7 +91,14 @@ pub fn render(args: &BenchArgs, outcome: &Outcome, md: &Path) -> Result<String, 
          processes together, per command; for an `in-process` cluster, of the harness \
          process, so the clients' CPU is included. `batch`: commands per committed slot on \
          the leader. `persists/s`: `Storage::persist` calls per second, summed over the \
-         replicas.",
+         replicas. For `redis-server`, `cpu us/op` is that one process's.",
+    );
+    line(
+        w,
+        "* `leader us/op`: the leader process's share of `cpu us/op`. `leader busy`: its CPU \
+         time over the run's wall time, in cores; a `tokio:1` leader runs on one thread, so \
+         near 1.0 it is the cluster's bottleneck. `clients us/op`: CPU time of the harness \
+         process (the load generator) per command, when the replicas run as processes.",
     );
     line(
         w,

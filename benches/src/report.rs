@@ -55,6 +55,14 @@ pub struct Row {
     /// CPU time per command, microseconds: of the three replica processes together, or
     /// in-process of the whole harness process (clients included).
     pub cpu_us_per_op: Option<f64>,
+    /// CPU time of the leader's process per command, microseconds (process clusters only).
+    pub leader_cpu_us_per_op: Option<f64>,
+    /// The leader's CPU time over the wall time of the run, in cores: 1.0 is one core
+    /// fully busy, which is the ceiling of a one-threaded (`tokio:1`) leader.
+    pub leader_busy: Option<f64>,
+    /// CPU time of the harness process per command, microseconds: the clients' cost,
+    /// measured when the replicas are processes of their own (and for Redis).
+    pub clients_cpu_us_per_op: Option<f64>,
     /// Commands per committed slot on the leader (client commands applied / slots
     /// applied, over the window): the batch size.
     pub batch: Option<f64>,
@@ -125,7 +133,7 @@ fn ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}x"))
 }
 
-const HEADERS: [&str; 13] = [
+const HEADERS: [&str; 16] = [
     "cluster",
     "load",
     "clients",
@@ -137,11 +145,14 @@ const HEADERS: [&str; 13] = [
     "p99.9 us",
     "floor",
     "cpu us/op",
+    "leader us/op",
+    "leader busy",
+    "clients us/op",
     "batch",
     "persists/s",
 ];
 
-fn cells(row: &Row) -> [String; 13] {
+fn cells(row: &Row) -> [String; 16] {
     let cluster = if row.kind == "ceiling" {
         "redis-server".to_owned()
     } else {
@@ -166,6 +177,9 @@ fn cells(row: &Row) -> [String; 13] {
         row.floor_us
             .map_or_else(|| "-".to_owned(), |f| format!("{f:.0} us {}", row.floor)),
         opt(row.cpu_us_per_op, 1),
+        opt(row.leader_cpu_us_per_op, 1),
+        opt(row.leader_busy, 2),
+        opt(row.clients_cpu_us_per_op, 1),
         opt(row.batch, 1),
         opt(row.persists_per_sec, 0),
     ]
@@ -187,7 +201,7 @@ pub fn table(floors: &[Floor], rows: &[Row]) -> String {
         )
         .expect("writing to a String");
     }
-    let all: Vec<[String; 13]> = rows.iter().map(cells).collect();
+    let all: Vec<[String; 16]> = rows.iter().map(cells).collect();
     let mut widths = HEADERS.map(str::len);
     for r in &all {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -454,6 +468,9 @@ mod tests {
             p99_us: p99,
             p999_us: p99 * 2.0,
             cpu_us_per_op: Some(10.0),
+            leader_cpu_us_per_op: Some(6.0),
+            leader_busy: Some(0.8),
+            clients_cpu_us_per_op: Some(5.0),
             batch: Some(1.0),
             persists_per_sec: Some(100.0),
             lease_reads: None,

@@ -99,7 +99,14 @@ fn one_combination_runs_end_to_end_and_reports_sane_numbers() {
     assert_eq!(r["errors"], 0, "{r}");
     let (p50, p99) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap());
     assert!(p50 > 0.0 && p99 >= p50, "{r}");
-    assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    let cpu = r["cpu_us_per_op"].as_f64().unwrap();
+    assert!(cpu > 0.0, "{r}");
+    // The leader is one of the three replica processes, on one thread (tokio:1).
+    let leader = r["leader_cpu_us_per_op"].as_f64().unwrap();
+    assert!(leader > 0.0 && leader <= cpu, "{r}");
+    let busy = r["leader_busy"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy <= 1.1, "{r}");
+    assert!(r["clients_cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["batch"].as_f64().unwrap() >= 1.0, "{r}");
     assert!(r["persists_per_sec"].as_f64().unwrap() > 0.0, "{r}");
     assert_eq!(r["floor"], "2xtcp_rtt", "{r}");
@@ -177,6 +184,9 @@ fn one_combination_runs_in_process_and_says_so() {
     assert!(p50 > 0.0 && p99 >= p50, "{r}");
     assert!(r["p999_us"].as_f64().unwrap() >= p99, "{r}");
     assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    // In-process the replicas share the harness's process: no per-process split.
+    assert!(r["leader_cpu_us_per_op"].is_null(), "{r}");
+    assert!(r["clients_cpu_us_per_op"].is_null(), "{r}");
     assert!(r["batch"].as_f64().unwrap() >= 1.0, "{r}");
     assert!(r["persists_per_sec"].as_f64().unwrap() > 0.0, "{r}");
 
