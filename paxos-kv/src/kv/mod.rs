@@ -713,6 +713,10 @@ impl KvStateMachine {
     }
 
     /// Applies one proposed command and returns its output.
+    ///
+    /// The client's session is looked up once. In the usual case, the client's next
+    /// command, it is updated in place and keeps the `born_slot` it started with. No
+    /// session is added then, so none is evicted.
     fn apply_one(&mut self, payload: &[u8]) -> KvOutput {
         let Some(request) = KvRequest::decode(payload) else {
             return KvOutput::Error("ERR malformed command".into());
@@ -722,7 +726,14 @@ impl KvStateMachine {
             born_slot,
             seq,
         } = request.id;
-        match self.state.sessions.get(&client) {
+        let KvState {
+            map,
+            sessions,
+            by_age,
+            next_stamp,
+            evicted_born_max,
+        } = &mut self.state;
+        let session = match sessions.get_mut(&client) {
             Some(session) if seq == session.seq => return session.output.clone(),
             Some(session) if seq < session.seq => {
                 return KvOutput::Error(format!(
@@ -730,59 +741,47 @@ impl KvStateMachine {
                     session.seq
                 ));
             }
-            Some(_) => {}
-            None if self
-                .state
-                .evicted_born_max
-                .is_some_and(|floor| born_slot <= floor) =>
-            {
+            Some(session) => Some(session),
+            None if evicted_born_max.is_some_and(|floor| born_slot <= floor) => {
                 return KvOutput::SessionExpired;
             }
-            None => {}
-        }
-        let output = commands::execute(&mut self.state.map, request.command);
+            None => None,
+        };
+        let output = commands::execute(map, request.command);
         let kept = if output.encoded_len() <= payload.len().max(MIN_KEPT_OUTPUT_BYTES) {
             output.clone()
         } else {
             KvOutput::Error(OUTPUT_NOT_KEPT.into())
         };
-        self.record(request.id, kept);
-        output
-    }
-
-    fn record(&mut self, id: RequestId, output: KvOutput) {
-        let state = &mut self.state;
-        let stamp = state.next_stamp;
-        state.next_stamp += 1;
-        // The usual case, a client's next command: its session is updated in place (one
-        // walk of the map), keeping the `born_slot` it started with; no session is added,
-        // so none is evicted.
-        if let Some(session) = state.sessions.get_mut(&id.client) {
+        let stamp = *next_stamp;
+        *next_stamp += 1;
+        if let Some(session) = session {
             let old_stamp = std::mem::replace(&mut session.stamp, stamp);
-            session.seq = id.seq;
-            session.output = output;
-            state.by_age.remove(&old_stamp);
-            state.by_age.insert(stamp, id.client);
-            return;
+            session.seq = seq;
+            session.output = kept;
+            by_age.remove(&old_stamp);
+            by_age.insert(stamp, client);
+            return output;
         }
         let session = Session {
-            seq: id.seq,
-            output,
+            seq,
+            output: kept,
             stamp,
-            born_slot: id.born_slot,
+            born_slot,
         };
-        state.sessions.insert(id.client, session);
-        state.by_age.insert(stamp, id.client);
-        while state.sessions.len() > self.max_sessions {
-            let Some(&(stamp, oldest)) = state.by_age.get_min() else {
+        sessions.insert(client, session);
+        by_age.insert(stamp, client);
+        while sessions.len() > self.max_sessions {
+            let Some(&(stamp, oldest)) = by_age.get_min() else {
                 break;
             };
-            state.by_age.remove(&stamp);
-            if let Some(evicted) = state.sessions.remove(&oldest) {
-                let floor = state.evicted_born_max.get_or_insert(evicted.born_slot);
+            by_age.remove(&stamp);
+            if let Some(evicted) = sessions.remove(&oldest) {
+                let floor = evicted_born_max.get_or_insert(evicted.born_slot);
                 *floor = (*floor).max(evicted.born_slot);
             }
         }
+        output
     }
 
     /// The eviction floor: the highest [`RequestId::born_slot`] of an evicted session, if
