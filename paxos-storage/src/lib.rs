@@ -49,3 +49,20 @@ pub use faulty::{Fault, FaultPlan, FaultyStorage};
 #[cfg(feature = "file")]
 pub use file::{FileStorage, FileStorageOptions, IoFaults, Preallocate, RecoveryReport, TornTail};
 pub use memory::MemoryStorage;
+
+/// The safety invariant every store checks before it writes `batch`: the promise never
+/// moves backwards from `current`, the one it holds. Panics, in release builds too, if it
+/// does.
+pub(crate) fn assert_promise_moves_forward(
+    batch: &paxos_core::PersistBatch,
+    current: &paxos_core::HardState,
+) {
+    if let Some(hard_state) = batch.hard_state {
+        assert!(
+            hard_state.promised >= current.promised,
+            "promised ballot moves backwards: {} after {}",
+            hard_state.promised,
+            current.promised
+        );
+    }
+}

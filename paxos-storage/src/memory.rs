@@ -88,13 +88,8 @@ impl MemoryStorage {
     /// Writes `batch` (durable at once: memory is this store's disk).
     fn write(&self, batch: &PersistBatch) {
         let mut disk = self.disk();
+        crate::assert_promise_moves_forward(batch, &disk.hard_state);
         if let Some(hard_state) = batch.hard_state {
-            assert!(
-                hard_state.promised >= disk.hard_state.promised,
-                "promised ballot moves backwards: {} after {}",
-                hard_state.promised,
-                disk.hard_state.promised
-            );
             disk.hard_state = hard_state;
         }
         let compacted_before = disk.compacted_before;

@@ -461,14 +461,7 @@ impl FileStorage {
     /// What `batch` is written as, and the highest slot it holds, after checking that its
     /// promise does not move backwards (a safety invariant: panics if it does).
     fn batch_record<'a>(&self, batch: &'a PersistBatch) -> (BodyRef<'a>, Option<Slot>) {
-        if let Some(hard_state) = batch.hard_state {
-            assert!(
-                hard_state.promised >= self.hard_state.promised,
-                "promised ballot moves backwards: {} after {}",
-                hard_state.promised,
-                self.hard_state.promised
-            );
-        }
+        crate::assert_promise_moves_forward(batch, &self.hard_state);
         let body = BodyRef::Batch {
             hard_state: batch.hard_state,
             entries: &batch.entries,
