@@ -37,7 +37,7 @@ use paxos_core::{
 use crate::command;
 use crate::compaction::Snapshots;
 use crate::error::{CompactError, FatalError, ProposeError, ReadError};
-use crate::handle::{PeerContact, Request, Shared};
+use crate::handle::{LeaseGate, PeerContact, Request, Shared};
 use crate::metrics::Counters;
 use crate::options::NodeOptions;
 use crate::runtime::{AsyncTimer, Runtime};
@@ -187,6 +187,9 @@ impl Driver {
     /// whether another cycle should follow at once.
     async fn cycle(&mut self) -> Result<bool, FatalError> {
         Counters::add(&self.shared.counters.driver_cycles, 1);
+        // Closed before the core hears anything: what it learns this cycle (a commit
+        // point above what is applied) may leave in a message before it is applied.
+        self.shared.set_lease_gate(None);
         // Time is read as each input is handed to the core, never before it arrived: a
         // lease granted from an earlier clock would end too soon, and a read checked
         // against a clock from before a pause (a SIGSTOP between the two) could be stale.
@@ -215,7 +218,25 @@ impl Driver {
         // Between two Readys: the state machine has applied exactly what the core did.
         more |= self.snapshot_work().await?;
         self.observe();
+        self.open_lease_gate();
         Ok(more)
+    }
+
+    /// Opens the lease gate ([`NodeHandle::try_read_barrier`](crate::NodeHandle::try_read_barrier))
+    /// if reads may be answered at once until the next cycle: the core allows it (leader,
+    /// lease, recovered, all chosen handed out) and no Ready is outstanding, so everything
+    /// handed out is applied.
+    fn open_lease_gate(&self) {
+        if !self.pipeline.is_empty() {
+            return;
+        }
+        let Some(until) = self.replica.lease_read_until() else {
+            return;
+        };
+        self.shared.set_lease_gate(Some(LeaseGate {
+            until: self.origin + Duration::from_nanos(until.as_nanos()),
+            applied: self.replica.status().applied,
+        }));
     }
 
     /// Sleeps until a request, an inbound message, a shutdown or the next deadline.

@@ -85,6 +85,19 @@ pub(crate) struct Shared {
     pub(crate) core_metrics: Mutex<Metrics>,
     /// Per peer, when it was last heard from.
     pub(crate) contacts: Mutex<Vec<PeerContact>>,
+    /// Open (`Some`) only between two driver cycles of a leader that may answer a read
+    /// barrier on the caller's task: see [`NodeHandle::try_read_barrier`].
+    lease_gate: Mutex<Option<LeaseGate>>,
+}
+
+/// What a read barrier answered on the caller's task needs: until when the driver's last
+/// cycle left the lease valid, and what was applied then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseGate {
+    /// The lease's end on the runtime's clock.
+    pub(crate) until: Instant,
+    /// Every slot below it is applied.
+    pub(crate) applied: Slot,
 }
 
 impl Shared {
@@ -97,7 +110,23 @@ impl Shared {
             counters: Counters::default(),
             core_metrics: Mutex::new(Metrics::default()),
             contacts: Mutex::new(Vec::new()),
+            lease_gate: Mutex::new(None),
         }
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Option<LeaseGate>> {
+        // Nothing panics while holding the lock.
+        self.lease_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the lease gate (`Some`) or closes it (`None`). The driver closes it before it
+    /// hands the core any input and opens it, at the end of a cycle, only when the core's
+    /// [`lease_read_until`](paxos_core::Replica::lease_read_until) allows and everything
+    /// handed out is applied.
+    pub(crate) fn set_lease_gate(&self, gate: Option<LeaseGate>) {
+        *self.gate() = gate;
     }
 
     /// A listener that fires at the next status change (or termination). Take it
@@ -125,6 +154,7 @@ impl Shared {
 
     /// Records why the node stopped; the first reason wins.
     pub(crate) fn set_fatal(&self, error: FatalError) {
+        self.set_lease_gate(None);
         self.publish(|s| {
             s.stopped.get_or_insert(error);
         });
@@ -283,6 +313,45 @@ impl NodeHandle {
     pub async fn read_barrier(&self) -> Result<Slot, ReadError> {
         let (reply, answer) = oneshot::channel();
         self.read_with(ReadReply::Barrier { reply }, answer).await
+    }
+
+    /// A [`read_barrier`](Self::read_barrier) answered at once, on the caller's task, if
+    /// this node can confirm it alone: `Some(applied)` on the leader holding its lease
+    /// with every chosen slot applied, between two cycles of its driver. The program may
+    /// then read its own view of the state (one its state machine updates in
+    /// [`apply`](paxos_core::StateMachine::apply) before returning) and see every write
+    /// acknowledged, on any node, before the call, as after `read_barrier`.
+    ///
+    /// `None` means "not at once", not an error: this node is not the leader, holds no
+    /// lease, has chosen slots still to apply, or its driver is in the middle of a cycle
+    /// (on a multi-threaded runtime). Fall back to [`read_barrier`](Self::read_barrier)
+    /// or [`read`](Self::read), which wait for the driver.
+    ///
+    /// It costs a lock and a clock reading, and no message, no driver wake-up and no
+    /// `query` call: what a server answering many reads on the leader wants. The
+    /// guarantee rests on the lease and on the driver closing this path before it hands
+    /// the core any input, reopening it only once all that is chosen is applied: see
+    /// ARCHITECTURE.md, "Reads on the caller's task".
+    ///
+    /// ```no_run
+    /// # async fn example(node: paxos_node::NodeHandle, shared: std::sync::Arc<std::sync::Mutex<u64>>) {
+    /// let applied = match node.try_read_barrier() {
+    ///     Some(applied) => applied,
+    ///     None => node.read_barrier().await.unwrap(),
+    /// };
+    /// let total = *shared.lock().unwrap(); // reflects every write acknowledged before
+    /// # let _ = (applied, total);
+    /// # }
+    /// ```
+    pub fn try_read_barrier(&self) -> Option<Slot> {
+        // The gate first, then the clock: the read is ordered when the gate was read, and
+        // the lease must still hold at a reading taken after that.
+        let gate = (*self.shared.gate())?;
+        if self.runtime.now() >= gate.until {
+            return None;
+        }
+        Counters::add(&self.shared.counters.local_read_barriers, 1);
+        Some(gate.applied)
     }
 
     /// Takes a snapshot of the state machine now and drops the log below it (keeping

@@ -75,6 +75,10 @@ node_metrics! {
     proposals: Counter,
     /// Reads answered on this node.
     reads: Counter,
+    /// Read barriers answered at once on the caller's task under the leader lease
+    /// ([`NodeHandle::try_read_barrier`](crate::NodeHandle::try_read_barrier)); not in
+    /// `reads`.
+    local_read_barriers: Counter,
     /// Read markers proposed (reads started away from the leader go through the log; reads
     /// of one cycle share a marker).
     read_markers: Counter,

@@ -245,6 +245,74 @@ fn read_barrier_then_read_own_state() {
     });
 }
 
+/// `try_read_barrier`: `None` on every follower. On the leader, `Some` once its driver is
+/// between two cycles under the lease, and then the program's own state holds a write
+/// acknowledged on a follower before the call, with no `query` and no read marker. Cut off
+/// from its followers' answers, the leader loses its lease, and from then on says `None`.
+#[test]
+fn try_read_barrier_answers_at_once_only_on_the_leader_under_its_lease() {
+    on_tokio(|rt| async move {
+        let nodes = start(&rt, 3).await;
+        let l = leader(&nodes).await;
+        let followers: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+        let write = nodes[followers[0]]
+            .handle
+            .propose_with_slot(Kv::set(1, 10))
+            .await;
+        let write = write.unwrap();
+        for &f in &followers {
+            assert_eq!(
+                nodes[f].handle.try_read_barrier(),
+                None,
+                "a follower answered a read barrier at once"
+            );
+        }
+        let at_once = |l: usize| {
+            let (handle, rt) = (nodes[l].handle.clone(), rt.clone());
+            async move {
+                loop {
+                    if let Some(at) = handle.try_read_barrier() {
+                        break at;
+                    }
+                    rt.sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        let at = within(&*rt, "a read barrier at once on the leader", at_once(l)).await;
+        assert!(
+            at > write.slot,
+            "barrier at {at}, write in slot {}",
+            write.slot
+        );
+        assert_eq!(nodes[l].state.state().map.get(&1), Some(&10));
+        let metrics = nodes[l].handle.metrics();
+        assert_eq!(metrics.local_read_barriers, 1);
+        assert_eq!((metrics.reads, metrics.read_markers), (0, 0));
+        assert_eq!(total_queries(&nodes), 0);
+
+        // What reaches the leader is held: no follower renews its lease.
+        nodes[l].inbound.close();
+        within(
+            &*rt,
+            "the cut-off leader to lose its lease",
+            nodes[l].handle.wait_for(WAIT, |s| !s.lease_held),
+        )
+        .await
+        .expect("the lease ends");
+        assert_eq!(
+            nodes[l].handle.try_read_barrier(),
+            None,
+            "a read barrier at once without a lease"
+        );
+        // Heard again, the cluster has a leader with a lease again (it or another).
+        nodes[l].inbound.open();
+        let l = leader(&nodes).await;
+        let at = within(&*rt, "a leader's lease", at_once(l)).await;
+        assert!(at > write.slot);
+        shutdown(&nodes).await;
+    });
+}
+
 /// `propose_with_slot`: sequential writes get increasing slots; each write is in the
 /// applied log of every replica at the slot it was given; writes batched together share a
 /// slot; `propose` returns the same output without the slot.

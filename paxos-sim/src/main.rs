@@ -188,12 +188,13 @@ fn run_nodes(args: &Args) {
             .collect(),
     };
     let started = Instant::now();
-    let (mut violations, mut writes, mut reads, mut sim_ms, mut polls) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut violations, mut writes, mut reads, mut at_once, mut sim_ms, mut polls) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for cfg in &configs {
         let r = run(cfg);
         writes += r.clients.writes_ok;
         reads += r.clients.reads_ok;
+        at_once += r.clients.reads_at_once;
         sim_ms += r.sim_time_ms;
         polls += r.polls;
         if args.verbose || args.seed.is_some() {
@@ -211,7 +212,8 @@ fn run_nodes(args: &Args) {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "mode=node seeds={} violations={violations} writes={writes} reads={reads} polls={polls} \
+        "mode=node seeds={} violations={violations} writes={writes} reads={reads} \
+         (at once {at_once}) polls={polls} \
          sim_time={:.1}s wall={secs:.2}s seeds_per_sec={:.2}",
         configs.len(),
         sim_ms as f64 / 1000.0,

@@ -83,6 +83,11 @@ fn run_chunk(chunk: u64) {
         "largest value written: {largest} bytes"
     );
     assert!(sum(|r| r.clients.writes_ok) > 0 && sum(|r| r.clients.reads_ok) > 0);
+    // Reads answered at once under the lease ran too, checked like every other read.
+    assert!(
+        sum(|r| r.clients.reads_at_once) > 0,
+        "chunk {chunk}: no read was answered at once"
+    );
     // Compaction ran, and nodes left behind a compaction point caught up by transfer.
     assert!(
         sum(|r| r.snapshots_taken) > 0 && sum(|r| r.snapshots_installed) > 0,
@@ -103,7 +108,7 @@ fn run_chunk(chunk: u64) {
     );
     eprintln!(
         "chunk {chunk}: seeds {}..{} and {}..{} (fresh window from {fresh}), violations=0 \
-         writes={} reads={} crashes={} partitions={} long_partitions={} pauses={} wipes={} \
+         writes={} reads={} (at once {}) crashes={} partitions={} long_partitions={} pauses={} wipes={} \
          down_for_good={} storage_stops={} snapshots_taken={} (background {}) \
          snapshots_installed={} chosen_during_persist={} \
          largest_value={largest} wall={:.1}s",
@@ -113,6 +118,7 @@ fn run_chunk(chunk: u64) {
         fresh + (chunk + 1) * FRESH,
         sum(|r| r.clients.writes_ok),
         sum(|r| r.clients.reads_ok),
+        sum(|r| r.clients.reads_at_once),
         sum(|r| r.faults.crashes),
         sum(|r| r.faults.partitions),
         sum(|r| r.faults.long_partitions),

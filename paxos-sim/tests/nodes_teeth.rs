@@ -44,6 +44,15 @@ fn an_empty_disk_that_votes_breaks_safety() {
 }
 
 #[test]
+fn reading_at_once_on_a_leader_without_its_lease_is_caught() {
+    caught(
+        NodeBug::ReadAtOnceWhileLeading,
+        20,
+        &["history not linearizable"],
+    );
+}
+
+#[test]
 fn replay_commands_name_the_mode() {
     let cfg = NodeSimConfig {
         bug: Some(NodeBug::AckBeforeSync),

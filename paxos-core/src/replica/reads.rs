@@ -82,6 +82,26 @@ impl Replica {
         (self.now < until).then_some(until)
     }
 
+    /// Until when a linearizable read may be answered on this replica **at once**, from
+    /// the state machine as it is, without [`read`](Self::read): `Some(until)` only on a
+    /// leader that holds its lease, whose commit point covers every slot it re-proposed
+    /// on taking over, and that has handed out for applying every slot it knows chosen.
+    ///
+    /// It speaks for the core only. The caller must also have applied everything handed
+    /// out (every Ready taken is handled) and must not let a commit point above what it
+    /// applied reach anyone (a message, an answer) while it acts on `until`: the
+    /// node's driver answers such reads only between two of its cycles. Until then no
+    /// other leader can choose anything (the lease), and nothing chosen under this one is
+    /// missing from the state, so a read of the state is ordered at the moment it checked
+    /// `until` against its clock.
+    pub fn lease_read_until(&self) -> Option<Instant> {
+        let l = self.leadership.as_ref()?;
+        if self.role != Role::Leader || self.commit < l.recovered_to || self.applied < self.commit {
+            return None;
+        }
+        self.lease_until()
+    }
+
     /// Moves every read that may now be answered into the outbox.
     pub(super) fn release_reads(&mut self) {
         let Some(l) = self.leadership.as_ref() else {

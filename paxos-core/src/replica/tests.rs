@@ -771,11 +771,21 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
             stamp,
         })
     };
+    assert_eq!(
+        r.lease_read_until(),
+        None,
+        "no lease yet, nothing re-proposed is chosen"
+    );
     r.handle_message(at(1002), N2, accepted(0, 1));
     assert_eq!(r.status().commit, Slot(1));
     assert!(
         r.status().lease_until.is_some(),
         "a quorum acknowledged: lease held"
+    );
+    assert_eq!(
+        r.lease_read_until(),
+        None,
+        "leased, but slots 1 and 2 are not chosen: no read at once"
     );
     let id = r.read(at(1002)).unwrap();
     let ready = step(&mut r);
@@ -784,9 +794,21 @@ fn reads_wait_until_every_reproposed_slot_is_chosen() {
         "slots 1 and 2 are not chosen yet: the read must wait"
     );
     r.handle_message(at(1003), N2, accepted(1, 2));
+    assert_eq!(
+        r.lease_read_until(),
+        None,
+        "every re-proposed slot is chosen, but not all handed out for applying"
+    );
     let ready = step(&mut r);
     assert_eq!(ready.committed.len(), 2);
     assert_eq!(ready.reads, vec![id]);
+    let until = r
+        .lease_read_until()
+        .expect("leased, recovered, all handed out");
+    assert_eq!(Some(until), r.status().lease_until);
+    assert!(until > at(1003));
+    r.tick(until);
+    assert_eq!(r.lease_read_until(), None, "the lease ran out");
 }
 
 #[test]

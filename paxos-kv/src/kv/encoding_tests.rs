@@ -524,7 +524,7 @@ fn snapshot_round_trips_with_sessions_and_the_eviction_floor() {
         assert_eq!(sm.eviction_floor(), Some(1));
         let snap = take(&mut sm).await;
         let mut other = restored(&snap).await.unwrap();
-        assert_eq!(other.state, sm.state);
+        assert_eq!(*other.state(), *sm.state());
         let answer = other
             .query(&KvQuery::Get { key: b"k".to_vec() }.encode())
             .await
@@ -542,12 +542,12 @@ fn snapshot_round_trips_with_sessions_and_the_eviction_floor() {
                 KvOutput::SessionExpired
             );
         }
-        assert_eq!(other.state, sm.state);
+        assert_eq!(*other.state(), *sm.state());
     });
 }
 
 fn get(sm: &KvStateMachine, k: &str) -> Option<Vec<u8>> {
-    sm.state.map.get(&store::Key::new(k.into())).cloned()
+    sm.state().map.get(&store::Key::new(k.into())).cloned()
 }
 
 #[test]
@@ -584,7 +584,7 @@ fn snapshots_are_a_function_of_the_state_and_hold_large_values() {
         assert_eq!(snap, take(&mut b).await);
         assert!(snap.len() > big.len());
         let c = restored(&snap).await.unwrap();
-        assert_eq!(c.state, a.state);
+        assert_eq!(*c.state(), *a.state());
         assert_eq!(get(&c, "big"), Some(big.clone()));
     });
 }

@@ -2,7 +2,9 @@
 //!
 //! Keys and values are byte strings. Writes ([`KvCommand`]) go through the log wrapped in a
 //! [`KvRequest`] that carries a [`RequestId`] (client id and sequence number); reads
-//! ([`KvQuery`]) go through [`NodeHandle::read`](paxos_node::NodeHandle::read) and never
+//! ([`KvQuery`]) go through [`NodeHandle::read`](paxos_node::NodeHandle::read), or, on the
+//! leader under its lease, straight to a [`KvReader`] after
+//! [`NodeHandle::try_read_barrier`](paxos_node::NodeHandle::try_read_barrier). They never
 //! touch the log's state.
 //!
 //! # Commands
@@ -171,6 +173,8 @@ mod snapshot;
 mod store;
 mod wire;
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use paxos_core::{
@@ -178,7 +182,6 @@ use paxos_core::{
     StateMachineError,
 };
 use serde::{Deserialize, Serialize};
-
 use store::Store;
 
 /// The default bound on client sessions kept in the replicated state.
@@ -676,10 +679,37 @@ struct KvState {
 }
 
 /// The key-value [`StateMachine`]. See the [module docs](self).
+///
+/// Its state sits behind a mutex shared with every [`KvReader`] taken from it: `apply`
+/// holds the lock for one whole batch, a reader for one query.
 #[derive(Debug)]
 pub struct KvStateMachine {
-    state: KvState,
+    state: Arc<Mutex<KvState>>,
     max_sessions: usize,
+}
+
+/// Answers queries from a [`KvStateMachine`]'s state as it is now, from any task, without
+/// the node's driver: for reads that [`NodeHandle::try_read_barrier`] allowed (after it,
+/// the state holds every write acknowledged before the call).
+///
+/// [`NodeHandle::try_read_barrier`]: paxos_node::NodeHandle::try_read_barrier
+#[derive(Clone, Debug)]
+pub struct KvReader {
+    state: Arc<Mutex<KvState>>,
+}
+
+impl KvReader {
+    /// Answers `query` from the state as applied now, as
+    /// [`StateMachine::query`] would.
+    pub fn answer(&self, query: KvQuery) -> KvAnswer {
+        commands::answer(&lock(&self.state).map, query)
+    }
+}
+
+/// Locks the shared state. Nothing panics while holding it; if something did, the state
+/// is what it was when it did, and the node has stopped.
+fn lock(state: &Mutex<KvState>) -> MutexGuard<'_, KvState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Default for KvStateMachine {
@@ -692,32 +722,49 @@ impl KvStateMachine {
     /// An empty store keeping at most `max_sessions` client sessions (at least 1).
     pub fn new(max_sessions: usize) -> Self {
         Self {
-            state: KvState::default(),
+            state: Arc::default(),
             max_sessions: max_sessions.max(1),
         }
     }
 
+    /// A reader of this state machine's state, for reads answered without the driver.
+    pub fn reader(&self) -> KvReader {
+        KvReader {
+            state: self.state.clone(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, KvState> {
+        lock(&self.state)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.state.map.len()
+        self.state().map.len()
     }
 
     /// Whether the store holds no key.
     pub fn is_empty(&self) -> bool {
-        self.state.map.len() == 0
+        self.state().map.len() == 0
     }
 
     /// Number of client sessions kept.
     pub fn sessions(&self) -> usize {
-        self.state.sessions.len()
+        self.state().sessions.len()
     }
 
-    /// Applies one proposed command and returns its output.
+    /// [`apply_to`](Self::apply_to) this state machine's state.
+    #[cfg(test)]
+    fn apply_one(&mut self, payload: &[u8]) -> KvOutput {
+        Self::apply_to(&mut lock(&self.state), self.max_sessions, payload)
+    }
+
+    /// Applies one proposed command to `state` and returns its output.
     ///
     /// The client's session is looked up once. In the usual case, the client's next
     /// command, it is updated in place and keeps the `born_slot` it started with. No
     /// session is added then, so none is evicted.
-    fn apply_one(&mut self, payload: &[u8]) -> KvOutput {
+    fn apply_to(state: &mut KvState, max_sessions: usize, payload: &[u8]) -> KvOutput {
         let Some(request) = KvRequest::decode(payload) else {
             return KvOutput::Error("ERR malformed command".into());
         };
@@ -732,7 +779,7 @@ impl KvStateMachine {
             by_age,
             next_stamp,
             evicted_born_max,
-        } = &mut self.state;
+        } = state;
         let session = match sessions.get_mut(&client) {
             Some(session) if seq == session.seq => return session.output.clone(),
             Some(session) if seq < session.seq => {
@@ -771,7 +818,7 @@ impl KvStateMachine {
         };
         sessions.insert(client, session);
         by_age.insert(stamp, client);
-        while sessions.len() > self.max_sessions {
+        while sessions.len() > max_sessions {
             let Some(&(stamp, oldest)) = by_age.get_min() else {
                 break;
             };
@@ -787,13 +834,13 @@ impl KvStateMachine {
     /// The eviction floor: the highest [`RequestId::born_slot`] of an evicted session, if
     /// any session was evicted. A client without a session is served only above it.
     pub fn eviction_floor(&self) -> Option<u64> {
-        self.state.evicted_born_max
+        self.state().evicted_born_max
     }
 
     /// Answers one encoded query; a malformed one is answered `Bulk(None)`.
     fn answer(&self, query: &[u8]) -> KvAnswer {
         match KvQuery::decode(query) {
-            Some(query) => commands::answer(&self.state.map, query),
+            Some(query) => commands::answer(&self.state().map, query),
             None => KvAnswer::Bulk(None),
         }
     }
@@ -826,9 +873,10 @@ impl StateMachine for KvStateMachine {
         batch: &[Committed],
         outputs: &mut Vec<(ProposalId, Bytes)>,
     ) -> Result<(), StateMachineError> {
+        let mut state = lock(&self.state);
         for committed in batch {
             for command in committed.value.commands() {
-                let output = self.apply_one(&command.payload);
+                let output = Self::apply_to(&mut state, self.max_sessions, &command.payload);
                 outputs.push((command.id, output.encode()));
             }
         }
@@ -842,15 +890,18 @@ impl StateMachine for KvStateMachine {
     }
 
     async fn snapshot(&mut self, out: &mut dyn SnapshotWrite) -> Result<(), StateMachineError> {
-        snapshot::write(&self.state, out).await
+        // A copy (O(1)): no lock is held across the writes.
+        let state = self.state().clone();
+        snapshot::write(&state, out).await
     }
 
     fn freeze(&mut self) -> Option<Box<dyn FrozenState>> {
-        Some(Box::new(snapshot::Frozen(self.state.clone())))
+        Some(Box::new(snapshot::Frozen(self.state().clone())))
     }
 
     async fn restore(&mut self, input: &mut dyn SnapshotRead) -> Result<(), StateMachineError> {
-        self.state = snapshot::read(input).await?;
+        let restored = snapshot::read(input).await?;
+        *self.state() = restored;
         Ok(())
     }
 }

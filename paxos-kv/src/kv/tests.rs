@@ -44,7 +44,7 @@ fn incr(k: &str) -> KvCommand {
 }
 
 fn get(sm: &KvStateMachine, k: &str) -> Option<Vec<u8>> {
-    sm.state.map.get(&Key::new(k.into())).cloned()
+    sm.state().map.get(&Key::new(k.into())).cloned()
 }
 
 #[test]
@@ -71,9 +71,9 @@ fn sessions_are_bounded_and_evict_the_least_recent() {
     sm.apply_one(&req(1, 2, set("a", "3"))); // client 1 is now the most recent
     sm.apply_one(&req(3, 1, set("a", "4"))); // evicts client 2
     assert_eq!(sm.sessions(), 2);
-    assert!(sm.state.sessions.contains_key(&1));
-    assert!(!sm.state.sessions.contains_key(&2));
-    assert_eq!(sm.state.by_age.len(), 2);
+    assert!(sm.state().sessions.contains_key(&1));
+    assert!(!sm.state().sessions.contains_key(&2));
+    assert_eq!(sm.state().by_age.len(), 2);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn evicted_session_retry_is_not_applied_twice() {
     assert_eq!(again, KvOutput::SessionExpired);
     // Refused requests do not create a session.
     assert_eq!(sm.sessions(), 1);
-    assert!(!sm.state.sessions.contains_key(&1));
+    assert!(!sm.state().sessions.contains_key(&1));
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn replicas_applying_the_same_log_agree() {
     let run = || {
         let mut sm = KvStateMachine::new(8);
         let outputs: Vec<KvOutput> = log.iter().map(|c| sm.apply_one(c)).collect();
-        (outputs, sm.state)
+        (outputs, sm.state().clone())
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b);
@@ -406,7 +406,7 @@ fn a_batch_applies_in_order_each_with_its_output_under_one_request() {
     // One request: a retry replays the whole output and applies nothing.
     assert_eq!(c.retry(&mut sm, batch.clone()), outputs);
     assert_eq!(get(&sm, "a").as_deref(), Some(&b"3"[..]));
-    assert_eq!(sm.state.next_stamp, 2, "one session update per request");
+    assert_eq!(sm.state().next_stamp, 2, "one session update per request");
     // Refused as a whole: one output, not a Many.
     assert!(matches!(
         sm.apply_one(&req(1, 1, batch.clone())),
@@ -445,7 +445,7 @@ fn a_batch_in_a_batch_is_refused() {
     assert!(sm.is_empty());
     assert_eq!(sm.sessions(), 0);
     // Built in memory and executed all the same, the inner batch gets an error output.
-    let outputs = commands::execute(&mut sm.state.map, nested);
+    let outputs = commands::execute(&mut sm.state().map, nested);
     assert_eq!(
         outputs,
         KvOutput::Many(vec![
@@ -864,7 +864,7 @@ fn replicas_applying_a_log_of_every_command_agree() {
         let mut sm = KvStateMachine::new(8);
         let outputs: Vec<KvOutput> = log.iter().map(|c| sm.apply_one(c)).collect();
         let scan = scan_all(&sm, None, 3);
-        (outputs, scan, sm.state)
+        (outputs, scan, sm.state().clone())
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b);

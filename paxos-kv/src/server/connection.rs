@@ -496,7 +496,16 @@ pub(crate) async fn write(
 }
 
 /// Reads linearizably (one query or a batch), retrying until answered or out of time.
+///
+/// On the leader under its lease, between two cycles of its driver, the read is answered
+/// here at once from the shared state ([`NodeHandle::try_read_barrier`]): no trip through
+/// the driver, no encoding of the query or the answer.
+///
+/// [`NodeHandle::try_read_barrier`]: paxos_node::NodeHandle::try_read_barrier
 pub(crate) async fn read(ctx: &Ctx, query: KvQuery) -> Result<KvAnswer, Failed> {
+    if ctx.node.try_read_barrier().is_some() {
+        return Ok(ctx.reader.answer(query));
+    }
     let query = query.encode();
     let deadline = ctx.runtime.now() + ctx.client_deadline();
     let mut last = ReadError::NoLeader;

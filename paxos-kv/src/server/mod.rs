@@ -80,7 +80,7 @@ pub use self::config::{
 };
 use self::connection::{Client, connection};
 use self::metrics::{Counter, ServerStats};
-use crate::kv::{KvCommand, KvStateMachine};
+use crate::kv::{KvCommand, KvReader, KvStateMachine};
 use crate::resp::Limits;
 
 mod admin;
@@ -128,6 +128,9 @@ pub(crate) fn bump(counter: &Counter) {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) node: NodeHandle,
+    /// The node's state, read directly when the node allows a read at once
+    /// ([`NodeHandle::try_read_barrier`]).
+    pub(crate) reader: KvReader,
     /// The runtime everything runs on (the one seam: tasks, timers, sockets).
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) config: ServerConfig,
@@ -212,7 +215,7 @@ impl Server {
         let listen = config.listen().ok_or_else(|| {
             ServeError::Config(format!("node id {} is not among the peers", config.id))
         })?;
-        let node = start_node(&config, listen, runtime.clone()).await?;
+        let (node, reader) = start_node(&config, listen, runtime.clone()).await?;
         let listeners = bind_ports(&mut config, &*runtime);
         let Listeners {
             resp: resp_listener,
@@ -237,6 +240,7 @@ impl Server {
         );
         let ctx = Arc::new(Ctx {
             node: node.clone(),
+            reader,
             runtime: runtime.clone(),
             config,
             stats: ServerStats::default(),
@@ -320,12 +324,12 @@ impl Drop for Server {
     }
 }
 
-/// Builds and starts the node of `config`.
+/// Builds and starts the node of `config`; returns it with a reader of its state.
 async fn start_node(
     config: &ServerConfig,
     listen: SocketAddr,
     runtime: Arc<dyn Runtime>,
-) -> Result<NodeHandle, ServeError> {
+) -> Result<(NodeHandle, KvReader), ServeError> {
     let peers = config.peers.iter().map(|p| (NodeId(p.id), p.addr));
     let members = config.peers.iter().map(|p| NodeId(p.id)).collect();
     let mut options = NodeOptions::default();
@@ -337,11 +341,13 @@ async fn start_node(
     // An empty store on a node that ran before: its promises are gone, so it must not
     // vote (it becomes a learner); see `--rejoin`.
     core.bootstrap = !config.rejoin;
+    let state_machine = KvStateMachine::new(config.max_sessions);
+    let reader = state_machine.reader();
     let builder = NodeBuilder::new(core)
         .cluster_id(config.cluster_id)
         .options(options)
         .runtime(runtime)
-        .state_machine(Box::new(KvStateMachine::new(config.max_sessions)));
+        .state_machine(Box::new(state_machine));
     let builder = match config.transport {
         TransportKind::Tcp if config.tls.is_none() => builder.tcp(listen, peers),
         TransportKind::Tcp => builder.tcp_tls(listen, peers, tls_identity(config)?),
@@ -355,7 +361,8 @@ async fn start_node(
                 .idle_spin(Duration::from_micros(config.file_idle_spin_us)),
         ),
     };
-    builder.start().await.map_err(ServeError::Start)
+    let node = builder.start().await.map_err(ServeError::Start)?;
+    Ok((node, reader))
 }
 
 /// The listeners of a server: RESP, and admin if configured.

@@ -16,7 +16,7 @@ use paxos_core::{
     Committed, Config, FrozenState, NodeId, ProposalId, Slot, SnapshotRead, SnapshotWrite,
     StateMachine, StateMachineError, Storage,
 };
-use paxos_kv::kv::KvStateMachine;
+use paxos_kv::kv::{KvReader, KvStateMachine};
 use paxos_node::{FatalError, NodeBuilder, NodeHandle, NodeOptions};
 use paxos_runtime::Runtime;
 use paxos_storage::{FaultPlan, FaultyStorage, MemoryStorage};
@@ -202,7 +202,8 @@ pub(crate) struct NodeSlot {
     platter: MemoryStorage,
     plan: FaultPlan,
     pub(crate) clock: Arc<Mutex<NodeClock>>,
-    handle: Arc<Mutex<Option<NodeHandle>>>,
+    /// The running incarnation's handle, and a reader of its state machine's state.
+    handle: Arc<Mutex<Option<(NodeHandle, KvReader)>>>,
     pub(crate) up: bool,
     pub(crate) paused: bool,
     /// The node came back with an empty disk: it does not vote.
@@ -365,8 +366,10 @@ impl Cluster {
         } else {
             Box::new(FaultyStorage::new(disk, slot.plan.clone()))
         };
+        let inner = KvStateMachine::new(paxos_kv::kv::DEFAULT_MAX_SESSIONS);
+        let reader = inner.reader();
         let state_machine = Recording {
-            inner: KvStateMachine::new(paxos_kv::kv::DEFAULT_MAX_SESSIONS),
+            inner,
             node: i,
             agreement: self.agreement.clone(),
             next: Slot(0),
@@ -393,7 +396,7 @@ impl Cluster {
         let agreement = self.agreement.clone();
         self.exec.spawn(Owner::Node(i), async move {
             match builder.start().await {
-                Ok(node) => *lock(&handle) = Some(node),
+                Ok(node) => *lock(&handle) = Some((node, reader)),
                 Err(e) => {
                     let mut a = lock(&agreement);
                     if a.violation.is_none() {
@@ -479,7 +482,17 @@ impl Cluster {
 
     /// Node `i`'s handle, if it is up and started.
     pub(crate) fn handle(&self, i: usize) -> Option<NodeHandle> {
-        lock(&self.slots[i].handle).clone()
+        lock(&self.slots[i].handle).as_ref().map(|(h, _)| h.clone())
+    }
+
+    /// A reader of the state of node `id`'s running incarnation, if it is up and started.
+    pub(crate) fn reader_of(&self, id: NodeId) -> Option<KvReader> {
+        self.slots
+            .iter()
+            .find_map(|slot| match &*lock(&slot.handle) {
+                Some((h, reader)) if h.id() == id => Some(reader.clone()),
+                _ => None,
+            })
     }
 
     /// Nodes that stopped by themselves. A storage failure (an injected fsync error) is

@@ -78,6 +78,9 @@ pub enum NodeBug {
     EmptyDiskVotes,
     /// A suspended node's clock stops (a runtime that breaks the clock contract).
     ClockStopsWhenSuspended,
+    /// A program that reads its own state at once whenever the node's status says it
+    /// leads, instead of asking `NodeHandle::try_read_barrier` (which holds the lease).
+    ReadAtOnceWhileLeading,
 }
 
 impl NodeBug {
@@ -88,6 +91,7 @@ impl NodeBug {
             "ack-before-sync" => Self::AckBeforeSync,
             "empty-disk-votes" => Self::EmptyDiskVotes,
             "clock-stops-when-suspended" => Self::ClockStopsWhenSuspended,
+            "read-at-once-while-leading" => Self::ReadAtOnceWhileLeading,
             _ => return None,
         })
     }
@@ -99,6 +103,7 @@ impl NodeBug {
             Self::AckBeforeSync => "ack-before-sync",
             Self::EmptyDiskVotes => "empty-disk-votes",
             Self::ClockStopsWhenSuspended => "clock-stops-when-suspended",
+            Self::ReadAtOnceWhileLeading => "read-at-once-while-leading",
         }
     }
 }
@@ -334,6 +339,7 @@ fn run_inner(cfg: &NodeSimConfig) -> NodeReport {
         rt,
         cfg.keys,
         max_value,
+        cfg.bug == Some(NodeBug::ReadAtOnceWhileLeading),
     ));
     let faults = Arc::new(Mutex::new(Faults::new(net.clone(), cfg.bug)));
     let result: Arc<Mutex<Option<Result<u64, String>>>> = Arc::default();

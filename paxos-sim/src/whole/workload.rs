@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     salt: u64,
     pub(crate) stats: Mutex<Stats>,
     next_value: Mutex<u64>,
+    /// [`NodeBug::ReadAtOnceWhileLeading`](super::NodeBug::ReadAtOnceWhileLeading).
+    read_at_once_while_leading: bool,
 }
 
 /// What the clients did.
@@ -65,6 +67,9 @@ pub struct Stats {
     pub writes_ok: u64,
     /// Reads answered.
     pub reads_ok: u64,
+    /// Of those, reads answered at once from the node's state after
+    /// `NodeHandle::try_read_barrier`, as the binary's server does on the leader.
+    pub reads_at_once: u64,
     /// Reads that failed (no effect; not in the history).
     pub reads_failed: u64,
     /// Write attempts that failed with an unknown outcome and were retried.
@@ -84,6 +89,7 @@ impl Shared {
         rt: Arc<dyn Runtime>,
         keys: u64,
         max_value: usize,
+        read_at_once_while_leading: bool,
     ) -> Self {
         let salt = exec.random();
         Self {
@@ -98,6 +104,7 @@ impl Shared {
             salt,
             stats: Mutex::new(Stats::default()),
             next_value: Mutex::new(1),
+            read_at_once_while_leading,
         }
     }
 
@@ -214,9 +221,23 @@ impl Shared {
         };
         let query = KvQuery::Get {
             key: key_bytes(key),
+        };
+        // Half the reads take the at-once path when the node allows it, as the binary's
+        // server does for every read: the lease gate, then the state as it is.
+        let at_once = if self.read_at_once_while_leading {
+            node.status().role == paxos_core::Role::Leader
+        } else {
+            node.try_read_barrier().is_some()
+        };
+        if self.random() % 2 == 0 && at_once {
+            let reader = lock(&self.cluster).reader_of(node.id());
+            if let Some(reader) = reader {
+                lock(&self.stats).reads_at_once += 1;
+                let answer = reader.answer(query).encode();
+                return decode_get_answer(&answer).map(|v| v.map(|v| decode_value(&v)));
+            }
         }
-        .encode();
-        match node.read(query).await {
+        match node.read(query.encode()).await {
             Ok(answer) => decode_get_answer(&answer).map(|v| v.map(|v| decode_value(&v))),
             Err(ReadError::Fatal(_) | ReadError::Timeout | ReadError::LeadershipChanged)
             | Err(ReadError::NoLeader | ReadError::Overloaded)
