@@ -5,7 +5,9 @@
 //! an async runtime of your choice, and gives clients a [`NodeHandle`]:
 //! [`propose`](NodeHandle::propose) (or [`propose_with_slot`](NodeHandle::propose_with_slot),
 //! which also names the write's log slot), [`read`](NodeHandle::read),
-//! [`read_barrier`](NodeHandle::read_barrier), [`status`](NodeHandle::status),
+//! [`read_barrier`](NodeHandle::read_barrier) (and
+//! [`try_read_barrier`](NodeHandle::try_read_barrier), the same at once on a leader under
+//! its lease), [`status`](NodeHandle::status),
 //! [`metrics`](NodeHandle::metrics) and [`shutdown`](NodeHandle::shutdown). Start one with
 //! [`NodeBuilder`]; [`wait_for_leader`] waits until a set of nodes in this process can all
 //! take writes.
@@ -90,6 +92,12 @@
 //!   query runs after the whole applied batch, so it may also see writes ordered after the
 //!   marker; those were chosen before the read returns, so the read can be ordered after
 //!   them and the answer stays linearizable.
+//! * **At once, on the caller's task**: [`NodeHandle::try_read_barrier`] answers a barrier
+//!   without the driver when this node is the leader holding its lease, with everything
+//!   chosen applied, between two driver cycles; otherwise it says `None` and the caller
+//!   takes one of the paths above. It costs a lock and a clock reading: no message, no
+//!   driver wake-up, no `query`. The `paxos-node` binary answers its leader's GETs this
+//!   way (see ARCHITECTURE.md, "Reads on the caller's task").
 //!
 //! **Why `query` runs on the driver task.** The driver calls `query` at the read's
 //! confirmation point, between two applies, and applies nothing more until it returns: the
