@@ -33,6 +33,9 @@ struct State {
     log: Vec<(Slot, Bytes)>,
     /// Calls of `StateMachine::query`.
     queries: u64,
+    /// How long each `apply` works (blocking its thread) before it changes the state: a
+    /// slow state machine.
+    apply_delay: Duration,
 }
 
 /// Applies [`Kv`] commands to state behind an `Arc<Mutex<_>>` that the test also holds,
@@ -53,6 +56,10 @@ impl StateMachine for Shared {
         batch: &[Committed],
         outputs: &mut Vec<(ProposalId, Bytes)>,
     ) -> Result<(), StateMachineError> {
+        let delay = self.state().apply_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut state = self.state();
         for c in batch {
             for cmd in c.value.commands() {
@@ -309,6 +316,88 @@ fn try_read_barrier_answers_at_once_only_on_the_leader_under_its_lease() {
         let l = leader(&nodes).await;
         let at = within(&*rt, "a leader's lease", at_once(l)).await;
         assert!(at > write.slot);
+        shutdown(&nodes).await;
+    });
+}
+
+/// `try_read_barrier` under real threads (two tokio workers), with a leader whose state
+/// machine takes 2 ms per `apply`: the leader announces a commit point in the Accepts it
+/// sends before it applies, so a follower can apply a write and acknowledge it while the
+/// leader's state still lacks it. Four clients write 1, 2, 3, ... to a key each through
+/// that follower, while four more write through the leader all along (so that every Ready
+/// that chooses a batch also sends Accepts); a task on the other worker reads the keys
+/// from the leader's shared state whenever `try_read_barrier` says yes. Every such read
+/// sees at least the value acknowledged before the call. With the gate left open at the
+/// start of a driver cycle, this test failed 3 runs of 5.
+#[test]
+fn reads_at_once_see_every_write_acknowledged_before_them_across_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const CLIENTS: usize = 4;
+    const WRITES: u64 = 100;
+    on_tokio(|rt| async move {
+        let nodes = start(&rt, 3).await;
+        let l = leader(&nodes).await;
+        let f = (l + 1) % 3;
+        nodes[l].state.state().apply_delay = Duration::from_millis(2);
+        let acked: Arc<Vec<AtomicU64>> =
+            Arc::new((0..CLIENTS).map(|_| AtomicU64::new(0)).collect());
+        let done = Arc::new(AtomicBool::new(false));
+        let (report, reported) = futures::channel::oneshot::channel();
+        {
+            let (acked, done) = (acked.clone(), done.clone());
+            let (handle, state) = (nodes[l].handle.clone(), nodes[l].state.clone());
+            rt.spawn(Box::pin(async move {
+                let (mut at_once, mut stale, mut first_stale) = (0u64, 0u64, Vec::new());
+                while !done.load(Ordering::SeqCst) {
+                    let floors: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+                    if handle.try_read_barrier().is_some() {
+                        let state = state.state();
+                        for (k, &floor) in floors.iter().enumerate() {
+                            let seen = state.map.get(&(k as u64)).copied().unwrap_or(0);
+                            if seen < floor {
+                                stale += 1;
+                                if first_stale.len() < 4 {
+                                    first_stale.push((k, seen, floor));
+                                }
+                            }
+                        }
+                        at_once += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let _ = report.send((at_once, stale, first_stale));
+            }));
+        }
+        // Writes through the leader itself, all along: every Ready that chooses a batch
+        // also carries Accepts for the next, which announce the new commit point before the
+        // leader applies it.
+        for k in 0..CLIENTS as u64 {
+            let (handle, done) = (nodes[l].handle.clone(), done.clone());
+            rt.spawn(Box::pin(async move {
+                let mut v = 0;
+                while !done.load(Ordering::SeqCst) {
+                    v += 1;
+                    let _ = handle.propose(Kv::set(100 + k, v)).await;
+                }
+            }));
+        }
+        let writers = (0..CLIENTS).map(|k| {
+            let (handle, acked) = (nodes[f].handle.clone(), acked.clone());
+            async move {
+                for v in 1..=WRITES {
+                    handle.propose(Kv::set(k as u64, v)).await.unwrap();
+                    acked[k].store(v, Ordering::SeqCst);
+                }
+            }
+        });
+        join_all(writers).await;
+        done.store(true, Ordering::SeqCst);
+        let (at_once, stale, first) = within(&*rt, "the reader to stop", reported).await.unwrap();
+        assert_eq!(
+            stale, 0,
+            "stale reads at once; the first (key, seen, acknowledged before the read): {first:?}"
+        );
+        assert!(at_once > 0, "no read was answered at once");
         shutdown(&nodes).await;
     });
 }
