@@ -188,7 +188,9 @@ fn machine() -> String {
     )
 }
 
-/// HEAD, and whether tracked files differ from it.
+/// HEAD, and whether tracked files differ from it, the harness's own outputs
+/// (`BENCHMARKS.md`, `benches/results`) aside: a second run right after a first differs
+/// from HEAD only by the first's results.
 pub(crate) fn commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -200,7 +202,15 @@ pub(crate) fn commit() -> String {
     };
     match git(&["rev-parse", "HEAD"]) {
         Some(hash) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)BENCHMARKS.md",
+                ":(top,exclude)benches/results",
+            ])
                 .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("`{hash}` (with uncommitted changes)")
