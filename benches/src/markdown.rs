@@ -211,7 +211,7 @@ pub(crate) fn commit() -> String {
                 ":(top,exclude)BENCHMARKS.md",
                 ":(top,exclude)benches/results",
             ])
-                .is_some_and(|s| !s.is_empty());
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("`{hash}` (with uncommitted changes)")
             } else {

@@ -157,7 +157,7 @@ pub struct ServerConfig {
     /// transport wait. The other replicas, and so the cluster, keep serving.
     pub threads: usize,
     /// With file storage: how long its I/O thread polls for the next write, in µs, after
-    /// its queue runs dry, before it sleeps; 0 to [`MAX_FILE_IDLE_SPIN_US`]. Default 50
+    /// its queue runs dry, before it sleeps; 0 to [`MAX_FILE_IDLE_SPIN_US`]. Default 250
     /// ([`FileStorageOptions::DEFAULT_IDLE_SPIN`](paxos_node::storage::FileStorageOptions::DEFAULT_IDLE_SPIN)).
     ///
     /// A write that finds the thread asleep waits ~30 µs for it to wake. Longer spins

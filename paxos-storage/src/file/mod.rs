@@ -203,8 +203,8 @@ impl Default for FileStorageOptions {
 }
 
 impl FileStorageOptions {
-    /// Default of [`idle_spin`](Self::idle_spin): 50 µs.
-    pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
+    /// Default of [`idle_spin`](Self::idle_spin): 250 µs.
+    pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(250);
 
     /// The size segments grow to, and stay at: each new segment doubles the last one's
     /// size up to this. Default 64 MiB; at least 4 KiB. See [Segment sizes](Self#segment-sizes).
@@ -242,7 +242,7 @@ impl FileStorageOptions {
     }
 
     /// How long the I/O thread keeps polling for the next job, yielding its core between
-    /// polls, after its queue runs dry, before it sleeps. Default 50 µs; zero sleeps at
+    /// polls, after its queue runs dry, before it sleeps. Default 250 µs; zero sleeps at
     /// once.
     ///
     /// Waking a sleeping thread costs tens of microseconds of latency (about 30 µs on the
@@ -253,15 +253,20 @@ impl FileStorageOptions {
     /// threads that are ready to run (the node's own, on a busy machine) get the core.
     ///
     /// Longer spins trade CPU, and so throughput on a busy machine, for latency at light
-    /// load. On that machine (2 cores for 3 replicas and the clients), 1 ms against the
-    /// default, three alternating rounds of 4 s: one client's SET p50 went from 275 / 290 /
-    /// 288 µs to 254 / 271 / 250 µs (median −12%); at 64 clients the CPU per op went from
-    /// 23.8 / 22.9 / 22.3 µs to 30.4 / 26.3 / 25.8 µs, and throughput from 50.8 / 52.5 /
-    /// 55.3 K to 46.2 / 54.1 / 52.9 K ops/s (two earlier pairs of rounds: −2% and −9%).
-    /// A yield gives the core only to threads queued on that same core, so under full load
-    /// the spin still takes time from the node's other threads. The default favours the
-    /// loaded case; spin longer where cores are to spare and a lone writer's latency is
-    /// what counts (`paxos-node serve --file-idle-spin-us`).
+    /// load. On that machine (2 cores for 3 replicas and the clients), 250 µs against
+    /// 50 µs, seven alternating rounds of 4 s in two runs: one client's SET p50 went from
+    /// a median of 271 µs to 233 µs (−14%; one write's floor there is about 214 µs), and
+    /// 64 clients' throughput from a mean of 64.0 K to 63.6 K ops/s (within the noise).
+    /// A lone client's persists come about 170 µs apart: past a 50 µs spin, within
+    /// 250 µs. 1 ms against 50 µs, three alternating rounds of 4 s: one client's SET p50
+    /// went from 275 / 290 / 288 µs to 254 / 271 / 250 µs (median −12%); at 64 clients
+    /// the CPU per op went from 23.8 / 22.9 / 22.3 µs to 30.4 / 26.3 / 25.8 µs, and
+    /// throughput from 50.8 / 52.5 / 55.3 K to 46.2 / 54.1 / 52.9 K ops/s (two earlier
+    /// pairs of rounds: −2% and −9%). A yield gives the core only to threads queued on
+    /// that same core, so under full load the spin still takes time from the node's other
+    /// threads. Spin longer where cores are to spare and a lone writer's latency is what
+    /// counts, shorter (or 0) where the CPU is needed elsewhere
+    /// (`paxos-node serve --file-idle-spin-us`).
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.idle_spin = spin;
         self

@@ -54,7 +54,7 @@ pub(crate) struct ClusterArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
     /// How long each node's file-store I/O thread polls before it sleeps, in µs (`serve
-    /// --file-idle-spin-us`; default 50). Used when the cluster is created, like --runtime.
+    /// --file-idle-spin-us`; default 250). Used when the cluster is created, like --runtime.
     #[arg(long)]
     pub(crate) file_idle_spin_us: Option<u64>,
     /// Transport between the nodes. Default tcp: plain TCP on loopback, where a local

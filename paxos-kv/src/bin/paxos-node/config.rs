@@ -86,7 +86,7 @@ pub(crate) struct ServeArgs {
     pub(crate) threads: Option<usize>,
     /// With file storage: how long its I/O thread polls for the next write before it
     /// sleeps, in µs (0 to 10000). Longer cuts a light load's latency and costs CPU,
-    /// and so throughput on a busy machine (`ServerConfig::file_idle_spin_us`). Default 50.
+    /// and so throughput on a busy machine (`ServerConfig::file_idle_spin_us`). Default 250.
     #[arg(long)]
     pub(crate) file_idle_spin_us: Option<u64>,
     /// Client sessions kept for exactly-once writes. Default 16384.
@@ -308,7 +308,7 @@ mod tests {
             "the I/O thread's spin comes from the file"
         );
         let defaults = ServerConfig::new(1, args.peers.clone());
-        assert_eq!(defaults.file_idle_spin_us, 50);
+        assert_eq!(defaults.file_idle_spin_us, 250);
         let long_spin = resolve(&ServeArgs {
             file_idle_spin_us: Some(10_001),
             ..args.clone()
