@@ -30,8 +30,8 @@ use futures::FutureExt;
 use futures::future::{Either, select};
 use paxos_core::{
     Chosen, Committed, Envelope, Inbound, Message, NodeId, PersistFuture, ProposalId,
-    ProposeRefused, ReadId, ReadRefused, Ready, Replica, SnapshotFetch, StateMachine, Storage,
-    Transport,
+    ProposeRefused, ReadId, ReadRefused, Ready, Replica, Slot, SnapshotFetch, StateMachine,
+    Storage, Transport,
 };
 
 use crate::command;
@@ -217,16 +217,16 @@ impl Driver {
         }
         // Between two Readys: the state machine has applied exactly what the core did.
         more |= self.snapshot_work().await?;
-        self.observe();
-        self.open_lease_gate();
+        let applied = self.observe().applied;
+        self.open_lease_gate(applied);
         Ok(more)
     }
 
     /// Opens the lease gate ([`NodeHandle::try_read_barrier`](crate::NodeHandle::try_read_barrier))
     /// if reads may be answered at once until the next cycle: the core allows it (leader,
     /// lease, recovered, all chosen handed out) and no Ready is outstanding, so everything
-    /// handed out is applied.
-    fn open_lease_gate(&self) {
+    /// handed out is applied (`applied`, the status the cycle just published).
+    fn open_lease_gate(&self, applied: Slot) {
         if !self.pipeline.is_empty() {
             return;
         }
@@ -235,7 +235,7 @@ impl Driver {
         };
         self.shared.set_lease_gate(Some(LeaseGate {
             until: self.origin + Duration::from_nanos(until.as_nanos()),
-            applied: self.replica.status().applied,
+            applied,
         }));
     }
 
@@ -596,8 +596,8 @@ impl Driver {
     }
 
     /// Publishes the replica's view, and fails every waiter if the leader they went
-    /// through is no longer the leader (see [`Waiters`]).
-    fn observe(&mut self) {
+    /// through is no longer the leader (see [`Waiters`]). Returns the view published.
+    fn observe(&mut self) -> paxos_core::Status {
         let counters = &self.shared.counters;
         counters
             .peak_pending_proposals
@@ -619,6 +619,7 @@ impl Driver {
             }
             self.leader = status.leader;
         }
+        status
     }
 
     pub(crate) fn publish_status(&self) -> paxos_core::Status {

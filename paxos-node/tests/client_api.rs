@@ -58,6 +58,8 @@ impl StateMachine for Shared {
     ) -> Result<(), StateMachineError> {
         let delay = self.state().apply_delay;
         if !delay.is_zero() {
+            // The work of a slow apply, holding its thread as CPU-bound work would; it
+            // waits for nothing, and no assertion depends on how long it takes.
             std::thread::sleep(delay);
         }
         let mut state = self.state();

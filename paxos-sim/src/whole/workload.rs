@@ -222,26 +222,35 @@ impl Shared {
         let query = KvQuery::Get {
             key: key_bytes(key),
         };
-        // Half the reads take the at-once path when the node allows it, as the binary's
-        // server does for every read: the lease gate, then the state as it is.
-        let at_once = if self.read_at_once_while_leading {
+        // Half the reads try the at-once path, as the binary's server does for every read:
+        // the lease gate, then the state as it is; the rest, and those the gate refuses,
+        // go through the driver.
+        let reader = (self.random() % 2 == 0 && self.at_once_allowed(&node))
+            .then(|| lock(&self.cluster).reader_of(node.id()))
+            .flatten();
+        let answer = match reader {
+            Some(reader) => {
+                lock(&self.stats).reads_at_once += 1;
+                reader.answer(query).encode()
+            }
+            None => match node.read(query.encode()).await {
+                Ok(answer) => answer,
+                Err(ReadError::Fatal(_) | ReadError::Timeout | ReadError::LeadershipChanged)
+                | Err(ReadError::NoLeader | ReadError::Overloaded)
+                | Err(_) => return None,
+            },
+        };
+        decode_get_answer(&answer).map(|v| v.map(|v| decode_value(&v)))
+    }
+
+    /// Whether `node` may answer a read at once: its lease gate, or, with
+    /// [`NodeBug::ReadAtOnceWhileLeading`](super::NodeBug::ReadAtOnceWhileLeading), its
+    /// belief that it leads.
+    fn at_once_allowed(&self, node: &paxos_node::NodeHandle) -> bool {
+        if self.read_at_once_while_leading {
             node.status().role == paxos_core::Role::Leader
         } else {
             node.try_read_barrier().is_some()
-        };
-        if self.random() % 2 == 0 && at_once {
-            let reader = lock(&self.cluster).reader_of(node.id());
-            if let Some(reader) = reader {
-                lock(&self.stats).reads_at_once += 1;
-                let answer = reader.answer(query).encode();
-                return decode_get_answer(&answer).map(|v| v.map(|v| decode_value(&v)));
-            }
-        }
-        match node.read(query.encode()).await {
-            Ok(answer) => decode_get_answer(&answer).map(|v| v.map(|v| decode_value(&v))),
-            Err(ReadError::Fatal(_) | ReadError::Timeout | ReadError::LeadershipChanged)
-            | Err(ReadError::NoLeader | ReadError::Overloaded)
-            | Err(_) => None,
         }
     }
 }
